@@ -1,0 +1,102 @@
+"""One error root for qbus, with a stable ``code`` on every error.
+
+Codes are part of the wire protocol: they travel in JobRejected/JobFailed events and
+clients branch on them, so a code is never renamed or reused.
+"""
+
+from __future__ import annotations
+
+
+class QbusWarning(UserWarning):
+    """Warnings raised by qbus itself (tests turn them into errors)."""
+
+
+class QbusError(Exception):
+    """Root of every error qbus raises on purpose.
+
+    Attributes:
+        code: Stable machine-readable code (``snake_case``).
+        where: Where the problem is, for a person: ``line 3, column 5`` or ``$.ops[2]``.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, where: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.where})" if self.where else self.message
+
+
+class CircuitError(QbusError):
+    """A circuit is malformed: syntax, unknown gate, wrong qubit index, bad parameters."""
+
+    code = "invalid_circuit"
+
+
+class QasmSyntaxError(CircuitError):
+    """OpenQASM text that does not parse; ``where`` holds ``line L, column C``."""
+
+    code = "qasm_syntax"
+
+    def __init__(self, message: str, *, line: int, column: int, code: str | None = None):
+        super().__init__(message, code=code, where=f"line {line}, column {column}")
+        self.line = line
+        self.column = column
+
+
+class SchemaError(QbusError):
+    """An event or IR document does not match its schema; ``where`` is the field path."""
+
+    code = "invalid_schema"
+
+
+class LimitError(QbusError):
+    """A job exceeds a configured limit (size, qubits, shots, memory)."""
+
+    code = "limit_exceeded"
+
+
+class EngineError(QbusError):
+    """An engine failed to run a request it had accepted."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False):
+        super().__init__(message, code=code)
+        self.retryable = retryable
+
+
+class UnknownEngineError(QbusError):
+    """No engine of that name is installed."""
+
+    code = "unknown_engine"
+
+
+class MissingOptionalLibraryError(QbusError, ImportError):
+    """An optional dependency is not installed; the message carries the install hint."""
+
+    code = "missing_dependency"
+
+    def __init__(self, library: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs {library}, which is not installed: pip install 'qbus[{extra}]'"
+        )
+        self.library = library
+        self.extra = extra
+
+
+class BusError(QbusError):
+    """Talking to NATS failed or the server could not be started."""
+
+    code = "bus_error"
+
+
+class ConfigError(QbusError):
+    """Configuration that cannot work, found before connecting to anything."""
+
+    code = "invalid_config"

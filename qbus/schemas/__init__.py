@@ -1,0 +1,1 @@
+"""Events, IR and job specs: data only, no I/O."""

@@ -1,0 +1,344 @@
+"""Every event on the bus: one tagged union of frozen msgspec Structs, JSON on the wire.
+
+Evolution rules (docs/protocol.md): a new field always has a default; a field's type
+never changes; a tag is never reused; a breaking change is a new tag (``….v2``).
+Unknown fields are ignored on decode, so old consumers read newer producers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from qbus.schemas.ir import Circuit, CircuitStats
+
+SCHEMA_VERSION = 1
+
+# Job ids become NATS subject tokens (``qbus.result.<job>``), so they are restricted to
+# characters that are safe there and in KV keys.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+JobId = msgspec.Meta(pattern=JOB_ID_PATTERN, description="subject-safe job id")
+
+# uuid5 namespace for ids derived from a causing event: a redelivered input yields the
+# same output ids, which the server's Nats-Msg-Id dedupe then drops.
+_DERIVED_NS = uuid.UUID("6f1c2d3e-8a4b-5c6d-9e0f-7a8b9c0d1e2f")
+
+
+def new_event_id() -> str:
+    """A fresh random event id."""
+    return str(uuid.uuid4())
+
+
+def derived_event_id(causation_id: str, tag: str, index: int = 0) -> str:
+    """The id of the ``index``-th event of kind ``tag`` caused by ``causation_id``."""
+    return str(uuid.uuid5(_DERIVED_NS, f"{causation_id}/{tag}/{index}"))
+
+
+def new_job_id() -> str:
+    """A fresh job id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    """True when ``job_id`` can be used as a subject token."""
+    return bool(_JOB_ID_RE.match(job_id))
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Envelope carried by every event.
+
+    Attributes:
+        event_id: Unique id; sent as ``Nats-Msg-Id`` so the server drops duplicates.
+        job_id: The job this event belongs to.
+        causation_id: Id of the event this one answers (None for a submission).
+        schema_version: Version of the event schema the producer wrote.
+        timestamp: Seconds since the Unix epoch when the producer made the event.
+        producer: Who made it (``qbus.ingest``, ``cli``, ``node-client`` …).
+    """
+
+    event_id: str
+    job_id: str
+    causation_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    timestamp: float = msgspec.field(default_factory=time.time)
+    producer: str = ""
+
+
+class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a job runs; set at submission and carried by every later event.
+
+    Attributes:
+        method: ``sample`` (shots → counts) or ``statevector``.
+        shots: Number of shots for ``sample``.
+        seed: Simulator seed; when None, ingest derives one from the job id so that a
+            rerun (redelivery, audit replay) gives the same counts.
+        engine: Engine name, or ``auto`` to let the router choose.
+        optimize: Run the deterministic rewrite passes.
+        parameters: Values of the circuit's named parameters.
+    """
+
+    method: str = "sample"
+    shots: int = 1024
+    seed: int | None = None
+    engine: str = "auto"
+    optimize: bool = True
+    parameters: dict[str, float] = {}
+
+
+class JobSubmitted(Event, tag="job.submitted"):
+    """A new job. Give ``source`` (OpenQASM 2/3 or JSON IR text) or ``circuit`` (inline IR).
+
+    Attributes:
+        source: Program text.
+        format: ``auto``, ``qasm2``, ``qasm3`` or ``json``.
+        circuit: The circuit as inline JSON IR instead of ``source``.
+        method, shots, seed, engine, optimize, parameters: See ``JobOptions``.
+        labels: Free-form labels, kept on the job.
+    """
+
+    source: str | None = None
+    format: str = "auto"
+    circuit: Circuit | None = None
+    method: str = "sample"
+    shots: int = 1024
+    seed: int | None = None
+    engine: str = "auto"
+    optimize: bool = True
+    parameters: dict[str, float] = {}
+    labels: dict[str, str] = {}
+
+    def options(self) -> JobOptions:
+        """The run options this submission asks for."""
+        return JobOptions(
+            method=self.method,
+            shots=self.shots,
+            seed=self.seed,
+            engine=self.engine,
+            optimize=self.optimize,
+            parameters=self.parameters,
+        )
+
+
+class CircuitIngested(Event, tag="circuit.ingested"):
+    """The submission parsed into validated IR."""
+
+    circuit: Circuit
+    circuit_hash: str
+    source_format: str
+    options: JobOptions
+    stats: CircuitStats
+
+
+class PassReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What one rewrite pass changed."""
+
+    name: str
+    removed: int
+    merged: int = 0
+
+
+class CircuitRewritten(Event, tag="circuit.rewritten"):
+    """The circuit after the deterministic rewrite passes (or unchanged when skipped)."""
+
+    circuit: Circuit
+    circuit_hash: str
+    original_hash: str
+    options: JobOptions
+    before: CircuitStats
+    after: CircuitStats
+    passes: list[PassReport] = []
+
+
+class ExecutionRequested(Event, tag="execution.requested"):
+    """Run this circuit on ``engine``; published on ``qbus.exec.<engine>.<job>``.
+
+    Attributes:
+        generation: Bumped by each reroute; an executor's result of an older generation
+            is dropped.
+        route_reason: Why the router picked this engine.
+    """
+
+    engine: str
+    circuit: Circuit
+    circuit_hash: str
+    options: JobOptions
+    generation: int = 0
+    route_reason: str = ""
+
+
+class ExecutionCompleted(Event, tag="execution.completed"):
+    """An engine's raw result.
+
+    Attributes:
+        counts: Bitstring → count for ``sample`` (clbit 0 rightmost).
+        statevector: Interleaved real/imaginary parts, for ``statevector`` up to the
+            inline limit; larger vectors are in the object store under ``statevector_ref``.
+        seed: The seed the engine actually used.
+        run_seconds: Wall time of the engine call.
+    """
+
+    engine: str
+    engine_version: str
+    circuit: Circuit
+    circuit_hash: str
+    options: JobOptions
+    seed: int
+    counts: dict[str, int] | None = None
+    statevector: list[float] | None = None
+    statevector_ref: str | None = None
+    run_seconds: float = 0.0
+    generation: int = 0
+
+
+class ExecutionFailed(Event, tag="execution.failed"):
+    """An engine could not run the request."""
+
+    engine: str
+    code: str
+    message: str
+    retryable: bool = False
+    generation: int = 0
+
+
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    """The verifier's verdict on a result.
+
+    Attributes:
+        verdict: ``pass``, ``fail`` or ``skipped`` (with ``detail`` saying why).
+        test: Name of the test (``chi2``, ``fidelity``).
+        statistic: Test statistic (chi-square value, or fidelity).
+        p_value: For statistical tests.
+        threshold: The bound the statistic was held to.
+        tvd: Total variation distance between observed and exact distributions.
+        detail: Human-readable explanation.
+    """
+
+    verdict: str
+    test: str = ""
+    statistic: float | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+    tvd: float | None = None
+    detail: str = ""
+
+
+class JobCompleted(Event, tag="job.completed"):
+    """The final, verified result of a job: published on ``qbus.result.<job>``."""
+
+    engine: str
+    engine_version: str
+    circuit_hash: str
+    method: str
+    shots: int
+    seed: int
+    verification: Verification
+    result_hash: str
+    counts: dict[str, int] | None = None
+    statevector: list[float] | None = None
+    statevector_ref: str | None = None
+    run_seconds: float = 0.0
+
+
+class JobFailed(Event, tag="job.failed"):
+    """The job ended without a result: engine failure, failed verification, cancel."""
+
+    code: str
+    message: str
+    stage: str = ""
+
+
+class JobRejected(Event, tag="job.rejected"):
+    """The submission was refused before running: bad input or limits.
+
+    Attributes:
+        code: Stable error code (``qasm_syntax``, ``unknown_gate``, ``invalid_schema`` …).
+        message: What is wrong, for a person.
+        where: Line/column or field path of the problem.
+    """
+
+    code: str
+    message: str
+    stage: str = ""
+    where: str | None = None
+
+
+class Reroute(Event, tag="control.reroute"):
+    """Move the job's unfinished work to another engine."""
+
+    engine: str
+    reason: str = ""
+
+
+class Cancel(Event, tag="control.cancel"):
+    """Stop the job; it ends with JobFailed(code='cancelled')."""
+
+    reason: str = ""
+
+
+AnyEvent = (
+    JobSubmitted
+    | CircuitIngested
+    | CircuitRewritten
+    | ExecutionRequested
+    | ExecutionCompleted
+    | ExecutionFailed
+    | JobCompleted
+    | JobFailed
+    | JobRejected
+    | Reroute
+    | Cancel
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobSubmitted,
+    CircuitIngested,
+    CircuitRewritten,
+    ExecutionRequested,
+    ExecutionCompleted,
+    ExecutionFailed,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    Reroute,
+    Cancel,
+)
+
+FINAL_EVENTS: tuple[type[Event], ...] = (JobCompleted, JobFailed, JobRejected)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event to its JSON wire form."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    """Decode any event from its JSON wire form.
+
+    Raises:
+        msgspec.ValidationError: The JSON does not match any event (message names the path).
+        msgspec.DecodeError: Not JSON at all.
+    """
+    return _decoder.decode(data)
+
+
+def tag_of(event_type: type[Event]) -> str:
+    """The wire tag of an event class."""
+    return event_type.__struct_config__.tag  # type: ignore[return-value]
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of every event, keyed by tag, sharing one ``$defs`` table."""
+    schemas, components = msgspec.json.schema_components(EVENT_TYPES, "#/$defs/{name}")
+    return {
+        "union": msgspec.json.schema(AnyEvent),
+        "events": {tag_of(t): s for t, s in zip(EVENT_TYPES, schemas, strict=True)},
+        "$defs": components,
+    }
