@@ -100,3 +100,28 @@ class ConfigError(QbusError):
     """Configuration that cannot work, found before connecting to anything."""
 
     code = "invalid_config"
+
+
+class Reject(QbusError):
+    """Raised by a stage handler: refuse the job (→ JobRejected, input acked)."""
+
+    code = "rejected"
+
+
+class Fail(QbusError):
+    """Raised by a stage handler: the job ends without a result (→ JobFailed, input acked)."""
+
+    code = "failed"
+
+
+class Retry(QbusError):
+    """Raised by a stage handler: try this message again after ``delay`` seconds (→ nak).
+
+    After the consumer's ``max_deliver`` attempts the job fails with ``retries_exhausted``.
+    """
+
+    code = "retry"
+
+    def __init__(self, message: str, *, delay: float = 1.0):
+        super().__init__(message)
+        self.delay = delay

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 # characters that are safe there and in KV keys.
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
-JobId = msgspec.Meta(pattern=JOB_ID_PATTERN, description="subject-safe job id")
+JobId = Annotated[str, msgspec.Meta(pattern=JOB_ID_PATTERN, description="subject-safe job id")]
 
 # uuid5 namespace for ids derived from a causing event: a redelivered input yields the
 # same output ids, which the server's Nats-Msg-Id dedupe then drops.
@@ -61,8 +61,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         producer: Who made it (``qbus.ingest``, ``cli``, ``node-client`` …).
     """
 
-    event_id: str
-    job_id: str
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    job_id: JobId
     causation_id: str | None = None
     schema_version: int = SCHEMA_VERSION
     timestamp: float = msgspec.field(default_factory=time.time)

@@ -1,0 +1,17 @@
+.PHONY: setup demo test bench lint schema
+
+setup:
+	bash scripts/setup.sh
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+bench: setup
+	.venv/bin/python benchmarks/bus_overhead.py
+
+lint: setup
+	.venv/bin/ruff check qbus tests benchmarks
+	.venv/bin/ruff format --check qbus tests benchmarks

@@ -1,0 +1,3 @@
+from qbus.cli import main
+
+main()

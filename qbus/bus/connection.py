@@ -1,0 +1,201 @@
+"""Connect to NATS and provision qbus's stream, KV buckets and object store, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from qbus.bus.config import BusConfig
+from qbus.bus.jobstate import JobState, decode_state
+from qbus.bus.subjects import Subjects
+from qbus.errors import BusError
+from qbus.schemas.events import Event, encode
+
+MAX_MSG_SIZE = 16 * 1024 * 1024
+_state_encoder = msgspec.json.Encoder()
+
+
+class Bus:
+    """A connection to NATS plus qbus's names on it.
+
+    Attributes:
+        nc: The NATS connection.
+        js: Its JetStream context.
+        config: The bus configuration.
+        subjects: Subject names under the configured prefix.
+    """
+
+    def __init__(self, nc: NATS, config: BusConfig) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=8000)
+        self.config = config
+        self.subjects = Subjects(config.prefix)
+
+    @classmethod
+    async def connect(cls, config: BusConfig, *, name: str = "qbus", **options: Any) -> Bus:
+        """Connect to the server in ``config``.
+
+        Raises:
+            BusError: The server cannot be reached.
+        """
+        kwargs: dict[str, Any] = {
+            "servers": [config.url],
+            "name": name,
+            "connect_timeout": 5,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+        }
+        if config.user:
+            kwargs["user"] = config.user
+            kwargs["password"] = config.password
+        if config.token:
+            kwargs["token"] = config.token
+        if config.creds:
+            kwargs["user_credentials"] = config.creds
+        kwargs.update(options)
+        try:
+            nc = await nats.connect(**kwargs, allow_reconnect=True)
+        except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
+            raise BusError(f"cannot connect to NATS at {config.url}: {exc}") from exc
+        return cls(nc, config)
+
+    async def close(self) -> None:
+        """Flush pending publishes and close the connection."""
+        if self.nc.is_connected:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.js.publish_async_completed(), 5)
+            await self.nc.drain()
+        elif not self.nc.is_closed:
+            await self.nc.close()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- provisioning -----------------------------------------------------------------
+
+    async def provision(self) -> None:
+        """Create (or update) the event-log stream, job-state KV, object store and audit stream."""
+        cfg = self.config
+        await self._ensure_stream(
+            js_api.StreamConfig(
+                name=cfg.stream,
+                subjects=[self.subjects.all],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                duplicate_window=cfg.duplicate_window,
+                max_msg_size=MAX_MSG_SIZE,
+                allow_direct=True,
+                description="qbus event log: every event of every job",
+            )
+        )
+        await self._ensure_stream(
+            js_api.StreamConfig(
+                name=cfg.audit_stream,
+                subjects=[cfg.audit_subject],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                duplicate_window=cfg.duplicate_window,
+                allow_direct=True,
+                description="qbus audit hash chain over the event log",
+            )
+        )
+        try:
+            await self.js.key_value(cfg.kv_jobs)
+        except BucketNotFoundError:
+            await self.js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=cfg.kv_jobs,
+                    history=8,
+                    storage=js_api.StorageType.FILE,
+                    description="qbus job state",
+                )
+            )
+        try:
+            await self.js.object_store(cfg.object_store)
+        except (BucketNotFoundError, NotFoundError):
+            await self.js.create_object_store(
+                cfg.object_store,
+                js_api.ObjectStoreConfig(bucket=cfg.object_store, storage=js_api.StorageType.FILE),
+            )
+
+    async def _ensure_stream(self, config: js_api.StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+            return
+        await self.js.update_stream(config)
+
+    async def ensure_consumer(
+        self,
+        durable: str,
+        filter_subjects: list[str],
+        *,
+        max_ack_pending: int = 20_000,
+    ) -> None:
+        """Create or update a durable pull consumer on the event log."""
+        cfg = js_api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=self.config.ack_wait,
+            max_deliver=self.config.max_deliver,
+            max_ack_pending=max_ack_pending,
+            max_waiting=512,
+        )
+        if len(filter_subjects) == 1:
+            cfg.filter_subject = filter_subjects[0]
+        else:
+            cfg.filter_subjects = filter_subjects
+        await self.js.add_consumer(self.config.stream, cfg)
+
+    # -- publishing -------------------------------------------------------------------
+
+    def headers_for(self, event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Nats-Msg-Id": event.event_id}
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> int:
+        """Publish one event and wait for the server's ack; returns its stream sequence."""
+        ack = await self.js.publish(
+            self.subjects.for_event(event), encode(event), headers=self.headers_for(event, headers)
+        )
+        return ack.seq
+
+    async def publish_async(
+        self, event: Event, *, headers: dict[str, str] | None = None
+    ) -> asyncio.Future:
+        """Publish without waiting; await the returned future for the server's ack."""
+        return await self.js.publish_async(
+            self.subjects.for_event(event), encode(event), headers=self.headers_for(event, headers)
+        )
+
+    async def put_state_async(self, job_id: str, state: JobState) -> asyncio.Future:
+        """Write a job's state to the KV bucket without waiting for the ack."""
+        return await self.js.publish_async(
+            f"$KV.{self.config.kv_jobs}.{job_id}", _state_encoder.encode(state)
+        )
+
+    async def job_state(self, job_id: str) -> JobState | None:
+        """A job's current state, or None when the bus has never seen it."""
+        kv = await self.js.key_value(self.config.kv_jobs)
+        try:
+            entry = await kv.get(job_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return decode_state(entry.value)

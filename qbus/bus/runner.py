@@ -1,0 +1,299 @@
+"""The one place where messages are acked: runs a stage handler on a durable pull consumer.
+
+A handler turns one event into events (pure, no NATS); it never acks. The runner:
+
+* fetches a batch, decodes each message with one long-lived decoder;
+* calls the handler; maps its outcome — events, ``Reject`` (→ JobRejected), ``Fail``
+  (→ JobFailed), ``Retry`` (→ nak with delay), anything else (→ JobFailed
+  ``internal_error`` + term + error log + metric);
+* publishes every output with ``Nats-Msg-Id`` = event id (async, batched acks) plus the
+  implied job state, and acks an input only after all its outputs are stored — so a crash
+  anywhere means redelivery, and the deterministic output ids mean the copies are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from qbus.bus.connection import Bus
+from qbus.bus.jobstate import state_for
+from qbus.errors import Fail, QbusError, Reject, Retry
+from qbus.observability import metrics
+from qbus.schemas.events import (
+    Event,
+    JobFailed,
+    JobRejected,
+    decode,
+    derived_event_id,
+    is_valid_job_id,
+)
+
+log = logging.getLogger("qbus.runner")
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class Handler(Protocol):
+    """A stage's logic: one event in, the events it causes out."""
+
+    async def handle(self, event: Event) -> Sequence[Event]: ...
+
+
+class _JobIdOnly(msgspec.Struct):
+    job_id: str | None = None
+    event_id: str | None = None
+
+
+_lenient = msgspec.json.Decoder(_JobIdOnly)
+
+
+def fallback_job_id(msg: Msg) -> tuple[str, str]:
+    """Best-effort (job id, event id) of a message that does not decode as an event.
+
+    A rejection must still land on a subject the submitter can watch: use the job id in
+    the JSON when it is usable, else the message id header, else the stream sequence.
+    """
+    job_id = event_id = None
+    try:
+        partial = _lenient.decode(msg.data)
+        job_id, event_id = partial.job_id, partial.event_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    seq = msg.metadata.sequence.stream if msg.reply else 0
+    event_id = event_id or (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{seq}"
+    if not (isinstance(job_id, str) and is_valid_job_id(job_id)):
+        job_id = f"invalid-{seq}"
+    return job_id, event_id
+
+
+class StageRunner:
+    """Runs ``handler`` on the durable consumer ``durable`` filtered to ``subjects``.
+
+    Args:
+        bus: Connected bus.
+        stage: Stage name (``ingest``, ``route`` …): metrics label and producer name.
+        durable: Durable consumer name; copies of a stage share it and split the work.
+        subjects: Filter subjects.
+        handler: The stage's logic.
+        batch: Messages fetched at once.
+        heartbeat: Tell the server "still working" every ack_wait/3 while a handler runs,
+            so a long engine run is not redelivered to another copy meanwhile. For stages
+            whose handlers may take longer than ``ack_wait`` (and yield to the loop).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        stage: str,
+        durable: str,
+        subjects: list[str],
+        handler: Handler,
+        batch: int = 256,
+        heartbeat: bool = False,
+    ) -> None:
+        self.bus = bus
+        self.stage = stage
+        self.durable = durable
+        self.subjects = subjects
+        self.handler = handler
+        self.batch = batch
+        self.heartbeat = heartbeat
+        self.producer = f"qbus.{stage}"
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    def stop(self) -> None:
+        """Finish the current batch, then return from ``run``."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``."""
+        await self.bus.ensure_consumer(self.durable, self.subjects)
+        psub = await self.bus.js.pull_subscribe_bind(self.durable, self.bus.config.stream)
+        log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(self.batch, timeout=0.5)
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                await self.process(msgs)
+        finally:
+            await psub.unsubscribe()
+
+    async def process(self, msgs: list[Msg]) -> None:
+        """Handle a batch; publish outputs; then ack (or nak/term) each input."""
+        keepalive = asyncio.create_task(self._keepalive(msgs)) if self.heartbeat else None
+        try:
+            outcomes = [await self._handle(msg) for msg in msgs]
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+        pending: list[tuple[int, Awaitable]] = []
+        for index, (msg, events, _) in enumerate(outcomes):
+            headers = _trace_headers(msg)
+            for event in events:
+                pending.append((index, await self.bus.publish_async(event, headers=headers)))
+                state = state_for(event, self.stage)
+                if state is not None:
+                    pending.append((index, await self.bus.put_state_async(event.job_id, state)))
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        failed = {
+            index
+            for (index, _), res in zip(pending, results, strict=True)
+            if isinstance(res, BaseException)
+        }
+        for index, (msg, events, settle) in enumerate(outcomes):
+            if index in failed:
+                log.warning(
+                    "stage %s: publishing outputs failed; input will be redelivered", self.stage
+                )
+                await msg.nak(delay=1.0)
+                continue
+            await settle(msg)
+            for event in events:
+                metrics.EVENTS_OUT.labels(self.stage, _tag(event)).inc()
+        self.processed += len(msgs)
+
+    async def _handle(
+        self, msg: Msg
+    ) -> tuple[Msg, Sequence[Event], Callable[[Msg], Awaitable[None]]]:
+        started = time.perf_counter()
+        try:
+            event = decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return msg, self._undecodable(msg, exc), _ack
+        metrics.EVENTS_IN.labels(self.stage, _tag(event)).inc()
+        delivered = msg.metadata.num_delivered
+        try:
+            events = await self.handler.handle(event)
+            settle = _ack
+        except Reject as exc:
+            metrics.REJECTIONS.labels(self.stage, exc.code).inc()
+            events = [self._rejected(event, exc.code, exc.message, exc.where)]
+            settle = _ack
+        except Fail as exc:
+            events = [self._failed(event, exc.code, exc.message)]
+            settle = _ack
+        except Retry as exc:
+            if delivered < self.bus.config.max_deliver:
+                return msg, [], _nak_after(exc.delay)
+            events = [
+                self._failed(
+                    event,
+                    "retries_exhausted",
+                    f"{self.stage} gave up after {delivered} attempts: {exc}",
+                )
+            ]
+            settle = _ack
+        except Exception as exc:
+            log.exception("stage %s crashed on %s of job %s", self.stage, _tag(event), event.job_id)
+            metrics.HANDLER_ERRORS.labels(self.stage).inc()
+            message = f"{self.stage} stage failed unexpectedly: {type(exc).__name__}: {exc}"
+            events = [self._failed(event, "internal_error", message)]
+            settle = _term
+        metrics.HANDLER_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
+        return msg, events, settle
+
+    async def _keepalive(self, msgs: list[Msg]) -> None:
+        # Messages of a batch wait their turn while earlier ones run: all of them, not
+        # just the running one, must be kept from redelivery.
+        interval = max(self.bus.config.ack_wait / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in msgs:
+                await msg.in_progress()
+
+    def _undecodable(self, msg: Msg, exc: Exception) -> list[Event]:
+        text = str(exc)
+        job_id, event_id = fallback_job_id(msg)
+        if "at `$.type`" in text or "Missing required field `type`" in text:
+            code, message = "unknown_event_type", f"not a known qbus event: {text}"
+        elif not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
+            code, message = "invalid_json", f"message is not valid JSON: {text}"
+        else:
+            code, message = "invalid_schema", f"event does not match its schema: {text}"
+        where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None
+        metrics.REJECTIONS.labels(self.stage, code).inc()
+        if not msg.subject.endswith(".submit"):
+            # An internal event we cannot read: a newer producer's tag or a bug. End the
+            # message with a reason rather than crash or fail someone's job by guesswork.
+            log.error(
+                "stage %s: dropping unreadable %s (%s): %s", self.stage, msg.subject, code, text
+            )
+            return []
+        return [
+            JobRejected(
+                event_id=derived_event_id(event_id, "job.rejected"),
+                job_id=job_id,
+                causation_id=event_id,
+                producer=self.producer,
+                code=code,
+                message=message,
+                stage=self.stage,
+                where=where,
+            )
+        ]
+
+    def _rejected(self, event: Event, code: str, message: str, where: str | None) -> JobRejected:
+        return JobRejected(
+            event_id=derived_event_id(event.event_id, "job.rejected"),
+            job_id=event.job_id,
+            causation_id=event.event_id,
+            producer=self.producer,
+            code=code,
+            message=message,
+            stage=self.stage,
+            where=where,
+        )
+
+    def _failed(self, event: Event, code: str, message: str) -> JobFailed:
+        return JobFailed(
+            event_id=derived_event_id(event.event_id, "job.failed"),
+            job_id=event.job_id,
+            causation_id=event.event_id,
+            producer=self.producer,
+            code=code,
+            message=message,
+            stage=self.stage,
+        )
+
+
+def _tag(event: Event) -> str:
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+def _trace_headers(msg: Msg) -> dict[str, str] | None:
+    if not msg.headers:
+        return None
+    found = {k: msg.headers[k] for k in TRACE_HEADERS if k in msg.headers}
+    return found or None
+
+
+async def _ack(msg: Msg) -> None:
+    await msg.ack()
+
+
+async def _term(msg: Msg) -> None:
+    await msg.term()
+
+
+def _nak_after(delay: float) -> Callable[[Msg], Awaitable[None]]:
+    async def nak(msg: Msg) -> None:
+        await msg.nak(delay=delay)
+
+    return nak
+
+
+def is_error(exc: BaseException) -> bool:
+    """True for errors qbus raises on purpose."""
+    return isinstance(exc, QbusError)

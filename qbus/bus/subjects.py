@@ -1,0 +1,84 @@
+"""Subject names: the route is the subject (``qbus.exec.<engine>.<job>``).
+
+Every name is built from a prefix (``qbus`` by default) so that tests and tenants can run
+side by side on one server without seeing each other's events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qbus.schemas.events import (
+    Cancel,
+    CircuitIngested,
+    CircuitRewritten,
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSubmitted,
+    Reroute,
+)
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject names under one prefix."""
+
+    prefix: str = "qbus"
+
+    @property
+    def all(self) -> str:
+        """Every qbus subject: what the event-log stream holds."""
+        return f"{self.prefix}.>"
+
+    @property
+    def submit(self) -> str:
+        """Where producers publish JobSubmitted."""
+        return f"{self.prefix}.submit"
+
+    def ingested(self, job: str = "*") -> str:
+        return f"{self.prefix}.ingested.{job}"
+
+    def rewritten(self, job: str = "*") -> str:
+        return f"{self.prefix}.rewritten.{job}"
+
+    def exec(self, engine: str = "*", job: str = "*") -> str:
+        """Where ExecutionRequested for ``engine`` goes: the route itself."""
+        return f"{self.prefix}.exec.{engine}.{job}"
+
+    def executed(self, job: str = "*") -> str:
+        return f"{self.prefix}.executed.{job}"
+
+    def result(self, job: str = "*") -> str:
+        """Where the one final event of a job is published; what clients watch."""
+        return f"{self.prefix}.result.{job}"
+
+    def control(self, job: str = "*") -> str:
+        return f"{self.prefix}.control.{job}"
+
+    def of_job(self, job: str) -> list[str]:
+        """Every subject that carries ``job`` as its last token."""
+        return [f"{self.prefix}.*.{job}", f"{self.prefix}.exec.*.{job}"]
+
+    def for_event(self, event: Event) -> str:
+        """The subject an event is published on."""
+        match event:
+            case JobSubmitted():
+                return self.submit
+            case CircuitIngested():
+                return self.ingested(event.job_id)
+            case CircuitRewritten():
+                return self.rewritten(event.job_id)
+            case ExecutionRequested():
+                return self.exec(event.engine, event.job_id)
+            case ExecutionCompleted() | ExecutionFailed():
+                return self.executed(event.job_id)
+            case JobCompleted() | JobFailed() | JobRejected():
+                return self.result(event.job_id)
+            case Reroute() | Cancel():
+                return self.control(event.job_id)
+        raise TypeError(f"no subject for {type(event).__name__}")

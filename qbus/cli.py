@@ -1,0 +1,509 @@
+"""The ``qbus`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import msgspec
+
+from qbus.bus.config import Config, load_config
+from qbus.bus.connection import Bus
+from qbus.errors import QbusError
+from qbus.schemas.events import (
+    Event,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSubmitted,
+    decode,
+    json_schemas,
+    new_event_id,
+    new_job_id,
+)
+
+BELL_QASM = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[2] q;
+bit[2] c;
+h q[0];
+cx q[0], q[1];
+c = measure q;
+"""
+
+
+def _config(ctx: click.Context) -> Config:
+    return ctx.obj["config"]
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $QBUS_CONFIG).",
+)
+@click.option("--url", default=None, help="NATS URL (default: $QBUS_URL or nats://127.0.0.1:4222).")
+@click.option("-v", "--verbose", count=True, help="More logging.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, url: str | None, verbose: int) -> None:
+    """qbus: publish quantum jobs on NATS JetStream and get verified results."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        config = load_config(config_path)
+    except QbusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if url:
+        config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, url=url))
+    ctx.obj = {"config": config}
+
+
+def main() -> None:
+    """Entry point of the ``qbus`` script."""
+    try:
+        cli(standalone_mode=True)
+    except QbusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+# -- stages and the local bus -----------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--engine",
+    default="qiskit-aer",
+    show_default=True,
+    help="For 'execute': the engine this executor runs.",
+)
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.pass_context
+def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
+    """Run one stage (ingest, rewrite, route, execute, verify, audit) in this process."""
+    from qbus.consumers.stages import run_stage
+
+    if metrics_port is not None:
+        from qbus.observability.metrics import serve
+
+        serve(metrics_port)
+    logging.getLogger().setLevel(logging.INFO)
+    asyncio.run(run_stage(name, _config(ctx), engine=engine))
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=int,
+    default=4222,
+    show_default=True,
+    help="NATS client port (-1: any free port).",
+)
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="JetStream store directory (default: <state_dir>/nats).",
+)
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    default=("qiskit-aer",),
+    show_default=True,
+    help="Engines to start an executor for (repeatable).",
+)
+@click.option("--copies", type=int, default=1, show_default=True, help="Processes per stage.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="First /metrics port; each stage process takes the next one.",
+)
+@click.pass_context
+def up(
+    ctx: click.Context,
+    port: int,
+    store: str | None,
+    engines: tuple[str, ...],
+    copies: int,
+    metrics_port: int | None,
+) -> None:
+    """Start nats-server and every stage as separate processes; Ctrl-C stops all."""
+    from qbus.bus.server import NatsServer
+    from qbus.supervisor import Supervisor
+
+    config = _config(ctx)
+    state = Path(config.state_dir)
+    with NatsServer(store or state / "nats", port=port) as server:
+        cfg = msgspec.structs.replace(
+            config, bus=msgspec.structs.replace(config.bus, url=server.url)
+        )
+        asyncio.run(_provision(cfg))
+        sup = Supervisor(
+            server.url,
+            state / "logs",
+            engines=engines,
+            copies=copies,
+            metrics_base_port=metrics_port,
+        )
+        sup.start()
+        click.echo(f"nats-server  {server.url}  (store {server.store_dir}, pid {server.pid})")
+        for p in sup.processes:
+            metrics = (
+                f"  metrics http://127.0.0.1:{p.argv[-1]}/metrics"
+                if "--metrics-port" in p.argv
+                else ""
+            )
+            click.echo(f"stage {p.name:<24} pid {p.proc.pid if p.proc else '?'}{metrics}")
+        click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
+        try:
+            while server.running():
+                for name in sup.poll():
+                    click.echo(f"restarted {name}", err=True)
+                time.sleep(0.5)
+            click.echo("nats-server exited; stopping stages", err=True)
+        except KeyboardInterrupt:
+            click.echo("\nstopping…")
+        finally:
+            sup.stop()
+
+
+async def _provision(config: Config) -> None:
+    async with await Bus.connect(config.bus) as bus:
+        await bus.provision()
+
+
+@cli.command()
+@click.option("--shots", type=int, default=1000, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the demo's store directory.")
+@click.pass_context
+def demo(ctx: click.Context, shots: int, keep: bool) -> None:
+    """Start a local bus, run a Bell-state job to a verified result, stop everything."""
+    from qbus.bus.server import NatsServer
+    from qbus.supervisor import Supervisor
+
+    config = _config(ctx)
+    workdir = Path(tempfile.mkdtemp(prefix="qbus-demo-"))
+    click.echo(f"starting nats-server (JetStream, store {workdir / 'nats'})")
+    try:
+        with NatsServer(workdir / "nats") as server:
+            cfg = msgspec.structs.replace(
+                config, bus=msgspec.structs.replace(config.bus, url=server.url)
+            )
+            asyncio.run(_provision(cfg))
+            sup = Supervisor(server.url, workdir / "logs")
+            sup.start()
+            click.echo(
+                f"started {len(sup.processes)} stage processes: "
+                + ", ".join(p.name for p in sup.processes)
+            )
+            try:
+                job = JobSubmitted(
+                    event_id=new_event_id(),
+                    job_id=new_job_id(),
+                    producer="qbus.demo",
+                    source=BELL_QASM,
+                    shots=shots,
+                )
+                click.echo(f"submitting a Bell-state job ({shots} shots): {job.job_id}")
+                final = asyncio.run(_submit_and_wait(cfg, job, 120.0, echo_progress=True))
+            finally:
+                sup.stop()
+            code = _print_final(final)
+            if code == 0:
+                click.echo("audit: checking the event log's hash chain…")
+                # The auditor is stopped now; verify what it recorded.
+            sys.exit(code)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _submit_and_wait(
+    config: Config, job: JobSubmitted, timeout: float, echo_progress: bool = False
+) -> Event:
+    from qbus.producers.submit import events_of, submit, wait_final
+
+    async with await Bus.connect(config.bus) as bus:
+        await submit(bus, job)
+        if not echo_progress:
+            return await wait_final(bus, job.job_id, timeout)
+        started = time.monotonic()
+        final: Event | None = None
+        async for seq, subject, event in events_of(bus, job.job_id, follow=True):
+            click.echo(
+                f"  {time.monotonic() - started:6.3f}s  #{seq:<5} {subject:<40} "
+                f"{event.__struct_config__.tag}"
+            )
+            final = event
+        assert final is not None
+        return final
+
+
+def _print_final(event: Event) -> int:
+    match event:
+        case JobCompleted():
+            v = event.verification
+            click.echo(f"job {event.job_id}: completed on {event.engine} {event.engine_version}")
+            if event.counts is not None:
+                click.echo(_counts_table(event.counts, event.shots))
+            if event.statevector is not None:
+                click.echo(f"state vector: {len(event.statevector) // 2} amplitudes")
+            if event.statevector_ref:
+                click.echo(f"state vector stored at {event.statevector_ref}")
+            click.echo(f"verification: {v.verdict.upper()} ({v.test}) {v.detail}")
+            click.echo(f"result hash: {event.result_hash}")
+            return 0
+        case JobRejected():
+            where = f" at {event.where}" if event.where else ""
+            click.echo(
+                f"job {event.job_id}: REJECTED [{event.code}]{where}: {event.message}", err=True
+            )
+            return 1
+        case JobFailed():
+            click.echo(
+                f"job {event.job_id}: FAILED [{event.code}] in {event.stage}: {event.message}",
+                err=True,
+            )
+            return 1
+    click.echo(f"unexpected final event {event!r}", err=True)
+    return 1
+
+
+def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    total = sum(counts.values()) or 1
+    key_w = max(6, *(len(k) for k in counts)) if counts else 6
+    lines = [f"{'outcome':<{key_w}}  {'count':>8}  {'prob':>7}"]
+    for key, n in rows[:32]:
+        bar = "█" * max(1, round(width * n / total))
+        lines.append(f"{key:<{key_w}}  {n:>8}  {n / total:>7.4f}  {bar}")
+    if len(rows) > 32:
+        lines.append(f"… {len(rows) - 32} more outcomes")
+    return "\n".join(lines)
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--shots", type=int, default=1024, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option(
+    "--method", default="sample", show_default=True, type=click.Choice(["sample", "statevector"])
+)
+@click.option("--engine", default="auto", show_default=True)
+@click.option("--no-optimize", is_flag=True, help="Skip the rewrite passes.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Value of a named circuit parameter (repeatable).",
+)
+@click.option("--job-id", default=None)
+@click.option("--wait/--no-wait", default=False, help="Wait for and print the result.")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    file: str,
+    shots: int,
+    seed: int | None,
+    method: str,
+    engine: str,
+    no_optimize: bool,
+    params: tuple[str, ...],
+    job_id: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Submit the circuit in FILE (OpenQASM 2/3 or JSON IR)."""
+    from qbus.producers.submit import job_from_file
+    from qbus.producers.submit import submit as submit_job
+
+    parameters = {}
+    for item in params:
+        name, _, value = item.partition("=")
+        try:
+            parameters[name] = float(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r}: expected NAME=NUMBER") from exc
+    job = job_from_file(
+        file,
+        shots=shots,
+        seed=seed,
+        method=method,
+        engine=engine,
+        optimize=not no_optimize,
+        parameters=parameters,
+        job_id=job_id,
+    )
+    config = _config(ctx)
+    if not wait:
+
+        async def go() -> int:
+            async with await Bus.connect(config.bus) as bus:
+                return await submit_job(bus, job)
+
+        seq = asyncio.run(go())
+        click.echo(f"{job.job_id}  (event log #{seq})")
+        return
+    click.echo(f"submitted {job.job_id}", err=True)
+    try:
+        final = asyncio.run(_submit_and_wait(config, job, timeout))
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(_print_final(final))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print each event as JSON.")
+@click.pass_context
+def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show a job's state and its events in order."""
+    from qbus.producers.submit import events_of
+
+    config = _config(ctx)
+
+    async def go() -> int:
+        async with await Bus.connect(config.bus) as bus:
+            state = await bus.job_state(job_id)
+            if state is None:
+                click.echo(f"job {job_id}: not known to this bus", err=True)
+                return 1
+            click.echo(
+                f"job {job_id}: {state.status} (stage {state.stage}"
+                + (f", engine {state.engine}" if state.engine else "")
+                + ")"
+            )
+            async for seq, subject, event in events_of(bus, job_id, timeout=1.0):
+                if as_json:
+                    click.echo(msgspec.json.encode(event).decode())
+                else:
+                    click.echo(
+                        f"#{seq:<6} {subject:<44} {event.__struct_config__.tag}  {_summary(event)}"
+                    )
+            return 0
+
+    sys.exit(asyncio.run(go()))
+
+
+def _summary(event: Event) -> str:
+    match event:
+        case JobCompleted():
+            return f"verdict={event.verification.verdict} hash={event.result_hash[:19]}…"
+        case JobFailed() | JobRejected():
+            return f"[{event.code}] {event.message}"
+    return ""
+
+
+@cli.command()
+@click.option("--job", "job_filter", default="*", help="Only this job id.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
+    """Print final results as they arrive (Ctrl-C to stop)."""
+    config = _config(ctx)
+
+    async def go() -> None:
+        async with await Bus.connect(config.bus) as bus:
+            sub = await bus.nc.subscribe(bus.subjects.result(job_filter))
+            async for msg in sub.messages:
+                event = decode(msg.data)
+                if as_json:
+                    click.echo(msg.data.decode())
+                    continue
+                tag = event.__struct_config__.tag
+                click.echo(f"{time.strftime('%H:%M:%S')} {event.job_id} {tag} {_summary(event)}")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+# -- tools ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write one <tag>.json per event here instead of printing.",
+)
+def schema(out: str | None) -> None:
+    """Export the JSON Schema of every event."""
+    schemas = json_schemas()
+    if out is None:
+        click.echo(json.dumps(schemas, indent=2, sort_keys=True))
+        return
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    for tag, body in schemas["events"].items():
+        doc = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": tag,
+            **body,
+            "$defs": schemas["$defs"],
+        }
+        (target / f"{tag}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    click.echo(f"wrote {len(schemas['events'])} schemas to {target}")
+
+
+@cli.command()
+def engines() -> None:
+    """List installed engines."""
+    from qbus.engines.registry import engine_table
+
+    rows = engine_table()
+    click.echo(f"{'name':<14} {'version':<10} {'available':<10} {'methods':<24} max qubits")
+    for row in rows:
+        click.echo(
+            f"{row['name']:<14} {row['version']:<10} {row['available']!s:<10} "
+            f"{','.join(row['methods']):<24} {row['max_qubits']}"
+        )
+
+
+@cli.group()
+def audit() -> None:
+    """Check the event log against its hash chain."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Recompute the hash chain from sequence 1 and report the first broken link."""
+    from qbus.consumers.audit import verify_log
+
+    config = _config(ctx)
+
+    async def go():
+        async with await Bus.connect(config.bus) as bus:
+            return await verify_log(bus)
+
+    report = asyncio.run(go())
+    if report.ok:
+        click.echo(
+            f"audit OK: {report.checked} events match the chain "
+            f"({report.chain_records} records)"
+            + (f"; {report.unaudited} newer events not yet chained" if report.unaudited else "")
+        )
+        return
+    click.echo(f"audit FAILED: {report.problem}", err=True)
+    sys.exit(1)

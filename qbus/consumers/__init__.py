@@ -1,0 +1,1 @@
+"""One module per stage: a pure handler (event in → events out) and its consumer settings."""

@@ -1,0 +1,115 @@
+"""Execute: run circuits on one engine.
+
+Reads ``qbus.exec.<engine>.*`` (one durable consumer per engine, shared by its copies);
+writes ``qbus.executed.<job>`` (ExecutionCompleted or ExecutionFailed). State vectors
+above the inline limit go to the object store and the event carries a reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from qbus.bus.blobs import BlobStore, interleave, statevector_bytes
+from qbus.bus.config import Limits
+from qbus.engines.base import Engine, RunRequest
+from qbus.engines.registry import get_engine
+from qbus.errors import EngineError, QbusError
+from qbus.observability import metrics
+from qbus.schemas.events import (
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    derived_event_id,
+)
+
+log = logging.getLogger("qbus.execute")
+
+
+class ExecuteHandler:
+    """Runs ExecutionRequested on ``engine``.
+
+    Args:
+        engine: Engine name (its registry entry is loaded once, here).
+        blobs: Where large state vectors go.
+        limits: The inline state-vector limit.
+    """
+
+    stage = "execute"
+
+    def __init__(self, engine: str, blobs: BlobStore | None, limits: Limits | None = None):
+        self.engine: Engine = get_engine(engine)
+        self.blobs = blobs
+        self.limits = limits or Limits()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if not isinstance(event, ExecutionRequested) or event.engine != self.engine.name:
+            return []
+        opts = event.options
+        request = RunRequest(
+            circuit=event.circuit,
+            method=opts.method,
+            shots=opts.shots,
+            seed=opts.seed if opts.seed is not None else 0,
+            parameters=opts.parameters,
+        )
+        try:
+            self.engine.validate(request)
+            # In a thread, so the runner can keep telling the server we are still working.
+            result = await asyncio.to_thread(self.engine.run, request)
+        except QbusError as exc:
+            retryable = isinstance(exc, EngineError) and exc.retryable
+            return [self._failed(event, exc.code, str(exc), retryable)]
+        metrics.ENGINE_SECONDS.labels(self.engine.name, opts.method).observe(result.run_seconds)
+        statevector = statevector_ref = None
+        if result.statevector is not None:
+            if event.circuit.num_qubits <= self.limits.inline_statevector_qubits:
+                statevector = interleave(result.statevector)
+            elif self.blobs is not None:
+                name = f"{event.job_id}.g{event.generation}.statevector"
+                statevector_ref = await self.blobs.put(name, statevector_bytes(result.statevector))
+            else:
+                return [
+                    self._failed(
+                        event,
+                        "no_object_store",
+                        "state vector too large to inline and no object store",
+                        False,
+                    )
+                ]
+        return [
+            ExecutionCompleted(
+                event_id=derived_event_id(event.event_id, "execution.completed"),
+                job_id=event.job_id,
+                causation_id=event.event_id,
+                producer=f"qbus.execute.{self.engine.name}",
+                engine=self.engine.name,
+                engine_version=self.engine.version,
+                circuit=event.circuit,
+                circuit_hash=event.circuit_hash,
+                options=opts,
+                seed=result.seed,
+                counts=result.counts,
+                statevector=statevector,
+                statevector_ref=statevector_ref,
+                run_seconds=result.run_seconds,
+                generation=event.generation,
+            )
+        ]
+
+    def _failed(
+        self, event: ExecutionRequested, code: str, message: str, retryable: bool
+    ) -> ExecutionFailed:
+        return ExecutionFailed(
+            event_id=derived_event_id(event.event_id, "execution.failed"),
+            job_id=event.job_id,
+            causation_id=event.event_id,
+            producer=f"qbus.execute.{self.engine.name}",
+            engine=self.engine.name,
+            code=code,
+            message=message,
+            retryable=retryable,
+            generation=event.generation,
+        )

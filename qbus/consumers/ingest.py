@@ -1,0 +1,137 @@
+"""Ingest: parse a submission into validated IR with a content hash.
+
+Reads ``qbus.submit``; writes ``qbus.ingested.<job>`` (CircuitIngested) or
+``qbus.result.<job>`` (JobRejected, with a code and the line/field of the problem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import msgspec
+
+from qbus.bus.config import Limits
+from qbus.errors import QbusError, Reject
+from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_event_id
+from qbus.schemas.ir import Circuit, circuit_hash, decode_circuit, stats
+from qbus.schemas.qasm import detect_format, parse_qasm
+
+METHODS = ("sample", "statevector")
+FORMATS = ("auto", "qasm2", "qasm3", "json")
+
+
+def default_seed(job_id: str) -> int:
+    """A seed derived from the job id, so a rerun of the job gives the same counts."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+class IngestHandler:
+    """Turns JobSubmitted into CircuitIngested, or rejects it.
+
+    Args:
+        limits: What one job may ask for.
+    """
+
+    stage = "ingest"
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if not isinstance(event, JobSubmitted):
+            return []
+        circuit, source_format = self._circuit(event)
+        self._check(event, circuit)
+        options = event.options()
+        if options.seed is None:
+            options = msgspec.structs.replace(options, seed=default_seed(event.job_id))
+        return [
+            CircuitIngested(
+                event_id=derived_event_id(event.event_id, "circuit.ingested"),
+                job_id=event.job_id,
+                causation_id=event.event_id,
+                producer="qbus.ingest",
+                circuit=circuit,
+                circuit_hash=circuit_hash(circuit),
+                source_format=source_format,
+                options=options,
+                stats=stats(circuit),
+            )
+        ]
+
+    def _circuit(self, job: JobSubmitted) -> tuple[Circuit, str]:
+        limits = self.limits
+        if job.format not in FORMATS:
+            raise Reject(
+                f"unknown format {job.format!r}; use one of {', '.join(FORMATS)}",
+                code="unknown_format",
+                where="$.format",
+            )
+        if job.circuit is not None and job.source is not None:
+            raise Reject("give either 'source' or 'circuit', not both", code="ambiguous_input")
+        if job.circuit is not None:
+            return job.circuit, "json"
+        if job.source is None or not job.source.strip():
+            raise Reject(
+                "the job has no circuit: set 'source' (OpenQASM 2/3 or JSON IR text) "
+                "or 'circuit' (inline JSON IR)",
+                code="empty_program",
+                where="$.source",
+            )
+        size = len(job.source.encode())
+        if size > limits.max_source_bytes:
+            raise Reject(
+                f"the program is {size:,} bytes; the limit is {limits.max_source_bytes:,}",
+                code="too_large",
+                where="$.source",
+            )
+        fmt = detect_format(job.source) if job.format == "auto" else job.format
+        try:
+            if fmt == "json":
+                return decode_circuit(job.source), "json"
+            circuit, detected = parse_qasm(job.source, max_bytes=limits.max_source_bytes)
+            return circuit, detected
+        except QbusError as exc:
+            raise Reject(exc.message, code=exc.code, where=exc.where) from exc
+
+    def _check(self, job: JobSubmitted, circuit: Circuit) -> None:
+        limits = self.limits
+        if job.method not in METHODS:
+            raise Reject(
+                f"unknown method {job.method!r}; this bus runs {', '.join(METHODS)}",
+                code="unknown_method",
+                where="$.method",
+            )
+        if job.method == "sample" and not 1 <= job.shots <= limits.max_shots:
+            raise Reject(
+                f"shots must be 1..{limits.max_shots:,}, got {job.shots:,}",
+                code="invalid_shots",
+                where="$.shots",
+            )
+        cap = limits.max_statevector_qubits if job.method == "statevector" else limits.max_qubits
+        if circuit.num_qubits > cap:
+            raise Reject(
+                f"the circuit has {circuit.num_qubits} qubits; {job.method} jobs may have at "
+                f"most {cap} here (a state vector of n qubits takes 16·2^n bytes)",
+                code="too_many_qubits",
+            )
+        if len(circuit.ops) > limits.max_ops:
+            raise Reject(
+                f"the circuit has {len(circuit.ops):,} instructions; the limit is "
+                f"{limits.max_ops:,}",
+                code="too_many_ops",
+            )
+        if job.method == "sample" and not any(op.name == "measure" for op in circuit.ops):
+            raise Reject(
+                "a 'sample' job needs at least one measurement; add 'measure' or use "
+                "method 'statevector'",
+                code="no_measurements",
+            )
+        missing = sorted(set(circuit.parameters) - set(job.parameters))
+        if missing:
+            raise Reject(
+                f"parameter(s) {missing} have no value; give them in 'parameters'",
+                code="unbound_parameter",
+                where="$.parameters",
+            )

@@ -1,0 +1,96 @@
+"""Build and run any stage by name: what ``qbus stage NAME`` and the test fixtures call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Protocol
+
+from qbus.bus.blobs import ObjectStoreBlobs
+from qbus.bus.config import Config
+from qbus.bus.connection import Bus
+from qbus.bus.runner import StageRunner
+from qbus.consumers.audit import AuditStage
+from qbus.consumers.execute import ExecuteHandler
+from qbus.consumers.ingest import IngestHandler
+from qbus.consumers.rewrite import RewriteHandler
+from qbus.consumers.route import DEFAULT_ENGINE, RouteHandler
+from qbus.consumers.verify import VerifyHandler
+from qbus.errors import ConfigError
+
+STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit")
+
+log = logging.getLogger("qbus.stage")
+
+
+class Stage(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_ENGINE) -> Stage:
+    """The stage called ``name`` on ``bus``.
+
+    Raises:
+        ConfigError: Unknown stage name.
+    """
+    s = bus.subjects
+    match name:
+        case "ingest":
+            return StageRunner(
+                bus,
+                stage=name,
+                durable="ingest",
+                subjects=[s.submit],
+                handler=IngestHandler(config.limits),
+            )
+        case "rewrite":
+            return StageRunner(
+                bus,
+                stage=name,
+                durable="rewrite",
+                subjects=[s.ingested()],
+                handler=RewriteHandler(),
+            )
+        case "route":
+            return StageRunner(
+                bus, stage=name, durable="route", subjects=[s.rewritten()], handler=RouteHandler()
+            )
+        case "execute":
+            handler = ExecuteHandler(engine, ObjectStoreBlobs(bus), config.limits)
+            # A CPU-bound engine holds the event loop: small batches keep acks timely.
+            return StageRunner(
+                bus,
+                stage=name,
+                durable=f"execute-{engine}",
+                subjects=[s.exec(engine)],
+                handler=handler,
+                batch=64,
+                heartbeat=True,
+            )
+        case "verify":
+            return StageRunner(
+                bus, stage=name, durable="verify", subjects=[s.executed()], handler=VerifyHandler()
+            )
+        case "audit":
+            return AuditStage(bus)
+    raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
+
+
+async def run_stage(name: str, config: Config, *, engine: str = DEFAULT_ENGINE) -> None:
+    """Connect, provision, and run one stage until SIGINT/SIGTERM."""
+    bus = await Bus.connect(config.bus, name=f"qbus-{name}")
+    try:
+        await bus.provision()
+        stage = build_stage(name, bus, config, engine=engine)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stage.stop)
+        log.info("stage %s ready on %s", name, config.bus.url)
+        await stage.run()
+    finally:
+        await bus.close()

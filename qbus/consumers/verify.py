@@ -1,0 +1,153 @@
+"""Verify: check a result against the exact reference and publish the job's final event.
+
+Reads ``qbus.executed.*``; writes ``qbus.result.<job>``: JobCompleted (verdict + result
+hash) or JobFailed (engine failure, or a result the statistics reject).
+
+Counts of circuits up to ``max_reference_qubits`` are held to a chi-square test against
+the exact distribution (its tolerance follows from the shot count); state vectors to a
+fidelity bound. Larger circuits, mid-circuit measurements and object-store vectors are
+marked ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from qbus.bus.blobs import deinterleave
+from qbus.engines import reference
+from qbus.errors import CircuitError
+from qbus.observability import metrics
+from qbus.schemas.events import (
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    JobCompleted,
+    JobFailed,
+    Verification,
+    derived_event_id,
+)
+from qbus.schemas.ir import Circuit, bind
+from qbus.verifier.hashing import result_hash
+from qbus.verifier.statistics import check_counts, check_statevector
+
+_CACHE_SIZE = 256
+
+
+class VerifyHandler:
+    """Turns ExecutionCompleted/ExecutionFailed into the job's one final event.
+
+    Args:
+        alpha: Significance level of the counts test: the chance that a correct engine's
+            result is flagged (per job).
+        max_reference_qubits: Largest circuit checked against the exact reference.
+    """
+
+    stage = "verify"
+
+    def __init__(
+        self, alpha: float = 1e-6, max_reference_qubits: int = reference.max_reference_qubits
+    ) -> None:
+        self.alpha = alpha
+        self.max_reference_qubits = max_reference_qubits
+        self._exact: OrderedDict[tuple, object] = OrderedDict()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        match event:
+            case ExecutionCompleted():
+                return [self._complete(event)]
+            case ExecutionFailed():
+                return [
+                    JobFailed(
+                        event_id=derived_event_id(event.event_id, "job.failed"),
+                        job_id=event.job_id,
+                        causation_id=event.event_id,
+                        producer="qbus.verify",
+                        code=event.code,
+                        message=f"{event.engine}: {event.message}",
+                        stage="execute",
+                    )
+                ]
+        return []
+
+    def _complete(self, event: ExecutionCompleted) -> Event:
+        verification = self._verify(event)
+        metrics.VERDICTS.labels(verification.verdict, verification.test).inc()
+        if verification.verdict == "fail":
+            return JobFailed(
+                event_id=derived_event_id(event.event_id, "job.failed"),
+                job_id=event.job_id,
+                causation_id=event.event_id,
+                producer="qbus.verify",
+                code="verification_failed",
+                message=f"{event.engine} result failed verification: {verification.detail}",
+                stage="verify",
+            )
+        vector = deinterleave(event.statevector) if event.statevector is not None else None
+        opts = event.options
+        return JobCompleted(
+            event_id=derived_event_id(event.event_id, "job.completed"),
+            job_id=event.job_id,
+            causation_id=event.event_id,
+            producer="qbus.verify",
+            engine=event.engine,
+            engine_version=event.engine_version,
+            circuit_hash=event.circuit_hash,
+            method=opts.method,
+            shots=opts.shots,
+            seed=event.seed,
+            verification=verification,
+            result_hash=result_hash(
+                circuit_hash=event.circuit_hash,
+                engine=event.engine,
+                engine_version=event.engine_version,
+                method=opts.method,
+                shots=opts.shots,
+                seed=event.seed,
+                counts=event.counts,
+                statevector=vector,
+                statevector_ref=event.statevector_ref,
+            ),
+            counts=event.counts,
+            statevector=event.statevector,
+            statevector_ref=event.statevector_ref,
+            run_seconds=event.run_seconds,
+        )
+
+    def _verify(self, event: ExecutionCompleted) -> Verification:
+        circuit = event.circuit
+        if circuit.num_qubits > self.max_reference_qubits:
+            return Verification(
+                verdict="skipped",
+                detail=f"{circuit.num_qubits} qubits is above the exact-reference limit "
+                f"({self.max_reference_qubits})",
+            )
+        try:
+            bound = bind(circuit, event.options.parameters)
+            if event.options.method == "statevector":
+                if event.statevector is None:
+                    return Verification(
+                        verdict="skipped", detail="state vector is in the object store"
+                    )
+                exact = self._reference(bound, event.circuit_hash, event.options.parameters, "sv")
+                return check_statevector(deinterleave(event.statevector), exact)
+            exact = self._reference(bound, event.circuit_hash, event.options.parameters, "p")
+            return check_counts(event.counts or {}, exact, event.options.shots, alpha=self.alpha)
+        except CircuitError as exc:
+            return Verification(verdict="skipped", detail=f"no exact reference: {exc}")
+
+    def _reference(
+        self, bound: Circuit, circuit_hash: str, params: dict[str, float], kind: str
+    ) -> dict[str, float] | np.ndarray:
+        # Many jobs share a circuit (sweeps aside): the exact answer is computed once.
+        key = (circuit_hash, tuple(sorted(params.items())), kind)
+        if key in self._exact:
+            self._exact.move_to_end(key)
+            return self._exact[key]  # type: ignore[return-value]
+        value = reference.statevector(bound) if kind == "sv" else reference.probabilities(bound)
+        self._exact[key] = value
+        if len(self._exact) > _CACHE_SIZE:
+            self._exact.popitem(last=False)
+        return value

@@ -1,0 +1,210 @@
+"""The Engine protocol: what every simulator or device backend provides.
+
+An engine describes what it can do as data (``Capabilities``, like Qiskit's ``Target``),
+checks a request cheaply with ``validate`` before any compute starts (PennyLane's
+"validation before execution"), and runs it with ``run``. Shots, seed and parameter
+values ride on the ``RunRequest``, never on the engine, so one engine instance serves
+every job of a process.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+import msgspec
+import numpy as np
+
+from qbus.errors import CircuitError, EngineError
+from qbus.schemas.gates import DIRECTIVES
+from qbus.schemas.ir import Circuit, Param
+
+METHODS = ("sample", "statevector")
+"""Execution methods qbus knows: ``sample`` (shots -> counts) and ``statevector``."""
+
+# Seeds travel as JSON integers and are handed to simulators that take a signed 64-bit
+# seed; anything outside that range would be truncated differently by each engine.
+_MAX_SEED = 2**63 - 1
+
+
+def numeric_params(
+    params: tuple[Param, ...], values: Mapping[str, float] | None = None
+) -> tuple[float, ...]:
+    """An op's angles as floats, evaluating expression strings against ``values``.
+
+    Args:
+        params: The op's parameters: numbers or expressions over named parameters.
+        values: Values of the named parameters.
+
+    Raises:
+        CircuitError: From the expression evaluator, for an unknown name or bad syntax.
+    """
+    if not any(isinstance(p, str) for p in params):
+        return tuple(float(p) for p in params)
+    # Imported lazily: expressions are rare, and most jobs never need the evaluator.
+    from qbus.schemas.expr import evaluate
+
+    vals = dict(values or {})
+    return tuple(evaluate(p, vals) if isinstance(p, str) else float(p) for p in params)
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an engine can run, as data the router filters on.
+
+    Attributes:
+        methods: Supported methods (``sample``, ``statevector``).
+        max_qubits: Largest circuit width per method.
+        gates: IR gate names the engine accepts (directives are always accepted).
+        noise: Whether the engine can apply a noise model.
+        batching: Whether the engine runs several circuits in one call.
+        device: ``cpu`` or ``gpu``.
+    """
+
+    methods: tuple[str, ...]
+    max_qubits: dict[str, int]
+    gates: tuple[str, ...]
+    noise: bool = False
+    batching: bool = False
+    device: str = "cpu"
+
+
+class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One run of one circuit.
+
+    Attributes:
+        circuit: The circuit to run (named parameters may still be unbound).
+        method: ``sample`` or ``statevector``.
+        shots: Number of shots for ``sample``.
+        seed: Simulator seed; the same seed gives the same counts on the same engine.
+        parameters: Values of the circuit's named parameters.
+    """
+
+    circuit: Circuit
+    method: str = "sample"
+    shots: int = 1024
+    seed: int = 0
+    parameters: dict[str, float] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    """What an engine returns.
+
+    A dataclass rather than a Struct because it carries a numpy array, which is never
+    put on the wire as is (the executor turns it into the event's float list).
+
+    Attributes:
+        counts: Bitstring -> count for ``sample`` (clbit 0 rightmost, padded to the
+            circuit's clbit count).
+        statevector: Final state (``complex128``, qubit 0 the LSB) for ``statevector``.
+        seed: The seed the engine used.
+        run_seconds: Wall time of the engine call itself.
+    """
+
+    counts: dict[str, int] | None
+    statevector: np.ndarray | None
+    seed: int
+    run_seconds: float
+
+
+class Engine(abc.ABC):
+    """Base of every engine.
+
+    Subclasses set ``name`` and ``capabilities`` (a class attribute, or an instance
+    attribute set in ``__init__`` when it depends on the machine), implement ``version``
+    and ``run``, and call ``self.validate(request)`` at the top of ``run``.
+
+    Attributes:
+        name: Registry name, also the subject token in ``qbus.exec.<engine>.<job>``.
+        capabilities: What the engine can run.
+    """
+
+    name: ClassVar[str]
+    capabilities: Capabilities
+
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Version of the engine's implementation (its library's version)."""
+
+    @cached_property
+    def _gate_set(self) -> frozenset[str]:
+        return frozenset(self.capabilities.gates)
+
+    def validate(self, request: RunRequest) -> None:
+        """Check that the engine can run ``request``, without computing anything.
+
+        Cost is one pass over the circuit's ops.
+
+        Raises:
+            EngineError: ``unsupported_method``, ``too_many_qubits``, ``unsupported_gate``,
+                ``no_measurements`` (``sample`` of a circuit that measures nothing),
+                ``invalid_shots`` or ``invalid_seed``.
+            CircuitError: ``unbound_parameter`` when a named parameter has no value.
+        """
+        caps = self.capabilities
+        method = request.method
+        if method not in caps.methods:
+            raise EngineError(
+                f"engine '{self.name}' does not support method '{method}' "
+                f"(it supports {', '.join(caps.methods)})",
+                code="unsupported_method",
+            )
+        circuit = request.circuit
+        limit = caps.max_qubits.get(method, 0)
+        if circuit.num_qubits > limit:
+            raise EngineError(
+                f"engine '{self.name}' runs at most {limit} qubits with method '{method}', "
+                f"the circuit has {circuit.num_qubits}",
+                code="too_many_qubits",
+            )
+        if not 0 <= request.seed <= _MAX_SEED:
+            raise EngineError(
+                f"seed must be in 0..2**63-1, got {request.seed}", code="invalid_seed"
+            )
+        gates = self._gate_set
+        measures = False
+        for i, op in enumerate(circuit.ops):
+            name = op.name
+            if name in DIRECTIVES:
+                measures = measures or name == "measure"
+            elif name not in gates:
+                raise EngineError(
+                    f"engine '{self.name}' does not support gate '{name}' (at $.ops[{i}])",
+                    code="unsupported_gate",
+                )
+        if method == "sample":
+            if request.shots < 1:
+                raise EngineError(
+                    f"method 'sample' needs at least 1 shot, got {request.shots}",
+                    code="invalid_shots",
+                )
+            if not measures:
+                raise EngineError(
+                    "method 'sample' needs a circuit that measures something; add "
+                    "measurements or use method 'statevector'",
+                    code="no_measurements",
+                )
+        if circuit.parameters:
+            missing = sorted(set(circuit.parameters) - set(request.parameters))
+            if missing:
+                raise CircuitError(
+                    f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
+                    code="unbound_parameter",
+                )
+
+    @abc.abstractmethod
+    def run(self, request: RunRequest) -> EngineResult:
+        """Run ``request`` and return its result.
+
+        Raises:
+            EngineError: The request is outside the engine's capabilities (from
+                ``validate``) or the engine failed.
+            CircuitError: The circuit cannot be run as given (unbound parameters …).
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.version}>"

@@ -1,0 +1,226 @@
+"""Conversion between the qbus IR and Qiskit's ``QuantumCircuit``.
+
+Part of the qiskit-aer engine: Qiskit is imported here and in ``aer.py`` only, so the
+rest of qbus runs without it. The gate mapping is one table both ways; every IR gate
+maps to the ``qiskit.circuit.library`` class with the same matrix and the same name
+(``u1``/``u2`` stay ``U1Gate``/``U2Gate`` so a round trip keeps the circuit's hash).
+
+Qubit ``i`` of the IR is ``qc.qubits[i]`` of a circuit with one quantum register ``q``
+and one classical register ``c``; a single classical register keeps Qiskit's counts
+keys free of spaces and in the IR's bit order (clbit 0 rightmost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qbus.engines.base import numeric_params
+from qbus.errors import CircuitError, MissingOptionalLibraryError
+from qbus.schemas.gates import GATES, canonical_gate_name
+from qbus.schemas.ir import Circuit, Op
+
+try:
+    import qiskit.circuit.library as _lib
+    from qiskit.circuit import (
+        Barrier,
+        CircuitInstruction,
+        Measure,
+        ParameterExpression,
+        QuantumCircuit,
+        Reset,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingOptionalLibraryError("qiskit", "qiskit", "the qiskit-aer engine") from exc
+
+# IR name -> Qiskit gate class. Kept as classes (not instances) so parametrised gates
+# can be built per op; parameterless ones are instantiated once below.
+GATE_CLASSES: dict[str, type] = {
+    "id": _lib.IGate,
+    "x": _lib.XGate,
+    "y": _lib.YGate,
+    "z": _lib.ZGate,
+    "h": _lib.HGate,
+    "s": _lib.SGate,
+    "sdg": _lib.SdgGate,
+    "t": _lib.TGate,
+    "tdg": _lib.TdgGate,
+    "sx": _lib.SXGate,
+    "sxdg": _lib.SXdgGate,
+    "rx": _lib.RXGate,
+    "ry": _lib.RYGate,
+    "rz": _lib.RZGate,
+    "p": _lib.PhaseGate,
+    "u1": _lib.U1Gate,
+    "u2": _lib.U2Gate,
+    "u": _lib.UGate,
+    "cx": _lib.CXGate,
+    "cy": _lib.CYGate,
+    "cz": _lib.CZGate,
+    "ch": _lib.CHGate,
+    "swap": _lib.SwapGate,
+    "csx": _lib.CSXGate,
+    "cp": _lib.CPhaseGate,
+    "crx": _lib.CRXGate,
+    "cry": _lib.CRYGate,
+    "crz": _lib.CRZGate,
+    "cu": _lib.CUGate,
+    "rxx": _lib.RXXGate,
+    "ryy": _lib.RYYGate,
+    "rzz": _lib.RZZGate,
+    "ccx": _lib.CCXGate,
+    "cswap": _lib.CSwapGate,
+}
+
+# Parameterless gates are immutable singletons in Qiskit 2; building each once also
+# skips the constructor call per op.
+_FIXED: dict[str, Any] = {
+    name: cls() for name, cls in GATE_CLASSES.items() if GATES[name].num_params == 0
+}
+_MEASURE = Measure()
+_RESET = Reset()
+
+# Qiskit names without an IR alias that still map onto an IR gate.
+_EXTRA_FROM_QISKIT = {"cu3": "cu"}
+
+# A definition nested deeper than this is a cycle or a hostile circuit, not a gate.
+_MAX_DEFINITION_DEPTH = 32
+
+
+def to_qiskit(
+    circuit: Circuit,
+    values: Mapping[str, float] | None = None,
+    *,
+    measurements: bool = True,
+) -> QuantumCircuit:
+    """Build the ``QuantumCircuit`` of ``circuit``, with named parameters bound.
+
+    Args:
+        circuit: The IR circuit.
+        values: Values of the circuit's named parameters.
+        measurements: Keep the measurements; False leaves them out (for a state-vector
+            run of a circuit whose measurements are terminal).
+
+    Returns:
+        A circuit with registers ``q`` (``num_qubits``) and ``c`` (``num_clbits``).
+
+    Raises:
+        CircuitError: ``unbound_parameter`` when a named parameter has no value.
+    """
+    values = values or {}
+    missing = sorted(set(circuit.parameters) - set(values))
+    if missing:
+        raise CircuitError(
+            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
+            code="unbound_parameter",
+        )
+    qc = QuantumCircuit(circuit.num_qubits, circuit.num_clbits)
+    qubits = qc.qubits
+    clbits = qc.clbits
+    # ``_append`` with a ready CircuitInstruction skips QuantumCircuit.append's argument
+    # broadcasting and checks; the IR was validated when it was decoded.
+    append = qc._append
+    fixed = _FIXED
+    for op in circuit.ops:
+        name = op.name
+        qargs = tuple(qubits[q] for q in op.qubits)
+        gate = fixed.get(name)
+        if gate is not None:
+            append(CircuitInstruction(gate, qargs, ()))
+        elif name == "measure":
+            if not measurements:
+                continue
+            for q, c in zip(qargs, op.clbits, strict=True):
+                append(CircuitInstruction(_MEASURE, (q,), (clbits[c],)))
+        elif name == "reset":
+            for q in qargs:
+                append(CircuitInstruction(_RESET, (q,), ()))
+        elif name == "barrier":
+            qargs = qargs or tuple(qubits)  # an empty barrier spans every qubit
+            append(CircuitInstruction(Barrier(len(qargs)), qargs, ()))
+        else:
+            params = numeric_params(op.params, values)
+            append(CircuitInstruction(GATE_CLASSES[name](*params), qargs, ()))
+    return qc
+
+
+def _param(p: Any, names: set[str]) -> float | str:
+    if isinstance(p, ParameterExpression):
+        if not p.parameters:
+            return float(p)
+        names.update(par.name for par in p.parameters)
+        return str(p)
+    return float(p)
+
+
+def from_qiskit(qc: QuantumCircuit) -> Circuit:
+    """Convert a ``QuantumCircuit`` to IR.
+
+    Gates outside the IR's library are replaced by their Qiskit definitions,
+    recursively; such a definition's global phase is dropped (the IR has none), as is
+    the circuit's own global phase. Unbound Qiskit parameters become expression
+    strings and declared parameter names.
+
+    Args:
+        qc: The circuit. All registers are flattened in ``qc.qubits``/``qc.clbits`` order.
+
+    Returns:
+        The IR circuit.
+
+    Raises:
+        CircuitError: ``unsupported_gate`` for an instruction with no IR equivalent and
+            no definition (control flow, ``delay`` …), with ``where`` naming the
+            instruction index.
+    """
+    qindex = {bit: i for i, bit in enumerate(qc.qubits)}
+    cindex = {bit: i for i, bit in enumerate(qc.clbits)}
+    ops: list[Op] = []
+    names: set[str] = set()
+
+    def walk(
+        data: Any, qmap: Mapping[Any, int], cmap: Mapping[Any, int], where: str, depth: int
+    ) -> None:
+        for k, inst in enumerate(data):
+            here = f"{where}[{k}]"
+            operation = inst.operation
+            name = operation.name
+            qs = tuple(qmap[i] for i in inst.qubits)
+            cs = tuple(cmap[i] for i in inst.clbits)
+            try:
+                if name in ("measure", "reset", "barrier"):
+                    ops.append(Op(name=name, qubits=qs, clbits=cs))
+                    continue
+                ir_name = canonical_gate_name(name) or _EXTRA_FROM_QISKIT.get(name)
+                if ir_name is not None and not cs:
+                    params = tuple(_param(p, names) for p in operation.params)
+                    if name == "cu3":
+                        params = (*params, 0.0)  # cu3 is cu with no phase
+                    ops.append(Op(name=ir_name, qubits=qs, params=params))
+                    continue
+            except ValueError as exc:
+                raise CircuitError(
+                    f"instruction '{name}' does not fit the IR: {exc}",
+                    code="unsupported_gate",
+                    where=here,
+                ) from exc
+            definition = getattr(operation, "definition", None)
+            if definition is None or depth >= _MAX_DEFINITION_DEPTH:
+                raise CircuitError(
+                    f"instruction '{name}' has no IR equivalent and no definition",
+                    code="unsupported_gate",
+                    where=here,
+                )
+            inner_q = {bit: qs[i] for i, bit in enumerate(definition.qubits)}
+            inner_c = {bit: cs[i] for i, bit in enumerate(definition.clbits)}
+            walk(definition.data, inner_q, inner_c, f"{here}.definition", depth + 1)
+
+    walk(qc.data, qindex, cindex, "instruction", 0)
+    try:
+        return Circuit(
+            num_qubits=qc.num_qubits,
+            num_clbits=qc.num_clbits,
+            ops=tuple(ops),
+            parameters=tuple(sorted(names)),
+        )
+    except ValueError as exc:
+        raise CircuitError(f"the circuit does not fit the IR: {exc}") from exc

@@ -1,0 +1,455 @@
+"""The exact numpy reference simulator: the verifier's ground truth.
+
+Like PennyLane's ``reference.qubit`` device, this is small, dependency-free beyond
+numpy, and written to be obviously right rather than fast at scale; it is what every
+other engine's output is checked against.
+
+Matrix convention (the same as Qiskit's ``Operator(gate).data``): a ``k``-qubit gate
+applied to ``qubits=(q0, q1, ..., q_{k-1})`` has a ``2**k x 2**k`` matrix whose row and
+column index is ``i = b0 + 2*b1 + ... + 2**(k-1) * b_{k-1}``, where ``bj`` is the bit of
+``qj``. So the **first** listed qubit is the least significant bit of the matrix index,
+and for controlled gates (controls listed first) the controls are the low bits.
+
+State convention: qubit 0 is the least significant bit of a state-vector index. Viewed
+as a C-ordered ``[2] * n`` tensor, qubit ``q`` is axis ``n - 1 - q``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+import qbus
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.errors import CircuitError, LimitError
+from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit
+
+max_reference_qubits = 20
+"""Largest circuit the reference engine (and so exact verification) accepts."""
+
+# A hard stop for direct calls of ``statevector``: 2**28 amplitudes are 4 GiB, and a
+# hostile circuit must not make the verifier allocate more than that.
+_HARD_MAX_QUBITS = 28
+
+# Probabilities below this are numerical noise of exactly-zero amplitudes (after many
+# gates a zero amplitude comes out near 1e-17, so its probability near 1e-34); they are
+# left out of ``probabilities`` so a sparse distribution stays sparse.
+_PROB_CUTOFF = 1e-14
+
+# Allowed resets are no-ops (checked first), and measurements are terminal.
+_SKIP = frozenset({"measure", "barrier", "reset"})
+
+_SQ2 = 1.0 / math.sqrt(2.0)
+_I2 = np.eye(2, dtype=np.complex128)
+
+
+def _frozen(m: np.ndarray) -> np.ndarray:
+    # Cached matrices are shared; a caller writing into one must fail loudly.
+    m = np.ascontiguousarray(m, dtype=np.complex128)
+    m.flags.writeable = False
+    return m
+
+
+def _controlled(u: np.ndarray, num_ctrl: int = 1) -> np.ndarray:
+    """Controlled-``u`` with the controls as the low bits of the matrix index."""
+    t = u.shape[0]
+    c = 1 << num_ctrl
+    full = np.eye(c * t, dtype=np.complex128)
+    mask = c - 1
+    for a in range(t):
+        for b in range(t):
+            full[(a * c) | mask, (b * c) | mask] = u[a, b]
+    return full
+
+
+def _rx(theta: float) -> np.ndarray:
+    c, s = math.cos(theta / 2), math.sin(theta / 2)
+    return np.array([[c, -1j * s], [-1j * s, c]], dtype=np.complex128)
+
+
+def _ry(theta: float) -> np.ndarray:
+    c, s = math.cos(theta / 2), math.sin(theta / 2)
+    return np.array([[c, -s], [s, c]], dtype=np.complex128)
+
+
+def _rz(theta: float) -> np.ndarray:
+    return np.array([[np.exp(-0.5j * theta), 0], [0, np.exp(0.5j * theta)]], dtype=np.complex128)
+
+
+def _p(lam: float) -> np.ndarray:
+    return np.array([[1, 0], [0, np.exp(1j * lam)]], dtype=np.complex128)
+
+
+def _u(theta: float, phi: float, lam: float) -> np.ndarray:
+    c, s = math.cos(theta / 2), math.sin(theta / 2)
+    return np.array(
+        [
+            [c, -np.exp(1j * lam) * s],
+            [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c],
+        ],
+        dtype=np.complex128,
+    )
+
+
+def _u2(phi: float, lam: float) -> np.ndarray:
+    return _SQ2 * np.array(
+        [[1, -np.exp(1j * lam)], [np.exp(1j * phi), np.exp(1j * (phi + lam))]],
+        dtype=np.complex128,
+    )
+
+
+_X = np.array([[0, 1], [1, 0]], dtype=np.complex128)
+_Y = np.array([[0, -1j], [1j, 0]], dtype=np.complex128)
+_Z = np.array([[1, 0], [0, -1]], dtype=np.complex128)
+_H = _SQ2 * np.array([[1, 1], [1, -1]], dtype=np.complex128)
+_SX = 0.5 * np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]], dtype=np.complex128)
+_XX = np.kron(_X, _X)
+_YY = np.kron(_Y, _Y)
+_I4 = np.eye(4, dtype=np.complex128)
+
+
+def _swap() -> np.ndarray:
+    m = np.zeros((4, 4), dtype=np.complex128)
+    m[0, 0] = m[1, 2] = m[2, 1] = m[3, 3] = 1
+    return m
+
+
+def _cswap() -> np.ndarray:
+    # Control is bit 0; when it is set, bits 1 and 2 swap: index 3 (b1) <-> 5 (b2).
+    m = np.eye(8, dtype=np.complex128)
+    m[[3, 5]] = m[[5, 3]]
+    return m
+
+
+_FIXED: dict[str, np.ndarray] = {
+    name: _frozen(m)
+    for name, m in {
+        "id": _I2,
+        "x": _X,
+        "y": _Y,
+        "z": _Z,
+        "h": _H,
+        "s": np.diag([1, 1j]),
+        "sdg": np.diag([1, -1j]),
+        "t": np.diag([1, np.exp(0.25j * math.pi)]),
+        "tdg": np.diag([1, np.exp(-0.25j * math.pi)]),
+        "sx": _SX,
+        "sxdg": _SX.conj().T,
+        "cx": _controlled(_X),
+        "cy": _controlled(_Y),
+        "cz": _controlled(_Z),
+        "ch": _controlled(_H),
+        "csx": _controlled(_SX),
+        "swap": _swap(),
+        "ccx": _controlled(_X, 2),
+        "cswap": _cswap(),
+    }.items()
+}
+
+
+def _rpp(theta: float, pp: np.ndarray) -> np.ndarray:
+    # exp(-i theta/2 P(x)P) = cos(theta/2) I - i sin(theta/2) P(x)P, as RXX/RYY in Qiskit.
+    return math.cos(theta / 2) * _I4 - 1j * math.sin(theta / 2) * pp
+
+
+def _rzz(theta: float) -> np.ndarray:
+    a, b = np.exp(-0.5j * theta), np.exp(0.5j * theta)
+    return np.diag([a, b, b, a]).astype(np.complex128)
+
+
+def _cu(theta: float, phi: float, lam: float, gamma: float) -> np.ndarray:
+    return _controlled(np.exp(1j * gamma) * _u(theta, phi, lam))
+
+
+_PARAMETRISED = {
+    "rx": _rx,
+    "ry": _ry,
+    "rz": _rz,
+    "p": _p,
+    "u1": _p,
+    "u2": _u2,
+    "u": _u,
+    "cp": lambda lam: _controlled(_p(lam)),
+    "crx": lambda t: _controlled(_rx(t)),
+    "cry": lambda t: _controlled(_ry(t)),
+    "crz": lambda t: _controlled(_rz(t)),
+    "cu": _cu,
+    "rxx": lambda t: _rpp(t, _XX),
+    "ryy": lambda t: _rpp(t, _YY),
+    "rzz": _rzz,
+}
+
+
+def gate_matrix(name: str, params: Sequence[float] = ()) -> np.ndarray:
+    """The unitary of one IR gate, in Qiskit's matrix convention (see the module doc).
+
+    Args:
+        name: Canonical gate name from ``GATES``.
+        params: Numeric angles, as many as the gate takes.
+
+    Returns:
+        A ``complex128`` array of shape ``(2**k, 2**k)``. Matrices of parameterless gates
+        are cached and read-only.
+
+    Raises:
+        CircuitError: ``unknown_gate`` for a name outside the gate library, or
+            ``invalid_parameters`` for a wrong parameter count.
+    """
+    spec = GATES.get(name)
+    if spec is None:
+        raise CircuitError(f"unknown gate '{name}'", code="unknown_gate")
+    if len(params) != spec.num_params:
+        raise CircuitError(
+            f"gate '{name}' takes {spec.num_params} parameter(s), got {len(params)}",
+            code="invalid_parameters",
+        )
+    if spec.num_params == 0:
+        return _FIXED[name]
+    return _PARAMETRISED[name](*(float(p) for p in params))
+
+
+def _apply(psi: np.ndarray, m: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """Apply matrix ``m`` to ``qubits`` of the flat state ``psi`` (returns a new flat array)."""
+    k = len(qubits)
+    if k == 1:
+        q = qubits[0]
+        if q < 4:
+            # Few low bits: matmul's broadcast stack would be of tiny (2, 2^q) products.
+            # One dense (N / 2^(q+1), 2^(q+1)) product with kron(m, I) is far faster.
+            low = 1 << q
+            big = np.kron(m, np.eye(low)) if low > 1 else m
+            return (psi.reshape(-1, 2 * low) @ big.T).reshape(-1)
+        # (high bits, this qubit, low bits); matmul broadcasts m over the leading axis.
+        view = psi.reshape(1 << (n - 1 - q), 2, 1 << q)
+        return np.matmul(m, view).reshape(-1)
+    if k == 2:
+        a, b = qubits
+        hi, lo = (a, b) if a > b else (b, a)
+        view = psi.reshape(1 << (n - 1 - hi), 2, 1 << (hi - lo - 1), 2, 1 << lo)
+        # m.reshape(2,2,2,2) has axes (out_q1, out_q0, in_q1, in_q0); order them (hi, lo).
+        m4 = m.reshape(2, 2, 2, 2)
+        if a > b:  # q0 is the high qubit: swap the two qubit roles
+            m4 = m4.transpose(1, 0, 3, 2)
+        out = np.tensordot(m4, view, axes=([2, 3], [1, 3]))  # (hi, lo, A, B, C)
+        return out.transpose(2, 0, 3, 1, 4).reshape(-1)
+    # General case on the [2]*n tensor: m's input axes are (q_{k-1}, ..., q0).
+    tensor = psi.reshape((2,) * n)
+    axes = [n - 1 - q for q in reversed(qubits)]
+    out = np.tensordot(m.reshape((2,) * (2 * k)), tensor, axes=(list(range(k, 2 * k)), axes))
+    return np.moveaxis(out, list(range(k)), axes).reshape(-1)
+
+
+def _check_size(n: int) -> None:
+    if n > _HARD_MAX_QUBITS:
+        raise LimitError(
+            f"the reference simulator holds at most {_HARD_MAX_QUBITS} qubits, got {n}",
+            code="too_many_qubits",
+        )
+
+
+def _unbound(circuit: Circuit, values: Mapping[str, float]) -> None:
+    missing = sorted(set(circuit.parameters) - set(values))
+    if missing:
+        raise CircuitError(
+            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
+            code="unbound_parameter",
+        )
+
+
+def check_terminal_measurements(circuit: Circuit) -> None:
+    """Check that the circuit's measurements are terminal, in one pass over its ops.
+
+    Raises:
+        CircuitError: ``mid_circuit_measurement`` when a gate or reset acts on a qubit
+            after it was measured, or a reset follows a gate on its qubit (a reset is
+            only supported as the no-op it is on a fresh qubit).
+    """
+    touched = [False] * circuit.num_qubits  # a gate acted on it: a reset is no no-op
+    measured = [False] * circuit.num_qubits
+    for i, op in enumerate(circuit.ops):
+        name = op.name
+        if name == "barrier":
+            continue
+        if name == "measure":
+            for q in op.qubits:
+                measured[q] = True
+            continue
+        for q in op.qubits:
+            if measured[q]:
+                raise CircuitError(
+                    f"'{name}' acts on qubit {q} after it was measured; only terminal "
+                    "measurements are supported",
+                    code="mid_circuit_measurement",
+                    where=f"$.ops[{i}]",
+                )
+            if name == "reset":
+                if touched[q]:
+                    raise CircuitError(
+                        f"reset of qubit {q} after a gate acted on it is not supported; "
+                        "only a reset of a fresh qubit (a no-op) is",
+                        code="mid_circuit_measurement",
+                        where=f"$.ops[{i}]",
+                    )
+            else:
+                touched[q] = True
+
+
+def statevector(circuit: Circuit, values: Mapping[str, float] | None = None) -> np.ndarray:
+    """The exact final state of ``circuit`` from ``|0...0>``.
+
+    Measurements and barriers are skipped, so a circuit whose measurements are all
+    terminal gives the state just before them. Everything is checked before the first
+    gate is applied.
+
+    Args:
+        circuit: The circuit.
+        values: Values of the circuit's named parameters.
+
+    Returns:
+        A flat ``complex128`` array of length ``2**num_qubits`` (qubit 0 is the LSB).
+
+    Raises:
+        CircuitError: ``mid_circuit_measurement`` (see ``check_terminal_measurements``);
+            ``unbound_parameter`` when a named parameter has no value.
+        LimitError: ``too_many_qubits`` past the simulator's hard memory bound.
+    """
+    values = values or {}
+    _unbound(circuit, values)
+    n = circuit.num_qubits
+    _check_size(n)
+    check_terminal_measurements(circuit)
+    psi = np.zeros(1 << n, dtype=np.complex128)
+    psi[0] = 1.0
+    for op in circuit.ops:
+        if op.name in _SKIP:
+            continue
+        m = gate_matrix(op.name, numeric_params(op.params, values))
+        psi = _apply(psi, m, op.qubits, n)
+    return psi
+
+
+def clbit_sources(circuit: Circuit) -> dict[int, int]:
+    """Which qubit each clbit finally holds: ``{clbit: qubit}`` (the last write wins)."""
+    source: dict[int, int] = {}
+    for op in circuit.ops:
+        if op.name == "measure":
+            for q, c in zip(op.qubits, op.clbits, strict=True):
+                source[c] = q
+    return source
+
+
+def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The exact distribution over clbit bitstrings of a circuit with terminal measurements.
+
+    Qubits not measured are marginalised; clbits never written read ``0``; clbit 0 is
+    the rightmost character. Outcomes with probability below 1e-14 are left out.
+
+    Args:
+        circuit: The circuit.
+        values: Values of the circuit's named parameters.
+
+    Returns:
+        ``{bitstring: probability}``; the probabilities sum to 1 (up to rounding).
+
+    Raises:
+        CircuitError: As ``statevector``.
+    """
+    psi = statevector(circuit, values)
+    return _distribution(circuit, psi)
+
+
+def _distribution(circuit: Circuit, psi: np.ndarray) -> dict[str, float]:
+    n, m = circuit.num_qubits, circuit.num_clbits
+    source = clbit_sources(circuit)
+    if not source:
+        return {"0" * m: 1.0}
+    kept = sorted(set(source.values()))
+    probs = (psi.real**2 + psi.imag**2).reshape((2,) * n)
+    drop = tuple(n - 1 - q for q in range(n) if q not in set(kept))
+    marginal = probs.sum(axis=drop).reshape(-1) if drop else probs.reshape(-1)
+    # In the marginal, kept qubit kept[j] is bit j of the index.
+    pos = {q: j for j, q in enumerate(kept)}
+    idx = np.flatnonzero(marginal > _PROB_CUTOFF)
+    keys = np.zeros(idx.shape, dtype=np.int64)
+    for c, q in source.items():
+        keys |= ((idx >> pos[q]) & 1) << c
+    fmt = f"0{m}b"
+    return {format(int(k), fmt): float(marginal[i]) for k, i in zip(keys, idx, strict=True)}
+
+
+class ReferenceEngine(Engine):
+    """The numpy reference simulator as an engine.
+
+    ``sample`` draws counts from the exact distribution with ``numpy``'s
+    ``default_rng(seed)`` (so a seed reproduces its counts on every platform numpy
+    supports); ``statevector`` returns the exact final state.
+    """
+
+    name = "reference"
+    capabilities = Capabilities(
+        methods=("sample", "statevector"),
+        max_qubits={"sample": max_reference_qubits, "statevector": max_reference_qubits},
+        gates=tuple(GATES),
+        noise=False,
+        batching=False,
+        device="cpu",
+    )
+
+    @property
+    def version(self) -> str:
+        """The qbus version: this engine ships with the package."""
+        return qbus.__version__
+
+    def validate(self, request: RunRequest) -> None:
+        """The base checks, then that every measurement is terminal.
+
+        Raises:
+            EngineError: As ``Engine.validate``.
+            CircuitError: ``unbound_parameter``, ``mid_circuit_measurement``.
+        """
+        super().validate(request)
+        check_terminal_measurements(request.circuit)
+
+    def run(self, request: RunRequest) -> EngineResult:
+        """Validate and run ``request``.
+
+        Raises:
+            EngineError, CircuitError: As ``validate``, before any compute.
+        """
+        self.validate(request)
+        start = time.perf_counter()
+        psi = statevector(request.circuit, request.parameters)
+        if request.method == "statevector":
+            return EngineResult(
+                counts=None,
+                statevector=psi,
+                seed=request.seed,
+                run_seconds=time.perf_counter() - start,
+            )
+        dist = _distribution(request.circuit, psi)
+        keys = sorted(dist)
+        p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
+        p /= p.sum()  # multinomial insists on a sum of exactly <= 1
+        draws = np.random.default_rng(request.seed).multinomial(request.shots, p)
+        counts = {k: int(c) for k, c in zip(keys, draws, strict=True) if c}
+        return EngineResult(
+            counts=counts,
+            statevector=None,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+        )
+
+
+__all__ = [
+    "ReferenceEngine",
+    "check_terminal_measurements",
+    "clbit_sources",
+    "gate_matrix",
+    "max_reference_qubits",
+    "probabilities",
+    "statevector",
+]

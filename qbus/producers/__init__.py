@@ -1,0 +1,1 @@
+"""Producers: what puts jobs on the bus."""

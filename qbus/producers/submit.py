@@ -1,0 +1,96 @@
+"""Submit jobs and wait for their one final event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from nats.js import api as js_api
+
+from qbus.bus.connection import Bus
+from qbus.schemas.events import (
+    FINAL_EVENTS,
+    Event,
+    JobSubmitted,
+    decode,
+    new_event_id,
+    new_job_id,
+)
+
+FORMAT_BY_SUFFIX = {".qasm": "auto", ".json": "json", ".qasm3": "qasm3", ".qasm2": "qasm2"}
+
+
+def job_from_file(path: str | Path, **options: object) -> JobSubmitted:
+    """A JobSubmitted for the program in ``path`` (OpenQASM 2/3 or JSON IR)."""
+    path = Path(path)
+    text = path.read_text()
+    return JobSubmitted(
+        event_id=new_event_id(),
+        job_id=str(options.pop("job_id", None) or new_job_id()),
+        producer="qbus.cli",
+        source=text,
+        format=FORMAT_BY_SUFFIX.get(path.suffix, "auto"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def submit(bus: Bus, job: JobSubmitted) -> int:
+    """Publish a job; returns its sequence in the event log."""
+    return await bus.publish(job)
+
+
+async def events_of(
+    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
+) -> AsyncIterator[tuple[int, str, Event]]:
+    """Yield (sequence, subject, event) of every stored event of a job, in log order.
+
+    With ``follow`` the iterator waits for new events until the job's final event.
+    """
+    sub = await bus.js.subscribe(
+        bus.subjects.result(job_id),
+        stream=bus.config.stream,
+        ordered_consumer=True,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        config=js_api.ConsumerConfig(filter_subjects=bus.subjects.of_job(job_id)),
+    )
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=timeout)
+            except Exception as exc:  # nats' TimeoutError is not the builtin one
+                if type(exc).__name__ != "TimeoutError":
+                    raise
+                if follow:
+                    continue
+                return
+            event = decode(msg.data)
+            yield msg.metadata.sequence.stream, msg.subject, event
+            if isinstance(event, FINAL_EVENTS):
+                return
+            if not follow and msg.metadata.num_pending == 0:
+                return
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_final(bus: Bus, job_id: str, timeout: float = 60.0) -> Event:
+    """Wait for the job's final event (JobCompleted/JobFailed/JobRejected).
+
+    Raises:
+        TimeoutError: Nothing final within ``timeout`` seconds.
+    """
+    sub = await bus.js.subscribe(
+        bus.subjects.result(job_id),
+        stream=bus.config.stream,
+        ordered_consumer=True,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+    )
+    try:
+        msg = await sub.next_msg(timeout=timeout)
+    except Exception as exc:
+        if type(exc).__name__ == "TimeoutError":
+            raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
+        raise
+    finally:
+        await sub.unsubscribe()
+    return decode(msg.data)

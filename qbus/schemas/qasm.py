@@ -1,0 +1,1217 @@
+"""OpenQASM 2.0 and OpenQASM 3 (gate-level subset) to the IR, and the IR to OpenQASM 3.
+
+The parser is hand-written (one precompiled tokenizer regex plus recursive descent) because
+it runs once per job in the ingest stage: it must be fast and its errors must say exactly
+where the problem is. Every error is a :class:`~qbus.errors.QasmSyntaxError` with a 1-based
+line and column of the offending token and a stable ``code``:
+
+``qasm_syntax``
+    Text that does not fit the grammar.
+``unknown_gate``
+    A gate that is neither built in nor defined (close names are suggested).
+``unknown_register``
+    A qubit or bit register that is not declared (or of the wrong kind).
+``unknown_parameter``
+    A name in a gate parameter that is not a declared ``input`` (or gate parameter).
+``qubit_out_of_range`` / ``clbit_out_of_range``
+    An index past the end of its register.
+``wrong_arity``
+    A gate called with the wrong number of qubits or parameters.
+``duplicate_qubit``
+    One qubit used twice in one gate call or barrier.
+``duplicate_declaration``
+    A register, input or gate declared twice, or a redefinition of an included gate.
+``invalid_parameter``
+    A parameter whose constant part has no finite value (``1/0``, ``ln(0)``).
+``unsupported_feature``
+    Valid OpenQASM that the IR cannot hold: control flow, classical variables and
+    assignment, subroutines, ``let`` aliases, gate modifiers, ``opaque``, slices, ...
+``unsupported_include``
+    An include other than ``qelib1.inc`` / ``stdgates.inc`` (whose gates are built in).
+``empty_program``
+    Nothing but whitespace and comments, or a program that declares no qubits.
+``too_large``
+    Text over ``max_bytes``, more than the IR's qubit limit, or more than ``max_ops`` ops
+    once gate definitions are inlined and registers broadcast.
+
+What the parser produces:
+
+* registers are flattened in declaration order into one qubit and one clbit index space;
+* user ``gate`` definitions are inlined with their parameters substituted, constant parts
+  folded (:func:`qbus.schemas.expr.fold`); a parameter that still depends on an ``input``
+  stays an expression string in canonical form;
+* ``measure`` and ``reset`` give one op per qubit (register broadcasts are expanded, as
+  OpenQASM defines them); a ``barrier`` statement gives one op with all its qubits, and
+  ``barrier;`` (OpenQASM 3: every qubit) gives a barrier with no qubits;
+* global phase (``gphase``) is dropped, as the IR has none; ``u0`` becomes ``id``, and
+  qelib1's ``cu3(θ,φ,λ)`` becomes ``cu(θ,φ,λ,0)``;
+* ``Circuit.parameters`` lists every declared ``input`` (sorted), used or not, so that
+  declaring a parameter is what makes a job have to bind it, and exports round-trip.
+
+Gate names are resolved leniently: a known IR gate or alias may be used without its
+include, and a program may define its own gate under a name that its includes do not
+define. A definition under an IR gate name is inlined like any other, except for the exact
+definitions :func:`to_qasm3` writes for IR gates missing from ``stdgates.inc`` (``sxdg``,
+``csx``, ``rxx``, ``ryy``, ``rzz``): those are recognised token for token and kept as the
+native gate, which is what makes ``parse_qasm(to_qasm3(c))`` give back ``c``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Container, Sequence
+from functools import lru_cache
+from typing import Any, NoReturn
+
+from qbus.errors import CircuitError, QasmSyntaxError
+from qbus.schemas import expr as _expr
+from qbus.schemas.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
+from qbus.schemas.gates import ALIASES, GATES
+from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
+
+__all__ = ["detect_format", "parse_qasm", "to_qasm3"]
+
+# One token per match, whitespace and comments skipped possessively in front of it (so the
+# engine never backtracks into a comment). The empty alternative at \Z yields a final ""
+# token: the end-of-input sentinel. Every character belongs to some match (the last token
+# alternative takes anything else), so the n-th match is always the n-th token and an
+# error can recover a token's position by re-scanning, keeping the fast path positionless.
+_TOKEN_RE = re.compile(
+    r"(?:\s+|//[^\n]*|/\*.*?\*/)*+("
+    r"[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
+    r"|[^\W\d]\w*"
+    r'|"[^"\n]*"'
+    r"|\$[0-9]+"
+    r"|->|\*\*|==|!=|<=|>=|<<|>>|&&|\|\||\+\+|\+=|-=|\*=|/=|/\*"
+    r"|\S|\Z)",
+    re.S,
+)
+
+_HEADER_RE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*+OPENQASM\s*+([0-9]+)", re.S)
+
+# Gates each include defines. A program may not redefine these once it includes the file.
+# qelib1 here is the original OpenQASM 2 library: Qiskit-era additions (sx, rzz, cp, ...)
+# are often defined by programs themselves, so they stay definable.
+_QELIB1_GATES = frozenset(
+    "u3 u2 u1 cx id u0 x y z h s sdg t tdg rx ry rz cz cy ch ccx crz cu1 cu3".split()
+)
+_STDGATES = frozenset(
+    "p x y z h s sdg t tdg sx rx ry rz cx cy cz cp crx cry crz ch swap ccx cswap cu "
+    "CX phase cphase id u1 u2 u3".split()
+)
+_INCLUDES = {"qelib1.inc": _QELIB1_GATES, "stdgates.inc": _STDGATES}
+
+_FUNCTION_NAMES = frozenset(FUNCTIONS)
+_QASM2_RESERVED = (
+    frozenset(
+        "OPENQASM include qreg creg gate opaque barrier reset measure if U CX pi".split()
+    )
+    | _FUNCTION_NAMES
+)
+_QASM3_RESERVED = (
+    frozenset(
+        "OPENQASM include input output qubit qreg bit creg int uint float angle bool complex "
+        "duration stretch array const mutable readonly let gate def defcal defcalgrammar cal "
+        "extern opaque if else for while in break continue return end switch case default "
+        "box delay barrier reset measure gphase U ctrl negctrl inv pow true false void "
+        "sizeof durationof".split()
+    )
+    | frozenset(CONSTANTS)
+    | _FUNCTION_NAMES
+)
+
+_UNSUPPORTED: dict[str, str] = {
+    "if": "classically controlled 'if' statements",
+    "else": "'else' branches",
+    "for": "'for' loops",
+    "while": "'while' loops",
+    "switch": "'switch' statements",
+    "break": "'break'",
+    "continue": "'continue'",
+    "end": "'end'",
+    "return": "'return'",
+    "def": "subroutine definitions ('def')",
+    "let": "register aliases ('let')",
+    "const": "constant declarations ('const')",
+    "opaque": "opaque gate declarations ('opaque')",
+    "extern": "'extern' declarations",
+    "box": "'box' blocks",
+    "delay": "'delay' instructions",
+    "defcal": "calibrations ('defcal')",
+    "defcalgrammar": "calibrations ('defcalgrammar')",
+    "cal": "calibrations ('cal')",
+    "output": "'output' declarations",
+    "int": "classical variables ('int')",
+    "uint": "classical variables ('uint')",
+    "float": "classical variables ('float'); declare parameters with 'input float name;'",
+    "angle": "classical variables ('angle'); declare parameters with 'input angle name;'",
+    "bool": "classical variables ('bool')",
+    "complex": "classical variables ('complex')",
+    "duration": "classical variables ('duration')",
+    "stretch": "classical variables ('stretch')",
+    "array": "arrays",
+    "#": "pragmas",
+    "@": "annotations",
+    "{": "scoped blocks",
+}
+_MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
+
+# Names people reach for that difflib would not connect to the gate they mean.
+_HINTS = {
+    "hadamard": "h",
+    "not": "x",
+    "paulix": "x",
+    "pauliy": "y",
+    "pauliz": "z",
+    "ccnot": "ccx",
+    "sqrtx": "sx",
+    "identity": "id",
+    "measure_z": "measure",
+}
+
+_ZERO: Expr = ("num", 0.0)
+
+# A resolved gate: (IR name, parameters in the source, qubits, transform of the parameter
+# trees into the IR's). An IR name of "" means "drop" (global phase).
+_Builtin = tuple[str, int, int, Callable[[list[Expr]], list[Expr]] | None]
+
+
+def _builtin_table() -> dict[str, _Builtin]:
+    table: dict[str, _Builtin] = {}
+    for name, spec in GATES.items():
+        table[name] = (name, spec.num_params, spec.num_qubits, None)
+    for alias, name in ALIASES.items():
+        spec = GATES[name]
+        table[alias] = (name, spec.num_params, spec.num_qubits, None)
+    table["cu3"] = ("cu", 3, 2, lambda ps: [*ps, _ZERO])
+    table["u0"] = ("id", 1, 1, lambda ps: [])
+    table["gphase"] = ("", 1, 0, None)
+    return table
+
+
+_BUILTINS = _builtin_table()
+
+# Definitions to_qasm3 writes for IR gates that stdgates.inc lacks. Each is exact for how
+# the gate is used (sxdg is exact up to a global phase, which only matters under control,
+# and csx is exact). The parser recognises these token for token and keeps the native gate.
+_NATIVE_DEFINITIONS: dict[str, str] = {
+    "sxdg": "gate sxdg a { s a; h a; s a; }",
+    "csx": "gate csx a, b { h b; cp(pi/2) a, b; h b; }",
+    "rxx": "gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
+    "ryy": (
+        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; "
+        "rx(-pi/2) a; rx(-pi/2) b; }"
+    ),
+    "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
+}
+_NATIVE_TOKENS = {
+    name: _TOKEN_RE.findall(text)[:-1] for name, text in _NATIVE_DEFINITIONS.items()
+}
+
+# Gate-definition nesting bound: inlining recurses once per level.
+_MAX_GATE_NESTING = 100
+
+
+class _GateDef:
+    """A user gate, flattened at definition time into native ops over its arguments.
+
+    ``flat`` holds ``(ir_name, parameter trees over the gate's parameters, argument
+    positions, constant parameter values or None)``; a call only substitutes and maps.
+    """
+
+    __slots__ = ("depth", "flat", "name", "num_params", "num_qubits", "params")
+
+    def __init__(self, name: str, params: tuple[str, ...], num_qubits: int):
+        self.name = name
+        self.params = params
+        self.num_params = len(params)
+        self.num_qubits = num_qubits
+        self.flat: list[tuple[str, tuple[Expr, ...], tuple[int, ...], tuple | None]] = []
+        self.depth = 1
+
+
+def _describe(token: str) -> str:
+    return f"'{token}'" if token else "the end of the program"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _to_param(tree: Expr) -> float | str:
+    return float(tree[1]) if tree[0] == "num" else _expr.to_text(tree)
+
+
+def _constant_params(trees: Sequence[Expr]) -> tuple | None:
+    if all(t[0] == "num" for t in trees):
+        return tuple(float(t[1]) for t in trees)
+    return None
+
+
+class _Parser:
+    def __init__(self, text: str, tokens: list[str], max_ops: int):
+        self.text = text
+        self.toks = tokens
+        self.i = 0
+        self.max_ops = max_ops
+        self.version = "qasm3"
+        self.reserved = _QASM3_RESERVED
+        # name -> (offset, size, single, members)
+        self.qregs: dict[str, tuple[int, int, bool, tuple[int, ...]]] = {}
+        self.cregs: dict[str, tuple[int, int, bool, tuple[int, ...]]] = {}
+        self.declared_at: dict[str, int] = {}
+        self.inputs: dict[str, int] = {}
+        self.num_qubits = 0
+        self.num_clbits = 0
+        self.gates: dict[str, _GateDef | _Builtin] = {}
+        self.included: dict[str, str] = {}  # gate name -> include file that defines it
+        self.ops: list[Op] = []
+
+    # -- errors -----------------------------------------------------------------------
+
+    def position(self, index: int) -> tuple[int, int]:
+        offset = len(self.text)
+        for n, match in enumerate(_TOKEN_RE.finditer(self.text)):
+            if n == index:
+                offset = match.start(1)
+                break
+        line = self.text.count("\n", 0, offset) + 1
+        return line, offset - self.text.rfind("\n", 0, offset)
+
+    def fail(self, message: str, index: int, code: str = "qasm_syntax") -> NoReturn:
+        line, column = self.position(index)
+        raise QasmSyntaxError(message, line=line, column=column, code=code)
+
+    def expect(self, token: str) -> None:
+        t = self.toks[self.i]
+        if t != token:
+            self.fail(f"expected '{token}' but found {_describe(t)}", self.i)
+        self.i += 1
+
+    # -- program ----------------------------------------------------------------------
+
+    def program(self) -> Circuit:
+        toks = self.toks
+        if not toks[0]:
+            self.fail("the program is empty", 0, "empty_program")
+        if toks[0] == "OPENQASM":
+            self.header()
+        statement = self.statement
+        while toks[self.i]:
+            statement()
+        if self.num_qubits == 0:
+            self.fail(
+                "the program declares no qubits (declare them with 'qubit[n] q;' or "
+                "'qreg q[n];')",
+                0,
+                "empty_program",
+            )
+        return Circuit(
+            num_qubits=self.num_qubits,
+            num_clbits=self.num_clbits,
+            ops=tuple(self.ops),
+            parameters=tuple(sorted(self.inputs)),
+        )
+
+    def header(self) -> None:
+        version = self.toks[1]
+        if not is_number_token(version):
+            self.fail(f"expected a version number after OPENQASM but found {_describe(version)}", 1)
+        major = version.split(".")[0]
+        if major == "2":
+            self.version = "qasm2"
+            self.reserved = _QASM2_RESERVED
+        elif major != "3":
+            self.fail(
+                f"OpenQASM version {version} is not supported (2.0 and 3 are)",
+                1,
+                "unsupported_feature",
+            )
+        self.i = 2
+        self.expect(";")
+
+    def statement(self) -> None:
+        toks = self.toks
+        t = toks[self.i]
+        handler = _HANDLERS.get(t)
+        if handler is not None and t not in self.gates:
+            handler(self)
+            return
+        following = toks[self.i + 1]
+        if t in self.cregs and (following == "=" or following == "["):
+            self.assignment()
+            return
+        if t in _MODIFIERS and (following == "@" or following == "("):
+            self.fail(
+                f"gate modifiers ('{t} @') are not supported", self.i, "unsupported_feature"
+            )
+        if t in _UNSUPPORTED and t not in self.gates:
+            self.fail(f"{_UNSUPPORTED[t]} are not supported", self.i, "unsupported_feature")
+        self.gate_call()
+
+    def misplaced_header(self) -> NoReturn:
+        self.fail("the OPENQASM header must be the first statement", self.i)
+
+    # -- declarations -----------------------------------------------------------------
+
+    def new_name(self, index: int, what: str) -> str:
+        name = self.toks[index]
+        if not name.isidentifier():
+            self.fail(f"expected a {what} name but found {_describe(name)}", index)
+        if name in self.reserved:
+            self.fail(f"'{name}' is a reserved word and cannot name a {what}", index)
+        previous = self.declared_at.get(name)
+        if previous is not None:
+            line, _ = self.position(previous)
+            self.fail(
+                f"'{name}' is already declared on line {line}", index, "duplicate_declaration"
+            )
+        return name
+
+    def size(self, index: int, what: str) -> int:
+        t = self.toks[index]
+        if not t.isdigit() or not t.isascii():
+            self.fail(f"expected the {what} size (an integer) but found {_describe(t)}", index)
+        value = int(t)
+        if value < 1:
+            self.fail(f"a {what} needs at least one element", index)
+        return value
+
+    def declare(self, quantum: bool, name: str, size: int, single: bool, index: int) -> None:
+        self.declared_at[name] = index
+        if quantum:
+            offset = self.num_qubits
+            self.num_qubits += size
+            total, table, kind = self.num_qubits, self.qregs, "qubits"
+        else:
+            offset = self.num_clbits
+            self.num_clbits += size
+            total, table, kind = self.num_clbits, self.cregs, "bits"
+        if total > MAX_IR_QUBITS:
+            self.fail(
+                f"the program declares {total} {kind}; at most {MAX_IR_QUBITS} are supported",
+                index,
+                "too_large",
+            )
+        table[name] = (offset, size, single, tuple(range(offset, offset + size)))
+
+    def old_register(self) -> None:
+        """``qreg name[size];`` / ``creg name[size];``."""
+        quantum = self.toks[self.i] == "qreg"
+        what = "qubit register" if quantum else "bit register"
+        index = self.i + 1
+        name = self.new_name(index, what)
+        self.i = index + 1
+        self.expect("[")
+        size = self.size(self.i, what)
+        self.i += 1
+        self.expect("]")
+        self.expect(";")
+        self.declare(quantum, name, size, False, index)
+
+    def new_register(self) -> None:
+        """``qubit[size] name;`` / ``qubit name;`` / ``bit[size] name;`` / ``bit name;``."""
+        toks = self.toks
+        quantum = toks[self.i] == "qubit"
+        what = "qubit register" if quantum else "bit register"
+        self.i += 1
+        single = toks[self.i] != "["
+        size = 1
+        if not single:
+            size = self.size(self.i + 1, what)
+            self.i += 2
+            self.expect("]")
+        index = self.i
+        name = self.new_name(index, what)
+        self.i += 1
+        if toks[self.i] == "=":
+            self.fail(
+                "initialised declarations are not supported", self.i, "unsupported_feature"
+            )
+        self.expect(";")
+        self.declare(quantum, name, size, single, index)
+
+    def input_declaration(self) -> None:
+        """``input float[64] theta;`` / ``input angle theta;`` / ``input float theta;``."""
+        toks = self.toks
+        self.i += 1
+        kind = toks[self.i]
+        if kind not in ("float", "angle"):
+            self.fail(
+                f"'input {kind}' is not supported; parameters are 'input float name;' or "
+                "'input angle name;'",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 1
+        if toks[self.i] == "[":
+            self.size(self.i + 1, "type")
+            self.i += 2
+            self.expect("]")
+        index = self.i
+        name = self.new_name(index, "parameter")
+        self.i += 1
+        self.expect(";")
+        self.declared_at[name] = index
+        self.inputs[name] = index
+
+    def include(self) -> None:
+        index = self.i + 1
+        token = self.toks[index]
+        if not token.startswith('"') or len(token) < 2:
+            self.fail(f"expected a file name in double quotes but found {_describe(token)}", index)
+        filename = token[1:-1]
+        gates = _INCLUDES.get(filename)
+        if gates is None:
+            self.fail(
+                f"cannot include '{filename}': only qelib1.inc and stdgates.inc are available "
+                "(their gates are built in)",
+                index,
+                "unsupported_include",
+            )
+        for gate in gates:
+            self.included.setdefault(gate, filename)
+        self.i = index + 1
+        self.expect(";")
+
+    # -- operands ---------------------------------------------------------------------
+
+    def index_value(self) -> int:
+        """Parse ``[k]`` after a register name (``self.i`` at ``[``); negative counts back."""
+        toks = self.toks
+        self.i += 1
+        start = self.i
+        negative = toks[start] == "-"
+        if negative:
+            self.i += 1
+        t = toks[self.i]
+        if not (t.isdigit() and t.isascii()):
+            following = toks[self.i + 1]
+            if t == "{" or following == ":" or t == ":":
+                self.fail("register slices and index sets are not supported", start,
+                          "unsupported_feature")
+            if t.isidentifier():
+                self.fail("indexing with a variable is not supported", self.i,
+                          "unsupported_feature")
+            self.fail(f"expected an integer index but found {_describe(t)}", self.i)
+        value = -int(t) if negative else int(t)
+        self.i += 1
+        self.expect("]")
+        return value
+
+    def operand(self, quantum: bool) -> tuple[tuple[int, ...], bool, int]:
+        """A qubit (or bit) operand: ``name`` or ``name[k]``.
+
+        Returns:
+            The indices it denotes, whether it is a whole register, and its token index.
+        """
+        toks = self.toks
+        index = self.i
+        name = toks[index]
+        register = (self.qregs if quantum else self.cregs).get(name)
+        if register is None:
+            self.unknown_register(name, index, quantum)
+        offset, size, single, members = register
+        if toks[index + 1] == "[":
+            t = toks[index + 2]
+            # Fast path for the common ``q[3]``; anything else takes the careful path below.
+            if toks[index + 3] == "]" and t.isdigit() and t.isascii() and not single:
+                k = int(t)
+                if k < size:
+                    self.i = index + 4
+                    return (offset + k,), False, index
+            self.i = index + 1
+            if single:
+                self.fail(
+                    f"'{name}' is a single {'qubit' if quantum else 'bit'}, not a register; "
+                    "use it without an index",
+                    index + 1,
+                )
+            k = self.index_value()
+            if not -size <= k < size:
+                unit = "qubit" if quantum else "bit"
+                self.fail(
+                    f"{name}[{k}] is out of range: register {name} has {_plural(size, unit)}",
+                    index + 2,
+                    f"{'qubit' if quantum else 'clbit'}_out_of_range",
+                )
+            return (offset + k % size,), False, index
+        self.i = index + 1
+        return members, not single, index
+
+    def unknown_register(self, name: str, index: int, quantum: bool) -> NoReturn:
+        wanted = "qubit" if quantum else "bit"
+        if name.startswith("$"):
+            self.fail(f"physical qubits ('{name}') are not supported", index,
+                      "unsupported_feature")
+        if not name.isidentifier():
+            self.fail(f"expected a {wanted} operand but found {_describe(name)}", index)
+        if name in (self.cregs if quantum else self.qregs):
+            other = "bit" if quantum else "qubit"
+            self.fail(
+                f"'{name}' is a {other} register, but a {wanted} is needed here",
+                index,
+                "unknown_register",
+            )
+        if name in self.inputs:
+            self.fail(
+                f"'{name}' is a parameter, but a {wanted} is needed here", index,
+                "unknown_register",
+            )
+        candidates = self.qregs if quantum else self.cregs
+        close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+        hint = f" (did you mean {_or_list(close)}?)" if close else ""
+        self.fail(f"unknown {wanted} register '{name}'{hint}", index, "unknown_register")
+
+    # -- expressions ------------------------------------------------------------------
+
+    def expression(self, allowed: Container[str], gate: str | None) -> Expr:
+        toks = self.toks
+        start = self.i
+        try:
+            tree, end = _expr.parse_tokens(toks, start)
+        except ExprSyntaxError as exc:
+            self.fail(exc.reason, exc.index)
+        for k in range(start, end):
+            t = toks[k]
+            if (
+                t.isidentifier()
+                and t not in allowed
+                and t not in CONSTANTS
+                and t not in FUNCTIONS
+            ):
+                if gate is not None:
+                    message = f"'{t}' is not a parameter of gate '{gate}'"
+                elif self.version == "qasm2":
+                    message = f"'{t}' is not defined (OpenQASM 2 has no named parameters)"
+                else:
+                    message = f"'{t}' is not declared; declare it with 'input float {t};'"
+                self.fail(message, k, "unknown_parameter")
+        self.i = end
+        return tree
+
+    def parameters(self, allowed: Container[str], gate: str | None) -> list[Expr]:
+        """A parenthesised parameter list (``self.i`` at ``(``), as constant-folded trees."""
+        toks = self.toks
+        if toks[self.i] != "(":
+            return []
+        # Fast path: the same parameter lists recur (within a program and across jobs), so
+        # the folded trees are cached by their tokens. Only the names need checking here.
+        start = self.i + 1
+        end = start
+        depth = 1
+        while True:
+            t = toks[end]
+            if t == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif t == "(":
+                depth += 1
+            elif t == ";" or t == "{" or not t:
+                end = -1
+                break
+            end += 1
+        if end >= 0:
+            key = tuple(toks[start:end])
+            try:
+                trees = _parameter_list(key)
+            except ValueError:
+                pass  # the careful path below reports it with a position
+            else:
+                if all(
+                    t in allowed or t in CONSTANTS or t in FUNCTIONS or not t.isidentifier()
+                    for t in key
+                ):
+                    self.i = end + 1
+                    return list(trees)
+        self.i = start
+        if toks[self.i] == ")":
+            self.i += 1
+            return []
+        trees = []
+        while True:
+            trees.append(self.expression(allowed, gate))
+            t = toks[self.i]
+            self.i += 1
+            if t == ")":
+                return trees
+            if t != ",":
+                self.fail(f"expected ',' or ')' but found {_describe(t)}", self.i - 1)
+
+    def simplify(self, tree: Expr, index: int) -> Expr:
+        try:
+            return _expr.simplify(tree)
+        except ValueError as exc:
+            self.fail(str(exc), index, "invalid_parameter")
+        except RecursionError:
+            self.fail("a parameter expression is too deeply nested", index, "invalid_parameter")
+
+    # -- gates ------------------------------------------------------------------------
+
+    def resolve(self, name: str, index: int) -> _GateDef | _Builtin:
+        target = self.gates.get(name)
+        if target is None:
+            target = _BUILTINS.get(name)
+        if target is not None:
+            return target
+        if not name.isidentifier():
+            self.fail(f"expected a statement but found {_describe(name)}", index)
+        if name in self.qregs or name in self.cregs or name in self.inputs:
+            self.fail(f"'{name}' is not a gate, it is declared on line "
+                      f"{self.position(self.declared_at[name])[0]}", index, "unknown_gate")
+        candidates = [*self.gates, *_BUILTINS]
+        close: list[str] = []
+        hint = _HINTS.get(name.lower())
+        if hint is not None:
+            close.append(hint)
+        if name.lower() in candidates and name.lower() not in close:
+            close.append(name.lower())
+        for match in difflib.get_close_matches(name, candidates, n=3, cutoff=0.6):
+            if match not in close:
+                close.append(match)
+        suggestion = f" (did you mean {_or_list(close[:3])}?)" if close else ""
+        self.fail(f"unknown gate '{name}'{suggestion}", index, "unknown_gate")
+
+    def check_arity(self, name: str, target: _GateDef | _Builtin, params: int, qubits: int,
+                    index: int) -> None:
+        if isinstance(target, _GateDef):
+            want_params, want_qubits = target.num_params, target.num_qubits
+        else:
+            want_params, want_qubits = target[1], target[2]
+        if params != want_params:
+            self.fail(
+                f"gate '{name}' takes {_plural(want_params, 'parameter')}, got {params}",
+                index,
+                "wrong_arity",
+            )
+        if qubits != want_qubits:
+            self.fail(
+                f"gate '{name}' acts on {_plural(want_qubits, 'qubit')}, got {qubits}",
+                index,
+                "wrong_arity",
+            )
+
+    def gate_call(self) -> None:
+        toks = self.toks
+        start = self.i
+        name = toks[start]
+        target = self.gates.get(name) or _BUILTINS.get(name) or self.resolve(name, start)
+        self.i = start + 1
+        trees = self.parameters(self.inputs, None) if toks[self.i] == "(" else []
+        args: list[tuple[tuple[int, ...], bool, int]] = []
+        broadcast = False
+        if toks[self.i] != ";":
+            operand = self.operand
+            while True:
+                arg = operand(True)
+                args.append(arg)
+                if arg[1]:
+                    broadcast = True
+                if toks[self.i] != ",":
+                    break
+                self.i += 1
+        self.expect(";")
+        self.check_arity(name, target, len(trees), len(args), start)
+
+        calls: Sequence[tuple[int, ...]]
+        if not broadcast:
+            calls = (tuple([members[0] for members, _, _ in args]),)
+        else:
+            calls = self.broadcast(name, args)
+        if len(args) > 1:
+            for qubits in calls:
+                if len(set(qubits)) != len(qubits):
+                    self.duplicate_qubit(name, qubits, args)
+
+        values = [self.simplify(tree, start) for tree in trees] if trees else trees
+        ops = self.ops
+        if type(target) is _GateDef:
+            if len(ops) + len(target.flat) * len(calls) > self.max_ops:
+                self.too_many_ops(start)
+            for qubits in calls:
+                self.expand(target, values, qubits, start)
+            return
+        ir_name, _, _, transform = target
+        if not ir_name:
+            return  # global phase: the IR has none
+        if transform is not None:
+            values = transform(values)
+        params = tuple([_to_param(v) for v in values]) if values else ()
+        for qubits in calls:
+            ops.append(Op(name=ir_name, qubits=qubits, params=params))
+        if len(ops) > self.max_ops:
+            self.too_many_ops(start)
+
+    def broadcast(
+        self, name: str, args: list[tuple[tuple[int, ...], bool, int]]
+    ) -> list[tuple[int, ...]]:
+        """Expand register operands: ``cx q, r;`` pairs them up, single qubits repeat."""
+        size = -1
+        for members, is_register, index in args:
+            if is_register:
+                if size < 0:
+                    size = len(members)
+                elif len(members) != size:
+                    self.fail(
+                        f"registers of different sizes in one '{name}' call "
+                        f"({size} and {len(members)} qubits)",
+                        index,
+                    )
+        return [
+            tuple([members[k] if is_register else members[0] for members, is_register, _ in args])
+            for k in range(size)
+        ]
+
+    def duplicate_qubit(self, name: str, qubits: tuple[int, ...],
+                        args: list[tuple[tuple[int, ...], bool, int]]) -> NoReturn:
+        seen: set[int] = set()
+        for k, qubit in enumerate(qubits):
+            if qubit in seen:
+                self.fail(
+                    f"'{name}' uses qubit {self.qubit_label(qubit)} twice",
+                    args[k][2],
+                    "duplicate_qubit",
+                )
+            seen.add(qubit)
+        raise AssertionError("no duplicate found")  # pragma: no cover
+
+    def qubit_label(self, qubit: int) -> str:
+        for name, (offset, size, single, _) in self.qregs.items():
+            if offset <= qubit < offset + size:
+                return name if single else f"{name}[{qubit - offset}]"
+        return str(qubit)  # pragma: no cover
+
+    def too_many_ops(self, index: int) -> NoReturn:
+        self.fail(
+            f"the program expands to more than {self.max_ops} operations", index, "too_large"
+        )
+
+    def expand(self, gate: _GateDef, values: list[Expr], qubits: tuple[int, ...],
+               index: int) -> None:
+        env = dict(zip(gate.params, values, strict=True))
+        ops = self.ops
+        substitute = _expr.substitute
+        simplify = self.simplify
+        for ir_name, trees, positions, constant in gate.flat:
+            if constant is None:
+                params = tuple([_to_param(simplify(substitute(t, env), index)) for t in trees])
+            else:
+                params = constant
+            ops.append(
+                Op(name=ir_name, qubits=tuple([qubits[k] for k in positions]), params=params)
+            )
+
+    def gate_definition(self) -> None:
+        toks = self.toks
+        start = self.i
+        name_index = start + 1
+        name = toks[name_index]
+        if not name.isidentifier():
+            self.fail(f"expected a gate name but found {_describe(name)}", name_index)
+        if name in ("U", "CX", "gphase") and name in self.reserved:
+            self.fail(f"'{name}' is a built-in gate and cannot be redefined", name_index,
+                      "duplicate_declaration")
+        if name in self.reserved:
+            self.fail(f"'{name}' is a reserved word and cannot name a gate", name_index)
+        if name in self.gates:
+            self.fail(f"gate '{name}' is already defined", name_index, "duplicate_declaration")
+        if name in self.included:
+            self.fail(
+                f"gate '{name}' is already defined by {self.included[name]}",
+                name_index,
+                "duplicate_declaration",
+            )
+        self.i = name_index + 1
+        params: list[str] = []
+        if toks[self.i] == "(":
+            self.i += 1
+            if toks[self.i] == ")":
+                self.i += 1
+            else:
+                while True:
+                    params.append(self.gate_local(params, "parameter", name))
+                    t = toks[self.i]
+                    self.i += 1
+                    if t == ")":
+                        break
+                    if t != ",":
+                        self.fail(f"expected ',' or ')' but found {_describe(t)}", self.i - 1)
+        arguments: list[str] = [self.gate_local(params, "qubit argument", name)]
+        while toks[self.i] == ",":
+            self.i += 1
+            arguments.append(self.gate_local([*params, *arguments], "qubit argument", name))
+        self.expect("{")
+        gate = _GateDef(name, tuple(params), len(arguments))
+        positions = {arg: k for k, arg in enumerate(arguments)}
+        while toks[self.i] != "}":
+            if not toks[self.i]:
+                self.fail(f"the body of gate '{name}' has no closing '}}'", start)
+            self.gate_body_statement(gate, positions)
+        self.i += 1
+        native = _NATIVE_TOKENS.get(name)
+        if native is not None and toks[start : self.i] == native:
+            self.gates[name] = _BUILTINS[name]
+        else:
+            self.gates[name] = gate
+
+    def gate_local(self, taken: list[str], what: str, gate: str) -> str:
+        index = self.i
+        name = self.toks[index]
+        if not name.isidentifier():
+            self.fail(f"expected a {what} name but found {_describe(name)}", index)
+        if name in self.reserved:
+            self.fail(f"'{name}' is a reserved word and cannot name a {what}", index)
+        if name in taken:
+            self.fail(
+                f"'{name}' is declared twice in gate '{gate}'", index, "duplicate_declaration"
+            )
+        self.i += 1
+        return name
+
+    def gate_body_statement(self, gate: _GateDef, positions: dict[str, int]) -> None:
+        toks = self.toks
+        start = self.i
+        t = toks[start]
+        if t == "barrier" and t not in self.gates:
+            self.i += 1
+            qubits = self.gate_arguments(gate, positions, "barrier")
+            self.expect(";")
+            gate.flat.append(("barrier", (), tuple(qubits), ()))
+            return
+        if t in ("measure", "reset"):
+            self.fail(f"'{t}' is not allowed inside a gate definition", start)
+        following = toks[start + 1]
+        if t in _MODIFIERS and (following == "@" or following == "("):
+            self.fail(f"gate modifiers ('{t} @') are not supported", start,
+                      "unsupported_feature")
+        if t in _UNSUPPORTED and t not in self.gates:
+            self.fail(f"{_UNSUPPORTED[t]} are not supported", start, "unsupported_feature")
+        if t == gate.name:
+            self.fail(f"gate '{t}' calls itself; recursive definitions are not allowed", start)
+        target = self.resolve(t, start)
+        self.i = start + 1
+        trees = self.parameters(gate.params, gate.name)
+        qubits = self.gate_arguments(gate, positions, t) if toks[self.i] != ";" else []
+        self.expect(";")
+        self.check_arity(t, target, len(trees), len(qubits), start)
+        trees = [self.simplify(tree, start) for tree in trees]
+        if isinstance(target, _GateDef):
+            if target.depth + 1 > _MAX_GATE_NESTING:
+                self.fail(
+                    f"gate definitions nest more than {_MAX_GATE_NESTING} deep", start,
+                    "too_large",
+                )
+            gate.depth = max(gate.depth, target.depth + 1)
+            if len(gate.flat) + len(target.flat) > self.max_ops:
+                self.too_many_ops(start)
+            env = dict(zip(target.params, trees, strict=True))
+            for ir_name, inner, inner_positions, _ in target.flat:
+                new = tuple([self.simplify(_expr.substitute(x, env), start) for x in inner])
+                gate.flat.append(
+                    (
+                        ir_name,
+                        new,
+                        tuple([qubits[k] for k in inner_positions]),
+                        _constant_params(new),
+                    )
+                )
+            return
+        ir_name, _, _, transform = target
+        if not ir_name:
+            return  # global phase
+        if transform is not None:
+            trees = transform(trees)
+        gate.flat.append((ir_name, tuple(trees), tuple(qubits), _constant_params(trees)))
+
+    def gate_arguments(self, gate: _GateDef, positions: dict[str, int], what: str) -> list[int]:
+        toks = self.toks
+        qubits: list[int] = []
+        while True:
+            index = self.i
+            name = toks[index]
+            position = positions.get(name)
+            if position is None:
+                if not name.isidentifier():
+                    self.fail(f"expected a qubit argument but found {_describe(name)}", index)
+                self.fail(
+                    f"'{name}' is not a qubit argument of gate '{gate.name}'", index,
+                    "unknown_register",
+                )
+            if toks[index + 1] == "[":
+                self.fail("qubit arguments cannot be indexed inside a gate body", index + 1)
+            if position in qubits:
+                self.fail(f"'{what}' uses qubit '{name}' twice", index, "duplicate_qubit")
+            qubits.append(position)
+            self.i = index + 1
+            if toks[self.i] != ",":
+                return qubits
+            self.i += 1
+
+    # -- non-unitary instructions -----------------------------------------------------
+
+    def measure(self) -> None:
+        """``measure q[0] -> c[0];`` / ``measure q -> c;``."""
+        start = self.i
+        self.i += 1
+        qubits = self.operand(True)
+        if self.toks[self.i] == ";":
+            self.fail(
+                "'measure' without a target bit is not supported; write "
+                "'c[0] = measure q[0];' or 'measure q[0] -> c[0];'",
+                start,
+                "unsupported_feature",
+            )
+        self.expect("->")
+        bits = self.operand(False)
+        self.expect(";")
+        self.add_measure(qubits, bits)
+
+    def assignment(self) -> None:
+        """``c[0] = measure q[0];`` / ``c = measure q;``; other assignments are rejected."""
+        toks = self.toks
+        start = self.i
+        bits = self.operand(False)
+        if toks[self.i] != "=" or toks[self.i + 1] != "measure":
+            self.fail(
+                f"classical assignment to '{toks[start]}' is not supported (only "
+                "'c = measure q;' is)",
+                start,
+                "unsupported_feature",
+            )
+        self.i += 2
+        qubits = self.operand(True)
+        self.expect(";")
+        self.add_measure(qubits, bits)
+
+    def add_measure(self, qubits: tuple[tuple[int, ...], bool, int],
+                    bits: tuple[tuple[int, ...], bool, int]) -> None:
+        q_members, q_register, _ = qubits
+        c_members, c_register, c_index = bits
+        if q_register != c_register or len(q_members) != len(c_members):
+            self.fail(
+                f"cannot measure {_plural(len(q_members), 'qubit')} into "
+                f"{_plural(len(c_members), 'bit')}",
+                c_index,
+            )
+        ops = self.ops
+        for qubit, bit in zip(q_members, c_members, strict=True):
+            ops.append(Op(name="measure", qubits=(qubit,), clbits=(bit,)))
+
+    def reset(self) -> None:
+        self.i += 1
+        members, _, _ = self.operand(True)
+        self.expect(";")
+        ops = self.ops
+        for qubit in members:
+            ops.append(Op(name="reset", qubits=(qubit,)))
+
+    def barrier(self) -> None:
+        toks = self.toks
+        self.i += 1
+        if toks[self.i] == ";":
+            self.i += 1
+            self.ops.append(Op(name="barrier", qubits=()))
+            return
+        qubits: list[int] = []
+        seen: set[int] = set()
+        while True:
+            members, _, index = self.operand(True)
+            for qubit in members:
+                if qubit in seen:
+                    self.fail(
+                        f"'barrier' uses qubit {self.qubit_label(qubit)} twice", index,
+                        "duplicate_qubit",
+                    )
+                seen.add(qubit)
+            qubits.extend(members)
+            if toks[self.i] != ",":
+                break
+            self.i += 1
+        self.expect(";")
+        self.ops.append(Op(name="barrier", qubits=tuple(qubits)))
+
+
+_HANDLERS: dict[str, Callable[[_Parser], Any]] = {
+    "OPENQASM": _Parser.misplaced_header,
+    "include": _Parser.include,
+    "qreg": _Parser.old_register,
+    "creg": _Parser.old_register,
+    "qubit": _Parser.new_register,
+    "bit": _Parser.new_register,
+    "input": _Parser.input_declaration,
+    "gate": _Parser.gate_definition,
+    "measure": _Parser.measure,
+    "reset": _Parser.reset,
+    "barrier": _Parser.barrier,
+}
+
+
+@lru_cache(maxsize=4096)
+def _parameter_list(key: tuple[str, ...]) -> tuple[Expr, ...]:
+    """Parse and fold the tokens between a parameter list's parentheses.
+
+    Raises:
+        ValueError: On any problem; the caller re-parses to report it with a position.
+    """
+    if not key:
+        return ()
+    tokens = [*key, ""]
+    trees = []
+    index = 0
+    while True:
+        tree, index = _expr.parse_tokens(tokens, index)
+        trees.append(_expr.simplify(tree))
+        t = tokens[index]
+        if not t:
+            return tuple(trees)
+        if t != ",":
+            raise ValueError(f"unexpected {t!r}")
+        index += 1
+
+
+def _or_list(names: Sequence[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    if len(quoted) == 1:
+        return quoted[0]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def detect_format(text: str) -> str:
+    """Guess the format of a circuit document (for ``format="auto"``).
+
+    Args:
+        text: The document.
+
+    Returns:
+        ``"json"`` when it starts with ``{`` (after whitespace), ``"qasm2"`` when its
+        header says ``OPENQASM 2``, otherwise ``"qasm3"`` (with or without a header).
+    """
+    stripped = text.lstrip().removeprefix("\ufeff").lstrip()
+    if stripped.startswith("{"):
+        return "json"
+    match = _HEADER_RE.match(stripped)
+    if match is not None and match.group(1) == "2":
+        return "qasm2"
+    return "qasm3"
+
+
+def parse_qasm(
+    text: str, *, max_bytes: int = 1_000_000, max_ops: int = 1_000_000
+) -> tuple[Circuit, str]:
+    """Parse an OpenQASM 2.0 or OpenQASM 3 program into the IR.
+
+    Args:
+        text: The program. Without an ``OPENQASM`` header it is read as OpenQASM 3.
+        max_bytes: Largest accepted UTF-8 size, checked before anything is parsed.
+        max_ops: Most IR ops the program may expand to (inlining and broadcasting can
+            turn a short text into a huge circuit).
+
+    Returns:
+        The circuit and the format that was read: ``"qasm2"`` or ``"qasm3"``.
+
+    Raises:
+        QasmSyntaxError: With line, column and one of the codes in the module docstring.
+    """
+    if len(text) > max_bytes or (
+        len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
+        raise QasmSyntaxError(
+            f"the program is larger than {max_bytes} bytes", line=1, column=1, code="too_large"
+        )
+    # Editors on some systems prepend a byte-order mark; it is not part of the program.
+    text = text.removeprefix("\ufeff")
+    tokens = _TOKEN_RE.findall(text)
+    # Spare sentinels, so one token of lookahead past the end is always safe.
+    tokens += ("", "")
+    parser = _Parser(text, tokens, max_ops)
+    # An opening "/*" or a quote that survives tokenizing was never closed.
+    for unterminated, what in (("/*", "comment"), ('"', "string")):
+        if unterminated in tokens:
+            parser.fail(f"unterminated {what}", tokens.index(unterminated))
+    circuit = parser.program()
+    return circuit, parser.version
+
+
+# -- export -----------------------------------------------------------------------------
+
+_EXPORT_NAMES = {"u": "U"}
+
+
+def _format_param(param: float | str) -> str:
+    if isinstance(param, str):
+        param = _expr.canonical(param)
+        if isinstance(param, str):
+            return param
+    return repr(float(param) + 0.0)
+
+
+def _free_register_name(preferred: Sequence[str], taken: Container[str]) -> str:
+    for name in preferred:
+        if name not in taken:
+            return name
+    raise AssertionError("no free register name")  # pragma: no cover
+
+
+def to_qasm3(circuit: Circuit) -> str:
+    """Write a circuit as a self-contained OpenQASM 3 program.
+
+    The program includes ``stdgates.inc``, defines the IR gates that file lacks
+    (``sxdg``, ``csx``, ``rxx``, ``ryy``, ``rzz``) when they are used, declares each
+    parameter as ``input float name;``, one ``qubit[n]`` register and one ``bit[m]``
+    register, and writes IR ``u`` as the builtin ``U``. Expression parameters are written
+    in canonical form.
+
+    ``parse_qasm(to_qasm3(c))`` gives back a circuit with the same hash as ``c`` when the
+    ops of ``c`` are in the form the parser produces: ``measure``/``reset`` on one qubit
+    each, and expression parameters in canonical form (``expr.canonical``). A measure or
+    reset on several qubits is written as one statement per qubit, which reads back as
+    several ops doing the same thing.
+
+    Args:
+        circuit: Any IR circuit.
+
+    Returns:
+        The program text.
+
+    Raises:
+        CircuitError: Code ``invalid_parameter`` when a parameter name cannot be written
+            in OpenQASM 3 (a reserved word such as ``for``, a constant such as ``pi``).
+    """
+    parameters = sorted(set(circuit.parameters))
+    for name in parameters:
+        if not name.isidentifier() or name in _QASM3_RESERVED:
+            raise CircuitError(
+                f"parameter name {name!r} cannot be written in OpenQASM 3",
+                code="invalid_parameter",
+            )
+    taken = set(parameters)
+    q = _free_register_name(("q", "qubits", "q_"), taken)
+    c = _free_register_name(("c", "bits", "c_"), taken)
+    lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
+    used = {op.name for op in circuit.ops}
+    lines.extend(text for name, text in _NATIVE_DEFINITIONS.items() if name in used)
+    lines.extend(f"input float {name};" for name in parameters)
+    lines.append(f"qubit[{circuit.num_qubits}] {q};")
+    if circuit.num_clbits:
+        lines.append(f"bit[{circuit.num_clbits}] {c};")
+    for op in circuit.ops:
+        name = op.name
+        if name == "measure":
+            lines.extend(
+                f"{c}[{bit}] = measure {q}[{qubit}];"
+                for qubit, bit in zip(op.qubits, op.clbits, strict=True)
+            )
+        elif name == "reset":
+            lines.extend(f"reset {q}[{qubit}];" for qubit in op.qubits)
+        else:
+            args = ", ".join(f"{q}[{qubit}]" for qubit in op.qubits)
+            if name == "barrier":
+                lines.append(f"barrier {args};" if args else "barrier;")
+                continue
+            gate = _EXPORT_NAMES.get(name, name)
+            if op.params:
+                gate += "(" + ", ".join(_format_param(p) for p in op.params) + ")"
+            lines.append(f"{gate} {args};")
+    return "\n".join(lines) + "\n"

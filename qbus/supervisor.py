@@ -1,0 +1,136 @@
+"""Run every stage as its own OS process, restart the ones that die, stop all cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("qbus.supervisor")
+
+
+@dataclass
+class StageProcess:
+    """One supervised stage process.
+
+    Attributes:
+        name: Display name (``execute-qiskit-aer#1``).
+        argv: Arguments after ``python -m qbus``.
+        restarts: Times it was restarted after dying.
+    """
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "qbus", *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
+            )
+        self.started_at = time.monotonic()
+
+
+class Supervisor:
+    """Starts stage processes and keeps them running.
+
+    Args:
+        url: NATS URL every stage connects to.
+        log_dir: Each stage's output goes to ``<log_dir>/<name>.log``.
+        engines: Engines to start an executor for.
+        copies: Processes per stage (they share one durable consumer).
+        metrics_base_port: If set, stage i serves /metrics on base + i.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        log_dir: str | Path,
+        *,
+        engines: tuple[str, ...] = ("qiskit-aer",),
+        copies: int = 1,
+        metrics_base_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "QBUS_URL": url, **(extra_env or {})}
+        self.processes: list[StageProcess] = []
+        port = metrics_base_port
+        plan: list[tuple[str, list[str]]] = []
+        for stage in ("ingest", "rewrite", "route"):
+            plan += [(stage, ["stage", stage])] * copies
+        for engine in engines:
+            plan += [(f"execute-{engine}", ["stage", "execute", "--engine", engine])] * copies
+        plan += [("verify", ["stage", "verify"])] * copies
+        plan.append(("audit", ["stage", "audit"]))  # the chain has one writer
+        counts: dict[str, int] = {}
+        for name, argv in plan:
+            counts[name] = counts.get(name, 0) + 1
+            full = f"{name}#{counts[name]}"
+            args = list(argv)
+            if port is not None:
+                args += ["--metrics-port", str(port)]
+                port += 1
+            self.processes.append(
+                StageProcess(full, args, self.log_dir / f"{full.replace('#', '-')}.log")
+            )
+        self._stopping = False
+
+    def start(self) -> None:
+        for p in self.processes:
+            p.start(self.env)
+            log.info("started %s (pid %s)", p.name, p.proc.pid if p.proc else "?")
+
+    def poll(self) -> list[str]:
+        """Restart stages that died (with backoff); returns the names restarted."""
+        restarted = []
+        now = time.monotonic()
+        for p in self.processes:
+            if self._stopping or p.proc is None or p.proc.poll() is None:
+                continue
+            if p.next_start == 0.0:
+                # Back off when a stage dies right after starting (e.g. a bad engine).
+                quick = now - p.started_at < 5
+                p.next_start = now + (min(2 ** min(p.restarts, 5), 30) if quick else 0.2)
+                log.warning("%s exited with %s; restarting", p.name, p.proc.returncode)
+            if now >= p.next_start:
+                p.restarts += 1
+                p.next_start = 0.0
+                p.start(self.env)
+                restarted.append(p.name)
+        return restarted
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every stage, wait, SIGKILL the stragglers."""
+        self._stopping = True
+        for p in self.processes:
+            if p.proc and p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.processes:
+            if p.proc is None:
+                continue
+            try:
+                p.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()
+
+    def alive(self) -> list[str]:
+        return [p.name for p in self.processes if p.proc and p.proc.poll() is None]

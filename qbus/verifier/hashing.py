@@ -1,0 +1,106 @@
+"""The result hash: one sha256 that names a result, the same in every process.
+
+It covers what produced the result (circuit hash, engine and its version, method,
+shots, seed) and the result itself (counts, and a digest of the state vector), encoded
+as deterministic JSON (msgspec ``order="deterministic"`` sorts every mapping's keys),
+so it can be recomputed by anyone from a ``JobCompleted`` event and anchored on chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import numpy as np
+
+HASH_VERSION = 1
+"""Bumped whenever the hashed document changes shape; part of the hashed document."""
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+class _HashInput(msgspec.Struct, frozen=True, kw_only=True):
+    # Encoded in this field order (deterministic order sorts mapping keys, not struct
+    # fields): never reorder or rename a field without bumping HASH_VERSION.
+    v: int
+    circuit_hash: str
+    engine: str
+    engine_version: str
+    method: str
+    shots: int
+    seed: int
+    counts: dict[str, int] | None
+    statevector: str | None
+    statevector_ref: str | None
+
+
+def statevector_digest(statevector: np.ndarray | Sequence[float]) -> str:
+    """``sha256:<hex>`` of a state vector's float64 little-endian bytes.
+
+    A complex array is taken as interleaved real/imaginary parts, the same layout as
+    the float list in ``ExecutionCompleted.statevector`` and the same bytes as the
+    object-store form (``complex128`` little-endian), so every form of one vector gives
+    one digest.
+
+    Args:
+        statevector: Complex amplitudes, or interleaved real/imaginary floats.
+    """
+    arr = np.asarray(statevector)
+    if np.iscomplexobj(arr):
+        arr = np.ascontiguousarray(arr, dtype=np.complex128).reshape(-1).view(np.float64)
+    flat = np.ascontiguousarray(arr, dtype="<f8").reshape(-1)
+    return "sha256:" + hashlib.sha256(flat.tobytes()).hexdigest()
+
+
+def result_hash(
+    *,
+    circuit_hash: str,
+    engine: str,
+    engine_version: str,
+    method: str,
+    shots: int,
+    seed: int,
+    counts: Mapping[str, int] | None = None,
+    statevector: np.ndarray | Sequence[float] | None = None,
+    statevector_sha256: str | None = None,
+    statevector_ref: str | None = None,
+) -> str:
+    """The result's identity: ``sha256:<hex>`` over its canonical JSON document.
+
+    Args:
+        circuit_hash: Hash of the circuit that ran.
+        engine: Engine name.
+        engine_version: Engine version.
+        method: ``sample`` or ``statevector``.
+        shots: Shots requested.
+        seed: Seed used.
+        counts: Sampled counts (key order does not matter).
+        statevector: The state vector (complex, or interleaved real/imaginary floats).
+        statevector_sha256: Its ``statevector_digest`` instead, when only that is at
+            hand (a vector held in the object store).
+        statevector_ref: Where a vector too large for the event is stored; hashed as
+            given, so the hash pins the reference when the vector itself is not at hand.
+
+    Raises:
+        ValueError: Both ``statevector`` and a different ``statevector_sha256`` given.
+    """
+    digest = statevector_sha256
+    if statevector is not None:
+        computed = statevector_digest(statevector)
+        if digest is not None and digest != computed:
+            raise ValueError("statevector and statevector_sha256 disagree")
+        digest = computed
+    doc = _HashInput(
+        v=HASH_VERSION,
+        circuit_hash=circuit_hash,
+        engine=engine,
+        engine_version=engine_version,
+        method=method,
+        shots=int(shots),
+        seed=int(seed),
+        counts={str(k): int(c) for k, c in counts.items()} if counts is not None else None,
+        statevector=digest,
+        statevector_ref=statevector_ref,
+    )
+    return "sha256:" + hashlib.sha256(_encoder.encode(doc)).hexdigest()

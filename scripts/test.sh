@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole test suite: lint, then pytest against real
+# nats-server processes. Under CI=true slow soak/benchmark tests run their short form.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check qbus tests benchmarks
+.venv/bin/ruff format --check qbus tests benchmarks
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,299 @@
+"""Engines: Aer against the reference, validation before compute, registry, conversion."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+from qiskit.circuit.library import CU3Gate
+from qiskit.quantum_info import Statevector
+
+from qbus.engines import registry
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.convert_qiskit import from_qiskit, to_qiskit
+from qbus.engines.reference import ReferenceEngine
+from qbus.engines.registry import available_engines, engine_table, get_engine
+from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError, UnknownEngineError
+from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit, Op, circuit_hash
+from qbus.verifier.statistics import check_statevector
+
+
+def random_circuit(rng: np.random.Generator, n: int, depth: int, measure: bool = False) -> Circuit:
+    names = [g for g in GATES if GATES[g].num_qubits <= n]
+    ops = []
+    for _ in range(depth):
+        if rng.random() < 0.05:
+            ops.append(
+                Op(name="barrier", qubits=tuple(sorted(int(q) for q in rng.permutation(n)[:2])))
+            )
+            continue
+        name = names[rng.integers(len(names))]
+        spec = GATES[name]
+        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
+        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
+        ops.append(Op(name=name, qubits=qubits, params=params))
+    if measure:
+        ops += [Op(name="measure", qubits=(q,), clbits=(n - 1 - q,)) for q in range(n)]
+    return Circuit(num_qubits=n, num_clbits=n if measure else 0, ops=tuple(ops))
+
+
+BELL = Circuit(
+    num_qubits=2,
+    num_clbits=2,
+    ops=(
+        Op(name="h", qubits=(0,)),
+        Op(name="cx", qubits=(0, 1)),
+        Op(name="measure", qubits=(0,), clbits=(0,)),
+        Op(name="measure", qubits=(1,), clbits=(1,)),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def aer() -> Engine:
+    return get_engine("qiskit-aer")
+
+
+@pytest.fixture(scope="module")
+def ref() -> Engine:
+    return get_engine("reference")
+
+
+@pytest.fixture(params=["reference", "qiskit-aer"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return get_engine(request.param)
+
+
+def test_aer_and_reference_agree_on_statevectors(aer: Engine, ref: Engine) -> None:
+    rng = np.random.default_rng(99)
+    for n in range(1, 9):
+        for _ in range(4):
+            circuit = random_circuit(rng, n, depth=5 * n + 5, measure=bool(rng.integers(2)))
+            request = RunRequest(circuit=circuit, method="statevector")
+            a, r = aer.run(request).statevector, ref.run(request).statevector
+            assert a is not None and r is not None
+            assert a.dtype == np.complex128 and a.shape == (2**n,)
+            assert abs(np.vdot(r, a)) ** 2 >= 1 - 1e-9
+            assert check_statevector(a, r, tol=1e-9).verdict == "pass"
+
+
+def test_aer_transpiles_gates_it_lacks(aer: Engine, ref: Engine) -> None:
+    # ch is not native to Aer: the engine transpiles that circuit only.
+    circuit = Circuit(
+        num_qubits=2,
+        ops=(Op(name="ry", qubits=(0,), params=(0.7,)), Op(name="ch", qubits=(0, 1))),
+    )
+    request = RunRequest(circuit=circuit, method="statevector")
+    a, r = aer.run(request).statevector, ref.run(request).statevector
+    assert abs(np.vdot(r, a)) ** 2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_counts_keys_are_padded_clbit_strings(engine: Engine) -> None:
+    circuit = Circuit(
+        num_qubits=2,
+        num_clbits=4,
+        ops=(Op(name="x", qubits=(1,)), Op(name="measure", qubits=(1,), clbits=(2,))),
+    )
+    result = engine.run(RunRequest(circuit=circuit, shots=50, seed=1))
+    assert isinstance(result, EngineResult)
+    assert result.counts == {"0100": 50}
+    assert result.seed == 1
+    assert result.run_seconds > 0
+
+
+def test_same_seed_same_counts(engine: Engine) -> None:
+    circuit = random_circuit(np.random.default_rng(5), 4, 20, measure=True)
+    first = engine.run(RunRequest(circuit=circuit, shots=500, seed=42)).counts
+    assert engine.run(RunRequest(circuit=circuit, shots=500, seed=42)).counts == first
+    assert sum(first.values()) == 500  # type: ignore[union-attr]
+
+
+def test_parameters_are_bound(engine: Engine) -> None:
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=1,
+        ops=(
+            Op(name="rx", qubits=(0,), params=("theta/2",)),
+            Op(name="measure", qubits=(0,), clbits=(0,)),
+        ),
+        parameters=("theta",),
+    )
+    result = engine.run(RunRequest(circuit=circuit, shots=100, parameters={"theta": 2 * math.pi}))
+    assert result.counts == {"1": 100}
+    with pytest.raises(CircuitError) as err:
+        engine.validate(RunRequest(circuit=circuit, shots=100))
+    assert err.value.code == "unbound_parameter"
+
+
+# --- validation before compute ------------------------------------------------------
+
+WIDE = Circuit(
+    num_qubits=40,
+    num_clbits=1,
+    ops=(Op(name="h", qubits=(39,)), Op(name="measure", qubits=(39,), clbits=(0,))),
+)
+
+
+def _code_of(engine: Engine, request: RunRequest) -> str:
+    start = time.perf_counter()
+    with pytest.raises((EngineError, CircuitError)) as err:
+        engine.run(request)
+    # Rejected before any state was allocated: a 40-qubit vector would take 16 TiB.
+    assert time.perf_counter() - start < 0.5
+    return err.value.code
+
+
+def test_unknown_method_is_rejected(engine: Engine) -> None:
+    assert _code_of(engine, RunRequest(circuit=WIDE, method="density")) == "unsupported_method"
+
+
+def test_too_many_qubits_is_rejected(engine: Engine) -> None:
+    for method in ("sample", "statevector"):
+        assert _code_of(engine, RunRequest(circuit=WIDE, method=method)) == "too_many_qubits"
+
+
+def test_reference_limit_is_twenty_qubits(ref: Engine) -> None:
+    assert ref.capabilities.max_qubits == {"sample": 20, "statevector": 20}
+    circuit = Circuit(
+        num_qubits=21, num_clbits=1, ops=(Op(name="measure", qubits=(0,), clbits=(0,)),)
+    )
+    assert _code_of(ref, RunRequest(circuit=circuit)) == "too_many_qubits"
+
+
+def test_sample_without_measurements_is_rejected(engine: Engine) -> None:
+    circuit = Circuit(num_qubits=2, ops=(Op(name="h", qubits=(0,)),))
+    assert _code_of(engine, RunRequest(circuit=circuit)) == "no_measurements"
+    assert _code_of(engine, RunRequest(circuit=BELL, shots=0)) == "invalid_shots"
+    assert _code_of(engine, RunRequest(circuit=BELL, seed=-1)) == "invalid_seed"
+
+
+def test_statevector_needs_terminal_measurements(engine: Engine) -> None:
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=1,
+        ops=(Op(name="measure", qubits=(0,), clbits=(0,)), Op(name="h", qubits=(0,))),
+    )
+    request = RunRequest(circuit=circuit, method="statevector")
+    assert _code_of(engine, request) == "mid_circuit_measurement"
+
+
+def test_aer_samples_mid_circuit_measurements(aer: Engine) -> None:
+    # Aer runs these shot by shot; the reference cannot and says so.
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=2,
+        ops=(
+            Op(name="x", qubits=(0,)),
+            Op(name="measure", qubits=(0,), clbits=(0,)),
+            Op(name="reset", qubits=(0,)),
+            Op(name="measure", qubits=(0,), clbits=(1,)),
+        ),
+    )
+    assert aer.run(RunRequest(circuit=circuit, shots=20)).counts == {"01": 20}
+    with pytest.raises(CircuitError):
+        ReferenceEngine().validate(RunRequest(circuit=circuit, shots=20))
+
+
+class _CliffordOnly(ReferenceEngine):
+    """The reference simulator restricted to a few gates: a real engine, smaller set."""
+
+    name = "clifford-only"
+    capabilities = Capabilities(
+        methods=("sample",), max_qubits={"sample": 5}, gates=("h", "cx", "s")
+    )
+
+
+def test_unsupported_gate_is_rejected() -> None:
+    engine = _CliffordOnly()
+    engine.validate(RunRequest(circuit=BELL))
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=1,
+        ops=(Op(name="t", qubits=(0,)), Op(name="measure", qubits=(0,), clbits=(0,))),
+    )
+    with pytest.raises(EngineError) as err:
+        engine.validate(RunRequest(circuit=circuit))
+    assert err.value.code == "unsupported_gate"
+    assert "$.ops[0]" in str(err.value)
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def test_registry_lists_and_caches_engines() -> None:
+    assert {"qiskit-aer", "reference"} <= set(available_engines())
+    assert get_engine("reference") is get_engine("reference")
+    assert get_engine("qiskit-aer").name == "qiskit-aer"
+    rows = {row["name"]: row for row in engine_table()}
+    assert rows["reference"]["available"] is True
+    assert rows["qiskit-aer"]["version"]
+    assert set(rows["qiskit-aer"]["methods"]) == {"sample", "statevector"}
+    assert rows["reference"]["max_qubits"] == {"sample": 20, "statevector": 20}
+
+
+def test_unknown_engine_lists_installed_ones() -> None:
+    with pytest.raises(UnknownEngineError) as err:
+        get_engine("no-such-engine")
+    message = str(err.value)
+    assert "no-such-engine" in message
+    assert "qiskit-aer" in message and "reference" in message
+    assert err.value.code == "unknown_engine"
+
+
+def test_missing_dependency_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine whose module imports a library that is not installed.
+    monkeypatch.setitem(registry.BUILTIN_ENGINES, "ghost", "qbus_ghost_engine_module:Ghost")
+    with pytest.raises(MissingOptionalLibraryError) as err:
+        get_engine("ghost")
+    assert "pip install 'qbus[ghost]'" in str(err.value)
+    assert isinstance(err.value, ImportError)
+    row = next(r for r in engine_table() if r["name"] == "ghost")
+    assert row["available"] is False and "pip install" in row["error"]
+
+
+# --- conversion ---------------------------------------------------------------------
+
+
+def test_round_trip_through_qiskit_keeps_the_hash() -> None:
+    rng = np.random.default_rng(3)
+    for n in range(1, 7):
+        for _ in range(5):
+            circuit = random_circuit(rng, n, depth=30, measure=True)
+            assert circuit_hash(from_qiskit(to_qiskit(circuit))) == circuit_hash(circuit)
+
+
+def test_from_qiskit_decomposes_foreign_gates(ref: Engine) -> None:
+    qc = QuantumCircuit(3)
+    qc.h([0, 1, 2])
+    qc.ccz(0, 1, 2)
+    qc.rzx(0.4, 1, 2)
+    qc.append(CU3Gate(0.1, 0.2, 0.3), [0, 2])
+    circuit = from_qiskit(qc)
+    assert {op.name for op in circuit.ops} <= set(GATES)
+    ours = ref.run(RunRequest(circuit=circuit, method="statevector")).statevector
+    theirs = Statevector(qc).data
+    assert abs(np.vdot(theirs, ours)) ** 2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_from_qiskit_keeps_unbound_parameters() -> None:
+    theta = Parameter("theta")
+    qc = QuantumCircuit(1)
+    qc.rx(2 * theta, 0)
+    circuit = from_qiskit(qc)
+    assert circuit.parameters == ("theta",)
+    bound = to_qiskit(circuit, {"theta": 0.25})
+    assert float(bound.data[0].operation.params[0]) == pytest.approx(0.5)
+
+
+def test_from_qiskit_rejects_what_the_ir_cannot_hold() -> None:
+    qc = QuantumCircuit(1)
+    qc.delay(10, 0)
+    with pytest.raises(CircuitError) as err:
+        from_qiskit(qc)
+    assert err.value.code == "unsupported_gate"
+    assert err.value.where == "instruction[0]"
