@@ -227,3 +227,12 @@ def test_named_parameters_are_bound() -> None:
     with pytest.raises(CircuitError) as err:
         statevector(circuit)
     assert err.value.code == "unbound_parameter"
+
+
+def test_probabilities_with_high_clbit_indices() -> None:
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=100,
+        ops=(Op(name="x", qubits=(0,)), Op(name="measure", qubits=(0,), clbits=(99,))),
+    )
+    assert probabilities(circuit) == {"1" + "0" * 99: pytest.approx(1.0)}

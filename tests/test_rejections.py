@@ -8,8 +8,8 @@ import pytest
 
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
-from qbus.schemas.events import JobCompleted, JobRejected, new_event_id, new_job_id
 from qbus.producers.submit import wait_final
+from qbus.schemas.events import JobCompleted, JobRejected, new_event_id, new_job_id
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,15 +53,26 @@ BAD_SOURCES: list[tuple[str, str, str]] = [
 async def test_thirty_malformed_inputs_each_get_one_rejection(bus: Bus, pipeline: Pipeline):
     jobs = [job(src, shots=100) for src, _, _ in BAD_SOURCES]
     # Two more that are bad at the schema level: published as raw JSON, not via qbus types.
-    raw_wrong_type = {"type": "job.submitted", "event_id": new_event_id(),
-                      "job_id": new_job_id(), "source": QASM2_BELL, "shots": "many"}
-    raw_unknown_method = {"type": "job.submitted", "event_id": new_event_id(),
-                          "job_id": new_job_id(), "source": QASM2_BELL, "method": "teleport"}
+    raw_wrong_type = {
+        "type": "job.submitted",
+        "event_id": new_event_id(),
+        "job_id": new_job_id(),
+        "source": QASM2_BELL,
+        "shots": "many",
+    }
+    raw_unknown_method = {
+        "type": "job.submitted",
+        "event_id": new_event_id(),
+        "job_id": new_job_id(),
+        "source": QASM2_BELL,
+        "method": "teleport",
+    }
     for j in jobs:
         await bus.publish(j)
     for raw in (raw_wrong_type, raw_unknown_method):
-        await bus.js.publish(bus.subjects.submit, json.dumps(raw).encode(),
-                             headers={"Nats-Msg-Id": raw["event_id"]})
+        await bus.js.publish(
+            bus.subjects.submit, json.dumps(raw).encode(), headers={"Nats-Msg-Id": raw["event_id"]}
+        )
     ids = [j.job_id for j in jobs] + [raw_wrong_type["job_id"], raw_unknown_method["job_id"]]
     expected = [(code, frag) for _, code, frag in BAD_SOURCES]
     expected += [("invalid_schema", "shots"), ("unknown_method", "teleport")]
@@ -84,8 +95,11 @@ async def test_thirty_malformed_inputs_each_get_one_rejection(bus: Bus, pipeline
 
 async def test_unreadable_payload_on_submit_is_rejected_not_crashing(bus: Bus, pipeline: Pipeline):
     await bus.js.publish(bus.subjects.submit, b"\x00\x01 not json", headers={"Nats-Msg-Id": "x1"})
-    await bus.js.publish(bus.subjects.submit, b'{"type": "job.submitted.v9", "job_id": "j9"}',
-                         headers={"Nats-Msg-Id": "x2"})
+    await bus.js.publish(
+        bus.subjects.submit,
+        b'{"type": "job.submitted.v9", "job_id": "j9"}',
+        headers={"Nats-Msg-Id": "x2"},
+    )
     rejected = await wait_final(bus, "j9", timeout=30)
     assert isinstance(rejected, JobRejected) and rejected.code == "unknown_event_type"
     (good,) = await run_jobs(bus, [job(QASM2_BELL)])

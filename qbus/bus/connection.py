@@ -52,6 +52,9 @@ class Bus:
             "connect_timeout": 5,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
+            # nats-py's ordered consumers can leave a consumer-recreate request behind
+            # at unsubscribe; a long drain would wait out its timeout on close.
+            "drain_timeout": 3,
         }
         if config.user:
             kwargs["user"] = config.user
@@ -72,7 +75,10 @@ class Bus:
         if self.nc.is_connected:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.js.publish_async_completed(), 5)
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except (TimeoutError, nats.errors.Error):
+                await self.nc.close()
         elif not self.nc.is_closed:
             await self.nc.close()
 

@@ -16,6 +16,7 @@ from qbus.bus.config import Limits
 from qbus.engines.base import Engine, RunRequest
 from qbus.engines.registry import get_engine
 from qbus.errors import EngineError, QbusError
+from qbus.hypervisor.inline import InlineSandbox, Sandbox
 from qbus.observability import metrics
 from qbus.schemas.events import (
     Event,
@@ -43,6 +44,7 @@ class ExecuteHandler:
         self.engine: Engine = get_engine(engine)
         self.blobs = blobs
         self.limits = limits or Limits()
+        self.sandbox: Sandbox = InlineSandbox()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, ExecutionRequested) or event.engine != self.engine.name:
@@ -56,9 +58,11 @@ class ExecuteHandler:
             parameters=opts.parameters,
         )
         try:
+            # Validation is cheap and happens before any compute; a bad request never
+            # reaches a worker thread.
             self.engine.validate(request)
             # In a thread, so the runner can keep telling the server we are still working.
-            result = await asyncio.to_thread(self.engine.run, request)
+            result = await asyncio.to_thread(self.sandbox.run, self.engine, request)
         except QbusError as exc:
             retryable = isinstance(exc, EngineError) and exc.retryable
             return [self._failed(event, exc.code, str(exc), retryable)]

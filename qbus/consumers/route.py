@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qbus.engines.registry import available_engines
-from qbus.errors import Reject
+from qbus.router.policy import DEFAULT_ENGINE, choose_engine
 from qbus.schemas.events import CircuitRewritten, Event, ExecutionRequested, derived_event_id
-
-DEFAULT_ENGINE = "qiskit-aer"
 
 
 class RouteHandler:
@@ -30,18 +28,9 @@ class RouteHandler:
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, CircuitRewritten):
             return []
-        requested = event.options.engine
-        if requested == "auto":
-            engine, reason = self.default_engine, "auto: default engine"
-        else:
-            engine, reason = requested, "requested by the job"
-        known = available_engines()
-        if engine not in known:
-            raise Reject(
-                f"unknown engine {engine!r}; installed engines: {', '.join(sorted(known))}",
-                code="unknown_engine",
-                where="$.engine",
-            )
+        engine, reason = choose_engine(
+            event.options.engine, available_engines(), self.default_engine
+        )
         return [
             ExecutionRequested(
                 event_id=derived_event_id(event.event_id, "execution.requested"),

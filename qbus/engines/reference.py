@@ -368,15 +368,18 @@ def _distribution(circuit: Circuit, psi: np.ndarray) -> dict[str, float]:
     if not source:
         return {"0" * m: 1.0}
     kept = sorted(set(source.values()))
+    kept_set = set(kept)
     probs = (psi.real**2 + psi.imag**2).reshape((2,) * n)
-    drop = tuple(n - 1 - q for q in range(n) if q not in set(kept))
+    drop = tuple(n - 1 - q for q in range(n) if q not in kept_set)
     marginal = probs.sum(axis=drop).reshape(-1) if drop else probs.reshape(-1)
     # In the marginal, kept qubit kept[j] is bit j of the index.
     pos = {q: j for j, q in enumerate(kept)}
     idx = np.flatnonzero(marginal > _PROB_CUTOFF)
-    keys = np.zeros(idx.shape, dtype=np.int64)
+    # Clbit indices reach 1023: past bit 62 the keys need Python's unbounded ints.
+    dtype = np.int64 if max(source) < 63 else object
+    keys = np.zeros(idx.shape, dtype=dtype)
     for c, q in source.items():
-        keys |= ((idx >> pos[q]) & 1) << c
+        keys |= ((idx >> pos[q]) & 1).astype(dtype) << c
     fmt = f"0{m}b"
     return {format(int(k), fmt): float(marginal[i]) for k, i in zip(keys, idx, strict=True)}
 

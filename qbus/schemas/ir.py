@@ -47,8 +47,7 @@ class Op(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         if spec is not None:
             if len(self.qubits) != spec.num_qubits:
                 raise ValueError(
-                    f"gate '{self.name}' acts on {spec.num_qubits} qubit(s), "
-                    f"got {len(self.qubits)}"
+                    f"gate '{self.name}' acts on {spec.num_qubits} qubit(s), got {len(self.qubits)}"
                 )
             if len(self.params) != spec.num_params:
                 raise ValueError(
@@ -142,9 +141,7 @@ def _normalise(op: Op) -> Op:
     # -0.0 and 0.0 are the same angle but encode differently; ints sneak in from JSON.
     if not op.params:
         return op
-    params = tuple(
-        (float(p) + 0.0) if isinstance(p, int | float) else p for p in op.params
-    )
+    params = tuple((float(p) + 0.0) if isinstance(p, int | float) else p for p in op.params)
     return msgspec.structs.replace(op, params=params)
 
 

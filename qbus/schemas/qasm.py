@@ -94,31 +94,152 @@ _HEADER_RE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*+OPENQASM\s*+([0-9]+)", re.
 # qelib1 here is the original OpenQASM 2 library: Qiskit-era additions (sx, rzz, cp, ...)
 # are often defined by programs themselves, so they stay definable.
 _QELIB1_GATES = frozenset(
-    "u3 u2 u1 cx id u0 x y z h s sdg t tdg rx ry rz cz cy ch ccx crz cu1 cu3".split()
+    {
+        "u3",
+        "u2",
+        "u1",
+        "cx",
+        "id",
+        "u0",
+        "x",
+        "y",
+        "z",
+        "h",
+        "s",
+        "sdg",
+        "t",
+        "tdg",
+        "rx",
+        "ry",
+        "rz",
+        "cz",
+        "cy",
+        "ch",
+        "ccx",
+        "crz",
+        "cu1",
+        "cu3",
+    }
 )
 _STDGATES = frozenset(
-    "p x y z h s sdg t tdg sx rx ry rz cx cy cz cp crx cry crz ch swap ccx cswap cu "
-    "CX phase cphase id u1 u2 u3".split()
+    {
+        "p",
+        "x",
+        "y",
+        "z",
+        "h",
+        "s",
+        "sdg",
+        "t",
+        "tdg",
+        "sx",
+        "rx",
+        "ry",
+        "rz",
+        "cx",
+        "cy",
+        "cz",
+        "cp",
+        "crx",
+        "cry",
+        "crz",
+        "ch",
+        "swap",
+        "ccx",
+        "cswap",
+        "cu",
+        "CX",
+        "phase",
+        "cphase",
+        "id",
+        "u1",
+        "u2",
+        "u3",
+    }
 )
 _INCLUDES = {"qelib1.inc": _QELIB1_GATES, "stdgates.inc": _STDGATES}
 
 _FUNCTION_NAMES = frozenset(FUNCTIONS)
-_QASM2_RESERVED = (
-    frozenset(
-        "OPENQASM include qreg creg gate opaque barrier reset measure if U CX pi".split()
-    )
-    | _FUNCTION_NAMES
+_QASM2_RESERVED = _FUNCTION_NAMES | frozenset(
+    {
+        "OPENQASM",
+        "include",
+        "qreg",
+        "creg",
+        "gate",
+        "opaque",
+        "barrier",
+        "reset",
+        "measure",
+        "if",
+        "U",
+        "CX",
+        "pi",
+    }
 )
 _QASM3_RESERVED = (
-    frozenset(
-        "OPENQASM include input output qubit qreg bit creg int uint float angle bool complex "
-        "duration stretch array const mutable readonly let gate def defcal defcalgrammar cal "
-        "extern opaque if else for while in break continue return end switch case default "
-        "box delay barrier reset measure gphase U ctrl negctrl inv pow true false void "
-        "sizeof durationof".split()
-    )
+    _FUNCTION_NAMES
     | frozenset(CONSTANTS)
-    | _FUNCTION_NAMES
+    | frozenset(
+        {
+            "OPENQASM",
+            "include",
+            "input",
+            "output",
+            "qubit",
+            "qreg",
+            "bit",
+            "creg",
+            "int",
+            "uint",
+            "float",
+            "angle",
+            "bool",
+            "complex",
+            "duration",
+            "stretch",
+            "array",
+            "const",
+            "mutable",
+            "readonly",
+            "let",
+            "gate",
+            "def",
+            "defcal",
+            "defcalgrammar",
+            "cal",
+            "extern",
+            "opaque",
+            "if",
+            "else",
+            "for",
+            "while",
+            "in",
+            "break",
+            "continue",
+            "return",
+            "end",
+            "switch",
+            "case",
+            "default",
+            "box",
+            "delay",
+            "barrier",
+            "reset",
+            "measure",
+            "gphase",
+            "U",
+            "ctrl",
+            "negctrl",
+            "inv",
+            "pow",
+            "true",
+            "false",
+            "void",
+            "sizeof",
+            "durationof",
+        }
+    )
 )
 
 _UNSUPPORTED: dict[str, str] = {
@@ -205,12 +326,7 @@ _NATIVE_DEFINITIONS: dict[str, str] = {
     ),
     "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
 }
-_NATIVE_TOKENS = {
-    name: _TOKEN_RE.findall(text)[:-1] for name, text in _NATIVE_DEFINITIONS.items()
-}
-
-# Gate-definition nesting bound: inlining recurses once per level.
-_MAX_GATE_NESTING = 100
+_NATIVE_TOKENS = {name: _TOKEN_RE.findall(text)[:-1] for name, text in _NATIVE_DEFINITIONS.items()}
 
 
 class _GateDef:
@@ -220,7 +336,7 @@ class _GateDef:
     positions, constant parameter values or None)``; a call only substitutes and maps.
     """
 
-    __slots__ = ("depth", "flat", "name", "num_params", "num_qubits", "params")
+    __slots__ = ("flat", "name", "num_params", "num_qubits", "params")
 
     def __init__(self, name: str, params: tuple[str, ...], num_qubits: int):
         self.name = name
@@ -228,7 +344,6 @@ class _GateDef:
         self.num_params = len(params)
         self.num_qubits = num_qubits
         self.flat: list[tuple[str, tuple[Expr, ...], tuple[int, ...], tuple | None]] = []
-        self.depth = 1
 
 
 def _describe(token: str) -> str:
@@ -237,10 +352,6 @@ def _describe(token: str) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _to_param(tree: Expr) -> float | str:
-    return float(tree[1]) if tree[0] == "num" else _expr.to_text(tree)
 
 
 def _constant_params(trees: Sequence[Expr]) -> tuple | None:
@@ -294,16 +405,21 @@ class _Parser:
     def program(self) -> Circuit:
         toks = self.toks
         if not toks[0]:
-            self.fail("the program is empty", 0, "empty_program")
+            raise QasmSyntaxError("the program is empty", line=1, column=1, code="empty_program")
         if toks[0] == "OPENQASM":
             self.header()
         statement = self.statement
         while toks[self.i]:
-            statement()
+            start = self.i
+            try:
+                statement()
+            except RecursionError:
+                # Only reachable through absurdly nested symbolic parameters built up by
+                # gate definitions; the tree walkers are recursive.
+                self.fail("the statement is too deeply nested to process", start, "too_large")
         if self.num_qubits == 0:
             self.fail(
-                "the program declares no qubits (declare them with 'qubit[n] q;' or "
-                "'qreg q[n];')",
+                "the program declares no qubits (declare them with 'qubit[n] q;' or 'qreg q[n];')",
                 0,
                 "empty_program",
             )
@@ -343,9 +459,7 @@ class _Parser:
             self.assignment()
             return
         if t in _MODIFIERS and (following == "@" or following == "("):
-            self.fail(
-                f"gate modifiers ('{t} @') are not supported", self.i, "unsupported_feature"
-            )
+            self.fail(f"gate modifiers ('{t} @') are not supported", self.i, "unsupported_feature")
         if t in _UNSUPPORTED and t not in self.gates:
             self.fail(f"{_UNSUPPORTED[t]} are not supported", self.i, "unsupported_feature")
         self.gate_call()
@@ -378,7 +492,9 @@ class _Parser:
             self.fail(f"a {what} needs at least one element", index)
         return value
 
-    def declare(self, quantum: bool, name: str, size: int, single: bool, index: int) -> None:
+    def declare(
+        self, quantum: bool, name: str, size: int, single: bool, index: int, size_index: int
+    ) -> None:
         self.declared_at[name] = index
         if quantum:
             offset = self.num_qubits
@@ -391,7 +507,7 @@ class _Parser:
         if total > MAX_IR_QUBITS:
             self.fail(
                 f"the program declares {total} {kind}; at most {MAX_IR_QUBITS} are supported",
-                index,
+                size_index,
                 "too_large",
             )
         table[name] = (offset, size, single, tuple(range(offset, offset + size)))
@@ -404,11 +520,12 @@ class _Parser:
         name = self.new_name(index, what)
         self.i = index + 1
         self.expect("[")
-        size = self.size(self.i, what)
+        size_index = self.i
+        size = self.size(size_index, what)
         self.i += 1
         self.expect("]")
         self.expect(";")
-        self.declare(quantum, name, size, False, index)
+        self.declare(quantum, name, size, False, index, size_index)
 
     def new_register(self) -> None:
         """``qubit[size] name;`` / ``qubit name;`` / ``bit[size] name;`` / ``bit name;``."""
@@ -418,19 +535,18 @@ class _Parser:
         self.i += 1
         single = toks[self.i] != "["
         size = 1
+        size_index = self.i + 1
         if not single:
-            size = self.size(self.i + 1, what)
+            size = self.size(size_index, what)
             self.i += 2
             self.expect("]")
         index = self.i
         name = self.new_name(index, what)
         self.i += 1
         if toks[self.i] == "=":
-            self.fail(
-                "initialised declarations are not supported", self.i, "unsupported_feature"
-            )
+            self.fail("initialised declarations are not supported", self.i, "unsupported_feature")
         self.expect(";")
-        self.declare(quantum, name, size, single, index)
+        self.declare(quantum, name, size, single, index, size_index if not single else index)
 
     def input_declaration(self) -> None:
         """``input float[64] theta;`` / ``input angle theta;`` / ``input float theta;``."""
@@ -486,14 +602,16 @@ class _Parser:
         if negative:
             self.i += 1
         t = toks[self.i]
+        following = toks[self.i + 1] if t.isdigit() and t.isascii() else t
+        if following in (":", ",", "{") or t == "{":
+            self.fail(
+                "register slices and index sets are not supported", start, "unsupported_feature"
+            )
         if not (t.isdigit() and t.isascii()):
-            following = toks[self.i + 1]
-            if t == "{" or following == ":" or t == ":":
-                self.fail("register slices and index sets are not supported", start,
-                          "unsupported_feature")
             if t.isidentifier():
-                self.fail("indexing with a variable is not supported", self.i,
-                          "unsupported_feature")
+                self.fail(
+                    "indexing with a variable is not supported", self.i, "unsupported_feature"
+                )
             self.fail(f"expected an integer index but found {_describe(t)}", self.i)
         value = -int(t) if negative else int(t)
         self.i += 1
@@ -543,8 +661,7 @@ class _Parser:
     def unknown_register(self, name: str, index: int, quantum: bool) -> NoReturn:
         wanted = "qubit" if quantum else "bit"
         if name.startswith("$"):
-            self.fail(f"physical qubits ('{name}') are not supported", index,
-                      "unsupported_feature")
+            self.fail(f"physical qubits ('{name}') are not supported", index, "unsupported_feature")
         if not name.isidentifier():
             self.fail(f"expected a {wanted} operand but found {_describe(name)}", index)
         if name in (self.cregs if quantum else self.qregs):
@@ -556,7 +673,8 @@ class _Parser:
             )
         if name in self.inputs:
             self.fail(
-                f"'{name}' is a parameter, but a {wanted} is needed here", index,
+                f"'{name}' is a parameter, but a {wanted} is needed here",
+                index,
                 "unknown_register",
             )
         candidates = self.qregs if quantum else self.cregs
@@ -575,12 +693,7 @@ class _Parser:
             self.fail(exc.reason, exc.index)
         for k in range(start, end):
             t = toks[k]
-            if (
-                t.isidentifier()
-                and t not in allowed
-                and t not in CONSTANTS
-                and t not in FUNCTIONS
-            ):
+            if t.isidentifier() and t not in allowed and t not in CONSTANTS and t not in FUNCTIONS:
                 if gate is not None:
                     message = f"'{t}' is not a parameter of gate '{gate}'"
                 elif self.version == "qasm2":
@@ -640,6 +753,23 @@ class _Parser:
             if t != ",":
                 self.fail(f"expected ',' or ')' but found {_describe(t)}", self.i - 1)
 
+    def param_value(self, tree: Expr, index: int) -> float | str:
+        """The IR value of a folded tree: a float, or canonical text the IR can read back."""
+        if tree[0] == "num":
+            return float(tree[1])
+        text = _expr.to_text(tree)
+        try:
+            # Substituting expressions into gate bodies can nest deeper than the
+            # expression language accepts; catch that here rather than in Circuit.
+            _expr.free_names(text)
+        except ValueError:
+            self.fail(
+                "a parameter expression is too deeply nested once gate definitions are inlined",
+                index,
+                "invalid_parameter",
+            )
+        return text
+
     def simplify(self, tree: Expr, index: int) -> Expr:
         try:
             return _expr.simplify(tree)
@@ -659,8 +789,12 @@ class _Parser:
         if not name.isidentifier():
             self.fail(f"expected a statement but found {_describe(name)}", index)
         if name in self.qregs or name in self.cregs or name in self.inputs:
-            self.fail(f"'{name}' is not a gate, it is declared on line "
-                      f"{self.position(self.declared_at[name])[0]}", index, "unknown_gate")
+            self.fail(
+                f"'{name}' is not a gate, it is declared on line "
+                f"{self.position(self.declared_at[name])[0]}",
+                index,
+                "unknown_gate",
+            )
         candidates = [*self.gates, *_BUILTINS]
         close: list[str] = []
         hint = _HINTS.get(name.lower())
@@ -674,8 +808,9 @@ class _Parser:
         suggestion = f" (did you mean {_or_list(close[:3])}?)" if close else ""
         self.fail(f"unknown gate '{name}'{suggestion}", index, "unknown_gate")
 
-    def check_arity(self, name: str, target: _GateDef | _Builtin, params: int, qubits: int,
-                    index: int) -> None:
+    def check_arity(
+        self, name: str, target: _GateDef | _Builtin, params: int, qubits: int, index: int
+    ) -> None:
         if isinstance(target, _GateDef):
             want_params, want_qubits = target.num_params, target.num_qubits
         else:
@@ -738,7 +873,7 @@ class _Parser:
             return  # global phase: the IR has none
         if transform is not None:
             values = transform(values)
-        params = tuple([_to_param(v) for v in values]) if values else ()
+        params = tuple([self.param_value(v, start) for v in values]) if values else ()
         for qubits in calls:
             ops.append(Op(name=ir_name, qubits=qubits, params=params))
         if len(ops) > self.max_ops:
@@ -764,8 +899,9 @@ class _Parser:
             for k in range(size)
         ]
 
-    def duplicate_qubit(self, name: str, qubits: tuple[int, ...],
-                        args: list[tuple[tuple[int, ...], bool, int]]) -> NoReturn:
+    def duplicate_qubit(
+        self, name: str, qubits: tuple[int, ...], args: list[tuple[tuple[int, ...], bool, int]]
+    ) -> NoReturn:
         seen: set[int] = set()
         for k, qubit in enumerate(qubits):
             if qubit in seen:
@@ -784,19 +920,20 @@ class _Parser:
         return str(qubit)  # pragma: no cover
 
     def too_many_ops(self, index: int) -> NoReturn:
-        self.fail(
-            f"the program expands to more than {self.max_ops} operations", index, "too_large"
-        )
+        self.fail(f"the program expands to more than {self.max_ops} operations", index, "too_large")
 
-    def expand(self, gate: _GateDef, values: list[Expr], qubits: tuple[int, ...],
-               index: int) -> None:
+    def expand(
+        self, gate: _GateDef, values: list[Expr], qubits: tuple[int, ...], index: int
+    ) -> None:
         env = dict(zip(gate.params, values, strict=True))
         ops = self.ops
         substitute = _expr.substitute
         simplify = self.simplify
         for ir_name, trees, positions, constant in gate.flat:
             if constant is None:
-                params = tuple([_to_param(simplify(substitute(t, env), index)) for t in trees])
+                params = tuple(
+                    [self.param_value(simplify(substitute(t, env), index), index) for t in trees]
+                )
             else:
                 params = constant
             ops.append(
@@ -811,8 +948,11 @@ class _Parser:
         if not name.isidentifier():
             self.fail(f"expected a gate name but found {_describe(name)}", name_index)
         if name in ("U", "CX", "gphase") and name in self.reserved:
-            self.fail(f"'{name}' is a built-in gate and cannot be redefined", name_index,
-                      "duplicate_declaration")
+            self.fail(
+                f"'{name}' is a built-in gate and cannot be redefined",
+                name_index,
+                "duplicate_declaration",
+            )
         if name in self.reserved:
             self.fail(f"'{name}' is a reserved word and cannot name a gate", name_index)
         if name in self.gates:
@@ -884,8 +1024,7 @@ class _Parser:
             self.fail(f"'{t}' is not allowed inside a gate definition", start)
         following = toks[start + 1]
         if t in _MODIFIERS and (following == "@" or following == "("):
-            self.fail(f"gate modifiers ('{t} @') are not supported", start,
-                      "unsupported_feature")
+            self.fail(f"gate modifiers ('{t} @') are not supported", start, "unsupported_feature")
         if t in _UNSUPPORTED and t not in self.gates:
             self.fail(f"{_UNSUPPORTED[t]} are not supported", start, "unsupported_feature")
         if t == gate.name:
@@ -898,12 +1037,6 @@ class _Parser:
         self.check_arity(t, target, len(trees), len(qubits), start)
         trees = [self.simplify(tree, start) for tree in trees]
         if isinstance(target, _GateDef):
-            if target.depth + 1 > _MAX_GATE_NESTING:
-                self.fail(
-                    f"gate definitions nest more than {_MAX_GATE_NESTING} deep", start,
-                    "too_large",
-                )
-            gate.depth = max(gate.depth, target.depth + 1)
             if len(gate.flat) + len(target.flat) > self.max_ops:
                 self.too_many_ops(start)
             env = dict(zip(target.params, trees, strict=True))
@@ -936,7 +1069,8 @@ class _Parser:
                 if not name.isidentifier():
                     self.fail(f"expected a qubit argument but found {_describe(name)}", index)
                 self.fail(
-                    f"'{name}' is not a qubit argument of gate '{gate.name}'", index,
+                    f"'{name}' is not a qubit argument of gate '{gate.name}'",
+                    index,
                     "unknown_register",
                 )
             if toks[index + 1] == "[":
@@ -985,11 +1119,12 @@ class _Parser:
         self.expect(";")
         self.add_measure(qubits, bits)
 
-    def add_measure(self, qubits: tuple[tuple[int, ...], bool, int],
-                    bits: tuple[tuple[int, ...], bool, int]) -> None:
-        q_members, q_register, _ = qubits
-        c_members, c_register, c_index = bits
-        if q_register != c_register or len(q_members) != len(c_members):
+    def add_measure(
+        self, qubits: tuple[tuple[int, ...], bool, int], bits: tuple[tuple[int, ...], bool, int]
+    ) -> None:
+        q_members = qubits[0]
+        c_members, _, c_index = bits
+        if len(q_members) != len(c_members):
             self.fail(
                 f"cannot measure {_plural(len(q_members), 'qubit')} into "
                 f"{_plural(len(c_members), 'bit')}",
@@ -1021,7 +1156,8 @@ class _Parser:
             for qubit in members:
                 if qubit in seen:
                     self.fail(
-                        f"'barrier' uses qubit {self.qubit_label(qubit)} twice", index,
+                        f"'barrier' uses qubit {self.qubit_label(qubit)} twice",
+                        index,
                         "duplicate_qubit",
                     )
                 seen.add(qubit)

@@ -1,0 +1,1 @@
+"""The Engine protocol, its registry (entry points) and one module per backend."""

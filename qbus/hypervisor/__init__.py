@@ -1,0 +1,1 @@
+"""Sandboxes that run engine code. ``inline`` runs it in the executor process."""

@@ -1,0 +1,1 @@
+"""Routing policy: which engine runs a job."""
