@@ -221,16 +221,33 @@ def demo(ctx: click.Context, shots: int, keep: bool) -> None:
                 )
                 click.echo(f"submitting a Bell-state job ({shots} shots): {job.job_id}")
                 final = asyncio.run(_submit_and_wait(cfg, job, 120.0, echo_progress=True))
+                code = _print_final(final)
+                if code == 0:
+                    report = asyncio.run(_audit_when_chained(cfg))
+                    if report.ok:
+                        click.echo(f"audit: OK — {report.checked} events match the hash chain")
+                    else:
+                        click.echo(f"audit: FAILED — {report.problem}", err=True)
+                        code = 1
             finally:
                 sup.stop()
-            code = _print_final(final)
-            if code == 0:
-                click.echo("audit: checking the event log's hash chain…")
-                # The auditor is stopped now; verify what it recorded.
             sys.exit(code)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _audit_when_chained(config: Config, timeout: float = 15.0):
+    """Verify the log once the auditor has chained every event (it runs a moment behind)."""
+    from qbus.consumers.audit import verify_log
+
+    async with await Bus.connect(config.bus) as bus:
+        deadline = time.monotonic() + timeout
+        while True:
+            report = await verify_log(bus)
+            if not report.ok or report.unaudited == 0 or time.monotonic() > deadline:
+                return report
+            await asyncio.sleep(0.2)
 
 
 async def _submit_and_wait(
@@ -458,8 +475,8 @@ def schema(out: str | None) -> None:
     for tag, body in schemas["events"].items():
         doc = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": tag,
             **body,
+            "title": tag,
             "$defs": schemas["$defs"],
         }
         (target / f"{tag}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 from typing import Any
 
@@ -23,6 +24,14 @@ MAX_MSG_SIZE = 16 * 1024 * 1024
 _state_encoder = msgspec.json.Encoder()
 
 
+log = logging.getLogger("qbus.bus")
+
+
+async def _log_error(exc: Exception) -> None:
+    # nats-py's default prints a traceback per failed attempt; one line says enough.
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
 class Bus:
     """A connection to NATS plus qbus's names on it.
 
@@ -40,7 +49,14 @@ class Bus:
         self.subjects = Subjects(config.prefix)
 
     @classmethod
-    async def connect(cls, config: BusConfig, *, name: str = "qbus", **options: Any) -> Bus:
+    async def connect(
+        cls,
+        config: BusConfig,
+        *,
+        name: str = "qbus",
+        connect_timeout: float = 10.0,
+        **options: Any,
+    ) -> Bus:
         """Connect to the server in ``config``.
 
         Raises:
@@ -55,6 +71,7 @@ class Bus:
             # nats-py's ordered consumers can leave a consumer-recreate request behind
             # at unsubscribe; a long drain would wait out its timeout on close.
             "drain_timeout": 3,
+            "error_cb": _log_error,
         }
         if config.user:
             kwargs["user"] = config.user
@@ -65,7 +82,11 @@ class Bus:
             kwargs["user_credentials"] = config.creds
         kwargs.update(options)
         try:
-            nc = await nats.connect(**kwargs, allow_reconnect=True)
+            # Unlimited reconnects keep a running stage alive through server restarts, but
+            # nats-py applies them to the first connect too: bound that one ourselves.
+            nc = await asyncio.wait_for(
+                nats.connect(**kwargs, allow_reconnect=True), timeout=connect_timeout
+            )
         except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
             raise BusError(f"cannot connect to NATS at {config.url}: {exc}") from exc
         return cls(nc, config)

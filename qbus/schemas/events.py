@@ -335,10 +335,14 @@ def tag_of(event_type: type[Event]) -> str:
 
 
 def json_schemas() -> dict[str, Any]:
-    """JSON Schema of every event, keyed by tag, sharing one ``$defs`` table."""
-    schemas, components = msgspec.json.schema_components(EVENT_TYPES, "#/$defs/{name}")
-    return {
-        "union": msgspec.json.schema(AnyEvent),
-        "events": {tag_of(t): s for t, s in zip(EVENT_TYPES, schemas, strict=True)},
-        "$defs": components,
+    """JSON Schema of every event, keyed by tag, sharing one ``$defs`` table.
+
+    Each event's schema is its full object schema (not a ``$ref``), so a client can
+    validate one event type with ``{**events[tag], "$defs": defs}``.
+    """
+    refs, components = msgspec.json.schema_components(EVENT_TYPES, ref_template="#/$defs/{name}")
+    events = {
+        tag_of(t): components[ref["$ref"].rsplit("/", 1)[1]]
+        for t, ref in zip(EVENT_TYPES, refs, strict=True)
     }
+    return {"union": msgspec.json.schema(AnyEvent), "events": events, "$defs": components}

@@ -1,0 +1,92 @@
+"""The qbus command line, run as a user would run it (separate processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qbus.bus.config import Config
+from qbus.bus.connection import Bus
+from qbus.consumers.pipeline import Pipeline
+from tests.jobs import QASM2_BELL
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def qbus(*args: str, url: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "qbus"]
+    if url:
+        cmd += ["--url", url]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_ends_with_a_verified_bell_result_and_a_clean_audit():
+    out = qbus("demo", "--shots", "500")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "verification: PASS" in out.stdout
+    assert "audit: OK" in out.stdout
+    counts = [line.split() for line in out.stdout.splitlines() if line[:2] in ("00", "11")]
+    assert {row[0] for row in counts} == {"00", "11"}
+    assert sum(int(row[1]) for row in counts) == 500
+
+
+async def aqbus(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
+    """``qbus`` from an async test: the in-process stages must keep running meanwhile."""
+    return await asyncio.to_thread(qbus, *args, url=url)
+
+
+async def test_submit_wait_status_and_audit(
+    config: Config, bus: Bus, pipeline: Pipeline, tmp_path: Path
+):
+    url = config.bus.url
+    program = tmp_path / "bell.qasm"
+    program.write_text(QASM2_BELL)
+    out = await aqbus("submit", str(program), "--shots", "300", "--seed", "3", "--job-id", "cli-1",
+               "--wait", url=url)
+    assert out.returncode == 0, out.stderr
+    assert "verification: PASS" in out.stdout and "result hash: sha256:" in out.stdout
+
+    bad = tmp_path / "bad.qasm"
+    bad.write_text(QASM2_BELL.replace("h q[0];", "hadamard q[0];"))
+    out = await aqbus("submit", str(bad), "--job-id", "cli-2", "--wait", url=url)
+    assert out.returncode == 1
+    assert "REJECTED [unknown_gate] at line 5, column 1" in out.stderr
+
+    out = await aqbus("status", "cli-1", url=url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("job cli-1: completed")
+    assert [ln.split()[2] for ln in out.stdout.splitlines()[1:]] == [
+        "circuit.ingested", "circuit.rewritten", "execution.requested",
+        "execution.completed", "job.completed",
+    ]
+    out = await aqbus("status", "never-submitted", url=url)
+    assert out.returncode == 1 and "not known" in out.stderr
+
+    last = (await bus.js.stream_info(config.bus.stream)).state.last_seq
+    await pipeline.stages["audit"].flushed_to(last)
+    out = await aqbus("audit", "verify", url=url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("audit OK")
+
+
+def test_schema_and_engines_commands(tmp_path: Path):
+    out = qbus("schema", "--out", str(tmp_path))
+    assert out.returncode == 0
+    schema = json.loads((tmp_path / "job.submitted.json").read_text())
+    assert schema["title"] == "job.submitted" and "shots" in schema["properties"]
+    out = qbus("engines")
+    assert out.returncode == 0
+    assert any(line.startswith("qiskit-aer") and "True" in line for line in out.stdout.splitlines())
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path):
+    program = tmp_path / "bell.qasm"
+    program.write_text(QASM2_BELL)
+    out = qbus("submit", str(program), url="nats://127.0.0.1:9", timeout=60)
+    assert out.returncode != 0
+    assert "cannot connect to NATS at nats://127.0.0.1:9" in out.stderr
