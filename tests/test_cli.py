@@ -46,8 +46,18 @@ async def test_submit_wait_status_and_audit(
     url = config.bus.url
     program = tmp_path / "bell.qasm"
     program.write_text(QASM2_BELL)
-    out = await aqbus("submit", str(program), "--shots", "300", "--seed", "3", "--job-id", "cli-1",
-               "--wait", url=url)
+    out = await aqbus(
+        "submit",
+        str(program),
+        "--shots",
+        "300",
+        "--seed",
+        "3",
+        "--job-id",
+        "cli-1",
+        "--wait",
+        url=url,
+    )
     assert out.returncode == 0, out.stderr
     assert "verification: PASS" in out.stdout and "result hash: sha256:" in out.stdout
 
@@ -61,8 +71,11 @@ async def test_submit_wait_status_and_audit(
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("job cli-1: completed")
     assert [ln.split()[2] for ln in out.stdout.splitlines()[1:]] == [
-        "circuit.ingested", "circuit.rewritten", "execution.requested",
-        "execution.completed", "job.completed",
+        "circuit.ingested",
+        "circuit.rewritten",
+        "execution.requested",
+        "execution.completed",
+        "job.completed",
     ]
     out = await aqbus("status", "never-submitted", url=url)
     assert out.returncode == 1 and "not known" in out.stderr

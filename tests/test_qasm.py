@@ -149,6 +149,8 @@ gate unmaj a,b,c { ccx a,b,c; cx c,a; cx a,b; }
 gate rot(theta, phi) a { rz(phi) a; ry(theta/2) a; rz(-phi) a; }
 gate nested(alpha) a, b { rot(alpha * 2, pi / 3) b; cx a, b; rot(-alpha, alpha ^ 2) a; }
 gate empty a { }
+gate myh a { U(pi/2, 0, pi) a; }
+gate mycx a, b { CX a, b; barrier a, b; }
 qreg cin[1];
 qreg a[2];
 qreg b[2];
@@ -164,6 +166,8 @@ unmaj cin[0], b[0], a[0];
 nested(0.3) a[1], cout[0];
 nested(sin(0.2) + sqrt(2)) a, b;
 empty cin[0];
+myh cout[0];
+mycx cout[0], cin[0];
 measure b[0] -> ans[0];
 measure b[1] -> ans[1];
 measure cout[0] -> ans[2];
@@ -407,6 +411,11 @@ reset q;
     )
 
 
+def test_measure_accepts_a_one_qubit_register_into_one_bit() -> None:
+    circuit, _ = parse_qasm("qubit[1] q;\nbit[2] c;\nc[1] = measure q;\nmeasure q -> c[0];\n")
+    assert ir_measurements(circuit) == [(0, 1), (0, 0)]
+
+
 def test_no_header_means_qasm3() -> None:
     circuit, version = parse_qasm("qubit[2] q;\nh q;\n")
     assert version == "qasm3"
@@ -575,6 +584,25 @@ def test_inlining_blow_up_is_too_large() -> None:
     with pytest.raises(QasmSyntaxError) as info:
         parse_qasm("\n".join(lines), max_ops=100_000)
     assert info.value.code == "too_large"
+
+
+def test_many_calls_of_a_huge_definition_inside_definitions_are_too_large() -> None:
+    lines = [H3, "gate g0 a { x a; x a; }"]
+    lines += [f"gate g{k} a {{ g{k - 1} a; g{k - 1} a; }}" for k in range(1, 12)]
+    lines += [f"gate f{k} a {{ g11 a; }}" for k in range(100)]
+    with pytest.raises(QasmSyntaxError) as info:
+        parse_qasm("\n".join(lines), max_ops=100_000)
+    assert info.value.code == "too_large"
+
+
+def test_parameter_expression_blow_up_is_invalid_parameter() -> None:
+    # Each level uses its parameter three times: the expression triples in size.
+    lines = [H3, "input float t;", "gate g0(a) q { rz(a) q; }"]
+    lines += [f"gate g{k}(a) q {{ g{k - 1}(a + a * 2 - a) q; }}" for k in range(1, 40)]
+    lines += ["qubit q;", "g39(t) q;"]
+    with pytest.raises(QasmSyntaxError) as info:
+        parse_qasm("\n".join(lines))
+    assert info.value.code == "invalid_parameter"
 
 
 def test_broadcast_blow_up_is_too_large() -> None:

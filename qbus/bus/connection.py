@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 from typing import Any
 
 import msgspec
@@ -29,7 +29,7 @@ log = logging.getLogger("qbus.bus")
 
 async def _log_error(exc: Exception) -> None:
     # nats-py's default prints a traceback per failed attempt; one line says enough.
-    log.warning("nats: %s: %s", type(exc).__name__, exc)
+    log.info("nats: %s: %s", type(exc).__name__, exc)
 
 
 class Bus:
@@ -66,7 +66,7 @@ class Bus:
             "servers": [config.url],
             "name": name,
             "connect_timeout": 5,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": 1,
             "reconnect_time_wait": 0.5,
             # nats-py's ordered consumers can leave a consumer-recreate request behind
             # at unsubscribe; a long drain would wait out its timeout on close.
@@ -82,13 +82,17 @@ class Bus:
             kwargs["user_credentials"] = config.creds
         kwargs.update(options)
         try:
-            # Unlimited reconnects keep a running stage alive through server restarts, but
-            # nats-py applies them to the first connect too: bound that one ourselves.
+            # nats-py applies unlimited reconnects to the first connect too, which would
+            # hang on a wrong URL: connect once without them, then turn them on so a
+            # running stage rides through server restarts.
             nc = await asyncio.wait_for(
-                nats.connect(**kwargs, allow_reconnect=True), timeout=connect_timeout
+                nats.connect(**kwargs, allow_reconnect=False), timeout=connect_timeout
             )
-        except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
-            raise BusError(f"cannot connect to NATS at {config.url}: {exc}") from exc
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise BusError(f"cannot connect to NATS at {config.url}: {reason}") from exc
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)
 
     async def close(self) -> None:

@@ -405,6 +405,31 @@ def substitute(tree: Expr, mapping: Mapping[str, Expr]) -> Expr:
     return ("call", tree[1], substitute(tree[2], mapping))
 
 
+def node_count(tree: Expr, limit: int) -> int:
+    """Count the nodes of a tree, stopping once the count passes ``limit``.
+
+    Shared subtrees count once per use: that is the size every tree walker sees. Repeated
+    substitution can make that size exponential in the size of the (shared) structure,
+    so callers check it, at a cost of at most ``limit`` steps, before walking the tree.
+    """
+    count = 0
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            break
+        kind = node[0]
+        if kind == "bin":
+            stack.append(node[2])
+            stack.append(node[3])
+        elif kind == "neg":
+            stack.append(node[1])
+        elif kind == "call":
+            stack.append(node[2])
+    return count
+
+
 def simplify(tree: Expr) -> Expr:
     """Fold every constant subtree into a number; nothing else is rewritten.
 

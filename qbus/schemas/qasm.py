@@ -328,6 +328,10 @@ _NATIVE_DEFINITIONS: dict[str, str] = {
 }
 _NATIVE_TOKENS = {name: _TOKEN_RE.findall(text)[:-1] for name, text in _NATIVE_DEFINITIONS.items()}
 
+# Bound on a parameter expression's size after gate inlining (see expr.node_count); real
+# programs stay far below it.
+_MAX_EXPRESSION_NODES = 1000
+
 
 class _GateDef:
     """A user gate, flattened at definition time into native ops over its arguments.
@@ -366,6 +370,7 @@ class _Parser:
         self.toks = tokens
         self.i = 0
         self.max_ops = max_ops
+        self.flattened = 0  # entries copied while flattening gate definitions
         self.version = "qasm3"
         self.reserved = _QASM3_RESERVED
         # name -> (offset, size, single, members)
@@ -770,6 +775,18 @@ class _Parser:
             )
         return text
 
+    def substituted(self, tree: Expr, env: dict[str, Expr], index: int) -> Expr:
+        """A gate-body parameter with the call's values put in, constant-folded."""
+        tree = _expr.substitute(tree, env)
+        if _expr.node_count(tree, _MAX_EXPRESSION_NODES) > _MAX_EXPRESSION_NODES:
+            self.fail(
+                f"a parameter expression grows past {_MAX_EXPRESSION_NODES} terms once gate "
+                "definitions are inlined",
+                index,
+                "invalid_parameter",
+            )
+        return self.simplify(tree, index)
+
     def simplify(self, tree: Expr, index: int) -> Expr:
         try:
             return _expr.simplify(tree)
@@ -927,13 +944,10 @@ class _Parser:
     ) -> None:
         env = dict(zip(gate.params, values, strict=True))
         ops = self.ops
-        substitute = _expr.substitute
-        simplify = self.simplify
+        substituted = self.substituted
         for ir_name, trees, positions, constant in gate.flat:
             if constant is None:
-                params = tuple(
-                    [self.param_value(simplify(substitute(t, env), index), index) for t in trees]
-                )
+                params = tuple([self.param_value(substituted(t, env, index), index) for t in trees])
             else:
                 params = constant
             ops.append(
@@ -1037,11 +1051,15 @@ class _Parser:
         self.check_arity(t, target, len(trees), len(qubits), start)
         trees = [self.simplify(tree, start) for tree in trees]
         if isinstance(target, _GateDef):
-            if len(gate.flat) + len(target.flat) > self.max_ops:
+            # Definitions are flattened eagerly, so their total size is bounded as well:
+            # otherwise many calls of one huge gate inside definitions would cost
+            # unbounded work even if the program never calls them.
+            self.flattened += len(target.flat)
+            if self.flattened > self.max_ops:
                 self.too_many_ops(start)
             env = dict(zip(target.params, trees, strict=True))
             for ir_name, inner, inner_positions, _ in target.flat:
-                new = tuple([self.simplify(_expr.substitute(x, env), start) for x in inner])
+                new = tuple([self.substituted(x, env, start) for x in inner])
                 gate.flat.append(
                     (
                         ir_name,
