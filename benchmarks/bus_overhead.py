@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,12 @@ measure q -> c;
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -53,8 +60,9 @@ def direct_calls(n: int, shots: int) -> list[float]:
     for _ in range(n):
         t = time.perf_counter()
         circuit, _ = parse_qasm(BELL)
-        request = RunRequest(circuit=circuit, method="sample", shots=shots,
-                             seed=default_seed(new_job_id()))
+        request = RunRequest(
+            circuit=circuit, method="sample", shots=shots, seed=default_seed(new_job_id())
+        )
         engine.validate(request)
         engine.run(request)
         times.append(time.perf_counter() - t)
@@ -62,11 +70,14 @@ def direct_calls(n: int, shots: int) -> list[float]:
 
 
 def make_job(shots: int) -> JobSubmitted:
-    return JobSubmitted(event_id=new_event_id(), job_id=new_job_id(), producer="bench",
-                        source=BELL, shots=shots)
+    return JobSubmitted(
+        event_id=new_event_id(), job_id=new_job_id(), producer="bench", source=BELL, shots=shots
+    )
 
 
-async def through_bus(url: str, n: int, shots: int, sequential: int) -> dict[str, object]:
+async def through_bus(
+    url: str, n: int, shots: int, sequential: int, pids: dict[str, int]
+) -> dict[str, object]:
     bus = await Bus.connect(BusConfig(url=url))
     done: dict[str, float] = {}
     outcomes: dict[str, str] = {}
@@ -94,6 +105,7 @@ async def through_bus(url: str, n: int, shots: int, sequential: int) -> dict[str
     expected.clear()
     expected.update(j.job_id for j in jobs)
     sent: dict[str, float] = {}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     futures = []
     for j in jobs:
@@ -102,6 +114,7 @@ async def through_bus(url: str, n: int, shots: int, sequential: int) -> dict[str
     await asyncio.gather(*futures)
     await asyncio.wait_for(all_done.wait(), 600)
     elapsed = time.perf_counter() - start
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     loaded = [done[j.job_id] - sent[j.job_id] for j in jobs]
     failures = sum(1 for j in jobs if outcomes[j.job_id] != "job.completed")
 
@@ -118,15 +131,22 @@ async def through_bus(url: str, n: int, shots: int, sequential: int) -> dict[str
         single.append(done[j.job_id] - t)
     await sub.unsubscribe()
     await bus.close()
-    return {"elapsed": elapsed, "loaded": loaded, "single": single, "failures": failures}
+    return {
+        "elapsed": elapsed,
+        "loaded": loaded,
+        "single": single,
+        "failures": failures,
+        "cpu": cpu,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--shots", type=int, default=100)
-    parser.add_argument("--sequential", type=int, default=200,
-                        help="jobs run one at a time for the latency figures")
+    parser.add_argument(
+        "--sequential", type=int, default=200, help="jobs run one at a time for the latency figures"
+    )
     parser.add_argument("--copies", type=int, default=1, help="processes per stage")
     args = parser.parse_args()
 
@@ -139,9 +159,12 @@ def main() -> int:
             asyncio.run(_provision(server.url))
             sup = Supervisor(server.url, Path(tmp) / "logs", copies=args.copies)
             sup.start()
+            pids = {p.name: p.proc.pid for p in sup.processes if p.proc}
+            pids["nats-server"] = server.pid
             try:
-                res = asyncio.run(through_bus(server.url, args.jobs, args.shots,
-                                              args.sequential))
+                res = asyncio.run(
+                    through_bus(server.url, args.jobs, args.shots, args.sequential, pids)
+                )
             finally:
                 sup.stop()
 
@@ -149,18 +172,35 @@ def main() -> int:
     single = res["single"]
     p50, p99 = statistics.median(single), percentile(single, 0.99)
     loaded = res["loaded"]
-    print(f"qbus bus overhead — {args.jobs} Bell jobs, {args.shots} shots, "
-          f"{args.copies} process(es) per stage, stages + nats-server on this machine")
+    print(
+        f"qbus bus overhead — {args.jobs} Bell jobs, {args.shots} shots, "
+        f"{args.copies} process(es) per stage, stages + nats-server on this machine"
+    )
     print(f"{'':28}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'direct (parse + Aer run)':28}{direct_rate:>10.0f}{direct_p50 * 1e3:>10.2f}"
-          f"{percentile(direct, 0.99) * 1e3:>10.2f}")
-    print(f"{'bus, one job at a time':28}{1 / statistics.mean(single):>10.0f}{p50 * 1e3:>10.2f}"
-          f"{p99 * 1e3:>10.2f}")
-    print(f"{'bus, all at once':28}{rate:>10.0f}{statistics.median(loaded) * 1e3:>10.2f}"
-          f"{percentile(loaded, 0.99) * 1e3:>10.2f}")
-    print(f"added latency p50: {(p50 - direct_p50) * 1e3:.2f} ms "
-          f"(bus p50 / direct p50 = {p50 / direct_p50:.1f}x)")
+    print(
+        f"{'direct (parse + Aer run)':28}{direct_rate:>10.0f}{direct_p50 * 1e3:>10.2f}"
+        f"{percentile(direct, 0.99) * 1e3:>10.2f}"
+    )
+    print(
+        f"{'bus, one job at a time':28}{1 / statistics.mean(single):>10.0f}{p50 * 1e3:>10.2f}"
+        f"{p99 * 1e3:>10.2f}"
+    )
+    print(
+        f"{'bus, all at once':28}{rate:>10.0f}{statistics.median(loaded) * 1e3:>10.2f}"
+        f"{percentile(loaded, 0.99) * 1e3:>10.2f}"
+    )
+    print(
+        f"added latency p50: {(p50 - direct_p50) * 1e3:.2f} ms "
+        f"(bus p50 / direct p50 = {p50 / direct_p50:.1f}x)"
+    )
     print(f"throughput ratio bus / direct: {rate / direct_rate:.2f}")
+    print(
+        "CPU per job in the all-at-once run (ms): "
+        + ", ".join(
+            f"{name} {sec / args.jobs * 1e3:.2f}"
+            for name, sec in sorted(res["cpu"].items(), key=lambda kv: -kv[1])
+        )
+    )
     print(f"jobs not completed: {res['failures']}")
     return 1 if res["failures"] else 0
 

@@ -664,6 +664,24 @@ def random_circuit(rng: random.Random, first_gate: str) -> Circuit:
     )
 
 
+def test_random_qasm2_programs_match_qiskit() -> None:
+    rng = random.Random(99)
+    names = [name for name in GATES if name != "ryy"]  # ryy has no qelib1 spelling
+    for _ in range(20):
+        n = rng.randint(3, 4)
+        lines = ["OPENQASM 2.0;", 'include "qelib1.inc";', f"qreg q[{n}];"]
+        for _ in range(30):
+            name = rng.choice(names)
+            spec = GATES[name]
+            params = [f"{rng.uniform(-7, 7)!r}" for _ in range(spec.num_params)]
+            qubits = ", ".join(f"q[{k}]" for k in rng.sample(range(n), spec.num_qubits))
+            head = f"{name}({', '.join(params)})" if params else name
+            lines.append(f"{head} {qubits};")
+        text = "\n".join(lines)
+        circuit, _ = parse_qasm(text)
+        assert ir_unitary(circuit).equiv(qiskit_unitary(load_qasm2(text))), text
+
+
 def test_round_trip_through_openqasm3() -> None:
     rng = random.Random(2024)
     gate_names = list(GATES)

@@ -21,10 +21,10 @@ from typing import Protocol
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from qbus.bus.connection import Bus
 from qbus.bus.jobstate import state_for
+from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, QbusError, Reject, Retry
 from qbus.observability import metrics
 from qbus.schemas.events import (
@@ -118,17 +118,15 @@ class StageRunner:
     async def run(self) -> None:
         """Consume until ``stop()``."""
         await self.bus.ensure_consumer(self.durable, self.subjects)
-        psub = await self.bus.js.pull_subscribe_bind(self.durable, self.bus.config.stream)
+        consumer = await PullConsumer(self.bus, self.durable, batch=self.batch).start()
         log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
         try:
             while not self._stopping.is_set():
-                try:
-                    msgs = await psub.fetch(self.batch, timeout=0.5)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                await self.process(msgs)
+                msgs = await consumer.next_batch(timeout=0.5)
+                if msgs:
+                    await self.process(msgs)
         finally:
-            await psub.unsubscribe()
+            await consumer.stop()
 
     async def process(self, msgs: list[Msg]) -> None:
         """Handle a batch; publish outputs; then ack (or nak/term) each input."""

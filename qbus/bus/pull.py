@@ -1,0 +1,116 @@
+"""A continuous pull consumer: keeps pull requests outstanding and hands out what arrives.
+
+nats-py's ``fetch(batch, timeout)`` waits, once it is long-polling, until the whole batch
+is in or the timeout passes: on a bus where events trickle through six stages that adds
+up to the timeout per hop. This does what nats.go's ``Consume`` does instead: it keeps
+about ``batch`` messages requested from the server at all times (``expires`` long, with
+idle heartbeats to notice a lost request) and returns whatever has arrived as soon as at
+least one message is there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from qbus.bus.connection import Bus
+
+_STATUS = "Status"
+_PENDING_MSGS = "Nats-Pending-Messages"
+
+
+class PullConsumer:
+    """Messages of a durable pull consumer, delivered as they arrive.
+
+    Args:
+        bus: Connected bus.
+        durable: Durable consumer name (must exist).
+        batch: Messages kept requested; also the most one ``next_batch`` returns.
+        expires: Seconds a pull request lives on the server.
+        heartbeat: Seconds between the server's idle heartbeats for a request.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        durable: str,
+        *,
+        batch: int = 256,
+        expires: float = 30.0,
+        heartbeat: float = 5.0,
+    ) -> None:
+        self.bus = bus
+        self.batch = batch
+        self.expires = expires
+        self.heartbeat = heartbeat
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{bus.config.stream}.{durable}"
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._outstanding = 0
+        self._last_seen = 0.0
+
+    async def start(self) -> PullConsumer:
+        self._inbox = self.bus.nc.new_inbox()
+        self._sub = await self.bus.nc.subscribe(
+            self._inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _request(self) -> None:
+        want = self.batch - self._outstanding
+        if want < max(1, self.batch // 2):
+            return
+        body = {
+            "batch": want,
+            "expires": int(self.expires * 1e9),
+            "idle_heartbeat": int(self.heartbeat * 1e9),
+        }
+        await self.bus.nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
+        self._outstanding += want
+
+    async def next_batch(self, timeout: float) -> list[Msg]:
+        """Messages that have arrived (at least one), or [] after ``timeout`` seconds."""
+        assert self._sub is not None, "start() first"
+        now = time.monotonic()
+        if self._outstanding and now - self._last_seen > 2 * self.heartbeat + 1:
+            # No message and no heartbeat: the request is gone (server restart, reconnect).
+            self._outstanding = 0
+        await self._request()
+        try:
+            first = await self._sub.next_msg(timeout=timeout)
+        except Exception as exc:  # nats' TimeoutError is not the builtin one
+            if type(exc).__name__ == "TimeoutError":
+                return []
+            raise
+        msgs: list[Msg] = []
+        self._take(first, msgs)
+        queue = self._sub._pending_queue  # what has already arrived, without waiting
+        while not queue.empty() and len(msgs) < self.batch:
+            msg = queue.get_nowait()
+            self._sub._pending_size -= len(msg.data)
+            self._take(msg, msgs)
+        return msgs
+
+    def _take(self, msg: Msg, into: list[Msg]) -> None:
+        self._last_seen = time.monotonic()
+        status = msg.headers.get(_STATUS) if msg.headers else None
+        if status is None and msg.reply:
+            self._outstanding = max(0, self._outstanding - 1)
+            into.append(msg)
+            return
+        if status == "100":  # idle heartbeat: the request is alive
+            return
+        # 408 request expired / 409 limits or leadership: the server tells what it dropped.
+        pending = msg.headers.get(_PENDING_MSGS) if msg.headers else None
+        if pending is not None:
+            self._outstanding = max(0, self._outstanding - int(pending))
+        else:
+            self._outstanding = 0
