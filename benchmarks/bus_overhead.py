@@ -154,19 +154,19 @@ def main() -> int:
     direct_p50 = statistics.median(direct)
     direct_rate = 1 / statistics.mean(direct)
 
-    with tempfile.TemporaryDirectory(prefix="qbus-bench-") as tmp:
-        with NatsServer(Path(tmp) / "nats") as server:
-            asyncio.run(_provision(server.url))
-            sup = Supervisor(server.url, Path(tmp) / "logs", copies=args.copies)
-            sup.start()
-            pids = {p.name: p.proc.pid for p in sup.processes if p.proc}
-            pids["nats-server"] = server.pid
-            try:
-                res = asyncio.run(
-                    through_bus(server.url, args.jobs, args.shots, args.sequential, pids)
-                )
-            finally:
-                sup.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="qbus-bench-") as tmp,
+        NatsServer(Path(tmp) / "nats") as server,
+    ):
+        asyncio.run(_provision(server.url))
+        sup = Supervisor(server.url, Path(tmp) / "logs", copies=args.copies)
+        sup.start()
+        pids = {p.name: p.proc.pid for p in sup.processes if p.proc}
+        pids["nats-server"] = server.pid
+        try:
+            res = asyncio.run(through_bus(server.url, args.jobs, args.shots, args.sequential, pids))
+        finally:
+            sup.stop()
 
     rate = args.jobs / res["elapsed"]
     single = res["single"]
