@@ -90,7 +90,9 @@ class IngestHandler:
         try:
             if fmt == "json":
                 return decode_circuit(job.source), "json"
-            circuit, detected = parse_qasm(job.source, max_bytes=limits.max_source_bytes)
+            circuit, detected = parse_qasm(
+                job.source, max_bytes=limits.max_source_bytes, max_ops=limits.max_ops
+            )
             return circuit, detected
         except QbusError as exc:
             raise Reject(exc.message, code=exc.code, where=exc.where) from exc
