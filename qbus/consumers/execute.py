@@ -29,6 +29,20 @@ from qbus.schemas.events import (
 log = logging.getLogger("qbus.execute")
 
 
+QUICK_QUBITS = 12
+QUICK_OPS = 2_000
+QUICK_SHOTS = 100_000
+
+
+def _is_quick(request: RunRequest) -> bool:
+    """A run that takes milliseconds on any engine: small state, few ops, few shots."""
+    return (
+        request.circuit.num_qubits <= QUICK_QUBITS
+        and len(request.circuit.ops) <= QUICK_OPS
+        and request.shots <= QUICK_SHOTS
+    )
+
+
 class ExecuteHandler:
     """Runs ExecutionRequested on ``engine``.
 
@@ -61,8 +75,12 @@ class ExecuteHandler:
             # Validation is cheap and happens before any compute; a bad request never
             # reaches a worker thread.
             self.engine.validate(request)
-            # In a thread, so the runner can keep telling the server we are still working.
-            result = await asyncio.to_thread(self.sandbox.run, self.engine, request)
+            if _is_quick(request):
+                # Milliseconds at most: a thread hop would cost more than it protects.
+                result = self.sandbox.run(self.engine, request)
+            else:
+                # In a thread, so the runner keeps telling the server we are still working.
+                result = await asyncio.to_thread(self.sandbox.run, self.engine, request)
         except QbusError as exc:
             retryable = isinstance(exc, EngineError) and exc.retryable
             return [self._failed(event, exc.code, str(exc), retryable)]

@@ -24,13 +24,15 @@ class RouteHandler:
 
     def __init__(self, default_engine: str = DEFAULT_ENGINE) -> None:
         self.default_engine = default_engine
+        self._installed = available_engines()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, CircuitRewritten):
             return []
-        engine, reason = choose_engine(
-            event.options.engine, available_engines(), self.default_engine
-        )
+        if event.options.engine not in (*self._installed, "auto"):
+            # Reading entry points costs milliseconds: only on a name we have not seen.
+            self._installed = available_engines()
+        engine, reason = choose_engine(event.options.engine, self._installed, self.default_engine)
         return [
             ExecutionRequested(
                 event_id=derived_event_id(event.event_id, "execution.requested"),

@@ -39,6 +39,9 @@ def _qiskit_name(ir_name: str) -> str:
     return GATE_CLASSES[ir_name](*([0.0] * spec.num_params)).name
 
 
+_PARALLEL_QUBITS = 14
+
+
 class AerEngine(Engine):
     """Qiskit Aer's ``AerSimulator`` (method ``automatic``) as a qbus engine.
 
@@ -117,7 +120,15 @@ class AerEngine(Engine):
             qc._append(CircuitInstruction(SaveStatevector(qc.num_qubits), tuple(qc.qubits), ()))
         shots = 1 if sv else request.shots
         with self._lock:
-            result = self._sim.run(qc, shots=shots, seed_simulator=request.seed).result()
+            result = self._sim.run(
+                qc,
+                shots=shots,
+                seed_simulator=request.seed,
+                # Below Aer's own parallel threshold one thread is all a run uses, but an
+                # OpenMP pool still spins on every core: on a busy machine (the other
+                # stages, nats-server) that made a Bell job 15x slower.
+                max_parallel_threads=1 if circuit.num_qubits < _PARALLEL_QUBITS else 0,
+            ).result()
         if not result.success:
             raise EngineError(
                 f"qiskit-aer failed: {result.status}", code="simulation_failed", retryable=True
