@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -140,11 +139,10 @@ WIDE = Circuit(
 
 
 def _code_of(engine: Engine, request: RunRequest) -> str:
-    start = time.perf_counter()
+    # Rejected before any state was allocated: a 40-qubit vector would take 16 TiB, so
+    # reaching compute would fail with MemoryError, not this error.
     with pytest.raises((EngineError, CircuitError)) as err:
         engine.run(request)
-    # Rejected before any state was allocated: a 40-qubit vector would take 16 TiB.
-    assert time.perf_counter() - start < 0.5
     return err.value.code
 
 

@@ -1,0 +1,38 @@
+"""The benchmarks run end to end (short form; full runs are `python benchmarks/...`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bus_overhead_benchmark_runs_and_completes_every_job():
+    jobs = "60" if os.environ.get("CI") == "true" else "200"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bus_overhead.py"),
+            "--jobs",
+            jobs,
+            "--sequential",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "jobs not completed: 0" in out.stdout
+    for row in ("direct (parse + Aer run)", "bus, one job at a time", "bus, all at once"):
+        line = next(ln for ln in out.stdout.splitlines() if ln.startswith(row))
+        rate, p50, p99 = (float(x) for x in line[len(row) :].split())
+        assert rate > 0 and 0 < p50 <= p99
