@@ -103,3 +103,52 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path):
     out = qbus("submit", str(program), url="nats://127.0.0.1:9", timeout=60)
     assert out.returncode != 0
     assert "cannot connect to NATS at nats://127.0.0.1:9" in out.stderr
+
+
+def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
+    import os
+    import re
+    import signal
+
+    program = tmp_path / "bell.qasm"
+    program.write_text(QASM2_BELL)
+    env = {**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "qbus", "up", "--port", "-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    watch = None
+    try:
+        lines = []
+        while not any(ln.startswith("logs in") for ln in lines):
+            line = up.stdout.readline()
+            assert line, "qbus up exited early:\n" + "".join(lines)
+            lines.append(line)
+        url = re.search(r"nats://[\d.]+:\d+", lines[0]).group(0)
+        pids = [int(m) for m in re.findall(r"pid (\d+)", "".join(lines[1:]))]
+        assert len(pids) == 6
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "qbus", "--url", url, "watch", "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        out = qbus("submit", str(program), "--job-id", "up-1", "--wait", url=url)
+        assert out.returncode == 0, out.stderr
+        assert "verification: PASS" in out.stdout
+        event = json.loads(watch.stdout.readline())
+        assert event["type"] == "job.completed" and event["job_id"] == "up-1"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0
+        for pid in pids:
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )
+    finally:
+        if watch is not None:
+            watch.kill()
+        if up.poll() is None:
+            up.kill()

@@ -87,3 +87,19 @@ async def test_job_state_and_event_order(bus: Bus, pipeline: Pipeline):
         "execution.completed",
         "job.completed",
     ]
+
+
+async def test_large_statevector_goes_to_the_object_store(bus: Bus, pipeline: Pipeline):
+    from qbus.bus.blobs import ObjectStoreBlobs, statevector_from_bytes
+
+    n = 21  # above the 20-qubit inline limit
+    src = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n' + f"qubit[{n}] q;\nh q[0];\n"
+    src += "".join(f"cx q[0], q[{i}];\n" for i in range(1, n))
+    (final,) = await run_jobs(bus, [job(src, method="statevector")])
+    assert isinstance(final, JobCompleted), final
+    assert final.statevector is None
+    assert final.statevector_ref == f"obj://{bus.config.object_store}/{final.job_id}.g0.statevector"
+    assert final.verification.verdict == "skipped"
+    vector = statevector_from_bytes(await ObjectStoreBlobs(bus).get(final.statevector_ref))
+    assert vector.shape == (2**n,)
+    assert abs(vector[0]) == pytest.approx(2**-0.5) and abs(vector[-1]) == pytest.approx(2**-0.5)

@@ -96,8 +96,14 @@ class NatsServer:
             cmd += ["-c", str(self.config)]
         # The log goes to a file, not a pipe: a pipe nobody drains would block the server.
         log = self.log_path.open("wb")
+        # Its own session: a terminal's Ctrl-C goes to the supervisor, which stops the
+        # stages first (they drain and ack) and the server last.
         self._proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + self.start_timeout
