@@ -171,3 +171,36 @@ async def test_redelivered_input_does_not_duplicate_outputs(config: Config, bus:
         bus.subjects.for_event(again), b"{}", headers={"Nats-Msg-Id": again.event_id}
     )
     assert not first.duplicate and second.duplicate
+
+
+async def test_resubmitting_a_job_id_is_idempotent(bus: Bus, pipeline: Pipeline):
+    """A client retry with a new event id but the same job id does not run a second job."""
+    first = job(QASM2_BELL, job_id="retry-1", seed=1)
+    retry = job(QASM2_BELL, job_id="retry-1", seed=2)  # different event id, different seed
+    assert first.event_id != retry.event_id
+    (final,) = await run_jobs(bus, [first])
+    await bus.publish(retry)
+    (again,) = await run_jobs(bus, [job(QASM2_BELL)])  # the bus has moved past the retry
+    assert isinstance(again, JobCompleted)
+    assert await count_results(bus, "retry-1") == 1
+    assert isinstance(final, JobCompleted) and final.seed == 1
+    info = await bus.js.stream_info(bus.config.stream, subjects_filter=bus.subjects.submit)
+    assert info.state.subjects[bus.subjects.submit] == 3  # the retry is kept in the log
+
+
+async def test_a_job_subject_takes_one_final_event_and_recognises_its_own_copy(bus: Bus):
+    from nats.js.errors import APIError
+
+    from qbus.schemas.events import JobFailed
+
+    runner = StageRunner(bus, stage="verify", durable="verify", subjects=[], handler=None)
+    final = JobFailed(event_id="f-1", job_id="one-final", code="x", message="first")
+    other = JobFailed(event_id="f-2", job_id="one-final", code="x", message="second")
+    await (await bus.publish_async(final))
+    for event in (final, other):  # a redelivered copy, and a different final event
+        with pytest.raises(APIError) as err:
+            await (await bus.publish_async(event))
+        assert err.value.err_code == 10071
+    assert await runner._is_ours(final)
+    assert not await runner._is_ours(other)
+    assert await count_results(bus, "one-final") == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -18,9 +17,23 @@ from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.subjects import Subjects
 from qbus.errors import BusError
-from qbus.schemas.events import Event, encode
+from qbus.schemas.events import (
+    CircuitIngested,
+    Event,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    encode,
+)
 
 MAX_MSG_SIZE = 16 * 1024 * 1024
+WRONG_LAST_SEQUENCE = 10071  # JetStream error code for a failed expected-sequence check
+
+# A job has one ingested event and one final event, whoever publishes them: the server
+# refuses a second message on the job's subject for these (a retried submission under a
+# used job id, a stage racing another). Redeliveries of the same event are refused too
+# and recognised by their id (see StageRunner).
+FIRST_ONLY = (CircuitIngested, JobCompleted, JobFailed, JobRejected)
 _state_encoder = msgspec.json.Encoder()
 
 
@@ -44,7 +57,7 @@ class Bus:
 
     def __init__(self, nc: NATS, config: BusConfig) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=8000)
+        self.js: JetStreamContext = nc.jetstream()
         self.config = config
         self.subjects = Subjects(config.prefix)
 
@@ -96,10 +109,8 @@ class Bus:
         return cls(nc, config)
 
     async def close(self) -> None:
-        """Flush pending publishes and close the connection."""
+        """Drain (deliver what is pending, then close) the connection."""
         if self.nc.is_connected:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.js.publish_async_completed(), 5)
             try:
                 await self.nc.drain()
             except (TimeoutError, nats.errors.Error):
@@ -195,6 +206,8 @@ class Bus:
 
     def headers_for(self, event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Nats-Msg-Id": event.event_id}
+        if isinstance(event, FIRST_ONLY):
+            headers["Nats-Expected-Last-Subject-Sequence"] = "0"
         if extra:
             headers.update(extra)
         return headers
@@ -209,15 +222,24 @@ class Bus:
     async def publish_async(
         self, event: Event, *, headers: dict[str, str] | None = None
     ) -> asyncio.Future:
-        """Publish without waiting; await the returned future for the server's ack."""
-        return await self.js.publish_async(
-            self.subjects.for_event(event), encode(event), headers=self.headers_for(event, headers)
+        """Publish without waiting; await the returned future for the server's ack.
+
+        A task around ``js.publish`` rather than nats-py's ``publish_async``: in nats-py
+        2.16 an error reply (e.g. a refused expected-sequence check) raises inside its
+        reply callback and leaves that future pending for ever.
+        """
+        return asyncio.ensure_future(
+            self.js.publish(
+                self.subjects.for_event(event),
+                encode(event),
+                headers=self.headers_for(event, headers),
+            )
         )
 
     async def put_state_async(self, job_id: str, state: JobState) -> asyncio.Future:
         """Write a job's state to the KV bucket without waiting for the ack."""
-        return await self.js.publish_async(
-            f"$KV.{self.config.kv_jobs}.{job_id}", _state_encoder.encode(state)
+        return asyncio.ensure_future(
+            self.js.publish(f"$KV.{self.config.kv_jobs}.{job_id}", _state_encoder.encode(state))
         )
 
     async def job_state(self, job_id: str) -> JobState | None:

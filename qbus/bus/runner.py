@@ -21,8 +21,9 @@ from typing import Protocol
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.errors import APIError
 
-from qbus.bus.connection import Bus
+from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, QbusError, Reject, Retry
@@ -129,26 +130,50 @@ class StageRunner:
             await consumer.stop()
 
     async def process(self, msgs: list[Msg]) -> None:
-        """Handle a batch; publish outputs; then ack (or nak/term) each input."""
+        """Handle a batch; publish outputs, then their job states; then settle each input."""
         keepalive = asyncio.create_task(self._keepalive(msgs)) if self.heartbeat else None
         try:
             outcomes = [await self._handle(msg) for msg in msgs]
         finally:
             if keepalive is not None:
                 keepalive.cancel()
-        pending: list[tuple[int, Awaitable]] = []
+        sent: list[tuple[int, Event, Awaitable]] = []
         for index, (msg, events, _) in enumerate(outcomes):
             headers = _trace_headers(msg)
             for event in events:
-                pending.append((index, await self.bus.publish_async(event, headers=headers)))
-                state = state_for(event, self.stage)
-                if state is not None:
-                    pending.append((index, await self.bus.put_state_async(event.job_id, state)))
-        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
-        failed = {
-            index
-            for (index, _), res in zip(pending, results, strict=True)
-            if isinstance(res, BaseException)
+                sent.append((index, event, await self.bus.publish_async(event, headers=headers)))
+        results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
+        failed: set[int] = set()
+        stored: list[tuple[int, Event]] = []
+        for (index, event, _), result in zip(sent, results, strict=True):
+            if not isinstance(result, BaseException):
+                stored.append((index, event))
+            elif _is_first_only_conflict(result):
+                # The subject already holds this job's one ingested/final event.
+                if await self._is_ours(event):
+                    stored.append((index, event))  # our own copy, from before a crash
+                else:
+                    metrics.SUPERSEDED.labels(self.stage, _tag(event)).inc()
+                    log.info(
+                        "stage %s: job %s already has its %s; dropping %s",
+                        self.stage,
+                        event.job_id,
+                        _tag(event),
+                        event.event_id,
+                    )
+            else:
+                failed.add(index)
+        # State after the event: a refused duplicate must not overwrite the real job's state.
+        states: list[tuple[int, Awaitable]] = []
+        for index, event in stored:
+            state = state_for(event, self.stage)
+            if state is not None and index not in failed:
+                states.append((index, await self.bus.put_state_async(event.job_id, state)))
+        state_results = await asyncio.gather(*(f for _, f in states), return_exceptions=True)
+        failed |= {
+            i
+            for (i, _), r in zip(states, state_results, strict=True)
+            if isinstance(r, BaseException)
         }
         for index, (msg, events, settle) in enumerate(outcomes):
             if index in failed:
@@ -161,6 +186,14 @@ class StageRunner:
             for event in events:
                 metrics.EVENTS_OUT.labels(self.stage, _tag(event)).inc()
         self.processed += len(msgs)
+
+    async def _is_ours(self, event: Event) -> bool:
+        subject = self.bus.subjects.for_event(event)
+        try:
+            stored = await self.bus.js.get_last_msg(self.bus.config.stream, subject)
+        except Exception:
+            return False
+        return (stored.headers or {}).get("Nats-Msg-Id") == event.event_id
 
     async def _handle(
         self, msg: Msg
@@ -264,6 +297,11 @@ class StageRunner:
             message=message,
             stage=self.stage,
         )
+
+
+def _is_first_only_conflict(exc: BaseException) -> bool:
+    """The server refused a publish guarded with Nats-Expected-Last-Subject-Sequence: 0."""
+    return isinstance(exc, APIError) and exc.err_code == WRONG_LAST_SEQUENCE
 
 
 def _tag(event: Event) -> str:

@@ -7,6 +7,11 @@ from prometheus_client import Counter, Histogram, start_http_server
 EVENTS_IN = Counter("qbus_events_in_total", "Events consumed by a stage", ["stage", "type"])
 EVENTS_OUT = Counter("qbus_events_out_total", "Events published by a stage", ["stage", "type"])
 REJECTIONS = Counter("qbus_rejections_total", "Jobs rejected, by code", ["stage", "code"])
+SUPERSEDED = Counter(
+    "qbus_superseded_total",
+    "Events refused because the job already had its ingested/final event",
+    ["stage", "type"],
+)
 HANDLER_ERRORS = Counter(
     "qbus_handler_errors_total", "Unexpected exceptions in a stage handler", ["stage"]
 )
