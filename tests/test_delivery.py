@@ -173,6 +173,23 @@ async def test_redelivered_input_does_not_duplicate_outputs(config: Config, bus:
     assert not first.duplicate and second.duplicate
 
 
+async def test_resubmitting_a_rejected_job_id_keeps_the_rejection(bus: Bus, pipeline: Pipeline):
+    from qbus.schemas.events import JobRejected
+
+    (first,) = await run_jobs(bus, [job("OPENQASM 2.0; qreg q[1]; bogus q[0];", job_id="rj")])
+    assert isinstance(first, JobRejected)
+    await bus.publish(job(QASM2_BELL, job_id="rj"))  # fixed, but under the spent id
+    (later,) = await run_jobs(bus, [job(QASM2_BELL)])
+
+    async def settled() -> bool:
+        state = await bus.job_state("rj")
+        return state is not None and state.status == "rejected"
+
+    await _wait_for(settled, 30, "the job state to settle on the rejection")
+    assert isinstance(later, JobCompleted)
+    assert await count_results(bus, "rj") == 1
+
+
 async def test_resubmitting_a_job_id_is_idempotent(bus: Bus, pipeline: Pipeline):
     """A client retry with a new event id but the same job id does not run a second job."""
     first = job(QASM2_BELL, job_id="retry-1", seed=1)
@@ -182,6 +199,7 @@ async def test_resubmitting_a_job_id_is_idempotent(bus: Bus, pipeline: Pipeline)
     await bus.publish(retry)
     (again,) = await run_jobs(bus, [job(QASM2_BELL)])  # the bus has moved past the retry
     assert isinstance(again, JobCompleted)
+    assert (await bus.job_state("retry-1")).status == "completed"
     assert await count_results(bus, "retry-1") == 1
     assert isinstance(final, JobCompleted) and final.seed == 1
     info = await bus.js.stream_info(bus.config.stream, subjects_filter=bus.subjects.submit)
@@ -201,6 +219,5 @@ async def test_a_job_subject_takes_one_final_event_and_recognises_its_own_copy(b
         with pytest.raises(APIError) as err:
             await (await bus.publish_async(event))
         assert err.value.err_code == 10071
-    assert await runner._is_ours(final)
-    assert not await runner._is_ours(other)
+    assert (await runner._existing(other)) == final
     assert await count_results(bus, "one-final") == 1

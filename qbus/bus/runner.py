@@ -29,6 +29,7 @@ from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, QbusError, Reject, Retry
 from qbus.observability import metrics
 from qbus.schemas.events import (
+    FINAL_EVENTS,
     Event,
     JobFailed,
     JobRejected,
@@ -150,9 +151,13 @@ class StageRunner:
                 stored.append((index, event))
             elif _is_first_only_conflict(result):
                 # The subject already holds this job's one ingested/final event.
-                if await self._is_ours(event):
+                existing = await self._existing(event)
+                if existing is not None and existing.event_id == event.event_id:
                     stored.append((index, event))  # our own copy, from before a crash
                 else:
+                    if isinstance(existing, FINAL_EVENTS):
+                        # Keep the job's state that of its real end, not of this run.
+                        stored.append((index, existing))
                     metrics.SUPERSEDED.labels(self.stage, _tag(event)).inc()
                     log.info(
                         "stage %s: job %s already has its %s; dropping %s",
@@ -187,13 +192,15 @@ class StageRunner:
                 metrics.EVENTS_OUT.labels(self.stage, _tag(event)).inc()
         self.processed += len(msgs)
 
-    async def _is_ours(self, event: Event) -> bool:
+    async def _existing(self, event: Event) -> Event | None:
+        """The event already on ``event``'s subject (None when it cannot be read)."""
         subject = self.bus.subjects.for_event(event)
         try:
             stored = await self.bus.js.get_last_msg(self.bus.config.stream, subject)
+            return decode(stored.data)
         except Exception:
-            return False
-        return (stored.headers or {}).get("Nats-Msg-Id") == event.event_id
+            log.warning("stage %s: cannot read %s", self.stage, subject, exc_info=True)
+            return None
 
     async def _handle(
         self, msg: Msg
