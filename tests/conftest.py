@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from qbus.bus.config import BusConfig, Config
@@ -57,7 +56,3 @@ def config_toml(config: Config) -> str:
         f'url = "{b.url}"\nack_wait = {b.ack_wait}\nmax_deliver = {b.max_deliver}\n'
         f"duplicate_window = {b.duplicate_window}\n"
     )
-
-
-def to_builtins(obj: object) -> object:
-    return msgspec.to_builtins(obj)

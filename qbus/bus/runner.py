@@ -26,7 +26,7 @@ from nats.js.errors import APIError
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
-from qbus.errors import Fail, QbusError, Reject, Retry
+from qbus.errors import Fail, Reject, Retry
 from qbus.observability import metrics
 from qbus.schemas.events import (
     FINAL_EVENTS,
@@ -335,8 +335,3 @@ def _nak_after(delay: float) -> Callable[[Msg], Awaitable[None]]:
         await msg.nak(delay=delay)
 
     return nak
-
-
-def is_error(exc: BaseException) -> bool:
-    """True for errors qbus raises on purpose."""
-    return isinstance(exc, QbusError)
