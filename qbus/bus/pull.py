@@ -60,9 +60,20 @@ class PullConsumer:
         return self
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        """Unsubscribe, handing back what arrived but was never taken.
+
+        Those messages are nak'ed so another copy of the stage gets them now rather than
+        after ``ack_wait``.
+        """
+        if self._sub is None:
+            return
+        sub, self._sub = self._sub, None
+        await sub.unsubscribe()
+        queue = sub._pending_queue
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg.reply and not (msg.headers and msg.headers.get(_STATUS)):
+                await msg.nak()
 
     async def _request(self) -> None:
         want = self.batch - self._outstanding
