@@ -82,10 +82,11 @@ class MissingOptionalLibraryError(QbusError, ImportError):
 
     code = "missing_dependency"
 
-    def __init__(self, library: str, extra: str, purpose: str):
-        super().__init__(
-            f"{purpose} needs {library}, which is not installed: pip install 'qbus[{extra}]'"
-        )
+    def __init__(self, library: str, extra: str, purpose: str, *, hint: str | None = None):
+        # ``hint`` replaces the qbus-extra install command for libraries qbus has no extra
+        # for (Cirq, Braket: the user installs them themselves).
+        install = hint or f"pip install 'qbus[{extra}]'"
+        super().__init__(f"{purpose} needs {library}, which is not installed: {install}")
         self.library = library
         self.extra = extra
 
@@ -125,3 +126,27 @@ class Retry(QbusError):
     def __init__(self, message: str, *, delay: float = 1.0):
         super().__init__(message)
         self.delay = delay
+
+
+class SandboxFailure(QbusError):
+    """A sandbox stopped a job's engine code, or could not run it.
+
+    ``code`` says why, and is what the job's JobFailed carries:
+
+    - ``memory_limit``: the run tried to allocate past its memory limit;
+    - ``cpu_limit``: the run used up its CPU seconds;
+    - ``wall_timeout``: the run outlived its wall-clock limit;
+    - ``sandbox_violation``: the engine code was denied something the sandbox forbids
+      (network, a file outside its view, a write outside its tmp);
+    - ``worker_died``: the sandboxed process died for another reason (a crash, a signal);
+    - ``sandbox_unavailable``: the driver cannot run on this machine (``qbus doctor``).
+
+    Attributes:
+        driver: The driver that ran the job (``process``, ``bwrap``).
+    """
+
+    code = "sandbox_failure"
+
+    def __init__(self, message: str, *, code: str, driver: str = ""):
+        super().__init__(message, code=code)
+        self.driver = driver

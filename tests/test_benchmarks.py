@@ -36,3 +36,19 @@ def test_bus_overhead_benchmark_runs_and_completes_every_job():
         line = next(ln for ln in out.stdout.splitlines() if ln.startswith(row))
         rate, p50, p99 = (float(x) for x in line[len(row) :].split())
         assert rate > 0 and 0 < p50 <= p99
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sandbox_benchmark_prints_every_driver():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sandbox.py"), "--runs", "20"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in out.stdout.splitlines()[1:]}
+    assert {"inline", "process", "bwrap"} <= set(rows)
+    assert all(float(p50) > 0 for p50, *_ in rows.values())

@@ -92,11 +92,57 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     inline_statevector_qubits: int = 20
 
 
+DRIVERS = ("inline", "process", "bwrap")
+"""Sandbox drivers, weakest isolation first: ``minimum`` compares along this order."""
+
+
+class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How engine code is sandboxed (docs/hypervisor.md).
+
+    A job's driver is its ``hypervisor`` field, or for ``auto`` the engine's entry in
+    ``engines``, or ``default``; then raised to ``minimum`` if weaker. A job's limits are
+    its own, clamped to the caps here; a job without limits gets the caps.
+
+    Attributes:
+        default: Driver for ``auto`` jobs of an engine not in ``engines``. ``inline``
+            keeps small jobs as fast as the bus allows (no process hop).
+        minimum: Weakest driver any job may run under (``bwrap`` for untrusted tenants).
+        engines: Per-engine default driver, e.g. ``{"my-plugin" = "bwrap"}``.
+        max_memory_mb: Memory cap per run, MiB; ingest rejects a job whose state vector
+            cannot fit it.
+        max_cpu_seconds: CPU-time cap per run.
+        max_wall_seconds: Wall-clock cap per run.
+        pool_size: Warm worker processes per driver and executor.
+    """
+
+    default: str = "inline"
+    minimum: str = "inline"
+    engines: dict[str, str] = {}
+    max_memory_mb: int = 32_768
+    max_cpu_seconds: float = 3_600.0
+    max_wall_seconds: float = 3_600.0
+    pool_size: int = 2
+
+    def __post_init__(self) -> None:
+        for field, value in (
+            ("default", self.default),
+            ("minimum", self.minimum),
+            *((f"engines.{k}", v) for k, v in self.engines.items()),
+        ):
+            if value not in DRIVERS:
+                raise ValueError(f"{field} must be one of {', '.join(DRIVERS)}, got {value!r}")
+        if self.max_memory_mb < 16 or self.max_cpu_seconds <= 0 or self.max_wall_seconds <= 0:
+            raise ValueError("max_memory_mb must be >= 16 and the time caps positive")
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
     bus: BusConfig = BusConfig()
     limits: Limits = Limits()
+    hypervisor: HypervisorConfig = HypervisorConfig()
     state_dir: str = ".qbus"
 
 
@@ -109,6 +155,7 @@ _ENV_MAP = {
     "QBUS_PREFIX": ("bus", "prefix"),
     "QBUS_STREAM": ("bus", "stream"),
     "QBUS_STATE_DIR": ("state_dir",),
+    "QBUS_HYPERVISOR_MINIMUM": ("hypervisor", "minimum"),
 }
 
 

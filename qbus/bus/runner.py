@@ -129,6 +129,10 @@ class StageRunner:
                     await self.process(msgs)
         finally:
             await consumer.stop()
+            # A handler may own processes (the executor's sandbox workers).
+            close = getattr(self.handler, "close", None)
+            if close is not None:
+                close()
 
     async def process(self, msgs: list[Msg]) -> None:
         """Handle a batch; publish outputs, then their job states; then settle each input."""

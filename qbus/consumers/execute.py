@@ -3,6 +3,11 @@
 Reads ``qbus.exec.<engine>.*`` (one durable consumer per engine, shared by its copies);
 writes ``qbus.executed.<job>`` (ExecutionCompleted or ExecutionFailed). State vectors
 above the inline limit go to the object store and the event carries a reference.
+
+The engine code runs under the job's sandbox driver (docs/hypervisor.md): ``inline`` in
+this process, ``process``/``bwrap`` in a warm worker under the job's limits. A sandbox
+kill (``memory_limit``, ``cpu_limit`` …) is an ExecutionFailed with that code, and the
+executor goes on with the next job.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import logging
 from collections.abc import Sequence
 
 from qbus.bus.blobs import BlobStore, interleave, statevector_bytes
-from qbus.bus.config import Limits
+from qbus.bus.config import HypervisorConfig, Limits
 from qbus.engines.base import Engine, RunRequest
 from qbus.engines.registry import get_engine
-from qbus.errors import EngineError, QbusError
-from qbus.hypervisor.inline import InlineSandbox, Sandbox
+from qbus.errors import EngineError, QbusError, SandboxFailure
+from qbus.hypervisor import make_sandbox
+from qbus.hypervisor.base import Sandbox, choose_driver, run_limits
+from qbus.hypervisor.process import engine_target
 from qbus.observability import metrics
 from qbus.schemas.events import (
     Event,
@@ -50,15 +57,37 @@ class ExecuteHandler:
         engine: Engine name (its registry entry is loaded once, here).
         blobs: Where large state vectors go.
         limits: The inline state-vector limit.
+        hypervisor: Sandbox policy and caps; the drivers' workers start on first use.
     """
 
     stage = "execute"
 
-    def __init__(self, engine: str, blobs: BlobStore | None, limits: Limits | None = None):
+    def __init__(
+        self,
+        engine: str,
+        blobs: BlobStore | None,
+        limits: Limits | None = None,
+        hypervisor: HypervisorConfig | None = None,
+    ):
         self.engine: Engine = get_engine(engine)
         self.blobs = blobs
         self.limits = limits or Limits()
-        self.sandbox: Sandbox = InlineSandbox()
+        self.hypervisor = hypervisor or HypervisorConfig()
+        self.sandboxes: dict[str, Sandbox] = {}
+
+    def sandbox(self, driver: str) -> Sandbox:
+        """This executor's sandbox of ``driver``, created on first use."""
+        sandbox = self.sandboxes.get(driver)
+        if sandbox is None:
+            sandbox = make_sandbox(driver, self.hypervisor.pool_size, [engine_target(self.engine)])
+            self.sandboxes[driver] = sandbox
+        return sandbox
+
+    def close(self) -> None:
+        """Stop the sandboxes' worker processes."""
+        for sandbox in self.sandboxes.values():
+            sandbox.close()
+        self.sandboxes.clear()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, ExecutionRequested) or event.engine != self.engine.name:
@@ -75,16 +104,32 @@ class ExecuteHandler:
             # Validation is cheap and happens before any compute; a bad request never
             # reaches a worker thread.
             self.engine.validate(request)
-            if _is_quick(request):
+            driver = choose_driver(opts.hypervisor, self.engine.name, self.hypervisor)
+            limits = run_limits(
+                self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds
+            )
+            sandbox = self.sandbox(driver)
+            if driver == "inline" and _is_quick(request):
                 # Milliseconds at most: a thread hop would cost more than it protects.
-                result = self.sandbox.run(self.engine, request)
+                result = sandbox.run(self.engine, request, limits)
             else:
-                # In a thread, so the runner keeps telling the server we are still working.
-                result = await asyncio.to_thread(self.sandbox.run, self.engine, request)
+                # In a thread, so the runner keeps telling the server we are still working
+                # (a sandboxed run may be killed only at its wall limit).
+                result = await asyncio.to_thread(sandbox.run, self.engine, request, limits)
+        except SandboxFailure as exc:
+            metrics.SANDBOX_KILLS.labels(exc.driver or "unknown", exc.code).inc()
+            log.warning("job %s: sandbox stopped the run: %s (%s)", event.job_id, exc, exc.code)
+            return [self._failed(event, exc.code, str(exc), False)]
         except QbusError as exc:
             retryable = isinstance(exc, EngineError) and exc.retryable
             return [self._failed(event, exc.code, str(exc), retryable)]
         metrics.ENGINE_SECONDS.labels(self.engine.name, opts.method).observe(result.run_seconds)
+        if result.wall_seconds is not None:
+            metrics.SANDBOX_WALL_SECONDS.labels(driver).observe(result.wall_seconds)
+        if result.cpu_seconds is not None:
+            metrics.SANDBOX_CPU_SECONDS.labels(driver).observe(result.cpu_seconds)
+        if result.peak_rss_mb is not None:
+            metrics.SANDBOX_PEAK_RSS.labels(driver).observe(result.peak_rss_mb * 2**20)
         statevector = statevector_ref = None
         if result.statevector is not None:
             if event.circuit.num_qubits <= self.limits.inline_statevector_qubits:
@@ -118,6 +163,10 @@ class ExecuteHandler:
                 statevector_ref=statevector_ref,
                 run_seconds=result.run_seconds,
                 generation=event.generation,
+                hypervisor=driver,
+                peak_rss_mb=result.peak_rss_mb,
+                cpu_seconds=result.cpu_seconds,
+                wall_seconds=result.wall_seconds,
             )
         ]
 

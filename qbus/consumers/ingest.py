@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from qbus.bus.config import Limits
+from qbus.bus.config import DRIVERS, HypervisorConfig, Limits
 from qbus.errors import QbusError, Reject
+from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_event_id
 from qbus.schemas.ir import Circuit, circuit_hash, decode_circuit, stats
 from qbus.schemas.qasm import detect_format, parse_qasm
@@ -31,12 +32,16 @@ class IngestHandler:
 
     Args:
         limits: What one job may ask for.
+        hypervisor: Sandbox caps; a job whose state cannot fit the memory cap is rejected.
     """
 
     stage = "ingest"
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(
+        self, limits: Limits | None = None, hypervisor: HypervisorConfig | None = None
+    ) -> None:
         self.limits = limits or Limits()
+        self.hypervisor = hypervisor or HypervisorConfig()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, JobSubmitted):
@@ -130,10 +135,33 @@ class IngestHandler:
                 "method 'statevector'",
                 code="no_measurements",
             )
+        self._check_sandbox(job, circuit)
         missing = sorted(set(circuit.parameters) - set(job.parameters))
         if missing:
             raise Reject(
                 f"parameter(s) {missing} have no value; give them in 'parameters'",
                 code="unbound_parameter",
                 where="$.parameters",
+            )
+
+    def _check_sandbox(self, job: JobSubmitted, circuit: Circuit) -> None:
+        """The sandbox fields name a driver, and the dense state fits the memory cap."""
+        if job.hypervisor != "auto" and job.hypervisor not in DRIVERS:
+            raise Reject(
+                f"unknown hypervisor {job.hypervisor!r}; use auto or one of {', '.join(DRIVERS)}",
+                code="unknown_hypervisor",
+                where="$.hypervisor",
+            )
+        cap = self.hypervisor.max_memory_mb
+        if job.memory_mb is not None and job.memory_mb > 0:
+            cap = min(cap, job.memory_mb)
+        # Every engine qbus ships holds the dense state vector, whatever the method; a
+        # job that cannot fit would only be killed after queueing, so it ends here.
+        need = statevector_mb(circuit.num_qubits) + STATE_OVERHEAD_MB
+        if need > cap:
+            raise Reject(
+                f"a {circuit.num_qubits}-qubit state needs about {need:,.0f} MiB "
+                f"(16 B x 2^n + {STATE_OVERHEAD_MB} MiB); the memory cap is {cap:,} MiB",
+                code="exceeds_memory_cap",
+                where="$.memory_mb" if cap == job.memory_mb else None,
             )

@@ -45,7 +45,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 stage=name,
                 durable="ingest",
                 subjects=[s.submit],
-                handler=IngestHandler(config.limits),
+                handler=IngestHandler(config.limits, config.hypervisor),
             )
         case "rewrite":
             return StageRunner(
@@ -60,7 +60,9 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 bus, stage=name, durable="route", subjects=[s.rewritten()], handler=RouteHandler()
             )
         case "execute":
-            handler = ExecuteHandler(engine, ObjectStoreBlobs(bus), config.limits)
+            handler = ExecuteHandler(
+                engine, ObjectStoreBlobs(bus), config.limits, config.hypervisor
+            )
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
             return StageRunner(
                 bus,

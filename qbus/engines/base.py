@@ -102,12 +102,18 @@ class EngineResult:
         statevector: Final state (``complex128``, qubit 0 the LSB) for ``statevector``.
         seed: The seed the engine used.
         run_seconds: Wall time of the engine call itself.
+        peak_rss_mb: Peak resident memory of the sandboxed process (None when inline).
+        cpu_seconds: CPU seconds of the run, every thread (None when inline).
+        wall_seconds: Wall time as the sandbox saw it, fork and transfer included.
     """
 
     counts: dict[str, int] | None
     statevector: np.ndarray | None
     seed: int
     run_seconds: float
+    peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
 
 
 class Engine(abc.ABC):

@@ -1,1 +1,32 @@
-"""Sandboxes that run engine code. ``inline`` runs it in the executor process."""
+"""Sandboxes that run engine code: ``inline``, ``process`` (rlimits) and ``bwrap`` (namespaces).
+
+See docs/hypervisor.md for what each driver isolates and how a job's driver is chosen.
+"""
+
+from __future__ import annotations
+
+from qbus.hypervisor.base import RunLimits, Sandbox, choose_driver, run_limits
+
+__all__ = ["RunLimits", "Sandbox", "choose_driver", "make_sandbox", "run_limits"]
+
+
+def make_sandbox(driver: str, pool_size: int = 2, preload: list[str] | None = None) -> Sandbox:
+    """A new sandbox of ``driver`` (workers start on first use or on ``warm()``).
+
+    Raises:
+        ValueError: Unknown driver name.
+    """
+    match driver:
+        case "inline":
+            from qbus.hypervisor.inline import InlineSandbox
+
+            return InlineSandbox()
+        case "process":
+            from qbus.hypervisor.process import ProcessSandbox
+
+            return ProcessSandbox(pool_size, preload)
+        case "bwrap":
+            from qbus.hypervisor.bwrap import BwrapSandbox
+
+            return BwrapSandbox(pool_size, preload)
+    raise ValueError(f"unknown sandbox driver {driver!r}")

@@ -1,28 +1,30 @@
 """The ``inline`` driver: the engine runs in the executor's own process (trusted, fastest).
 
-Every driver has the same shape — ``run(engine, request) -> EngineResult`` — so the execute
-stage does not change when a job asks for stronger isolation.
+Every driver has the same shape — ``run(engine, request, limits) -> EngineResult`` — so
+the execute stage does not change when a job asks for stronger isolation.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from qbus.engines.base import Engine, EngineResult, RunRequest
+from qbus.hypervisor.base import RunLimits, Sandbox
 
-
-class Sandbox(Protocol):
-    """Runs one engine request somewhere, under some isolation."""
-
-    name: str
-
-    def run(self, engine: Engine, request: RunRequest) -> EngineResult: ...
+__all__ = ["InlineSandbox", "Sandbox"]
 
 
 class InlineSandbox:
-    """No isolation: the engine runs in this process (the caller has validated)."""
+    """No isolation and no limits: the engine runs in this process (the caller validated).
+
+    Limits are not enforced: a runaway job here holds the executor. It is the default for
+    qbus's own engines because it adds nothing to a job's latency.
+    """
 
     name = "inline"
 
-    def run(self, engine: Engine, request: RunRequest) -> EngineResult:
+    def run(
+        self, engine: Engine, request: RunRequest, limits: RunLimits | None = None
+    ) -> EngineResult:
         return engine.run(request)
+
+    def close(self) -> None:
+        """Nothing to stop."""

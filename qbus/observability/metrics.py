@@ -27,6 +27,27 @@ ENGINE_SECONDS = Histogram(
     ["engine", "method"],
     buckets=(1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
 )
+SANDBOX_WALL_SECONDS = Histogram(
+    "qbus_sandbox_wall_seconds",
+    "Wall time of a sandboxed run, fork and transfer included",
+    ["driver"],
+    buckets=(1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+SANDBOX_CPU_SECONDS = Histogram(
+    "qbus_sandbox_cpu_seconds",
+    "CPU seconds of a sandboxed run, every thread",
+    ["driver"],
+    buckets=(1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+SANDBOX_PEAK_RSS = Histogram(
+    "qbus_sandbox_peak_rss_bytes",
+    "Peak resident memory of a sandboxed run",
+    ["driver"],
+    buckets=tuple(2.0**k for k in range(24, 37)),
+)
+SANDBOX_KILLS = Counter(
+    "qbus_sandbox_failures_total", "Sandboxed runs stopped, by reason", ["driver", "code"]
+)
 VERDICTS = Counter("qbus_verifications_total", "Verification verdicts", ["verdict", "test"])
 
 

@@ -80,6 +80,12 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
         engine: Engine name, or ``auto`` to let the router choose.
         optimize: Run the deterministic rewrite passes.
         parameters: Values of the circuit's named parameters.
+        hypervisor: Sandbox driver for the engine code (``inline``, ``process``,
+            ``bwrap``), or ``auto`` for the engine's policy default; the operator's
+            minimum can raise it (docs/hypervisor.md).
+        memory_mb: Memory limit of the run in MiB (None: the operator's cap).
+        cpu_seconds: CPU-time limit of the run (None: the operator's cap).
+        wall_seconds: Wall-clock limit of the run (None: the operator's cap).
     """
 
     method: str = "sample"
@@ -88,6 +94,10 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     engine: str = "auto"
     optimize: bool = True
     parameters: dict[str, float] = {}
+    hypervisor: str = "auto"
+    memory_mb: int | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
 
 
 class JobSubmitted(Event, tag="job.submitted"):
@@ -99,6 +109,7 @@ class JobSubmitted(Event, tag="job.submitted"):
         circuit: The circuit as inline JSON IR instead of ``source``.
         method, shots, seed, engine, optimize, parameters: See ``JobOptions``.
         labels: Free-form labels, kept on the job.
+        hypervisor, memory_mb, cpu_seconds, wall_seconds: See ``JobOptions``.
     """
 
     source: str | None = None
@@ -111,6 +122,10 @@ class JobSubmitted(Event, tag="job.submitted"):
     optimize: bool = True
     parameters: dict[str, float] = {}
     labels: dict[str, str] = {}
+    hypervisor: str = "auto"
+    memory_mb: int | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
 
     def options(self) -> JobOptions:
         """The run options this submission asks for."""
@@ -121,6 +136,10 @@ class JobSubmitted(Event, tag="job.submitted"):
             engine=self.engine,
             optimize=self.optimize,
             parameters=self.parameters,
+            hypervisor=self.hypervisor,
+            memory_mb=self.memory_mb,
+            cpu_seconds=self.cpu_seconds,
+            wall_seconds=self.wall_seconds,
         )
 
 
@@ -180,6 +199,10 @@ class ExecutionCompleted(Event, tag="execution.completed"):
             inline limit; larger vectors are in the object store under ``statevector_ref``.
         seed: The seed the engine actually used.
         run_seconds: Wall time of the engine call.
+        hypervisor: The sandbox driver that ran it (``inline``, ``process``, ``bwrap``).
+        peak_rss_mb: Peak resident memory of the sandboxed process in MiB (None inline).
+        cpu_seconds: CPU seconds the run used, all threads (None inline).
+        wall_seconds: Wall time of the run as the sandbox saw it, start-up included.
     """
 
     engine: str
@@ -193,6 +216,10 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     statevector_ref: str | None = None
     run_seconds: float = 0.0
     generation: int = 0
+    hypervisor: str = ""
+    peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
 
 
 class ExecutionFailed(Event, tag="execution.failed"):
