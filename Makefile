@@ -15,3 +15,6 @@ bench: setup
 lint: setup
 	.venv/bin/ruff check qbus tests benchmarks
 	.venv/bin/ruff format --check qbus tests benchmarks
+
+schema: setup
+	.venv/bin/qbus schema --out schemas/

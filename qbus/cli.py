@@ -337,6 +337,15 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 @click.option("--engine", default="auto", show_default=True)
 @click.option("--no-optimize", is_flag=True, help="Skip the rewrite passes.")
 @click.option(
+    "--hypervisor",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "inline", "process", "bwrap"]),
+    help="Sandbox for the engine code (docs/hypervisor.md).",
+)
+@click.option("--memory-mb", type=int, default=None, help="Memory limit of the run (MiB).")
+@click.option("--cpu-seconds", type=float, default=None, help="CPU-time limit of the run.")
+@click.option(
     "--param",
     "params",
     multiple=True,
@@ -355,6 +364,9 @@ def submit(
     method: str,
     engine: str,
     no_optimize: bool,
+    hypervisor: str,
+    memory_mb: int | None,
+    cpu_seconds: float | None,
     params: tuple[str, ...],
     job_id: str | None,
     wait: bool,
@@ -380,6 +392,9 @@ def submit(
         optimize=not no_optimize,
         parameters=parameters,
         job_id=job_id,
+        hypervisor=hypervisor,
+        memory_mb=memory_mb,
+        cpu_seconds=cpu_seconds,
     )
     config = _config(ctx)
     if not wait:
@@ -472,25 +487,20 @@ def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
     "--out",
     type=click.Path(file_okay=False),
     default=None,
-    help="Write one <tag>.json per event here instead of printing.",
+    help="Write one <tag>.json per event and asyncapi.json here instead of printing.",
 )
-def schema(out: str | None) -> None:
-    """Export the JSON Schema of every event."""
-    schemas = json_schemas()
-    if out is None:
-        click.echo(json.dumps(schemas, indent=2, sort_keys=True))
-        return
-    target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    for tag, body in schemas["events"].items():
-        doc = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            **body,
-            "title": tag,
-            "$defs": schemas["$defs"],
-        }
-        (target / f"{tag}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    click.echo(f"wrote {len(schemas['events'])} schemas to {target}")
+@click.option("--asyncapi", is_flag=True, help="Print the AsyncAPI 3.0 document instead.")
+def schema(out: str | None, asyncapi: bool) -> None:
+    """Export the JSON Schema of every event and the AsyncAPI document of the bus."""
+    from qbus.schemas.asyncapi import asyncapi_document, write_schema_files
+
+    if out is not None:
+        paths = write_schema_files(out)
+        click.echo(f"wrote {len(paths)} files to {out}")
+    elif asyncapi:
+        click.echo(json.dumps(asyncapi_document(), indent=2))
+    else:
+        click.echo(json.dumps(json_schemas(), indent=2, sort_keys=True))
 
 
 @cli.command()
@@ -534,3 +544,23 @@ def audit_verify(ctx: click.Context) -> None:
         return
     click.echo(f"audit FAILED: {report.problem}", err=True)
     sys.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report which sandbox drivers work on this machine, and why one does not.
+
+    Runs a real job under each driver (and a trivial bubblewrap start first); exits 1
+    when a driver does not work.
+    """
+    from qbus.hypervisor.doctor import check_drivers
+
+    checks = check_drivers()
+    if as_json:
+        click.echo(json.dumps([msgspec.structs.asdict(c) for c in checks], indent=2))
+    else:
+        for c in checks:
+            click.echo(f"{c.driver:<8} {'ok' if c.works else 'FAILS':<6} {c.detail}")
+    if not all(c.works for c in checks):
+        sys.exit(1)

@@ -42,3 +42,48 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
     .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
     echo "$EXTRAS" >"$stamp"
 fi
+
+# Any-language client examples (clients/node, clients/go), which the test suite runs
+# against the bus: Node.js/npm and Go with nats.go from Debian's packages when missing
+# (only as root or with password-less sudo), then the Node client's packages from its
+# committed lock file. Failures here only warn: the client tests then say what is missing.
+client_apt_install() {
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo apt-get update -qq &&
+            sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        return 1
+    fi
+}
+client_pkgs=()
+command -v node >/dev/null 2>&1 || client_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || client_pkgs+=(npm)
+command -v go >/dev/null 2>&1 || client_pkgs+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/nats-io/nats.go ] ||
+    client_pkgs+=(golang-github-nats-io-go-nats-dev)
+if [ ${#client_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${client_pkgs[*]} for the client examples…" >&2
+    client_apt_install "${client_pkgs[@]}" ||
+        echo "warning: could not install ${client_pkgs[*]} (not root?)" >&2
+fi
+node_dir=clients/node
+if command -v npm >/dev/null 2>&1 &&
+    { [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
+        [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; }; then
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error ||
+        echo "warning: npm ci in $node_dir failed" >&2
+fi
+
+# The bwrap sandbox driver (docs/hypervisor.md) needs Debian's bubblewrap; its tests fail
+# without it, so install it when we can, or say exactly how.
+if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing bubblewrap (the bwrap sandbox driver)…" >&2
+        apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "bubblewrap is missing: the bwrap sandbox driver and its tests need it;" \
+            "install it with: sudo apt-get install -y bubblewrap  (then: qbus doctor)" >&2
+    fi
+fi

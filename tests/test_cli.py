@@ -92,6 +92,10 @@ def test_schema_and_engines_commands(tmp_path: Path):
     assert out.returncode == 0
     schema = json.loads((tmp_path / "job.submitted.json").read_text())
     assert schema["title"] == "job.submitted" and "shots" in schema["properties"]
+    assert json.loads((tmp_path / "asyncapi.json").read_text())["asyncapi"].startswith("3.")
+    out = qbus("schema", "--asyncapi")
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["channels"]["result"]["address"] == "qbus.result.{job}"
     out = qbus("engines")
     assert out.returncode == 0
     assert any(line.startswith("qiskit-aer") and "True" in line for line in out.stdout.splitlines())

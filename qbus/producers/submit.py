@@ -34,9 +34,9 @@ def job_from_file(path: str | Path, **options: object) -> JobSubmitted:
     )
 
 
-async def submit(bus: Bus, job: JobSubmitted) -> int:
-    """Publish a job; returns its sequence in the event log."""
-    return await bus.publish(job)
+async def submit(bus: Bus, job: JobSubmitted, *, headers: dict[str, str] | None = None) -> int:
+    """Publish a job (with extra NATS headers such as ``traceparent``); returns its sequence."""
+    return await bus.publish(job, headers=headers)
 
 
 async def events_of(
