@@ -72,6 +72,10 @@ def sandbox_args(targets: list[str]) -> list[str]:
         "--setenv",
         "PYTHONPATH",
         os.pathsep.join(str(p) for p in module_roots(targets)),
+        # The private /tmp before any bind: a checkout or venv that lives under /tmp (a CI
+        # clone, say) is bound on top of it instead of being hidden by it.
+        "--tmpfs",
+        "/tmp",
         "--ro-bind",
         "/usr",
         "/usr",
@@ -100,8 +104,6 @@ def sandbox_args(targets: list[str]) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
-        "--tmpfs",
-        "/tmp",
         # Last: the root tmpfs bwrap built becomes read-only; /tmp stays the only
         # writable place.
         "--remount-ro",
