@@ -208,6 +208,7 @@ def main() -> int:
 async def _provision(url: str) -> None:
     async with await Bus.connect(BusConfig(url=url)) as bus:
         await bus.provision()
+        await bus.ensure_executor("qiskit-aer")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def up(
         cfg = msgspec.structs.replace(
             config, bus=msgspec.structs.replace(config.bus, url=server.url)
         )
-        asyncio.run(_provision(cfg))
+        asyncio.run(_provision(cfg, engines))
         sup = Supervisor(
             server.url,
             state / "logs",
@@ -192,9 +192,11 @@ def up(
             sup.stop()
 
 
-async def _provision(config: Config) -> None:
+async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:
     async with await Bus.connect(config.bus) as bus:
         await bus.provision()
+        for engine in engines:
+            await bus.ensure_executor(engine)
 
 
 @cli.command()
@@ -214,7 +216,7 @@ def demo(ctx: click.Context, shots: int, keep: bool) -> None:
             cfg = msgspec.structs.replace(
                 config, bus=msgspec.structs.replace(config.bus, url=server.url)
             )
-            asyncio.run(_provision(cfg))
+            asyncio.run(_provision(cfg, ("qiskit-aer",)))
             sup = Supervisor(server.url, workdir / "logs")
             sup.start()
             click.echo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import sys
 
 import msgspec
 import pytest
@@ -64,8 +65,27 @@ async def test_bad_input_is_refused_before_publishing(config: Config):
             await c.submit(QASM2_BELL, shot=10)
 
 
-def test_framework_objects_without_their_library_get_an_install_hint():
-    # A stand-in for a cirq.Circuit: recognised by its module, like the real one.
+def test_cirq_and_braket_circuits_become_the_same_ir_job():
+    import cirq
+    from braket.circuits import Circuit as BraketCircuit
+
+    from qbus.engines.reference import probabilities
+    from qbus.schemas.qasm import parse_qasm
+
+    q = cirq.LineQubit.range(2)
+    bell_cirq = cirq.Circuit([cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(*q, key="m")])
+    bell_braket = BraketCircuit().h(0).cnot(0, 1)
+    for circuit, fmt in ((bell_cirq, "qasm2"), (bell_braket, "qasm3")):
+        fields = circuit_fields(circuit)
+        assert fields["format"] == fmt
+        parsed, _ = parse_qasm(fields["source"])
+        assert probabilities(parsed) == pytest.approx({"00": 0.5, "11": 0.5})
+
+
+def test_framework_objects_without_their_library_get_an_install_hint(monkeypatch):
+    # The library is installed here; make its import fail as it would where it is not.
+    monkeypatch.setitem(sys.modules, "cirq", None)
+    monkeypatch.setitem(sys.modules, "braket.circuits.serialization", None)
     fake_cirq = type("Circuit", (), {"__module__": "cirq.circuits.circuit"})()
     fake_braket = type("Circuit", (), {"__module__": "braket.circuits.circuit"})()
     with pytest.raises(MissingOptionalLibraryError, match="pip install cirq-core"):

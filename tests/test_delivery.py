@@ -57,6 +57,7 @@ async def _wait_for(predicate, timeout: float, what: str, sup: Supervisor | None
 async def test_executor_killed_mid_job_yields_exactly_one_completion(
     config: Config, bus: Bus, tmp_path: Path
 ):
+    await bus.ensure_executor("qiskit-aer")
     sup = _supervisor(config, tmp_path)
     sup.start()
     try:
@@ -98,6 +99,7 @@ async def test_executor_killed_mid_job_yields_exactly_one_completion(
 async def test_random_stage_kills_still_give_one_final_event_per_job(
     config: Config, bus: Bus, tmp_path: Path
 ):
+    await bus.ensure_executor("qiskit-aer")
     sup = _supervisor(config, tmp_path)
     sup.start()
     rng = random.Random(1234)

@@ -103,3 +103,11 @@ async def test_large_statevector_goes_to_the_object_store(bus: Bus, pipeline: Pi
     vector = statevector_from_bytes(await ObjectStoreBlobs(bus).get(final.statevector_ref))
     assert vector.shape == (2**n,)
     assert abs(vector[0]) == pytest.approx(2**-0.5) and abs(vector[-1]) == pytest.approx(2**-0.5)
+
+
+async def test_installed_engine_without_executor_is_rejected(bus: Bus, pipeline: Pipeline):
+    (final,) = await run_jobs(bus, [job(QASM2_BELL, engine="reference")])
+    assert isinstance(final, JobRejected)
+    assert final.code == "engine_not_deployed"
+    assert "qbus stage execute --engine reference" in final.message
+    assert "qiskit-aer" in final.message

@@ -202,6 +202,27 @@ class Bus:
             cfg.filter_subjects = filter_subjects
         await self.js.add_consumer(self.config.stream, cfg)
 
+    def executor_durable(self, engine: str) -> str:
+        """The durable consumer every executor of ``engine`` shares."""
+        return f"execute-{engine}"
+
+    async def ensure_executor(self, engine: str) -> None:
+        """Create the executor consumer of ``engine``: the engine is part of this bus.
+
+        Jobs routed to it wait in the stream until an executor process binds, so a
+        deployment creates these before any job can be routed (``qbus up`` does).
+        """
+        await self.ensure_consumer(self.executor_durable(engine), [self.subjects.exec(engine)])
+
+    async def deployed_engines(self) -> set[str]:
+        """Engines that have an executor consumer on this bus."""
+        names = set()
+        for info in await self.js.consumers_info(self.config.stream):
+            name = info.name or ""
+            if name.startswith("execute-"):
+                names.add(name.removeprefix("execute-"))
+        return names
+
     # -- publishing -------------------------------------------------------------------
 
     def headers_for(self, event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:

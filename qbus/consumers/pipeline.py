@@ -40,6 +40,9 @@ class Pipeline:
     async def start(self) -> Pipeline:
         admin = await Bus.connect(self.config.bus, name="qbus-pipeline")
         await admin.provision()
+        if "execute" in self.stage_names:
+            for engine in self.engines:
+                await admin.ensure_executor(engine)
         self._buses.append(admin)
         for name in self.stage_names:
             for engine in self.engines if name == "execute" else (None,):

@@ -57,7 +57,11 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
             )
         case "route":
             return StageRunner(
-                bus, stage=name, durable="route", subjects=[s.rewritten()], handler=RouteHandler()
+                bus,
+                stage=name,
+                durable="route",
+                subjects=[s.rewritten()],
+                handler=RouteHandler(deployed=bus.deployed_engines),
             )
         case "execute":
             handler = ExecuteHandler(
@@ -67,7 +71,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
             return StageRunner(
                 bus,
                 stage=name,
-                durable=f"execute-{engine}",
+                durable=bus.executor_durable(engine),
                 subjects=[s.exec(engine)],
                 handler=handler,
                 batch=64,
