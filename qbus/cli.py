@@ -511,12 +511,19 @@ def engines() -> None:
     from qbus.engines.registry import engine_table
 
     rows = engine_table()
-    click.echo(f"{'name':<14} {'version':<10} {'available':<10} {'methods':<24} max qubits")
+    version_w = max([len("version"), *(len(str(r["version"])) for r in rows)])
+    click.echo(
+        f"{'name':<12} {'version':<{version_w}} {'available':<10} {'methods':<20} max qubits"
+    )
     for row in rows:
+        widths = row["max_qubits"] or {}
+        limit = ", ".join(f"{m} {n}" for m, n in widths.items()) if widths else "-"
         click.echo(
-            f"{row['name']:<14} {row['version']:<10} {row['available']!s:<10} "
-            f"{','.join(row['methods']):<24} {row['max_qubits']}"
+            f"{row['name']:<12} {row['version']:<{version_w}} {row['available']!s:<10} "
+            f"{','.join(row['methods']):<20} {limit}"
         )
+        if not row["available"] and row["error"]:
+            click.echo(f"{'':<12} {row['error']}")
 
 
 @cli.group()

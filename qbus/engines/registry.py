@@ -31,11 +31,25 @@ GROUP = "qbus.engines"
 BUILTIN_ENGINES: dict[str, str] = {
     "qiskit-aer": "qbus.engines.aer:AerEngine",
     "reference": "qbus.engines.reference:ReferenceEngine",
+    "cirq": "qbus.engines.cirq_engine:CirqEngine",
+    "qsim": "qbus.engines.cirq_engine:QsimEngine",
+    "braket": "qbus.engines.braket_engine:BraketEngine",
+    "pennylane": "qbus.engines.pennylane_engine:PennylaneEngine",
+    "qutip": "qbus.engines.qutip_engine:QutipEngine",
+    "jax": "qbus.engines.jax_engine:JaxEngine",
 }
 """qbus's own engines, as ``module:attribute`` targets."""
 
 # The pip extra that provides each built-in engine's dependencies, for install hints.
-_EXTRAS = {"qiskit-aer": "qiskit"}
+_EXTRAS = {
+    "qiskit-aer": "qiskit",
+    "cirq": "cirq",
+    "qsim": "cirq",
+    "braket": "braket",
+    "pennylane": "pennylane",
+    "qutip": "qutip",
+    "jax": "jax",
+}
 
 _instances: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -1,0 +1,146 @@
+"""The braket engine: IR -> ``braket.circuits.Circuit`` -> Braket's ``LocalSimulator``.
+
+The Braket SDK is imported here (and in ``convert_braket``) only; without it, importing
+this module raises ``MissingOptionalLibraryError`` with the ``pip install 'qbus[braket]'``
+hint, which the registry passes on.
+
+Braket's local state-vector simulator draws its samples from an unseeded
+``numpy.random.default_rng()`` and takes no seed, so **sampling is not reproducible**:
+the same seed gives counts from the same distribution, not the same counts. The seed is
+still reported back as given.
+
+Per-run overhead is Braket's, not ours: ``LocalSimulator`` accepts a circuit only as an
+OpenQASM 3 program, which its ANTLR parser reads back on every run (about 10 ms for a
+5-qubit GHZ, most of the engine's time at small widths).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.reference import check_terminal_measurements, clbit_sources
+from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
+from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit
+
+try:
+    import braket._sdk
+    import braket.default_simulator
+    from braket.devices import LocalSimulator
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingOptionalLibraryError("amazon-braket-sdk", "braket", "the braket engine") from exc
+
+from qbus.engines.convert_braket import to_braket
+
+
+def _terminal_only(engine: str, circuit: Circuit) -> None:
+    try:
+        check_terminal_measurements(circuit)
+    except CircuitError as exc:
+        raise EngineError(
+            f"engine '{engine}' runs only terminal measurements: {exc}",
+            code="unsupported_operation",
+        ) from exc
+
+
+def _counts(bits: np.ndarray, qubits: list[int], circuit: Circuit) -> dict[str, int]:
+    """Counts keyed by clbit bitstrings from a ``shots x len(qubits)`` array of 0/1."""
+    col = {q: j for j, q in enumerate(qubits)}
+    source = clbit_sources(circuit)
+    dtype = np.int64 if max(source) < 63 else object
+    keys = np.zeros(bits.shape[0], dtype=dtype)
+    for c, q in source.items():
+        keys |= bits[:, col[q]].astype(dtype) << c
+    values, n = np.unique(keys, return_counts=True)
+    fmt = f"0{circuit.num_clbits}b"
+    return {format(int(k), fmt): int(c) for k, c in zip(values, n, strict=True)}
+
+
+class BraketEngine(Engine):
+    """Amazon Braket's ``LocalSimulator("braket_sv")`` as a qbus engine.
+
+    ``sample`` runs the circuit with ``shots`` (Braket measures every qubit; the counts
+    keep the measured qubits' bits at their clbits). ``statevector`` adds a
+    ``StateVector`` result type to the circuit without measurements and reorders
+    Braket's big-endian vector into the IR's order. Only terminal measurements are
+    accepted. Sampling is not seedable (see the module doc).
+    """
+
+    name = "braket"
+
+    def __init__(self) -> None:
+        """Create the engine's single local simulator and read its width once."""
+        self._sim = LocalSimulator("braket_sv")
+        # The simulator's own limit (26 qubits in amazon-braket-default-simulator 1.x).
+        width = int(self._sim.properties.paradigm.qubitCount)
+        self.capabilities = Capabilities(
+            methods=("sample", "statevector"),
+            max_qubits={"sample": width, "statevector": width},
+            gates=tuple(GATES),
+            noise=False,
+            batching=False,
+            device="cpu",
+        )
+        # Braket's simulator objects are not documented as thread-safe; a lock keeps
+        # concurrent jobs from sharing one run's state.
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        """The installed Braket SDK and default-simulator versions."""
+        return f"{braket._sdk.__version__}+sim{braket.default_simulator.__version__}"
+
+    def validate(self, request: RunRequest) -> None:
+        """The base checks, then that every measurement is terminal.
+
+        Raises:
+            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a
+                mid-circuit measurement or a reset after a gate.
+            CircuitError: ``unbound_parameter``.
+        """
+        super().validate(request)
+        _terminal_only(self.name, request.circuit)
+
+    def run(self, request: RunRequest) -> EngineResult:
+        """Validate, convert and run ``request`` on the local simulator.
+
+        Raises:
+            EngineError: From ``validate``; ``simulation_failed`` when Braket fails.
+            CircuitError: From ``validate``.
+        """
+        self.validate(request)
+        start = time.perf_counter()
+        circuit = request.circuit
+        n = circuit.num_qubits
+        bc = to_braket(circuit, request.parameters)
+        sv = request.method == "statevector"
+        if sv:
+            bc.state_vector()
+        try:
+            with self._lock:
+                result = self._sim.run(bc, shots=0 if sv else request.shots).result()
+        except Exception as exc:  # Braket raises plain ValueError/RuntimeError
+            raise EngineError(f"braket failed: {exc}", code="simulation_failed") from exc
+        if sv:
+            # Big-endian (qubit 0 the MSB): as a [2]*n tensor qubit q is axis q; the IR
+            # wants it at axis n-1-q, so reverse the axes.
+            state = np.asarray(result.values[0], dtype=np.complex128)
+            state = state.reshape((2,) * n).transpose(range(n - 1, -1, -1)).reshape(-1)
+            return EngineResult(
+                counts=None,
+                statevector=np.ascontiguousarray(state),
+                seed=request.seed,
+                run_seconds=time.perf_counter() - start,
+            )
+        qubits = [int(q) for q in result.measured_qubits]
+        counts = _counts(np.asarray(result.measurements), qubits, circuit)
+        return EngineResult(
+            counts=counts,
+            statevector=None,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+        )

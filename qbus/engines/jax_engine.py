@@ -1,0 +1,502 @@
+"""The jax engine: qbus's own state-vector simulator, jitted once per circuit structure.
+
+The state is a ``[2] * n`` tensor (qubit ``q`` is axis ``n - 1 - q``, so qubit 0 is the
+least significant bit of the flattened index, as everywhere in qbus). Before tracing,
+a plan fuses the circuit's gates into blocks of at most ``max_fused_qubits`` qubits:
+one-qubit gates wait (they commute with everything not on their qubit) until the next
+multi-qubit gate on that qubit takes them in, and consecutive multi-qubit gates whose
+qubits fit in one block share a single dense matrix. Each block is then one pass over
+the state instead of one pass per gate, which is what keeps a memory-bound simulator
+close to Aer's own fused kernels.
+
+The whole circuit is compiled by ``jax.jit`` once per *structure* (gate names and
+qubits, not angles): the angles are a traced float vector, so a circuit run again with
+other parameter values reuses the compiled function. Compiled functions sit in an LRU
+cache; ``cache_misses`` counts compilations. ``sweep`` runs many parameter sets in one
+call through ``jax.vmap``.
+
+JAX is imported here only; without it, importing this module raises
+``MissingOptionalLibraryError`` with the install hint.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.engines.reference import check_terminal_measurements, clbit_sources, gate_matrix
+from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
+from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingOptionalLibraryError("jax", "jax", "the jax engine") from exc
+
+DTYPES = ("complex64", "complex128")
+"""State dtypes the engine computes in."""
+
+# 2**30 complex128 amplitudes are 16 GiB; past that a single job would starve the node.
+_MAX_QUBITS = 30
+
+# Blocks of up to this many qubits are fused into one dense matrix. A k-qubit block
+# costs 2**k multiply-adds per amplitude but a single read and write of the state; on a
+# 2-core CPU, 5 measured fastest on benchmarks/engines.py's 20-qubit circuit (1.0 s
+# against 1.5 s for 3 or 4), at the price of a longer compile.
+DEFAULT_FUSED_QUBITS = 5
+
+# Under vmap every block is a batch of small matmuls, where 4-qubit blocks measured
+# fastest (12 qubits x 256 points: 0.074 s against 0.11 s for 5 and 0.125 s for 2).
+SWEEP_FUSED_QUBITS = 4
+
+_CACHE_SIZE = 64
+
+_SKIP = frozenset({"measure", "barrier", "reset"})
+
+
+# ---------------------------------------------------------------------------- matrices
+
+
+def _c(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    return x.astype(dtype)
+
+
+def _rot(theta: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+    return _c(jnp.cos(theta / 2), dtype), _c(jnp.sin(theta / 2), dtype)
+
+
+def _phase(angle: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    return _c(jnp.cos(angle), dtype) + 1j * _c(jnp.sin(angle), dtype)
+
+
+def _m(rows: list[list[jax.Array | complex]], dtype: jnp.dtype) -> jax.Array:
+    return jnp.stack([jnp.stack([jnp.asarray(x, dtype=dtype) for x in row]) for row in rows])
+
+
+def _rx(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    c, s = _rot(p[0], dt)
+    return _m([[c, -1j * s], [-1j * s, c]], dt)
+
+
+def _ry(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    c, s = _rot(p[0], dt)
+    return _m([[c, -s], [s, c]], dt)
+
+
+def _rz(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    return _m([[_phase(-p[0] / 2, dt), 0], [0, _phase(p[0] / 2, dt)]], dt)
+
+
+def _p(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    return _m([[1, 0], [0, _phase(p[0], dt)]], dt)
+
+
+def _u(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    theta, phi, lam = p
+    c, s = _rot(theta, dt)
+    return _m([[c, -_phase(lam, dt) * s], [_phase(phi, dt) * s, _phase(phi + lam, dt) * c]], dt)
+
+
+def _u2(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    return _u([jnp.asarray(math.pi / 2, p[0].dtype), p[0], p[1]], dt)
+
+
+def _controlled(u: jax.Array) -> jax.Array:
+    # Control is bit 0 of the matrix index (controls are listed first): u acts on the
+    # odd indices 1 and 3.
+    full = jnp.eye(4, dtype=u.dtype)
+    return full.at[1::2, 1::2].set(u)
+
+
+_XX = np.kron(gate_matrix("x"), gate_matrix("x"))
+_YY = np.kron(gate_matrix("y"), gate_matrix("y"))
+
+
+def _rpp(pp: np.ndarray) -> Callable[[Sequence[jax.Array], jnp.dtype], jax.Array]:
+    def build(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+        c, s = _rot(p[0], dt)
+        return c * jnp.eye(4, dtype=dt) - 1j * s * jnp.asarray(pp, dtype=dt)
+
+    return build
+
+
+def _rzz(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    a, b = _phase(-p[0] / 2, dt), _phase(p[0] / 2, dt)
+    return jnp.diag(jnp.stack([a, b, b, a]))
+
+
+def _cu(p: Sequence[jax.Array], dt: jnp.dtype) -> jax.Array:
+    return _controlled(_phase(p[3], dt) * _u(p[:3], dt))
+
+
+_PARAMETRISED: dict[str, Callable[[Sequence[jax.Array], jnp.dtype], jax.Array]] = {
+    "rx": _rx,
+    "ry": _ry,
+    "rz": _rz,
+    "p": _p,
+    "u1": _p,
+    "u2": _u2,
+    "u": _u,
+    "cp": lambda p, dt: _controlled(_p(p, dt)),
+    "crx": lambda p, dt: _controlled(_rx(p, dt)),
+    "cry": lambda p, dt: _controlled(_ry(p, dt)),
+    "crz": lambda p, dt: _controlled(_rz(p, dt)),
+    "cu": _cu,
+    "rxx": _rpp(_XX),
+    "ryy": _rpp(_YY),
+    "rzz": _rzz,
+}
+
+
+def _jax_matrix(name: str, params: Sequence[jax.Array], dtype: jnp.dtype) -> jax.Array:
+    """The gate's matrix (reference convention) from traced angles."""
+    if GATES[name].num_params == 0:
+        return jnp.asarray(gate_matrix(name), dtype=dtype)
+    return _PARAMETRISED[name](params, dtype)
+
+
+# -------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    name: str
+    qubits: tuple[int, ...]
+    offset: int  # where its angles start in the flat parameter vector
+
+
+@dataclass(slots=True)
+class _Block:
+    qubits: set[int] = field(default_factory=set)
+    gates: list[_Gate] = field(default_factory=list)
+
+
+Structure = tuple[int, tuple[tuple[str, tuple[int, ...]], ...]]
+
+
+def structure_of(circuit: Circuit) -> Structure:
+    """The circuit's compile key: its width and the names and qubits of its gates."""
+    return circuit.num_qubits, tuple(
+        (op.name, op.qubits) for op in circuit.ops if op.name not in _SKIP
+    )
+
+
+def _plan(structure: Structure, max_fused: int) -> list[tuple[tuple[int, ...], list[_Gate]]]:
+    """Group the gates into blocks: ``(sorted block qubits, gates in order)``."""
+    _, ops = structure
+    gates: list[_Gate] = []
+    offset = 0
+    for name, qubits in ops:
+        gates.append(_Gate(name, qubits, offset))
+        offset += GATES[name].num_params
+    blocks: list[_Block] = []
+    pending: dict[int, list[_Gate]] = {}
+    cur: _Block | None = None
+    for g in gates:
+        if len(g.qubits) == 1 and max_fused > 1:
+            pending.setdefault(g.qubits[0], []).append(g)
+            continue
+        qs = set(g.qubits)
+        if cur is None or len(cur.qubits | qs) > max(max_fused, 1):
+            cur = _Block()
+            blocks.append(cur)
+        cur.qubits |= qs
+        for q in g.qubits:
+            cur.gates.extend(pending.pop(q, ()))
+        cur.gates.append(g)
+    # One-qubit gates left at the end: their chains commute, so pack them into blocks.
+    rest = sorted(pending)
+    size = max(max_fused, 1)
+    for i in range(0, len(rest), size):
+        chunk = rest[i : i + size]
+        blocks.append(_Block(set(chunk), [g for q in chunk for g in pending[q]]))
+    return [(tuple(sorted(b.qubits)), b.gates) for b in blocks]
+
+
+# ------------------------------------------------------------------------------- apply
+
+
+def _apply(state: jax.Array, m: jax.Array, axes: Sequence[int]) -> jax.Array:
+    """Apply the ``2**k`` matrix ``m`` on tensor ``axes`` of ``state``.
+
+    ``axes[j]`` is the axis of the matrix's bit ``j`` (its first listed qubit is bit 0,
+    the reference convention).
+    """
+    k = len(axes)
+    # m as a tensor has axes (out_{k-1} … out_0, in_{k-1} … in_0).
+    mt = m.reshape((2,) * (2 * k))
+    in_axes = list(reversed(axes))
+    out = jnp.tensordot(mt, state, axes=(list(range(k, 2 * k)), in_axes))
+    return jnp.moveaxis(out, list(range(k)), in_axes)
+
+
+def _block_matrix(
+    qubits: tuple[int, ...], gates: list[_Gate], params: jax.Array, dtype: jnp.dtype
+) -> jax.Array:
+    """The block's dense matrix, with ``qubits[j]`` as bit ``j`` of its index."""
+    m = len(qubits)
+    local = {q: m - 1 - j for j, q in enumerate(qubits)}  # axis of qubit q in U
+    u = jnp.eye(1 << m, dtype=dtype).reshape((2,) * m + (1 << m,))
+    for g in gates:
+        k = GATES[g.name].num_params
+        p = [params[g.offset + i] for i in range(k)]
+        u = _apply(u, _jax_matrix(g.name, p, dtype), [local[q] for q in g.qubits])
+    return u.reshape(1 << m, 1 << m)
+
+
+def build_circuit_fn(
+    structure: Structure, dtype: str, max_fused: int = DEFAULT_FUSED_QUBITS
+) -> Callable[[jax.Array], jax.Array]:
+    """The (unjitted) function ``angles -> flat state vector`` of one structure."""
+    n, _ = structure
+    blocks = _plan(structure, min(max_fused, n))
+    cdt = jnp.dtype(dtype)
+
+    def fn(params: jax.Array) -> jax.Array:
+        # Without the barrier XLA constant-folds |0…0> (and the first block's transpose
+        # of it): seconds of compile and a 2**n constant baked into the executable.
+        zeros = jax.lax.optimization_barrier(jnp.zeros((1 << n,), dtype=cdt))
+        state = zeros.at[0].set(1).reshape((2,) * n)
+        for qubits, gates in blocks:
+            m = _block_matrix(qubits, gates, params, cdt)
+            state = _apply(state, m, [n - 1 - q for q in qubits])
+        return state.reshape(-1)
+
+    return fn
+
+
+# ------------------------------------------------------------------------------ engine
+
+
+def _has_gpu() -> bool:
+    try:
+        return any(d.platform == "gpu" for d in jax.devices())
+    except RuntimeError:  # pragma: no cover - no backend at all
+        return False
+
+
+class JaxEngine(Engine):
+    """A JAX state-vector simulator with per-structure jit caching and vmapped sweeps.
+
+    ``sample`` computes the final state of the circuit (measurements must be terminal)
+    and draws counts from its distribution with ``numpy``'s ``default_rng(seed)``;
+    ``statevector`` returns the final state as ``complex128``.
+
+    Attributes:
+        dtype: ``complex64`` or ``complex128`` (the precision of the computation).
+        max_fused_qubits: Largest block of gates fused into one matrix.
+        cache_misses: How many times a circuit function was compiled.
+    """
+
+    name = "jax"
+
+    def __init__(
+        self,
+        dtype: str = "complex128",
+        *,
+        max_fused_qubits: int = DEFAULT_FUSED_QUBITS,
+        cache_size: int = _CACHE_SIZE,
+    ) -> None:
+        """Create the engine.
+
+        Args:
+            dtype: ``complex128`` (default: verification needs fidelity to 1e-6) or
+                ``complex64`` (half the memory, about twice as fast).
+            max_fused_qubits: Fuse gates into blocks of at most this many qubits; 1
+                applies every gate on its own.
+            cache_size: Compiled structures kept (least recently used go first).
+
+        Raises:
+            ValueError: For an unknown dtype or a non-positive block size.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if max_fused_qubits < 1:
+            raise ValueError(f"max_fused_qubits must be at least 1, got {max_fused_qubits}")
+        if dtype == "complex128":
+            # Process-global: it only widens JAX's defaults; complex64 engines in the same
+            # process still pass their dtype explicitly everywhere.
+            jax.config.update("jax_enable_x64", True)
+        self.dtype = dtype
+        self._real = np.float64 if dtype == "complex128" else np.float32
+        self.max_fused_qubits = max_fused_qubits
+        self.cache_misses = 0
+        self._cache: OrderedDict[tuple, Callable] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.capabilities = Capabilities(
+            methods=("sample", "statevector"),
+            max_qubits={"sample": _MAX_QUBITS, "statevector": _MAX_QUBITS},
+            gates=tuple(GATES),
+            noise=False,
+            batching=True,
+            device="gpu" if _has_gpu() else "cpu",
+        )
+
+    @property
+    def version(self) -> str:
+        """The installed jax version."""
+        return str(jax.__version__)
+
+    def validate(self, request: RunRequest) -> None:
+        """The base checks, then that measurements are terminal.
+
+        Raises:
+            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a gate or
+                reset after a measurement, or a reset after a gate (the engine is a pure
+                state-vector simulator).
+            CircuitError: ``unbound_parameter``.
+        """
+        super().validate(request)
+        try:
+            check_terminal_measurements(request.circuit)
+        except CircuitError as exc:
+            raise EngineError(
+                f"engine 'jax' runs terminal measurements only: {exc}",
+                code="unsupported_operation",
+            ) from exc
+
+    # -- compilation
+
+    def _compiled(self, structure: Structure, batched: bool) -> Callable[[jax.Array], jax.Array]:
+        key = (structure, batched)
+        with self._lock:
+            fn = self._cache.get(key)
+            if fn is not None:
+                self._cache.move_to_end(key)
+                return fn
+            self.cache_misses += 1
+            fused = min(self.max_fused_qubits, SWEEP_FUSED_QUBITS) if batched else None
+            body = build_circuit_fn(structure, self.dtype, fused or self.max_fused_qubits)
+            fn = jax.jit(jax.vmap(body) if batched else body)
+            self._cache[key] = fn
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return fn
+
+    def _angles(self, circuit: Circuit, values: Mapping[str, float] | None) -> np.ndarray:
+        flat: list[float] = []
+        for op in circuit.ops:
+            if op.params and op.name not in _SKIP:
+                flat.extend(numeric_params(op.params, values))
+        return np.asarray(flat, dtype=self._real)
+
+    def _sweep_angles(
+        self, circuit: Circuit, parameter_sets: Sequence[Mapping[str, float]]
+    ) -> np.ndarray:
+        """The ``(points, angles)`` matrix; bare names and numbers skip the evaluator."""
+        slots = [p for op in circuit.ops if op.name not in _SKIP for p in op.params]
+        names = list(circuit.parameters)
+        if not all(isinstance(p, float | int) or p in names for p in slots):
+            return np.stack([self._angles(circuit, v) for v in parameter_sets])
+        column = {name: i for i, name in enumerate(names)}
+        table = np.array([[v[name] for name in names] for v in parameter_sets], dtype=self._real)
+        out = np.empty((len(parameter_sets), len(slots)), dtype=self._real)
+        for j, p in enumerate(slots):
+            out[:, j] = table[:, column[p]] if isinstance(p, str) else float(p)
+        return out
+
+    def statevector(
+        self, circuit: Circuit, values: Mapping[str, float] | None = None
+    ) -> np.ndarray:
+        """The final state of ``circuit`` (measurements skipped), as ``complex128``.
+
+        No validation: ``run`` validates first.
+        """
+        fn = self._compiled(structure_of(circuit), batched=False)
+        out = fn(jnp.asarray(self._angles(circuit, values)))
+        return np.asarray(out, dtype=np.complex128)
+
+    def sweep(
+        self,
+        circuit: Circuit,
+        parameter_sets: Sequence[Mapping[str, float]],
+        *,
+        probabilities: bool = False,
+    ) -> np.ndarray:
+        """Run ``circuit`` for every parameter set in one vmapped call.
+
+        Args:
+            circuit: A circuit with named parameters (measurements are skipped).
+            parameter_sets: One mapping of parameter values per point.
+            probabilities: Return ``|amplitude|**2`` instead of amplitudes.
+
+        Returns:
+            ``(len(parameter_sets), 2**n)`` complex128 state vectors, or float64
+            probabilities.
+
+        Raises:
+            CircuitError: ``unbound_parameter`` when a set lacks a parameter.
+            EngineError: ``unsupported_operation`` for non-terminal measurements.
+        """
+        for values in parameter_sets:
+            self.validate(
+                RunRequest(circuit=circuit, method="statevector", parameters=dict(values))
+            )
+        if not parameter_sets:
+            return np.zeros((0, 1 << circuit.num_qubits), dtype=np.complex128)
+        angles = self._sweep_angles(circuit, parameter_sets)
+        fn = self._compiled(structure_of(circuit), batched=True)
+        states = fn(jnp.asarray(angles))
+        if probabilities:
+            return np.asarray(jnp.abs(states) ** 2, dtype=np.float64)
+        return np.asarray(states, dtype=np.complex128)
+
+    def run(self, request: RunRequest) -> EngineResult:
+        """Validate and run ``request``.
+
+        Raises:
+            EngineError, CircuitError: As ``validate``, before any compute.
+        """
+        self.validate(request)
+        start = time.perf_counter()
+        circuit = request.circuit
+        psi = self.statevector(circuit, request.parameters)
+        if request.method == "statevector":
+            return EngineResult(
+                counts=None,
+                statevector=psi,
+                seed=request.seed,
+                run_seconds=time.perf_counter() - start,
+            )
+        counts = _sample(circuit, psi, request.shots, request.seed)
+        return EngineResult(
+            counts=counts,
+            statevector=None,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+        )
+
+
+def _sample(circuit: Circuit, psi: np.ndarray, shots: int, seed: int) -> dict[str, int]:
+    """Counts over clbit bitstrings, marginalised to the measured qubits."""
+    n, m = circuit.num_qubits, circuit.num_clbits
+    source = clbit_sources(circuit)
+    kept = sorted(set(source.values()))
+    probs = (psi.real**2 + psi.imag**2).reshape((2,) * n)
+    drop = tuple(n - 1 - q for q in range(n) if q not in set(kept))
+    marginal = probs.sum(axis=drop).reshape(-1) if drop else probs.reshape(-1)
+    marginal = marginal / marginal.sum()
+    draws = np.random.default_rng(seed).multinomial(shots, marginal)
+    idx = np.flatnonzero(draws)
+    pos = {q: j for j, q in enumerate(kept)}  # kept[j] is bit j of the marginal index
+    fmt = f"0{m}b"
+    counts: dict[str, int] = {}
+    for i in idx:
+        key = 0
+        for c, q in source.items():
+            key |= ((int(i) >> pos[q]) & 1) << c
+        counts[format(key, fmt)] = int(draws[i])
+    return counts
+
+
+__all__ = ["DTYPES", "JaxEngine", "build_circuit_fn", "structure_of"]

@@ -1,0 +1,192 @@
+"""The jax engine against the reference: gates, random circuits, sampling, jit cache, sweep."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+
+from qbus.engines import reference
+from qbus.engines.base import RunRequest
+from qbus.engines.jax_engine import JaxEngine, _plan, structure_of
+from qbus.errors import CircuitError, EngineError
+from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit, Op
+from qbus.verifier.statistics import check_counts, check_statevector
+
+
+@pytest.fixture(scope="module")
+def engine() -> JaxEngine:
+    return JaxEngine()
+
+
+def _fidelity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(abs(np.vdot(a, b)) ** 2)
+
+
+def random_circuit(rng: np.random.Generator, n: int, depth: int) -> Circuit:
+    names = [g for g in GATES if GATES[g].num_qubits <= n]
+    ops = []
+    for _ in range(depth):
+        if rng.random() < 0.05:
+            ops.append(Op(name="barrier", qubits=tuple(range(n))))
+            continue
+        name = names[rng.integers(len(names))]
+        spec = GATES[name]
+        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
+        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
+        ops.append(Op(name=name, qubits=qubits, params=params))
+    return Circuit(num_qubits=n, ops=tuple(ops))
+
+
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_each_gate_alone_matches_reference(engine: JaxEngine, name: str) -> None:
+    rng = np.random.default_rng(sum(map(ord, name)))
+    spec = GATES[name]
+    # A random product state first, so every matrix entry matters.
+    ops = [Op(name="u", qubits=(q,), params=tuple(rng.uniform(-3, 3, 3))) for q in range(3)]
+    qubits = tuple(int(q) for q in rng.permutation(3)[: spec.num_qubits])
+    ops.append(Op(name=name, qubits=qubits, params=tuple(rng.uniform(-6, 6, spec.num_params))))
+    circuit = Circuit(num_qubits=3, ops=tuple(ops))
+    result = engine.run(RunRequest(circuit=circuit, method="statevector"))
+    assert result.statevector.dtype == np.complex128
+    check = check_statevector(result.statevector, reference.statevector(circuit))
+    assert check.verdict == "pass", check
+
+
+def test_random_circuits_match_reference(engine: JaxEngine) -> None:
+    rng = np.random.default_rng(7)
+    for i in range(30):
+        n = 1 + i % 10
+        circuit = random_circuit(rng, n, 25)
+        got = engine.run(RunRequest(circuit=circuit, method="statevector")).statevector
+        assert _fidelity(got, reference.statevector(circuit)) >= 1 - 1e-6, (i, circuit)
+
+
+def test_unfused_and_complex64_agree(engine: JaxEngine) -> None:
+    circuit = random_circuit(np.random.default_rng(3), 6, 40)
+    exact = reference.statevector(circuit)
+    for other in (JaxEngine(max_fused_qubits=1), JaxEngine("complex64")):
+        assert _fidelity(other.statevector(circuit), exact) >= 1 - 1e-5
+
+
+def test_plan_fuses_ladder_into_few_blocks() -> None:
+    ops = [Op(name="ry", qubits=(q,), params=(0.1,)) for q in range(8)]
+    ops += [Op(name="cx", qubits=(q, q + 1)) for q in range(7)]
+    blocks = _plan(structure_of(Circuit(num_qubits=8, ops=tuple(ops))), 4)
+    assert [b[0] for b in blocks] == [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7)]
+    assert sum(len(b[1]) for b in blocks) == len(ops)
+
+
+def test_ghz5_sampling_passes_chi_square(engine: JaxEngine) -> None:
+    ops = [Op(name="h", qubits=(0,))] + [Op(name="cx", qubits=(q, q + 1)) for q in range(4)]
+    ops += [Op(name="measure", qubits=(q,), clbits=(q,)) for q in range(5)]
+    circuit = Circuit(num_qubits=5, num_clbits=5, ops=tuple(ops))
+    shots = 4000
+    result = engine.run(RunRequest(circuit=circuit, shots=shots, seed=11))
+    assert set(result.counts) == {"00000", "11111"}
+    check = check_counts(result.counts, reference.probabilities(circuit), shots)
+    assert check.verdict == "pass", check
+    again = engine.run(RunRequest(circuit=circuit, shots=shots, seed=11))
+    assert again.counts == result.counts
+
+
+def test_sampling_marginalises_to_clbits(engine: JaxEngine) -> None:
+    # x on qubit 1 only, measured into clbit 2 of 3; qubit 0 unmeasured.
+    ops = (
+        Op(name="x", qubits=(1,)),
+        Op(name="h", qubits=(0,)),
+        Op(name="measure", qubits=(1,), clbits=(2,)),
+    )
+    circuit = Circuit(num_qubits=2, num_clbits=3, ops=ops)
+    assert engine.run(RunRequest(circuit=circuit, shots=50)).counts == {"100": 50}
+
+
+def test_mid_circuit_measurement_is_rejected(engine: JaxEngine) -> None:
+    ops = (
+        Op(name="measure", qubits=(0,), clbits=(0,)),
+        Op(name="x", qubits=(0,)),
+        Op(name="measure", qubits=(0,), clbits=(0,)),
+    )
+    circuit = Circuit(num_qubits=1, num_clbits=1, ops=ops)
+    with pytest.raises(EngineError) as info:
+        engine.run(RunRequest(circuit=circuit))
+    assert info.value.code == "unsupported_operation"
+    reset = Circuit(num_qubits=1, ops=(Op(name="h", qubits=(0,)), Op(name="reset", qubits=(0,))))
+    with pytest.raises(EngineError) as info:
+        engine.run(RunRequest(circuit=reset, method="statevector"))
+    assert info.value.code == "unsupported_operation"
+
+
+def _parametrised(n: int = 4) -> Circuit:
+    ops = [Op(name="ry", qubits=(q,), params=(f"a{q}",)) for q in range(n)]
+    ops += [Op(name="cx", qubits=(q, q + 1)) for q in range(n - 1)]
+    ops += [Op(name="rz", qubits=(q,), params=(f"2*a{q} + b",)) for q in range(n)]
+    ops.append(Op(name="crx", qubits=(0, n - 1), params=("b",)))
+    names = tuple(sorted({f"a{q}" for q in range(n)} | {"b"}))
+    return Circuit(num_qubits=n, ops=tuple(ops), parameters=names)
+
+
+def test_jit_cache_compiles_once_per_structure() -> None:
+    engine = JaxEngine()
+    circuit = _parametrised()
+    for seed in (1, 2):
+        values = dict(
+            zip(circuit.parameters, np.random.default_rng(seed).uniform(-3, 3, 5), strict=True)
+        )
+        got = engine.run(
+            RunRequest(circuit=circuit, method="statevector", parameters=values)
+        ).statevector
+        assert _fidelity(got, reference.statevector(circuit, values)) >= 1 - 1e-9
+    assert engine.cache_misses == 1
+    # Bound numbers of the same structure share the compiled function too.
+    bound = Circuit(num_qubits=2, ops=(Op(name="rx", qubits=(0,), params=(0.3,)),))
+    other = Circuit(num_qubits=2, ops=(Op(name="rx", qubits=(0,), params=(1.7,)),))
+    engine.statevector(bound)
+    engine.statevector(other)
+    assert engine.cache_misses == 2
+
+
+def test_sweep_equals_separate_runs(engine: JaxEngine) -> None:
+    circuit = _parametrised()
+    rng = np.random.default_rng(5)
+    sets = [dict(zip(circuit.parameters, rng.uniform(-3, 3, 5), strict=True)) for _ in range(8)]
+    states = engine.sweep(circuit, sets)
+    assert states.shape == (8, 16)
+    probs = engine.sweep(circuit, sets, probabilities=True)
+    for values, state, p in zip(sets, states, probs, strict=True):
+        single = engine.run(
+            RunRequest(circuit=circuit, method="statevector", parameters=values)
+        ).statevector
+        np.testing.assert_allclose(state, single, atol=1e-10)
+        np.testing.assert_allclose(p, np.abs(single) ** 2, atol=1e-10)
+
+
+def test_sweep_of_bare_names_takes_the_fast_path_and_agrees(engine: JaxEngine) -> None:
+    # Only bare names and numbers: the angle matrix is gathered without the evaluator.
+    ops = [Op(name="rx", qubits=(q,), params=(f"t{q}",)) for q in range(3)]
+    ops += [Op(name="cu", qubits=(0, 2), params=("t1", 0.4, "t0", "t2"))]
+    circuit = Circuit(num_qubits=3, ops=tuple(ops), parameters=("t0", "t1", "t2"))
+    rng = np.random.default_rng(9)
+    sets = [dict(zip(circuit.parameters, rng.uniform(-3, 3, 3), strict=True)) for _ in range(8)]
+    for values, state in zip(sets, engine.sweep(circuit, sets), strict=True):
+        assert _fidelity(state, reference.statevector(circuit, values)) >= 1 - 1e-9
+
+
+def test_sweep_checks_every_set(engine: JaxEngine) -> None:
+    circuit = _parametrised()
+    with pytest.raises(CircuitError) as info:
+        engine.sweep(circuit, [{"b": 1.0}])
+    assert info.value.code == "unbound_parameter"
+
+
+def test_capabilities_and_dtype_check() -> None:
+    engine = JaxEngine()
+    assert engine.name == "jax"
+    assert engine.capabilities.device in ("cpu", "gpu")
+    assert engine.capabilities.batching
+    with pytest.raises(ValueError):
+        JaxEngine("float32")
