@@ -52,3 +52,22 @@ def test_sandbox_benchmark_prints_every_driver():
     rows = {ln.split()[0]: ln.split()[1:] for ln in out.stdout.splitlines()[1:]}
     assert {"inline", "process", "bwrap"} <= set(rows)
     assert all(float(p50) > 0 for p50, *_ in rows.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_engines_benchmark_quick_run_prints_every_engine_row():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "engines.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(("statevector", "sweep"))]
+    # case words, engine, first, best, median, ratio
+    engines = {row[-5] for row in rows}
+    assert {"qiskit-aer", "jax"} <= engines, out.stdout
+    aer_ratios = [float(row[-1]) for row in rows if row[-5] == "qiskit-aer"]
+    assert aer_ratios and all(r == 1.0 for r in aer_ratios)
