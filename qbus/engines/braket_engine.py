@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
-from qbus.engines.reference import check_terminal_measurements, clbit_sources
+from qbus.engines.reference import check_terminal_measurements, counts_from_bits
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
@@ -45,19 +45,6 @@ def _terminal_only(engine: str, circuit: Circuit) -> None:
             f"engine '{engine}' runs only terminal measurements: {exc}",
             code="unsupported_operation",
         ) from exc
-
-
-def _counts(bits: np.ndarray, qubits: list[int], circuit: Circuit) -> dict[str, int]:
-    """Counts keyed by clbit bitstrings from a ``shots x len(qubits)`` array of 0/1."""
-    col = {q: j for j, q in enumerate(qubits)}
-    source = clbit_sources(circuit)
-    dtype = np.int64 if max(source) < 63 else object
-    keys = np.zeros(bits.shape[0], dtype=dtype)
-    for c, q in source.items():
-        keys |= bits[:, col[q]].astype(dtype) << c
-    values, n = np.unique(keys, return_counts=True)
-    fmt = f"0{circuit.num_clbits}b"
-    return {format(int(k), fmt): int(c) for k, c in zip(values, n, strict=True)}
 
 
 class BraketEngine(Engine):
@@ -137,7 +124,7 @@ class BraketEngine(Engine):
                 run_seconds=time.perf_counter() - start,
             )
         qubits = [int(q) for q in result.measured_qubits]
-        counts = _counts(np.asarray(result.measurements), qubits, circuit)
+        counts = counts_from_bits(np.asarray(result.measurements), qubits, circuit)
         return EngineResult(
             counts=counts,
             statevector=None,

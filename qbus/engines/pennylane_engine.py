@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
-from qbus.engines.reference import check_terminal_measurements, clbit_sources, gate_matrix
+from qbus.engines.reference import (
+    check_terminal_measurements,
+    clbit_sources,
+    counts_from_bits,
+    gate_matrix,
+)
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
@@ -120,19 +125,6 @@ def to_pennylane(circuit: Circuit, values: Mapping[str, float] | None = None) ->
     return ops
 
 
-def _counts(bits: np.ndarray, qubits: list[int], circuit: Circuit) -> dict[str, int]:
-    """Counts keyed by clbit bitstrings from a ``shots x len(qubits)`` array of 0/1."""
-    col = {q: j for j, q in enumerate(qubits)}
-    source = clbit_sources(circuit)
-    dtype = np.int64 if max(source) < 63 else object
-    keys = np.zeros(bits.shape[0], dtype=dtype)
-    for c, q in source.items():
-        keys |= bits[:, col[q]].astype(dtype) << c
-    values, n = np.unique(keys, return_counts=True)
-    fmt = f"0{circuit.num_clbits}b"
-    return {format(int(k), fmt): int(c) for k, c in zip(values, n, strict=True)}
-
-
 class PennylaneEngine(Engine):
     """PennyLane's ``default.qubit`` device as a qbus engine.
 
@@ -209,7 +201,7 @@ class PennylaneEngine(Engine):
             )
         bits = np.asarray(out).reshape(request.shots, len(qubits))
         return EngineResult(
-            counts=_counts(bits, qubits, circuit),
+            counts=counts_from_bits(bits, qubits, circuit),
             statevector=None,
             seed=request.seed,
             run_seconds=time.perf_counter() - start,

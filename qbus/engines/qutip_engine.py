@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
-from qbus.engines.reference import _distribution, check_terminal_measurements, gate_matrix
+from qbus.engines.reference import check_terminal_measurements, distribution, gate_matrix
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
@@ -132,7 +132,7 @@ class QutipEngine(Engine):
                 seed=request.seed,
                 run_seconds=time.perf_counter() - start,
             )
-        dist = _distribution(circuit, state)
+        dist = distribution(circuit, state)
         keys = sorted(dist)
         p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
         p /= p.sum()

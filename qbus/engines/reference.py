@@ -359,10 +359,10 @@ def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -
         CircuitError: As ``statevector``.
     """
     psi = statevector(circuit, values)
-    return _distribution(circuit, psi)
+    return distribution(circuit, psi)
 
 
-def _distribution(circuit: Circuit, psi: np.ndarray) -> dict[str, float]:
+def distribution(circuit: Circuit, psi: np.ndarray) -> dict[str, float]:
     n, m = circuit.num_qubits, circuit.num_clbits
     source = clbit_sources(circuit)
     if not source:
@@ -382,6 +382,23 @@ def _distribution(circuit: Circuit, psi: np.ndarray) -> dict[str, float]:
         keys |= ((idx >> pos[q]) & 1).astype(dtype) << c
     fmt = f"0{m}b"
     return {format(int(k), fmt): float(marginal[i]) for k, i in zip(keys, idx, strict=True)}
+
+
+def counts_from_bits(bits: np.ndarray, qubits: list[int], circuit: Circuit) -> dict[str, int]:
+    """Counts keyed by clbit bitstrings from a ``shots x len(qubits)`` array of 0/1.
+
+    Column ``j`` of ``bits`` holds qubit ``qubits[j]``; each clbit takes the qubit that
+    last wrote it (``clbit_sources``), clbit 0 rightmost, unwritten clbits 0.
+    """
+    col = {q: j for j, q in enumerate(qubits)}
+    source = clbit_sources(circuit)
+    dtype = np.int64 if max(source) < 63 else object
+    keys = np.zeros(bits.shape[0], dtype=dtype)
+    for c, q in source.items():
+        keys |= bits[:, col[q]].astype(dtype) << c
+    values, n = np.unique(keys, return_counts=True)
+    fmt = f"0{circuit.num_clbits}b"
+    return {format(int(k), fmt): int(c) for k, c in zip(values, n, strict=True)}
 
 
 class ReferenceEngine(Engine):
@@ -433,7 +450,7 @@ class ReferenceEngine(Engine):
                 seed=request.seed,
                 run_seconds=time.perf_counter() - start,
             )
-        dist = _distribution(request.circuit, psi)
+        dist = distribution(request.circuit, psi)
         keys = sorted(dist)
         p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
         p /= p.sum()  # multinomial insists on a sum of exactly <= 1
