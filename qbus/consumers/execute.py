@@ -16,9 +16,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import msgspec
+
 from qbus.bus.blobs import BlobStore, interleave, statevector_bytes
 from qbus.bus.config import HypervisorConfig, Limits
 from qbus.engines.base import Engine, RunRequest
+from qbus.engines.observables import expectation_values
 from qbus.engines.registry import get_engine
 from qbus.errors import EngineError, QbusError, SandboxFailure
 from qbus.hypervisor import make_sandbox
@@ -32,6 +35,7 @@ from qbus.schemas.events import (
     ExecutionRequested,
     derived_event_id,
 )
+from qbus.schemas.ir import Circuit
 
 log = logging.getLogger("qbus.execute")
 
@@ -48,6 +52,11 @@ def _is_quick(request: RunRequest) -> bool:
         and len(request.circuit.ops) <= QUICK_OPS
         and request.shots <= QUICK_SHOTS
     )
+
+
+def _without_measurements(circuit: Circuit) -> Circuit:
+    ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
+    return msgspec.structs.replace(circuit, ops=ops)
 
 
 class ExecuteHandler:
@@ -93,9 +102,12 @@ class ExecuteHandler:
         if not isinstance(event, ExecutionRequested) or event.engine != self.engine.name:
             return []
         opts = event.options
+        expectation = opts.method == "expectation"
         request = RunRequest(
-            circuit=event.circuit,
-            method=opts.method,
+            # An expectation job is a state-vector run on the circuit without its
+            # measurements; the observables are evaluated here, the same for every engine.
+            circuit=_without_measurements(event.circuit) if expectation else event.circuit,
+            method="statevector" if expectation else opts.method,
             shots=opts.shots,
             seed=opts.seed if opts.seed is not None else 0,
             parameters=opts.parameters,
@@ -130,8 +142,10 @@ class ExecuteHandler:
             metrics.SANDBOX_CPU_SECONDS.labels(driver).observe(result.cpu_seconds)
         if result.peak_rss_mb is not None:
             metrics.SANDBOX_PEAK_RSS.labels(driver).observe(result.peak_rss_mb * 2**20)
-        statevector = statevector_ref = None
-        if result.statevector is not None:
+        statevector = statevector_ref = expectations = None
+        if expectation and result.statevector is not None:
+            expectations = expectation_values(result.statevector, opts.observables)
+        elif result.statevector is not None:
             if event.circuit.num_qubits <= self.limits.inline_statevector_qubits:
                 statevector = interleave(result.statevector)
             elif self.blobs is not None:
@@ -167,6 +181,7 @@ class ExecuteHandler:
                 peak_rss_mb=result.peak_rss_mb,
                 cpu_seconds=result.cpu_seconds,
                 wall_seconds=result.wall_seconds,
+                expectations=expectations,
             )
         ]
 

@@ -18,7 +18,7 @@ from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_ev
 from qbus.schemas.ir import Circuit, circuit_hash, decode_circuit, stats
 from qbus.schemas.qasm import detect_format, parse_qasm
 
-METHODS = ("sample", "statevector")
+METHODS = ("sample", "statevector", "expectation")
 FORMATS = ("auto", "qasm2", "qasm3", "json")
 
 
@@ -116,7 +116,8 @@ class IngestHandler:
                 code="invalid_shots",
                 where="$.shots",
             )
-        cap = limits.max_statevector_qubits if job.method == "statevector" else limits.max_qubits
+        needs_state = job.method in ("statevector", "expectation")
+        cap = limits.max_statevector_qubits if needs_state else limits.max_qubits
         if circuit.num_qubits > cap:
             raise Reject(
                 f"the circuit has {circuit.num_qubits} qubits; {job.method} jobs may have at "
@@ -128,6 +129,14 @@ class IngestHandler:
                 f"the circuit has {len(circuit.ops):,} instructions; the limit is "
                 f"{limits.max_ops:,}",
                 code="too_many_ops",
+            )
+        if job.method == "expectation":
+            self._check_observables(job, circuit)
+        elif job.observables:
+            raise Reject(
+                "observables are only read by method 'expectation'",
+                code="unexpected_observables",
+                where="$.observables",
             )
         if job.method == "sample" and not any(op.name == "measure" for op in circuit.ops):
             raise Reject(
@@ -165,3 +174,29 @@ class IngestHandler:
                 code="exceeds_memory_cap",
                 where="$.memory_mb" if cap == job.memory_mb else None,
             )
+
+    @staticmethod
+    def _check_observables(job: JobSubmitted, circuit: Circuit) -> None:
+        if not job.observables:
+            raise Reject(
+                "an 'expectation' job needs at least one observable, e.g. "
+                '{"terms": [{"coeff": 1.0, "pauli": "Z0 Z1"}]}',
+                code="no_observables",
+                where="$.observables",
+            )
+        for i, observable in enumerate(job.observables):
+            if not observable.terms:
+                raise Reject(
+                    f"observable {i} has no terms",
+                    code="invalid_observable",
+                    where=f"$.observables[{i}].terms",
+                )
+            for j, term in enumerate(observable.terms):
+                for _, qubit in term.factors():
+                    if qubit >= circuit.num_qubits:
+                        raise Reject(
+                            f"observable {i} term {j} ({term.pauli!r}) acts on qubit {qubit}, "
+                            f"but the circuit has {circuit.num_qubits}",
+                            code="qubit_out_of_range",
+                            where=f"$.observables[{i}].terms[{j}].pauli",
+                        )

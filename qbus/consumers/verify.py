@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 
 from qbus.bus.blobs import deinterleave
 from qbus.engines import reference
+from qbus.engines.observables import expectation_values
 from qbus.errors import CircuitError
 from qbus.observability import metrics
 from qbus.schemas.events import (
@@ -26,6 +28,7 @@ from qbus.schemas.events import (
     ExecutionFailed,
     JobCompleted,
     JobFailed,
+    Observable,
     Verification,
     derived_event_id,
 )
@@ -34,6 +37,38 @@ from qbus.verifier.hashing import result_hash
 from qbus.verifier.statistics import check_counts, check_statevector
 
 _CACHE_SIZE = 256
+
+
+def _unmeasured(circuit: Circuit) -> Circuit:
+    ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
+    return msgspec.structs.replace(circuit, ops=ops)
+
+
+def check_expectations(
+    got: list[float], exact: list[float], observables: list[Observable], tol: float = 1e-6
+) -> Verification:
+    """Each expectation value within ``tol`` times the observable's norm bound of exact."""
+    if len(got) != len(exact):
+        return Verification(
+            verdict="fail",
+            test="expectation",
+            detail=f"{len(got)} values for {len(exact)} observables",
+        )
+    worst, worst_i = 0.0, 0
+    for i, (g, e, obs) in enumerate(zip(got, exact, observables, strict=True)):
+        scale = 1.0 + sum(abs(t.coeff) for t in obs.terms)
+        err = abs(g - e) / scale
+        if err > worst:
+            worst, worst_i = err, i
+    verdict = "pass" if worst <= tol else "fail"
+    return Verification(
+        verdict=verdict,
+        test="expectation",
+        statistic=worst,
+        threshold=tol,
+        detail=f"largest scaled error {worst:.3g} (observable {worst_i}) "
+        f"{'<=' if verdict == 'pass' else '>'} {tol:g} against the exact reference",
+    )
 
 
 class VerifyHandler:
@@ -109,8 +144,10 @@ class VerifyHandler:
                 counts=event.counts,
                 statevector=vector,
                 statevector_ref=event.statevector_ref,
+                expectations=event.expectations,
             ),
             counts=event.counts,
+            expectations=event.expectations,
             statevector=event.statevector,
             statevector_ref=event.statevector_ref,
             run_seconds=event.run_seconds,
@@ -126,6 +163,12 @@ class VerifyHandler:
             )
         try:
             bound = bind(circuit, event.options.parameters)
+            if event.options.method == "expectation":
+                state = reference.statevector(_unmeasured(bound))
+                exact = expectation_values(state, event.options.observables)
+                return check_expectations(
+                    event.expectations or [], exact, event.options.observables
+                )
             if event.options.method == "statevector":
                 if event.statevector is None:
                     return Verification(

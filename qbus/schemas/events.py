@@ -69,6 +69,50 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     producer: str = ""
 
 
+_PAULI_TOKEN = re.compile(r"^([IXYZ])(\d+)$")
+
+
+class PauliTerm(msgspec.Struct, frozen=True, kw_only=True):
+    """One term of an observable: ``coeff`` times a Pauli string.
+
+    Attributes:
+        coeff: Real coefficient.
+        pauli: Space-separated factors naming their qubit, e.g. ``"Z0 Z1"`` or ``"X2"``;
+            ``""`` is the identity.
+    """
+
+    coeff: float
+    pauli: str = ""
+
+    def __post_init__(self) -> None:
+        seen = set()
+        for token in self.pauli.split():
+            match = _PAULI_TOKEN.match(token)
+            if match is None:
+                raise ValueError(
+                    f"bad Pauli factor {token!r} in {self.pauli!r}: write e.g. 'Z0 X3'"
+                )
+            qubit = int(match.group(2))
+            if qubit in seen:
+                raise ValueError(f"qubit {qubit} appears twice in {self.pauli!r}")
+            seen.add(qubit)
+
+    def factors(self) -> list[tuple[str, int]]:
+        """(Pauli letter, qubit) pairs, identities dropped."""
+        out = []
+        for token in self.pauli.split():
+            if token[0] != "I":
+                out.append((token[0], int(token[1:])))
+        return out
+
+
+class Observable(msgspec.Struct, frozen=True, kw_only=True):
+    """A Hermitian observable as a sum of Pauli terms (for the ``expectation`` method)."""
+
+    terms: list[PauliTerm]
+    name: str = ""
+
+
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How a job runs; set at submission and carried by every later event.
 
@@ -86,6 +130,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
         memory_mb: Memory limit of the run in MiB (None: the operator's cap).
         cpu_seconds: CPU-time limit of the run (None: the operator's cap).
         wall_seconds: Wall-clock limit of the run (None: the operator's cap).
+        observables: For ``expectation``: Pauli-sum observables to evaluate on the
+            final state.
     """
 
     method: str = "sample"
@@ -98,6 +144,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
+    observables: list[Observable] = []
 
 
 class JobSubmitted(Event, tag="job.submitted"):
@@ -110,6 +157,7 @@ class JobSubmitted(Event, tag="job.submitted"):
         method, shots, seed, engine, optimize, parameters: See ``JobOptions``.
         labels: Free-form labels, kept on the job.
         hypervisor, memory_mb, cpu_seconds, wall_seconds: See ``JobOptions``.
+        observables: For ``method="expectation"``: the observables to evaluate.
     """
 
     source: str | None = None
@@ -126,6 +174,7 @@ class JobSubmitted(Event, tag="job.submitted"):
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
+    observables: list[Observable] = []
 
     def options(self) -> JobOptions:
         """The run options this submission asks for."""
@@ -140,6 +189,7 @@ class JobSubmitted(Event, tag="job.submitted"):
             memory_mb=self.memory_mb,
             cpu_seconds=self.cpu_seconds,
             wall_seconds=self.wall_seconds,
+            observables=self.observables,
         )
 
 
@@ -220,6 +270,7 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
+    expectations: list[float] | None = None
 
 
 class ExecutionFailed(Event, tag="execution.failed"):
@@ -269,6 +320,7 @@ class JobCompleted(Event, tag="job.completed"):
     statevector: list[float] | None = None
     statevector_ref: str | None = None
     run_seconds: float = 0.0
+    expectations: list[float] | None = None
 
 
 class JobFailed(Event, tag="job.failed"):

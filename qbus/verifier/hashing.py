@@ -20,7 +20,7 @@ HASH_VERSION = 1
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-class _HashInput(msgspec.Struct, frozen=True, kw_only=True):
+class _HashInput(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Encoded in this field order (deterministic order sorts mapping keys, not struct
     # fields): never reorder or rename a field without bumping HASH_VERSION.
     v: int
@@ -33,6 +33,8 @@ class _HashInput(msgspec.Struct, frozen=True, kw_only=True):
     counts: dict[str, int] | None
     statevector: str | None
     statevector_ref: str | None
+    # Added later with a default, omitted when absent: earlier hashes stay valid.
+    expectations: list[float] | None = None
 
 
 def statevector_digest(statevector: np.ndarray | Sequence[float]) -> str:
@@ -65,6 +67,7 @@ def result_hash(
     statevector: np.ndarray | Sequence[float] | None = None,
     statevector_sha256: str | None = None,
     statevector_ref: str | None = None,
+    expectations: Sequence[float] | None = None,
 ) -> str:
     """The result's identity: ``sha256:<hex>`` over its canonical JSON document.
 
@@ -81,6 +84,7 @@ def result_hash(
             hand (a vector held in the object store).
         statevector_ref: Where a vector too large for the event is stored; hashed as
             given, so the hash pins the reference when the vector itself is not at hand.
+        expectations: Expectation values of an ``expectation`` job.
 
     Raises:
         ValueError: Both ``statevector`` and a different ``statevector_sha256`` given.
@@ -102,5 +106,6 @@ def result_hash(
         counts={str(k): int(c) for k, c in counts.items()} if counts is not None else None,
         statevector=digest,
         statevector_ref=statevector_ref,
+        expectations=[float(x) for x in expectations] if expectations is not None else None,
     )
     return "sha256:" + hashlib.sha256(_encoder.encode(doc)).hexdigest()
