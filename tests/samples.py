@@ -17,6 +17,7 @@ from qbus.schemas.events import (
     JobSubmitted,
     PassReport,
     Reroute,
+    ResultAnchored,
     Verification,
 )
 from qbus.schemas.ir import Circuit, CircuitStats, Op
@@ -123,6 +124,20 @@ def sample_events() -> list[Event]:
             message="expected ';'",
             stage="ingest",
             where="line 3, column 7",
+            **ENV,
+        ),
+        ResultAnchored(
+            event_id="e12",
+            result_hash="ab" * 32,
+            batch_id=3,
+            root="0x" + "cd" * 32,
+            proof=["0x" + "ef" * 32],
+            leaf_index=1,
+            batch_size=2,
+            tx_hash="0x" + "12" * 32,
+            block_number=42,
+            chain_id=31337,
+            contract="0x" + "34" * 20,
             **ENV,
         ),
         Reroute(event_id="e10", engine="reference", reason="maintenance", **ENV),

@@ -93,6 +93,7 @@ def test_asyncapi_document_covers_every_event_and_subject():
         s.exec("{engine}", "{job}"),
         s.executed("{job}"),
         s.result("{job}"),
+        s.anchored("{job}"),
         s.control("{job}"),
     }
     for channel in channels.values():

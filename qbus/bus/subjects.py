@@ -21,6 +21,7 @@ from qbus.schemas.events import (
     JobRejected,
     JobSubmitted,
     Reroute,
+    ResultAnchored,
 )
 
 
@@ -57,6 +58,10 @@ class Subjects:
         """Where the one final event of a job is published; what clients watch."""
         return f"{self.prefix}.result.{job}"
 
+    def anchored(self, job: str = "*") -> str:
+        """Where ResultAnchored (a result's Merkle proof and chain transaction) goes."""
+        return f"{self.prefix}.anchored.{job}"
+
     def control(self, job: str = "*") -> str:
         return f"{self.prefix}.control.{job}"
 
@@ -79,6 +84,8 @@ class Subjects:
                 return self.executed(event.job_id)
             case JobCompleted() | JobFailed() | JobRejected():
                 return self.result(event.job_id)
+            case ResultAnchored():
+                return self.anchored(event.job_id)
             case Reroute() | Cancel():
                 return self.control(event.job_id)
         raise TypeError(f"no subject for {type(event).__name__}")

@@ -35,6 +35,7 @@ from qbus.schemas.events import (
     JobRejected,
     JobSubmitted,
     Reroute,
+    ResultAnchored,
     json_schemas,
     tag_of,
 )
@@ -70,6 +71,13 @@ _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] 
         (JobCompleted, JobFailed, JobRejected),
         "Exactly one final event per job: what clients watch (replayable from the stream).",
     ),
+    (
+        "anchored",
+        "anchored.{job}",
+        ("job",),
+        (ResultAnchored,),
+        "A result's Merkle inclusion proof and the chain transaction that anchored its root.",
+    ),
     ("control", "control.{job}", ("job",), (Reroute, Cancel), "Operator commands for a job."),
 ]
 
@@ -90,6 +98,7 @@ _OPERATIONS: list[tuple[str, str, str, str]] = [
     ("receiveExecution", "receive", "exec", "An engine's executors consume their work."),
     ("receiveExecuted", "receive", "executed", "The verify stage consumes raw results."),
     ("receiveResult", "receive", "result", "Clients watch or replay final events."),
+    ("receiveAnchored", "receive", "anchored", "Clients and auditors read anchor proofs."),
     ("sendControl", "send", "control", "Operators reroute or cancel a job."),
 ]
 

@@ -14,7 +14,22 @@ from typing import Annotated, Any
 
 import msgspec
 
+from qbus.schemas.ai import AiRewriteReport
+from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.ir import Circuit, CircuitStats
+from qbus.schemas.noise import NoiseModel
+from qbus.schemas.pauli import Observable, PauliTerm
+from qbus.schemas.sweep import SweepPoint
+
+__all__ = [
+    "AiRewriteReport",
+    "DynamicsResult",
+    "DynamicsSpec",
+    "NoiseModel",
+    "Observable",
+    "PauliTerm",
+    "SweepPoint",
+]
 
 SCHEMA_VERSION = 1
 
@@ -69,50 +84,6 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     producer: str = ""
 
 
-_PAULI_TOKEN = re.compile(r"^([IXYZ])(\d+)$")
-
-
-class PauliTerm(msgspec.Struct, frozen=True, kw_only=True):
-    """One term of an observable: ``coeff`` times a Pauli string.
-
-    Attributes:
-        coeff: Real coefficient.
-        pauli: Space-separated factors naming their qubit, e.g. ``"Z0 Z1"`` or ``"X2"``;
-            ``""`` is the identity.
-    """
-
-    coeff: float
-    pauli: str = ""
-
-    def __post_init__(self) -> None:
-        seen = set()
-        for token in self.pauli.split():
-            match = _PAULI_TOKEN.match(token)
-            if match is None:
-                raise ValueError(
-                    f"bad Pauli factor {token!r} in {self.pauli!r}: write e.g. 'Z0 X3'"
-                )
-            qubit = int(match.group(2))
-            if qubit in seen:
-                raise ValueError(f"qubit {qubit} appears twice in {self.pauli!r}")
-            seen.add(qubit)
-
-    def factors(self) -> list[tuple[str, int]]:
-        """(Pauli letter, qubit) pairs, identities dropped."""
-        out = []
-        for token in self.pauli.split():
-            if token[0] != "I":
-                out.append((token[0], int(token[1:])))
-        return out
-
-
-class Observable(msgspec.Struct, frozen=True, kw_only=True):
-    """A Hermitian observable as a sum of Pauli terms (for the ``expectation`` method)."""
-
-    terms: list[PauliTerm]
-    name: str = ""
-
-
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How a job runs; set at submission and carried by every later event.
 
@@ -132,6 +103,15 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
         wall_seconds: Wall-clock limit of the run (None: the operator's cap).
         observables: For ``expectation``: Pauli-sum observables to evaluate on the
             final state.
+        noise: Noise model for engines that simulate noise (None: noiseless).
+        sweep: For ``sweep``: one parameter set per point; each point is run with
+            ``parameters`` updated by it.
+        dynamics: For ``dynamics``: Hamiltonian, collapse operators, times, observables.
+        cross_check: Re-run on a second engine and fail the job when the two disagree
+            beyond the statistical tolerance.
+        ai_optimize: Ask the AI assistant for a rewrite (accepted only when proven
+            equivalent).
+        priority: ``high``, ``normal`` or ``low``.
     """
 
     method: str = "sample"
@@ -145,6 +125,12 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
     observables: list[Observable] = []
+    noise: NoiseModel | None = None
+    sweep: list[dict[str, float]] = []
+    dynamics: DynamicsSpec | None = None
+    cross_check: bool = False
+    ai_optimize: bool = False
+    priority: str = "normal"
 
 
 class JobSubmitted(Event, tag="job.submitted"):
@@ -158,6 +144,7 @@ class JobSubmitted(Event, tag="job.submitted"):
         labels: Free-form labels, kept on the job.
         hypervisor, memory_mb, cpu_seconds, wall_seconds: See ``JobOptions``.
         observables: For ``method="expectation"``: the observables to evaluate.
+        noise, sweep, dynamics, cross_check, ai_optimize, priority: See ``JobOptions``.
     """
 
     source: str | None = None
@@ -176,21 +163,16 @@ class JobSubmitted(Event, tag="job.submitted"):
     wall_seconds: float | None = None
     observables: list[Observable] = []
 
+    noise: NoiseModel | None = None
+    sweep: list[dict[str, float]] = []
+    dynamics: DynamicsSpec | None = None
+    cross_check: bool = False
+    ai_optimize: bool = False
+    priority: str = "normal"
+
     def options(self) -> JobOptions:
-        """The run options this submission asks for."""
-        return JobOptions(
-            method=self.method,
-            shots=self.shots,
-            seed=self.seed,
-            engine=self.engine,
-            optimize=self.optimize,
-            parameters=self.parameters,
-            hypervisor=self.hypervisor,
-            memory_mb=self.memory_mb,
-            cpu_seconds=self.cpu_seconds,
-            wall_seconds=self.wall_seconds,
-            observables=self.observables,
-        )
+        """The run options this submission asks for (every JobOptions field, by name)."""
+        return JobOptions(**{name: getattr(self, name) for name in JobOptions.__struct_fields__})
 
 
 class CircuitIngested(Event, tag="circuit.ingested"):
@@ -221,6 +203,7 @@ class CircuitRewritten(Event, tag="circuit.rewritten"):
     before: CircuitStats
     after: CircuitStats
     passes: list[PassReport] = []
+    ai: AiRewriteReport | None = None
 
 
 class ExecutionRequested(Event, tag="execution.requested"):
@@ -271,6 +254,8 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
     expectations: list[float] | None = None
+    sweep_results: list[SweepPoint] | None = None
+    dynamics: DynamicsResult | None = None
 
 
 class ExecutionFailed(Event, tag="execution.failed"):
@@ -294,6 +279,9 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
         threshold: The bound the statistic was held to.
         tvd: Total variation distance between observed and exact distributions.
         detail: Human-readable explanation.
+        cross_engine: The second engine of a cross-engine check, when one ran.
+        cross_verdict: ``pass`` or ``fail`` of the cross-engine agreement check.
+        cross_detail: What the cross-engine check found.
     """
 
     verdict: str
@@ -303,6 +291,9 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
     threshold: float | None = None
     tvd: float | None = None
     detail: str = ""
+    cross_engine: str | None = None
+    cross_verdict: str | None = None
+    cross_detail: str = ""
 
 
 class JobCompleted(Event, tag="job.completed"):
@@ -321,6 +312,8 @@ class JobCompleted(Event, tag="job.completed"):
     statevector_ref: str | None = None
     run_seconds: float = 0.0
     expectations: list[float] | None = None
+    sweep_results: list[SweepPoint] | None = None
+    dynamics: DynamicsResult | None = None
 
 
 class JobFailed(Event, tag="job.failed"):
@@ -346,6 +339,38 @@ class JobRejected(Event, tag="job.rejected"):
     where: str | None = None
 
 
+class ResultAnchored(Event, tag="result.anchored"):
+    """A job's result hash is in a Merkle batch whose root is on chain.
+
+    Published on ``qbus.anchored.<job>`` after the job's final event. The proof is the
+    list of sibling hashes from the leaf up; ``leaf_index`` says at each level whether
+    the node is a left (even) or right (odd) child (docs/chain.md gives the hashing).
+
+    Attributes:
+        result_hash: The job's result hash (the Merkle leaf's preimage).
+        batch_id: The contract's batch number.
+        root: The Merkle root anchored on chain (0x-hex).
+        proof: Sibling hashes from the leaf level up (0x-hex).
+        leaf_index: Position of this result in the batch.
+        batch_size: Number of results in the batch.
+        tx_hash: The anchoring transaction.
+        block_number: The block that holds it.
+        chain_id: The chain's id.
+        contract: The anchor contract's address.
+    """
+
+    result_hash: str
+    batch_id: int
+    root: str
+    proof: list[str]
+    leaf_index: int
+    batch_size: int
+    tx_hash: str
+    block_number: int
+    chain_id: int
+    contract: str
+
+
 class Reroute(Event, tag="control.reroute"):
     """Move the job's unfinished work to another engine."""
 
@@ -369,6 +394,7 @@ AnyEvent = (
     | JobCompleted
     | JobFailed
     | JobRejected
+    | ResultAnchored
     | Reroute
     | Cancel
 )
@@ -383,6 +409,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobCompleted,
     JobFailed,
     JobRejected,
+    ResultAnchored,
     Reroute,
     Cancel,
 )
