@@ -573,3 +573,7 @@ def doctor(as_json: bool) -> None:
             click.echo(f"{c.driver:<8} {'ok' if c.works else 'FAILS':<6} {c.detail}")
     if not all(c.works for c in checks):
         sys.exit(1)
+
+
+# Commands that live with their area register here, one line each (lazy imports inside
+# the command bodies keep `qbus --help` fast).

@@ -137,12 +137,26 @@ class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("pool_size must be at least 1")
 
 
+class SecretsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where secrets come from (docs/security.md).
+
+    Attributes:
+        provider: ``env`` (``QBUS_SECRET_<KEY>`` variables), ``file`` (one file per
+            key under ``directory``) or ``vault`` (OpenBao/Vault KV v2 through hvac).
+        directory: For ``file``.
+    """
+
+    provider: str = "env"
+    directory: str = "/run/secrets/qbus"
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
     bus: BusConfig = BusConfig()
     limits: Limits = Limits()
     hypervisor: HypervisorConfig = HypervisorConfig()
+    secrets: SecretsConfig = SecretsConfig()
     state_dir: str = ".qbus"
 
 
