@@ -111,6 +111,10 @@ class ExecuteHandler:
             shots=opts.shots,
             seed=opts.seed if opts.seed is not None else 0,
             parameters=opts.parameters,
+            noise=opts.noise,
+            sweep=opts.sweep,
+            observables=opts.observables,
+            dynamics=opts.dynamics,
         )
         try:
             # Validation is cheap and happens before any compute; a bad request never
@@ -182,6 +186,8 @@ class ExecuteHandler:
                 cpu_seconds=result.cpu_seconds,
                 wall_seconds=result.wall_seconds,
                 expectations=expectations,
+                sweep_results=result.sweep_results,
+                dynamics=result.dynamics,
             )
         ]
 

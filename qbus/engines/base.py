@@ -19,8 +19,12 @@ import msgspec
 import numpy as np
 
 from qbus.errors import CircuitError, EngineError
+from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES
 from qbus.schemas.ir import Circuit, Param
+from qbus.schemas.noise import NoiseModel
+from qbus.schemas.pauli import Observable
+from qbus.schemas.sweep import SweepPoint
 
 METHODS = ("sample", "statevector")
 """Execution methods qbus knows: ``sample`` (shots -> counts) and ``statevector``."""
@@ -80,6 +84,11 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
         shots: Number of shots for ``sample``.
         seed: Simulator seed; the same seed gives the same counts on the same engine.
         parameters: Values of the circuit's named parameters.
+        noise: Noise model (None: noiseless); an engine without noise support rejects
+            a non-trivial one in ``validate``.
+        sweep: For ``sweep``: parameter sets, each updating ``parameters`` for one point.
+        observables: Observables for ``expectation`` and for ``sweep`` points.
+        dynamics: For ``dynamics``: what to evolve and report.
     """
 
     circuit: Circuit
@@ -87,6 +96,10 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     shots: int = 1024
     seed: int = 0
     parameters: dict[str, float] = {}
+    noise: NoiseModel | None = None
+    sweep: list[dict[str, float]] = []
+    observables: list[Observable] = []
+    dynamics: DynamicsSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,8 @@ class EngineResult:
         peak_rss_mb: Peak resident memory of the sandboxed process (None when inline).
         cpu_seconds: CPU seconds of the run, every thread (None when inline).
         wall_seconds: Wall time as the sandbox saw it, fork and transfer included.
+        sweep_results: For ``sweep``: one result per parameter set.
+        dynamics: For ``dynamics``: expectation values over time.
     """
 
     counts: dict[str, int] | None
@@ -114,6 +129,8 @@ class EngineResult:
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
+    sweep_results: list[SweepPoint] | None = None
+    dynamics: DynamicsResult | None = None
 
 
 class Engine(abc.ABC):

@@ -264,6 +264,8 @@ class ProcessSandbox:
                     peak_rss_mb=o.peak_rss_mb,
                     cpu_seconds=o.cpu_seconds,
                     wall_seconds=o.wall_seconds,
+                    sweep_results=o.sweep_results,
+                    dynamics=o.dynamics,
                 )
             case "engine":
                 raise EngineError(o.message, code=o.code, retryable=o.retryable)

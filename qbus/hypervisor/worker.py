@@ -32,6 +32,8 @@ from typing import Any
 import msgspec
 
 from qbus.engines.base import Engine, RunRequest
+from qbus.schemas.dynamics import DynamicsResult
+from qbus.schemas.sweep import SweepPoint
 
 _HEADER = struct.Struct(">I")
 
@@ -78,6 +80,8 @@ class Outcome(msgspec.Struct, kw_only=True, tag="outcome"):
     statevector: bytes | None = None
     seed: int = 0
     run_seconds: float = 0.0
+    sweep_results: list[SweepPoint] | None = None
+    dynamics: DynamicsResult | None = None
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
@@ -230,6 +234,8 @@ def _child(engine: Engine, job: Job, out_fd: int) -> None:
             statevector=None if sv is None else sv.astype("complex128", copy=False).tobytes(),
             seed=result.seed,
             run_seconds=result.run_seconds,
+            sweep_results=result.sweep_results,
+            dynamics=result.dynamics,
         )
     except BaseException as exc:  # every failure becomes a verdict
         outcome = _classify(exc)
