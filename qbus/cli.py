@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from qbus.schemas.events import (
     new_event_id,
     new_job_id,
 )
+from qbus.schemas.sweep import SweepPoint
 
 BELL_QASM = """OPENQASM 3.0;
 include "stdgates.inc";
@@ -67,6 +69,10 @@ def cli(ctx: click.Context, config_path: str | None, url: str | None, verbose: i
         raise click.ClickException(str(exc)) from exc
     if url:
         config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, url=url))
+    if config_path:
+        # Stage processes started from here (`qbus up`) read the same file: in auth mode
+        # it names their users and where their passwords are.
+        os.environ["QBUS_CONFIG"] = str(Path(config_path).resolve())
     ctx.obj = {"config": config}
 
 
@@ -93,15 +99,25 @@ def main() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.pass_context
 def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
-    """Run one stage (ingest, rewrite, route, execute, verify, audit) in this process."""
+    """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor) here."""
     from qbus.consumers.stages import run_stage
+    from qbus.observability import tracing
 
+    config = _config(ctx)
+    # Spans go where the OTEL_* variables say (none by default): docs/observability.md.
+    tracing.setup(f"qbus-{name}")
+    logging.getLogger().setLevel(logging.INFO)
     if metrics_port is not None:
         from qbus.observability.metrics import serve
 
-        serve(metrics_port)
-    logging.getLogger().setLevel(logging.INFO)
-    _run_fast(run_stage(name, _config(ctx), engine=engine))
+        try:
+            serve(metrics_port, config.observability.metrics_addr)
+        except OSError as exc:
+            # The jobs matter more than their figures: run on, say so loudly.
+            logging.getLogger("qbus.metrics").error(
+                "cannot serve /metrics on port %s: %s; running without it", metrics_port, exc
+            )
+    _run_fast(run_stage(name, config, engine=engine))
 
 
 def _run_fast(coro) -> None:
@@ -141,7 +157,23 @@ def _run_fast(coro) -> None:
     "--metrics-port",
     type=int,
     default=None,
-    help="First /metrics port; each stage process takes the next one.",
+    help="First /metrics port; each stage process takes the next free one "
+    "(default: [observability] metrics_port, 9464; 0: any free port).",
+)
+@click.option("--no-metrics", is_flag=True, help="Serve no /metrics endpoints.")
+@click.option(
+    "--nats-config",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="nats-server config (default: the shipped nats.conf; auth mode: the "
+    "nats-auth.conf `qbus auth init` wrote, see docs/security.md).",
+)
+@click.option(
+    "--chain",
+    "chain_opt",
+    default=None,
+    help="Anchor results on a chain: 'anvil' (starts a local node) or an http(s) JSON-RPC "
+    "URL; adds the anchor stage and the chain listener (docs/chain.md).",
 )
 @click.pass_context
 def up(
@@ -151,14 +183,28 @@ def up(
     engines: tuple[str, ...],
     copies: int,
     metrics_port: int | None,
+    no_metrics: bool,
+    chain_opt: str | None,
+    nats_config: str | None = None,
 ) -> None:
     """Start nats-server and every stage as separate processes; Ctrl-C stops all."""
-    from qbus.bus.server import NatsServer
+    from qbus.bus.server import DEFAULT_CONFIG, NatsServer
+    from qbus.observability.endpoints import TARGETS_FILE, free_ports, write_targets
     from qbus.supervisor import Supervisor
 
     config = _config(ctx)
     state = Path(config.state_dir)
-    with NatsServer(store or state / "nats", port=port) as server:
+    obs = config.observability
+    base = obs.metrics_port if metrics_port is None else metrics_port
+    ports = None if no_metrics or base < 0 else free_ports(base, obs.metrics_addr)
+    from qbus.chain_cli import chain_for_up
+
+    with (
+        NatsServer(
+            store or state / "nats", port=port, config=nats_config or DEFAULT_CONFIG
+        ) as server,
+        chain_for_up(chain_opt, config, state) as chain_up,
+    ):
         cfg = msgspec.structs.replace(
             config, bus=msgspec.structs.replace(config.bus, url=server.url)
         )
@@ -168,17 +214,29 @@ def up(
             state / "logs",
             engines=engines,
             copies=copies,
-            metrics_base_port=metrics_port,
+            metrics_ports=ports,
+            extra_env=chain_up.env,
+            extra_stages=chain_up.stages,
         )
         sup.start()
         click.echo(f"nats-server  {server.url}  (store {server.store_dir}, pid {server.pid})")
+        if chain_up.summary:
+            click.echo(chain_up.summary)
         for p in sup.processes:
             metrics = (
-                f"  metrics http://127.0.0.1:{p.argv[-1]}/metrics"
-                if "--metrics-port" in p.argv
+                f"  metrics http://{obs.metrics_addr}:{p.metrics_port}/metrics"
+                if p.metrics_port is not None
                 else ""
             )
             click.echo(f"stage {p.name:<24} pid {p.proc.pid if p.proc else '?'}{metrics}")
+        endpoints = [
+            (p.name, obs.metrics_addr, p.metrics_port)
+            for p in sup.processes
+            if p.metrics_port is not None
+        ]
+        if endpoints:
+            targets = write_targets(state / TARGETS_FILE, endpoints)
+            click.echo(f"metrics targets (Prometheus file_sd, read by `qbus top`): {targets}")
         click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
         try:
             while server.running():
@@ -202,8 +260,14 @@ async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:
 @cli.command()
 @click.option("--shots", type=int, default=1000, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the demo's store directory.")
+@click.option(
+    "--chain",
+    "chain_opt",
+    default=None,
+    help="Also anchor the result on a chain: 'anvil' (a local node) or an http(s) URL.",
+)
 @click.pass_context
-def demo(ctx: click.Context, shots: int, keep: bool) -> None:
+def demo(ctx: click.Context, shots: int, keep: bool, chain_opt: str | None) -> None:
     """Start a local bus, run a Bell-state job to a verified result, stop everything."""
     from qbus.bus.server import NatsServer
     from qbus.supervisor import Supervisor
@@ -211,14 +275,26 @@ def demo(ctx: click.Context, shots: int, keep: bool) -> None:
     config = _config(ctx)
     workdir = Path(tempfile.mkdtemp(prefix="qbus-demo-"))
     click.echo(f"starting nats-server (JetStream, store {workdir / 'nats'})")
+    from qbus.chain_cli import anchored_report, chain_for_up
+
     try:
-        with NatsServer(workdir / "nats") as server:
+        with (
+            NatsServer(workdir / "nats") as server,
+            chain_for_up(chain_opt, config, workdir) as chain_up,
+        ):
             cfg = msgspec.structs.replace(
                 config, bus=msgspec.structs.replace(config.bus, url=server.url)
             )
             asyncio.run(_provision(cfg, ("qiskit-aer",)))
-            sup = Supervisor(server.url, workdir / "logs")
+            sup = Supervisor(
+                server.url,
+                workdir / "logs",
+                extra_env=chain_up.env,
+                extra_stages=chain_up.stages,
+            )
             sup.start()
+            if chain_up.summary:
+                click.echo(chain_up.summary)
             click.echo(
                 f"started {len(sup.processes)} stage processes: "
                 + ", ".join(p.name for p in sup.processes)
@@ -241,6 +317,15 @@ def demo(ctx: click.Context, shots: int, keep: bool) -> None:
                     else:
                         click.echo(f"audit: FAILED — {report.problem}", err=True)
                         code = 1
+                if code == 0 and chain_up.stages:
+                    chain_cfg = msgspec.structs.replace(
+                        cfg.chain, rpc_url=chain_up.env["QBUS_CHAIN_RPC_URL"]
+                    )
+                    ok, lines = asyncio.run(
+                        anchored_report(msgspec.structs.replace(cfg, chain=chain_cfg), job.job_id)
+                    )
+                    click.echo(lines, err=not ok)
+                    code = 0 if ok else 1
             finally:
                 sup.stop()
             sys.exit(code)
@@ -294,6 +379,15 @@ def _print_final(event: Event) -> int:
                 click.echo(f"state vector: {len(event.statevector) // 2} amplitudes")
             if event.statevector_ref:
                 click.echo(f"state vector stored at {event.statevector_ref}")
+            if event.sweep_results is not None:
+                click.echo(_sweep_table(event.sweep_results))
+            if event.noise is not None or event.dynamics is not None:
+                from qbus.producers.open_options import dynamics_table, noise_line
+
+                if event.noise is not None:
+                    click.echo(f"noise: {noise_line(event.noise)}")
+                if event.dynamics is not None:
+                    click.echo(dynamics_table(event.dynamics))
             click.echo(f"verification: {v.verdict.upper()} ({v.test}) {v.detail}")
             click.echo(f"result hash: {event.result_hash}")
             return 0
@@ -311,6 +405,20 @@ def _print_final(event: Event) -> int:
             return 1
     click.echo(f"unexpected final event {event!r}", err=True)
     return 1
+
+
+def _sweep_table(points: list[SweepPoint], rows: int = 16) -> str:
+    lines = [f"sweep: {len(points)} points"]
+    for i, point in enumerate(points[:rows]):
+        if point.expectations is not None:
+            values = ", ".join(f"{x:.6g}" for x in point.expectations)
+            lines.append(f"  point {i}: <O> = [{values}]")
+        else:
+            top = sorted((point.counts or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:4]
+            lines.append(f"  point {i}: " + ", ".join(f"{k}: {n}" for k, n in top))
+    if len(points) > rows:
+        lines.append(f"  … {len(points) - rows} more points")
+    return "\n".join(lines)
 
 
 def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
@@ -334,7 +442,20 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 @click.option("--shots", type=int, default=1024, show_default=True)
 @click.option("--seed", type=int, default=None)
 @click.option(
-    "--method", default="sample", show_default=True, type=click.Choice(["sample", "statevector"])
+    "--method",
+    default="sample",
+    show_default=True,
+    type=click.Choice(["sample", "statevector", "sweep", "dynamics"]),
+    help="sample: counts; statevector: the final state; sweep: one result per --sweep point; "
+    "dynamics: Lindblad evolution of the circuit's state (--dynamics).",
+)
+@click.option(
+    "--sweep",
+    "sweep_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help='JSON file with a list of parameter sets, e.g. [{"theta": 0.1}, {"theta": 0.2}]; '
+    "implies --method sweep.",
 )
 @click.option("--engine", default="auto", show_default=True)
 @click.option("--no-optimize", is_flag=True, help="Skip the rewrite passes.")
@@ -354,9 +475,36 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     metavar="NAME=VALUE",
     help="Value of a named circuit parameter (repeatable).",
 )
+@click.option(
+    "--noise-depolarizing",
+    type=float,
+    default=None,
+    metavar="P",
+    help="Depolarising probability after every gate (docs/engines.md, Noise).",
+)
+@click.option(
+    "--noise-damping", type=float, default=None, metavar="G", help="Amplitude damping after gates."
+)
+@click.option(
+    "--readout-error",
+    "readout_errors",
+    multiple=True,
+    metavar="Q:P01:P10",
+    help="Readout error of qubit Q: P(read 1|0) and P(read 0|1) (repeatable).",
+)
+@click.option(
+    "--dynamics",
+    "dynamics_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON dynamics spec (docs/engines.md, Dynamics); implies --method dynamics.",
+)
 @click.option("--job-id", default=None)
 @click.option("--wait/--no-wait", default=False, help="Wait for and print the result.")
 @click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option(
+    "--ai-optimize", is_flag=True, help="Ask the AI assistant for a checked rewrite (docs/ai.md)."
+)
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -373,6 +521,12 @@ def submit(
     job_id: str | None,
     wait: bool,
     timeout: float,
+    sweep_file: str | None = None,
+    noise_depolarizing: float | None = None,
+    noise_damping: float | None = None,
+    readout_errors: tuple[str, ...] = (),
+    dynamics_file: str | None = None,
+    ai_optimize: bool = False,
 ) -> None:
     """Submit the circuit in FILE (OpenQASM 2/3 or JSON IR)."""
     from qbus.producers.submit import job_from_file
@@ -385,6 +539,29 @@ def submit(
             parameters[name] = float(value)
         except ValueError as exc:
             raise click.BadParameter(f"{item!r}: expected NAME=NUMBER") from exc
+    sweep: list[dict[str, float]] = []
+    if sweep_file is not None:
+        try:
+            sweep = msgspec.json.decode(Path(sweep_file).read_bytes(), type=list[dict[str, float]])
+        except msgspec.DecodeError as exc:
+            raise click.BadParameter(
+                f"{sweep_file}: expected a JSON list of {{name: number}} objects ({exc})",
+                param_hint="--sweep",
+            ) from exc
+        method = "sweep"
+    from qbus.producers.open_options import dynamics_from_file, noise_from_options
+
+    try:
+        noise = noise_from_options(noise_depolarizing, noise_damping, readout_errors)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="noise options") from exc
+    dynamics = None
+    if dynamics_file is not None:
+        try:
+            dynamics = dynamics_from_file(dynamics_file)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dynamics") from exc
+        method = "dynamics"
     job = job_from_file(
         file,
         shots=shots,
@@ -397,8 +574,15 @@ def submit(
         hypervisor=hypervisor,
         memory_mb=memory_mb,
         cpu_seconds=cpu_seconds,
+        sweep=sweep,
+        noise=noise,
+        dynamics=dynamics,
+        ai_optimize=ai_optimize,
     )
     config = _config(ctx)
+    from qbus.observability import tracing
+
+    tracing.setup("qbus-cli")  # the submission is the trace's root span when tracing is on
     if not wait:
 
         async def go() -> int:
@@ -526,35 +710,6 @@ def engines() -> None:
             click.echo(f"{'':<12} {row['error']}")
 
 
-@cli.group()
-def audit() -> None:
-    """Check the event log against its hash chain."""
-
-
-@audit.command("verify")
-@click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Recompute the hash chain from sequence 1 and report the first broken link."""
-    from qbus.consumers.audit import verify_log
-
-    config = _config(ctx)
-
-    async def go():
-        async with await Bus.connect(config.bus) as bus:
-            return await verify_log(bus)
-
-    report = asyncio.run(go())
-    if report.ok:
-        click.echo(
-            f"audit OK: {report.checked} events match the chain "
-            f"({report.chain_records} records)"
-            + (f"; {report.unaudited} newer events not yet chained" if report.unaudited else "")
-        )
-        return
-    click.echo(f"audit FAILED: {report.problem}", err=True)
-    sys.exit(1)
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
@@ -577,3 +732,9 @@ def doctor(as_json: bool) -> None:
 
 # Commands that live with their area register here, one line each (lazy imports inside
 # the command bodies keep `qbus --help` fast).
+cli.add_command(__import__("qbus.ai.cli", fromlist=["ai"]).ai)
+cli.add_command(__import__("qbus.observability.top", fromlist=["top"]).top)
+cli.add_command(__import__("qbus.chain_cli", fromlist=["chain"]).chain)
+cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["auth"]).auth)
+cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["secrets"]).secrets)
+cli.add_command(__import__("qbus.audit_cli", fromlist=["audit"]).audit)

@@ -33,7 +33,9 @@ from nats.js import api as js_api
 
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
-from qbus.errors import MissingOptionalLibraryError, SchemaError
+from qbus.bus.tenancy import wait_tenant_result
+from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError
+from qbus.observability import tracing
 from qbus.producers.submit import events_of, submit, wait_final
 from qbus.schemas.events import (
     Event,
@@ -56,7 +58,7 @@ _NOT_OPTIONS = frozenset(
 # What ``Client.submit`` accepts, for error messages.
 ACCEPTED = (
     "OpenQASM 2/3 or JSON IR text, a qbus Circuit, a dict in the IR's shape, "
-    "a qiskit.QuantumCircuit, a cirq.Circuit or a braket.circuits.Circuit"
+    "a qiskit.QuantumCircuit, a cirq.Circuit, a braket.circuits.Circuit or a pyquil.Program"
 )
 
 
@@ -70,8 +72,9 @@ def circuit_fields(circuit: Any, format: str = "auto") -> dict[str, Any]:
 
     Args:
         circuit: See ``ACCEPTED``. Framework objects are recognised by their module, so
-            Qiskit, Cirq and Braket are imported only when such an object is passed.
-        format: Format of text input (``auto``, ``qasm2``, ``qasm3``, ``json``).
+            Qiskit, Cirq and Braket are imported only when such an object is passed; a
+            ``pyquil.Program`` is sent as its Quil text.
+        format: Format of text input (``auto``, ``qasm2``, ``qasm3``, ``json``, ``quil``).
 
     Raises:
         SchemaError: A dict that does not match the IR (``where`` names the field).
@@ -115,6 +118,9 @@ def circuit_fields(circuit: Any, format: str = "auto") -> dict[str, Any]:
                 hint="pip install amazon-braket-sdk",
             ) from exc
         return {"source": circuit.to_ir(ir_type=IRType.OPENQASM).source, "format": "qasm3"}
+    if module == "pyquil":
+        # Quil text, parsed by ingest like any other Quil submission, so the log keeps it.
+        return {"source": circuit.out(), "format": "quil"}
     raise TypeError(f"cannot submit a {type(circuit).__qualname__}: give {ACCEPTED}")
 
 
@@ -255,6 +261,11 @@ class Job:
         Raises:
             TimeoutError: No final event within ``timeout`` seconds.
         """
+        if self._client.tenant:
+            # A tenant may read only its own copy of the final event.
+            return await wait_tenant_result(
+                self._client.bus, self._client.tenant, self.job_id, timeout
+            )
         return await wait_final(self._client.bus, self.job_id, timeout=timeout)
 
     async def events(
@@ -305,6 +316,9 @@ class Client:
         config: Full bus settings (credentials, prefix, stream name).
         producer: The ``producer`` field of the jobs it submits.
         name: The NATS connection name.
+        tenant: Submit as this tenant (on ``qbus.submit.<tenant>``) and wait for results
+            on ``qbus_tenant.<tenant>.result.<job>``: what a tenant's NATS user may do in auth
+            mode (docs/security.md; ``config`` then carries its user and inbox prefix).
     """
 
     def __init__(
@@ -314,8 +328,10 @@ class Client:
         config: BusConfig | None = None,
         producer: str = "qbus.client",
         name: str = "qbus-client",
+        tenant: str = "",
     ) -> None:
         self.config = config or BusConfig(url=url)
+        self.tenant = tenant
         self.producer = producer
         self.name = name
         self._bus: Bus | None = None
@@ -339,6 +355,11 @@ class Client:
             BusError: The server cannot be reached.
         """
         if self._bus is None:
+            # Tracing from the OTEL_* variables, unless the application set up its own.
+            try:
+                tracing.setup(self.name)
+            except QbusError as exc:  # a bad OTEL_* setting must not stop the client
+                log.warning("tracing not set up: %s", exc)
             self._bus = await Bus.connect(self.config, name=self.name)
         return self
 
@@ -396,6 +417,8 @@ class Client:
             msgspec.ValidationError: An option of the wrong type or a bad job id.
         """
         fields = circuit_fields(circuit, format)
+        if self.tenant:
+            options.setdefault("tenant", self.tenant)
         unknown = set(options) - (set(JobSubmitted.__struct_fields__) - _NOT_OPTIONS)
         if unknown:
             # msgspec would silently ignore unknown names (forward compatibility); a typo
@@ -420,9 +443,17 @@ class Client:
             JobSubmitted,
             from_attributes=True,  # lets the Circuit struct through as it is
         )
-        trace = traceparent or new_traceparent()
-        sequence = await submit(self.bus, event, headers={"traceparent": trace})
-        return Job(self, event.job_id, sequence, trace)
+        if traceparent is None and not tracing.enabled():
+            traceparent = new_traceparent()  # no spans here, but the stages may trace
+        # With tracing on, the publish is a PRODUCER span: the child of ``traceparent``
+        # or of the application's current span, and the parent of the ingest span.
+        with tracing.produce(
+            self.bus.subjects.submit,
+            traceparent=traceparent,
+            attributes={tracing.JOB_ID: event.job_id, tracing.MESSAGE_ID: event.event_id},
+        ) as headers:
+            sequence = await submit(self.bus, event, headers=headers)
+        return Job(self, event.job_id, sequence, headers.get("traceparent", ""))
 
     def job(self, job_id: str) -> Job:
         """A handle on a job submitted elsewhere (its ``sequence`` is 0: unknown)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class StageProcess:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    metrics_port: int | None = None
     started_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
@@ -54,6 +57,9 @@ class Supervisor:
         engines: Engines to start an executor for.
         copies: Processes per stage (they share one durable consumer).
         metrics_base_port: If set, stage i serves /metrics on base + i.
+        metrics_ports: Ports to take, one per process in order, instead of base + i (the
+            free ports from ``qbus.observability.endpoints.free_ports``).
+        extra_stages: More processes, (name, argv after ``python -m qbus``), one each.
     """
 
     def __init__(
@@ -65,13 +71,17 @@ class Supervisor:
         copies: int = 1,
         metrics_base_port: int | None = None,
         extra_env: dict[str, str] | None = None,
+        metrics_ports: Iterator[int] | None = None,
+        extra_stages: list[tuple[str, list[str]]] | None = None,
     ) -> None:
         self.url = url
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "QBUS_URL": url, **(extra_env or {})}
         self.processes: list[StageProcess] = []
-        port = metrics_base_port
+        ports = metrics_ports
+        if ports is None and metrics_base_port is not None:
+            ports = itertools.count(metrics_base_port)
         plan: list[tuple[str, list[str]]] = []
         for stage in ("ingest", "rewrite", "route"):
             plan += [(stage, ["stage", stage])] * copies
@@ -79,16 +89,23 @@ class Supervisor:
             plan += [(f"execute-{engine}", ["stage", "execute", "--engine", engine])] * copies
         plan += [("verify", ["stage", "verify"])] * copies
         plan.append(("audit", ["stage", "audit"]))  # the chain has one writer
+        plan += extra_stages or []  # e.g. the anchor stage and chain listener (one each)
         counts: dict[str, int] = {}
         for name, argv in plan:
             counts[name] = counts.get(name, 0) + 1
             full = f"{name}#{counts[name]}"
             args = list(argv)
-            if port is not None:
-                args += ["--metrics-port", str(port)]
-                port += 1
+            metrics_port = None
+            if ports is not None:
+                metrics_port = next(ports)
+                args += ["--metrics-port", str(metrics_port)]
             self.processes.append(
-                StageProcess(full, args, self.log_dir / f"{full.replace('#', '-')}.log")
+                StageProcess(
+                    full,
+                    args,
+                    self.log_dir / f"{full.replace('#', '-')}.log",
+                    metrics_port=metrics_port,
+                )
             )
         self._stopping = False
 

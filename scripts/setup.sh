@@ -43,6 +43,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
     echo "$EXTRAS" >"$stamp"
 fi
 
+# The test-only engine plugin `flipper` (tests/plugins/qbus_flipper), a deliberately wrong
+# engine that registers through the real qbus.engines entry point, as a third-party
+# engine would; tests/test_crosscheck.py proves the cross-engine check catches it.
+if [[ ",$EXTRAS," == *",test,"* ]] && ! .venv/bin/python -c 'import qbus_flipper' 2>/dev/null; then
+    .venv/bin/python -m pip install -q -e tests/plugins/qbus_flipper
+fi
+
 # Any-language client examples (clients/node, clients/go), which the test suite runs
 # against the bus: Node.js/npm and Go with nats.go from Debian's packages when missing
 # (only as root or with password-less sudo), then the Node client's packages from its
@@ -74,6 +81,18 @@ if command -v npm >/dev/null 2>&1 &&
         [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; }; then
     npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error ||
         echo "warning: npm ci in $node_dir failed" >&2
+fi
+
+# Chain tools (docs/chain.md), pinned in tools/chain's lock file: solc-js recompiles the
+# anchor contract (its artifact is committed and checked by a test) and
+# @foundry-rs/anvil ships the anvil node binary for `qbus up --chain anvil` and the
+# chain tests.
+chain_dir=tools/chain
+if command -v npm >/dev/null 2>&1 &&
+    { [ ! -f "$chain_dir/node_modules/.package-lock.json" ] ||
+        [ "$chain_dir/package-lock.json" -nt "$chain_dir/node_modules/.package-lock.json" ]; }; then
+    npm ci --prefix "$chain_dir" --no-audit --no-fund --loglevel=error ||
+        echo "warning: npm ci in $chain_dir failed (anvil and solc-js missing)" >&2
 fi
 
 # The bwrap sandbox driver (docs/hypervisor.md) needs Debian's bubblewrap; its tests fail

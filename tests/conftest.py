@@ -11,6 +11,8 @@ from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
 from qbus.consumers.pipeline import Pipeline
+from tests.chain_fixtures import *  # noqa: F403 - anvil, contract and chain config fixtures
+from tests.openbao_fixtures import openbao  # noqa: F401 - the OpenBao dev-server fixture
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qbus.schemas.events import (
+    AiRewriteReport,
     Cancel,
     CircuitIngested,
     CircuitRewritten,
@@ -62,6 +63,19 @@ def sample_events() -> list[Event]:
             before=STATS,
             after=STATS,
             passes=[PassReport(name="cancel_inverses", removed=0)],
+            ai=AiRewriteReport(
+                verdict="rejected",
+                model="qwen2.5-coder:7b",
+                model_digest="2b0496514337",
+                prompt_version="rewrite@1+0a1b2c3d",
+                proposed_qasm="OPENQASM 3.0;",
+                check="unitary",
+                check_detail="2-qubit unitaries differ up to global phase",
+                confidence="exact",
+                attempts=1,
+                gates_proposed=1,
+                depth_proposed=2,
+            ),
             **ENV,
         ),
         ExecutionRequested(

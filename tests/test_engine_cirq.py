@@ -207,7 +207,7 @@ def test_validate_rejects_before_compute(engine: Engine) -> None:
 
 def test_capabilities(engine: Engine) -> None:
     caps = engine.capabilities
-    assert caps.methods == ("sample", "statevector")
+    assert caps.methods[:2] == ("sample", "statevector")
     assert set(caps.gates) == set(GATES)
     assert caps.max_qubits["sample"] >= 20
     assert engine.version

@@ -114,11 +114,11 @@ def test_mid_circuit_measurement_is_rejected(engine: JaxEngine) -> None:
     circuit = Circuit(num_qubits=1, num_clbits=1, ops=ops)
     with pytest.raises(EngineError) as info:
         engine.run(RunRequest(circuit=circuit))
-    assert info.value.code == "unsupported_operation"
+    assert info.value.code == "mid_circuit_measurement"
     reset = Circuit(num_qubits=1, ops=(Op(name="h", qubits=(0,)), Op(name="reset", qubits=(0,))))
     with pytest.raises(EngineError) as info:
         engine.run(RunRequest(circuit=reset, method="statevector"))
-    assert info.value.code == "unsupported_operation"
+    assert info.value.code == "mid_circuit_measurement"
 
 
 def _parametrised(n: int = 4) -> Circuit:

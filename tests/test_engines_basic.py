@@ -230,7 +230,7 @@ def test_registry_lists_and_caches_engines() -> None:
     rows = {row["name"]: row for row in engine_table()}
     assert rows["reference"]["available"] is True
     assert rows["qiskit-aer"]["version"]
-    assert set(rows["qiskit-aer"]["methods"]) == {"sample", "statevector"}
+    assert {"sample", "statevector"} <= set(rows["qiskit-aer"]["methods"])
     assert rows["reference"]["max_qubits"] == {"sample": 20, "statevector": 20}
 
 

@@ -32,7 +32,10 @@ async def test_counters_move_and_metrics_endpoint_serves_them(bus: Bus, pipeline
         await asyncio.sleep(0.02)
     assert _value("qbus_events_out_total", stage="verify", type="job.completed") == before_out + 2
     assert _value("qbus_rejections_total", stage="ingest", code="unknown_gate") == before_rej + 1
-    assert _value("qbus_engine_run_seconds_count", engine="qiskit-aer", method="sample") >= 2
+    assert (
+        _value("qbus_engine_run_seconds_count", engine="qiskit-aer", method="sample", qubits="2")
+        >= 2
+    )
 
     import socket
 

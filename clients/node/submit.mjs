@@ -5,6 +5,9 @@
 //
 //   npm ci && node submit.mjs --url nats://127.0.0.1:4222 --shots 1000
 //
+// --traceparent 00-<trace id>-<span id>-01 continues a trace of yours: every qbus stage's
+// span joins it (docs/observability.md); without it the job starts a trace of its own.
+//
 // The result is read through a JetStream ordered consumer on qbus.result.<job>, started
 // before the job is published: it cannot miss the final event, and because it reads the
 // stream it would also find a result stored before it started.
@@ -34,6 +37,7 @@ const { values: args } = parseArgs({
     shots: { type: "string", default: "1000" },
     "job-id": { type: "string" },
     timeout: { type: "string", default: "60" },
+    traceparent: { type: "string" },
   },
 });
 
@@ -45,7 +49,12 @@ function fail(message) {
 const jobId = args["job-id"] ?? `node-${randomBytes(8).toString("hex")}`;
 const eventId = randomUUID();
 // W3C trace context: version 00, 16-byte trace id, 8-byte parent span id, sampled.
-const traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+const traceparent =
+  args.traceparent ??
+  `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+if (!/^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/.test(traceparent)) {
+  fail(`--traceparent ${traceparent}: expected 00-<32 hex>-<16 hex>-<2 hex> (W3C)`);
+}
 const job = {
   type: "job.submitted",
   event_id: eventId,

@@ -20,6 +20,13 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     Attributes:
         url: NATS server URL.
         user, password, token, creds: Optional NATS credentials.
+        password_secret, token_secret: Names of secrets (``nats/ingest``) holding the
+            password or token, read from the secrets provider by ``load_config`` so the
+            value itself stays out of the TOML (docs/security.md).
+        tls_ca: CA bundle that signs the server's certificate: connect with TLS.
+        tls_cert, tls_key: Client certificate and key, for servers that verify clients.
+        inbox_prefix: Reply-subject prefix; a tenant's NATS user may only subscribe to
+            its own (``_INBOX_<tenant>``), so its client must use that prefix.
         prefix: Subject prefix (``qbus``).
         stream: JetStream stream holding ``<prefix>.>``: the event log.
         duplicate_window: Seconds the server remembers ``Nats-Msg-Id`` values; a redelivered
@@ -33,6 +40,12 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     password: str | None = None
     token: str | None = None
     creds: str | None = None
+    password_secret: str | None = None
+    token_secret: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    inbox_prefix: str | None = None
     prefix: str = "qbus"
     stream: str = "QBUS"
     duplicate_window: float = 1200.0
@@ -68,8 +81,19 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return f"{self.stream}_AUDIT"
 
     @property
+    def tenant_stream(self) -> str:
+        """Stream holding each tenant's copy of its final events (docs/security.md)."""
+        return f"{self.stream}_TENANT"
+
+    @property
     def audit_subject(self) -> str:
         return f"{self.prefix}_audit.chain"
+
+    @property
+    def kv_chain(self) -> str:
+        """KV bucket with the chain listener's block cursor and the anchor stage's
+        pending batches (docs/chain.md)."""
+        return f"{self.stream}_CHAIN"
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -82,6 +106,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         max_shots: Shots per job.
         max_ops: Instructions per circuit.
         inline_statevector_qubits: Larger state vectors go to the object store.
+        max_sweep_points: Parameter sets in one ``sweep`` job.
     """
 
     max_source_bytes: int = 1_000_000
@@ -90,6 +115,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_shots: int = 10_000_000
     max_ops: int = 100_000
     inline_statevector_qubits: int = 20
+    max_sweep_points: int = 100_000
 
 
 DRIVERS = ("inline", "process", "bwrap")
@@ -137,6 +163,45 @@ class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("pool_size must be at least 1")
 
 
+class VaultConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An OpenBao/Vault KV v2 store (``[secrets.vault]``); secret ``a/b`` is read from
+    ``<mount>/data/<path_prefix>/a/b``, field ``field``.
+
+    Attributes:
+        url: Server address.
+        mount: KV v2 mount point.
+        path_prefix: Path under the mount where qbus's secrets live.
+        field: Key inside each secret's data holding the value.
+        auth: ``token`` or ``approle``.
+        token_env, token_file: Where the token is (``token`` auth): never in the TOML.
+        role_id: AppRole role id (not secret by itself).
+        secret_id_env, secret_id_file: Where the AppRole secret id is.
+        namespace: Vault Enterprise / OpenBao namespace, if any.
+        ca_cert: CA bundle for an https server.
+        timeout: Seconds per HTTP request.
+    """
+
+    url: str = "http://127.0.0.1:8200"
+    mount: str = "secret"
+    path_prefix: str = "qbus"
+    field: str = "value"
+    auth: str = "token"
+    token_env: str = "VAULT_TOKEN"
+    token_file: str | None = None
+    role_id: str | None = None
+    secret_id_env: str = "QBUS_VAULT_SECRET_ID"
+    secret_id_file: str | None = None
+    namespace: str | None = None
+    ca_cert: str | None = None
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("token", "approle"):
+            raise ValueError(f"auth must be token or approle, got {self.auth!r}")
+        if self.auth == "approle" and not self.role_id:
+            raise ValueError("approle auth needs role_id")
+
+
 class SecretsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where secrets come from (docs/security.md).
 
@@ -144,10 +209,200 @@ class SecretsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         provider: ``env`` (``QBUS_SECRET_<KEY>`` variables), ``file`` (one file per
             key under ``directory``) or ``vault`` (OpenBao/Vault KV v2 through hvac).
         directory: For ``file``.
+        cache_seconds: How long a value read from ``vault`` is reused; a rotated secret
+            is seen at most this long after the change.
+        environment: Environment variables set from secrets when the configuration is
+            loaded, e.g. ``{AWS_ACCESS_KEY_ID = "aws/access_key_id"}`` for Braket.
+        vault: For ``vault``.
     """
 
     provider: str = "env"
     directory: str = "/run/secrets/qbus"
+    cache_seconds: float = 5.0
+    environment: dict[str, str] = {}
+    vault: VaultConfig = VaultConfig()
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("env", "file", "vault"):
+            raise ValueError(f"provider must be env, file or vault, got {self.provider!r}")
+        if self.cache_seconds < 0:
+            raise ValueError("cache_seconds must be 0 or more")
+
+
+class TenantLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What one tenant's jobs may ask for (``[tenants.<name>]``); beyond → JobRejected.
+
+    Attributes:
+        max_qubits: Qubits per job (``tenant_limit_qubits``).
+        max_shots: Shots per sampling job (``tenant_limit_shots``).
+        max_concurrent: Jobs of the tenant between ingest and their final event
+            (``tenant_concurrency``).
+    """
+
+    max_qubits: int | None = None
+    max_shots: int | None = None
+    max_concurrent: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_qubits", "max_shots", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """NATS auth mode (docs/security.md): stages connect as their own users.
+
+    Attributes:
+        stage_users: A stage connects as the NATS user named like the stage
+            (``ingest``, ``execute`` …) with the password in secret
+            ``<password_prefix><stage>``, instead of ``[bus]``'s credentials.
+        password_prefix: Prefix of those secrets' names.
+    """
+
+    stage_users: bool = False
+    password_prefix: str = "nats/"
+
+
+class AiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The AI assistant's model server: a local Ollama (docs/ai.md).
+
+    Attributes:
+        enabled: Use the model at all; when false, ``ai_optimize`` jobs get the
+            deterministic result with ``verdict="unavailable"``.
+        host: Ollama server URL.
+        model: Model name as ``ollama pull`` knows it.
+        timeout: Seconds one AI step (every request and retry of it) may take in all;
+            the rewrite stage gives up after this and keeps the deterministic result.
+        max_retries: Further attempts after an answer that does not parse or validate,
+            each with the error fed back to the model.
+        stream: Ask for streamed (NDJSON) answers rather than one JSON reply.
+        max_ops: Circuits with more instructions than this are not sent to the model.
+        max_check_qubits: Largest circuit the equivalence check takes on (the randomized
+            check above 12 qubits costs ``2**n`` amplitudes per random input state).
+        check_timeout: Seconds the equivalence check may take (it runs in a worker
+            thread); an unfinished check rejects the proposal.
+    """
+
+    enabled: bool = True
+    host: str = "http://127.0.0.1:11434"
+    model: str = "qwen2.5-coder:7b"
+    timeout: float = 60.0
+    max_retries: int = 2
+    stream: bool = True
+    max_ops: int = 500
+    max_check_qubits: int = 20
+    check_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
+        if self.check_timeout <= 0:
+            raise ValueError("check_timeout must be positive")
+        if not 1 <= self.max_check_qubits <= 26:
+            raise ValueError("max_check_qubits must be 1..26")
+
+
+class ChainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The Ethereum chain results are anchored on (docs/chain.md).
+
+    Attributes:
+        rpc_url: JSON-RPC URL (``http://127.0.0.1:8545`` for anvil, a real network's
+            endpoint), or ``eth-tester://NAME`` for an in-process py-evm chain that lives
+            as long as the process (one process only: every stage that uses it must run
+            in the same process, e.g. ``qbus demo`` or a ``Pipeline``).
+        contract: Address of the deployed QbusAnchor; None deploys one when the stage or
+            listener starts (fine for anvil and the in-process chain, not for a real
+            network).
+        batch_size: Results per Merkle batch at most: one anchor transaction each.
+        batch_window: Seconds the first result of a batch waits for others before the
+            batch is anchored anyway.
+        confirmations: Blocks on top of a transaction or request before it counts.
+        key_secret: Name of the secret holding the verifier account's private key
+            (``QBUS_SECRET_CHAIN_VERIFIER_KEY`` with the env provider).
+        poll_interval: Seconds between the listener's and receipt waits' polls.
+        start_block: Block the listener starts from when it has no cursor yet.
+        tx_timeout: Seconds to wait for a transaction to be mined.
+        fetch_uris: Let the chain listener fetch a request's program from its http(s)
+            URI (off: requests must carry the OpenQASM text; a URI is a request to
+            fetch from wherever the requester likes).
+    """
+
+    rpc_url: str = "eth-tester://qbus"
+    contract: str | None = None
+    batch_size: int = 64
+    batch_window: float = 2.0
+    confirmations: int = 0
+    key_secret: str = "chain/verifier_key"
+    poll_interval: float = 1.0
+    start_block: int = 0
+    tx_timeout: float = 120.0
+    fetch_uris: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.rpc_url.startswith(("eth-tester://", "http://", "https://")):
+            raise ValueError("rpc_url must be an http(s):// JSON-RPC URL or eth-tester://NAME")
+        if self.contract is not None and not (
+            len(self.contract) == 42
+            and self.contract.startswith("0x")
+            and all(c in "0123456789abcdefABCDEF" for c in self.contract[2:])
+        ):
+            raise ValueError(f"contract must be a 0x-prefixed 20-byte address: {self.contract!r}")
+        if self.batch_size < 1 or self.batch_window <= 0:
+            raise ValueError("batch_size must be at least 1 and batch_window positive")
+        if self.confirmations < 0 or self.start_block < 0:
+            raise ValueError("confirmations and start_block must be 0 or more")
+        if self.poll_interval <= 0 or self.tx_timeout <= 0:
+            raise ValueError("poll_interval and tx_timeout must be positive")
+
+
+class VerifyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The verify stage's cross-engine agreement policy (docs/audit.md).
+
+    A job is re-run on a second engine when it asks (``cross_check``) or when it falls
+    in the random sample; the sample is drawn from the job id, so a redelivered result
+    gets the same decision.
+
+    Attributes:
+        cross_check_rate: Fraction of all jobs cross-checked (0: only jobs that ask).
+        cross_check_engines: Second engines in order of preference; the first one that
+            is installed, is not the job's own engine and accepts the job runs it.
+        cross_check_alpha: Significance level of the two-sample counts test.
+    """
+
+    cross_check_rate: float = 0.0
+    cross_check_engines: tuple[str, ...] = ("qiskit-aer", "reference", "cirq", "jax")
+    cross_check_alpha: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cross_check_rate <= 1.0:
+            raise ValueError("cross_check_rate must be in 0..1")
+        if not 0.0 < self.cross_check_alpha < 1.0:
+            raise ValueError("cross_check_alpha must be in (0, 1)")
+
+
+class ObservabilityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Metrics endpoints (``[observability]``; docs/observability.md). Tracing is set by
+    the standard ``OTEL_*`` variables instead.
+
+    Attributes:
+        metrics_port: First ``/metrics`` port of ``qbus up``: each stage process takes the
+            next free one from here (0: any free port; -1: no endpoints).
+        metrics_addr: Address the endpoints listen on.
+        consumer_poll_seconds: How often a stage reads its consumer's pending counts.
+    """
+
+    metrics_port: int = 9464
+    metrics_addr: str = "127.0.0.1"
+    consumer_poll_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be -1..65535, got {self.metrics_port}")
+        if self.consumer_poll_seconds < 0:
+            raise ValueError("consumer_poll_seconds must be >= 0 (0: never)")
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -157,6 +412,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     limits: Limits = Limits()
     hypervisor: HypervisorConfig = HypervisorConfig()
     secrets: SecretsConfig = SecretsConfig()
+    auth: AuthConfig = AuthConfig()
+    tenants: dict[str, TenantLimits] = {}
+    chain: ChainConfig = ChainConfig()
+    ai: AiConfig = AiConfig()
+    verify: VerifyConfig = VerifyConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     state_dir: str = ".qbus"
 
 
@@ -166,10 +427,17 @@ _ENV_MAP = {
     "QBUS_PASSWORD": ("bus", "password"),
     "QBUS_TOKEN": ("bus", "token"),
     "QBUS_CREDS": ("bus", "creds"),
+    "QBUS_TLS_CA": ("bus", "tls_ca"),
+    "QBUS_SECRETS_PROVIDER": ("secrets", "provider"),
+    "QBUS_VAULT_URL": ("secrets", "vault", "url"),
     "QBUS_PREFIX": ("bus", "prefix"),
     "QBUS_STREAM": ("bus", "stream"),
     "QBUS_STATE_DIR": ("state_dir",),
     "QBUS_HYPERVISOR_MINIMUM": ("hypervisor", "minimum"),
+    "QBUS_CHAIN_RPC_URL": ("chain", "rpc_url"),
+    "QBUS_CHAIN_CONTRACT": ("chain", "contract"),
+    "QBUS_AI_HOST": ("ai", "host"),
+    "QBUS_AI_MODEL": ("ai", "model"),
 }
 
 
@@ -194,6 +462,11 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
                 node = node.setdefault(key, {})
             node[keys[-1]] = env[var]
     try:
-        return msgspec.convert(raw, Config)
+        config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    # Secrets named in the config (NATS password/token, cloud keys) are read here, from
+    # the provider the config names; imported late since qbus.secrets imports this module.
+    from qbus.secrets.resolve import resolve_secrets
+
+    return resolve_secrets(config)

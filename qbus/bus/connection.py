@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -17,6 +19,7 @@ from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.subjects import Subjects
 from qbus.errors import BusError
+from qbus.observability import tracing
 from qbus.schemas.events import (
     CircuitIngested,
     Event,
@@ -43,6 +46,25 @@ log = logging.getLogger("qbus.bus")
 async def _log_error(exc: Exception) -> None:
     # nats-py's default prints a traceback per failed attempt; one line says enough.
     log.info("nats: %s: %s", type(exc).__name__, exc)
+
+
+class _QuietSslEof(logging.Filter):
+    # asyncio warns "returning true from eof_received() has no effect when using ssl" for
+    # every TLS connection nats-py makes: harmless, and alarming in an operator's log.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+def _tls_context(config: BusConfig) -> ssl.SSLContext:
+    """A client TLS context trusting ``tls_ca`` (docs/security.md), with a client
+    certificate when one is configured."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _QuietSslEof) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_QuietSslEof())
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.tls_ca)
+    if config.tls_cert:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 class Bus:
@@ -93,6 +115,11 @@ class Bus:
             kwargs["token"] = config.token
         if config.creds:
             kwargs["user_credentials"] = config.creds
+        if config.inbox_prefix:
+            kwargs["inbox_prefix"] = config.inbox_prefix
+        if config.tls_ca or config.tls_cert:
+            kwargs["tls"] = _tls_context(config)
+            kwargs["tls_hostname"] = urlsplit(config.url).hostname
         kwargs.update(options)
         try:
             # nats-py applies unlimited reconnects to the first connect too, which would
@@ -152,6 +179,18 @@ class Bus:
                 description="qbus audit hash chain over the event log",
             )
         )
+        await self._ensure_stream(
+            js_api.StreamConfig(
+                name=cfg.tenant_stream,
+                subjects=[self.subjects.tenant_all()],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                duplicate_window=cfg.duplicate_window,
+                max_msg_size=MAX_MSG_SIZE,
+                allow_direct=True,
+                description="each tenant's copy of its jobs' final events (docs/security.md)",
+            )
+        )
         try:
             await self.js.key_value(cfg.kv_jobs)
         except BucketNotFoundError:
@@ -161,6 +200,17 @@ class Bus:
                     history=8,
                     storage=js_api.StorageType.FILE,
                     description="qbus job state",
+                )
+            )
+        try:
+            await self.js.key_value(cfg.kv_chain)
+        except BucketNotFoundError:
+            await self.js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=cfg.kv_chain,
+                    history=1,
+                    storage=js_api.StorageType.FILE,
+                    description="qbus chain listener cursor and pending anchor batches",
                 )
             )
         try:
@@ -226,11 +276,18 @@ class Bus:
     # -- publishing -------------------------------------------------------------------
 
     def headers_for(self, event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """NATS headers of ``event``: its id for dedupe, guards, and the trace context.
+
+        The W3C trace context is ``extra``'s when it has one (a stage passes its span's),
+        else the current span's when tracing is on.
+        """
         headers = {"Nats-Msg-Id": event.event_id}
         if isinstance(event, FIRST_ONLY):
             headers["Nats-Expected-Last-Subject-Sequence"] = "0"
         if extra:
             headers.update(extra)
+        if "traceparent" not in headers and tracing.enabled():
+            tracing.inject(headers)
         return headers
 
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> int:

@@ -23,11 +23,12 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
+from qbus.bus import tenancy
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Reject, Retry
-from qbus.observability import metrics
+from qbus.observability import metrics, tracing
 from qbus.schemas.events import (
     FINAL_EVENTS,
     Event,
@@ -40,7 +41,7 @@ from qbus.schemas.events import (
 
 log = logging.getLogger("qbus.runner")
 
-TRACE_HEADERS = ("traceparent", "tracestate")
+TRACE_HEADERS = tracing.TRACE_HEADERS
 
 
 class Handler(Protocol):
@@ -89,6 +90,8 @@ class StageRunner:
         heartbeat: Tell the server "still working" every ack_wait/3 while a handler runs,
             so a long engine run is not redelivered to another copy meanwhile. For stages
             whose handlers may take longer than ``ack_wait`` (and yield to the loop).
+        consumer_poll: Seconds between reads of the consumer's pending counts into the
+            ``qbus_consumer_*`` gauges (0: never).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class StageRunner:
         handler: Handler,
         batch: int = 256,
         heartbeat: bool = False,
+        consumer_poll: float = 5.0,
     ) -> None:
         self.bus = bus
         self.stage = stage
@@ -109,6 +113,8 @@ class StageRunner:
         self.handler = handler
         self.batch = batch
         self.heartbeat = heartbeat
+        self.consumer_poll = consumer_poll
+        self._latency = metrics.STAGE_LATENCY.labels(stage)
         self.producer = f"qbus.{stage}"
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -122,12 +128,25 @@ class StageRunner:
         await self.bus.ensure_consumer(self.durable, self.subjects)
         consumer = await PullConsumer(self.bus, self.durable, batch=self.batch).start()
         log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
+        poller = None
+        if self.consumer_poll > 0:
+            poller = asyncio.create_task(
+                metrics.poll_consumer(
+                    self.bus.js,
+                    self.bus.config.stream,
+                    self.stage,
+                    self.durable,
+                    self.consumer_poll,
+                )
+            )
         try:
             while not self._stopping.is_set():
                 msgs = await consumer.next_batch(timeout=0.5)
                 if msgs:
                     await self.process(msgs)
         finally:
+            if poller is not None:
+                poller.cancel()
             await consumer.stop()
             # A handler may own processes (the executor's sandbox workers).
             close = getattr(self.handler, "close", None)
@@ -143,8 +162,7 @@ class StageRunner:
             if keepalive is not None:
                 keepalive.cancel()
         sent: list[tuple[int, Event, Awaitable]] = []
-        for index, (msg, events, _) in enumerate(outcomes):
-            headers = _trace_headers(msg)
+        for index, (_, events, _, headers) in enumerate(outcomes):
             for event in events:
                 sent.append((index, event, await self.bus.publish_async(event, headers=headers)))
         results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
@@ -178,13 +196,17 @@ class StageRunner:
             state = state_for(event, self.stage)
             if state is not None and index not in failed:
                 states.append((index, await self.bus.put_state_async(event.job_id, state)))
+            if index not in failed:
+                # A tenant's running-job index and its copy of the final event.
+                states.extend((index, f) for f in await tenancy.tenant_writes(self.bus, event))
         state_results = await asyncio.gather(*(f for _, f in states), return_exceptions=True)
         failed |= {
             i
             for (i, _), r in zip(states, state_results, strict=True)
             if isinstance(r, BaseException)
         }
-        for index, (msg, events, settle) in enumerate(outcomes):
+        now = time.time()
+        for index, (msg, events, settle, _) in enumerate(outcomes):
             if index in failed:
                 log.warning(
                     "stage %s: publishing outputs failed; input will be redelivered", self.stage
@@ -194,6 +216,9 @@ class StageRunner:
             await settle(msg)
             for event in events:
                 metrics.EVENTS_OUT.labels(self.stage, _tag(event)).inc()
+            if msg.reply:
+                stored_at = msg.metadata.timestamp.timestamp()
+                self._latency.observe(max(0.0, now - stored_at))
         self.processed += len(msgs)
 
     async def _existing(self, event: Event) -> Event | None:
@@ -208,27 +233,67 @@ class StageRunner:
 
     async def _handle(
         self, msg: Msg
-    ) -> tuple[Msg, Sequence[Event], Callable[[Msg], Awaitable[None]]]:
+    ) -> tuple[Msg, Sequence[Event], Callable[[Msg], Awaitable[None]], dict[str, str] | None]:
+        """Run the handler on one message; returns its outputs, how to settle it, and the
+        trace headers its outputs carry."""
+        if not tracing.enabled():
+            # No spans: the input's trace context passes through to the outputs as is.
+            events, settle = await self._outcome(msg, None)
+            return msg, events, settle, _trace_headers(msg)
+        with tracing.consume(self.stage, msg.subject, msg.headers, self.durable) as span:
+            events, settle = await self._outcome(msg, span)
+            # The outputs are the stage span's children: the next stage's span is its child.
+            headers = dict(tracing.inject())
+        return msg, events, settle, headers
+
+    async def _outcome(
+        self, msg: Msg, span: tracing.Span | None
+    ) -> tuple[Sequence[Event], Callable[[Msg], Awaitable[None]]]:
         started = time.perf_counter()
         try:
             event = decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return msg, self._undecodable(msg, exc), _ack
-        metrics.EVENTS_IN.labels(self.stage, _tag(event)).inc()
+            events = self._undecodable(msg, exc)
+            metrics.EVENTS_PROCESSED.labels(self.stage, "unknown", "undecodable").inc()
+            if span is not None:
+                tracing.set_attributes(span, {tracing.OUTCOME: "undecodable"})
+                tracing.mark_error(span, f"undecodable message: {exc}")
+            return events, _ack
+        # A submission's tenant is its subject's, whatever the payload says (security.md).
+        event = tenancy.trusted_submission(event, msg.subject, self.bus.subjects)
+        tag = _tag(event)
+        metrics.EVENTS_IN.labels(self.stage, tag).inc()
         delivered = msg.metadata.num_delivered
+        if span is not None:
+            tracing.set_attributes(
+                span,
+                {
+                    tracing.JOB_ID: event.job_id,
+                    tracing.EVENT_TYPE: tag,
+                    tracing.MESSAGE_ID: event.event_id,
+                    tracing.DELIVERY_COUNT: delivered,
+                },
+            )
+        outcome = "ok"
         try:
-            events = await self.handler.handle(event)
+            events = [tenancy.stamp(e, event) for e in await self.handler.handle(event)]
             settle = _ack
         except Reject as exc:
+            outcome = "rejected"
             metrics.REJECTIONS.labels(self.stage, exc.code).inc()
             events = [self._rejected(event, exc.code, exc.message, exc.where)]
             settle = _ack
         except Fail as exc:
+            outcome = "failed"
             events = [self._failed(event, exc.code, exc.message)]
             settle = _ack
         except Retry as exc:
             if delivered < self.bus.config.max_deliver:
-                return msg, [], _nak_after(exc.delay)
+                metrics.EVENTS_PROCESSED.labels(self.stage, tag, "retry").inc()
+                if span is not None:
+                    tracing.set_attributes(span, {tracing.OUTCOME: "retry"})
+                return [], _nak_after(exc.delay)
+            outcome = "failed"
             events = [
                 self._failed(
                     event,
@@ -238,13 +303,22 @@ class StageRunner:
             ]
             settle = _ack
         except Exception as exc:
+            outcome = "error"
             log.exception("stage %s crashed on %s of job %s", self.stage, _tag(event), event.job_id)
             metrics.HANDLER_ERRORS.labels(self.stage).inc()
             message = f"{self.stage} stage failed unexpectedly: {type(exc).__name__}: {exc}"
             events = [self._failed(event, "internal_error", message)]
             settle = _term
+            if span is not None:
+                span.record_exception(exc)
         metrics.HANDLER_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
-        return msg, events, settle
+        metrics.EVENTS_PROCESSED.labels(self.stage, tag, outcome).inc()
+        if span is not None:
+            tracing.set_attributes(span, {tracing.OUTCOME: outcome})
+            for out in events:
+                if isinstance(out, JobFailed):
+                    tracing.mark_error(span, f"{out.code}: {out.message}")
+        return events, settle
 
     async def _keepalive(self, msgs: list[Msg]) -> None:
         # Messages of a batch wait their turn while earlier ones run: all of them, not
@@ -266,7 +340,7 @@ class StageRunner:
             code, message = "invalid_schema", f"event does not match its schema: {text}"
         where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None
         metrics.REJECTIONS.labels(self.stage, code).inc()
-        if not msg.subject.endswith(".submit"):
+        if self.bus.subjects.tenant_of_submit(msg.subject) is None:
             # An internal event we cannot read: a newer producer's tag or a bug. End the
             # message with a reason rather than crash or fail someone's job by guesswork.
             log.error(
@@ -283,6 +357,7 @@ class StageRunner:
                 message=message,
                 stage=self.stage,
                 where=where,
+                tenant=self.bus.subjects.tenant_of_submit(msg.subject) or "",
             )
         ]
 
@@ -296,6 +371,7 @@ class StageRunner:
             message=message,
             stage=self.stage,
             where=where,
+            tenant=tenancy.tenant_of(event),
         )
 
     def _failed(self, event: Event, code: str, message: str) -> JobFailed:
@@ -307,6 +383,7 @@ class StageRunner:
             code=code,
             message=message,
             stage=self.stage,
+            tenant=tenancy.tenant_of(event),
         )
 
 

@@ -41,6 +41,32 @@ class Subjects:
         """Where producers publish JobSubmitted."""
         return f"{self.prefix}.submit"
 
+    def submit_for(self, tenant: str = "*") -> str:
+        """Where tenant ``tenant`` publishes JobSubmitted; its NATS user may publish only
+        here, so ingest takes the job's tenant from this subject (docs/security.md)."""
+        return f"{self.prefix}.submit.{tenant}"
+
+    def tenant_of_submit(self, subject: str) -> str | None:
+        """The tenant of a submit subject: "" for ``<prefix>.submit``, None for others."""
+        if subject == self.submit:
+            return ""
+        head = self.submit + "."
+        if subject.startswith(head) and "." not in subject[len(head) :]:
+            return subject[len(head) :]
+        return None
+
+    def tenant_result(self, tenant: str = "*", job: str = "*") -> str:
+        """A copy of a tenant's final event, readable by that tenant alone.
+
+        Outside ``<prefix>.>`` on purpose: the copies live in their own stream, so the
+        event log holds every event once, on its one subject.
+        """
+        return f"{self.prefix}_tenant.{tenant}.result.{job}"
+
+    def tenant_all(self, tenant: str = "*") -> str:
+        """Every subject of ``tenant``'s own (``*``: of all tenants')."""
+        return f"{self.prefix}_tenant.{tenant}.>"
+
     def ingested(self, job: str = "*") -> str:
         return f"{self.prefix}.ingested.{job}"
 
@@ -73,7 +99,7 @@ class Subjects:
         """The subject an event is published on."""
         match event:
             case JobSubmitted():
-                return self.submit
+                return self.submit_for(event.tenant) if event.tenant else self.submit
             case CircuitIngested():
                 return self.ingested(event.job_id)
             case CircuitRewritten():

@@ -6,31 +6,36 @@ the audit stream. Only one auditor writes: each record is published with
 ``Nats-Expected-Last-Subject-Sequence``, so a second copy's write is refused and it
 resynchronises instead of forking the chain.
 
-``verify_log`` recomputes every digest from the event log and every link of the chain
-and names the first event that does not match.
+``verify_log`` replays the whole log from sequence 1: it recomputes every digest and
+every link of the chain, re-derives every result hash from the events it came from,
+checks every anchored Merkle proof (and, given a chain, its on-chain root) and names the
+exact event of each problem (qbus/verifier/audit_checks.py holds the checks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus.connection import Bus
+from qbus.observability import metrics
 from qbus.schemas.audit import (
     GENESIS,
+    AuditProblem,
     ChainEntry,
     ChainRecord,
     chain_head,
     encoder,
     event_digest,
-    next_link,
     record_decoder,
 )
+from qbus.schemas.events import ResultAnchored
+from qbus.verifier.audit_checks import LogChecker
 
 log = logging.getLogger("qbus.audit")
 
@@ -111,6 +116,8 @@ class AuditStage:
                             meta.sequence.stream,
                             msg_id,
                             event_digest(msg.subject, msg_id, msg.data),
+                            msg.subject,
+                            _tag_of(msg.data),
                         )
                     )
                 # One record per batch or per flush interval, not per event: the chain
@@ -150,6 +157,8 @@ class AuditStage:
                 raise _Conflict from exc
             raise
         self.head, self.last_seq, self._record_seq = head, record.last_seq, ack.seq
+        metrics.AUDIT_CHAINED.inc(len(entries))
+        metrics.AUDIT_LAST_SEQUENCE.set(record.last_seq)
 
     async def flushed_to(self, seq: int, timeout: float = 10.0) -> None:
         """Wait until the chain covers stream sequence ``seq`` (for tests and tooling)."""
@@ -164,31 +173,63 @@ class _Conflict(Exception):
     pass
 
 
+class _Tag(msgspec.Struct):
+    type: str = ""
+
+
+_tag_decoder = msgspec.json.Decoder(_Tag)
+
+
+def _tag_of(data: bytes) -> str:
+    """The event's ``type`` tag, "" when the payload is not a JSON object with one."""
+    try:
+        tag = _tag_decoder.decode(data).type
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return ""
+    return tag if isinstance(tag, str) else ""
+
+
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError"
 
 
-@dataclass
-class AuditReport:
-    """Result of ``verify_log``.
+RootReader = Callable[[ResultAnchored], Awaitable["tuple[str, int] | None"]]
+"""Reads the (root as 0x-hex, leaf count) a contract holds for an anchor's batch; None
+when the contract has no such batch. Raises when the chain cannot be read."""
+
+
+class AuditReport(msgspec.Struct, kw_only=True):
+    """Result of ``verify_log``: every problem found, each pinned to its event.
 
     Attributes:
-        ok: True when every audited event matches and the chain is intact.
-        checked: Events whose digest was recomputed.
-        unaudited: Events in the log after the chain's last record.
-        problem: The first broken link, for a person; None when ok.
-        broken_seq: Stream sequence of the first broken event.
+        ok: True when no check found anything.
+        events: Events read from the log.
+        checked: Events whose digest was compared with the audit chain.
+        unaudited: Events in the log after the chain's last record (not yet chained).
+        chain_records: Audit chain records read.
+        results_checked: JobCompleted events whose result hash was re-derived.
+        anchors_checked: ResultAnchored events whose proof was checked.
+        chain_roots_checked: Anchored batches whose root was read from the chain.
+        chain_status: ``checked``, or why the on-chain roots were not compared.
+        problems: Everything found, in stream order (``AuditProblem``).
+        problem: The first problem's message, for a person; None when ok.
+        broken_seq: Stream sequence of the first problem's event.
         broken_event_id: Its event id.
     """
 
     ok: bool = True
+    events: int = 0
     checked: int = 0
     unaudited: int = 0
     chain_records: int = 0
+    results_checked: int = 0
+    anchors_checked: int = 0
+    chain_roots_checked: int = 0
+    chain_status: str = "no anchors in the log"
+    problems: list[AuditProblem] = []
     problem: str | None = None
     broken_seq: int | None = None
     broken_event_id: str | None = None
-    details: dict = field(default_factory=dict)
 
 
 async def _read_all(bus: Bus, stream: str, subject: str):
@@ -214,76 +255,160 @@ async def _read_all(bus: Bus, stream: str, subject: str):
         await sub.unsubscribe()
 
 
-async def verify_log(bus: Bus) -> AuditReport:
-    """Recompute the chain from the event log and compare it with the stored records."""
+async def verify_log(
+    bus: Bus,
+    *,
+    root_reader: RootReader | None = None,
+    keep_jobs: bool = False,
+    chain_note: str = "no chain configured",
+) -> AuditReport:
+    """Replay the whole event log from sequence 1 and check everything it can.
+
+    The audit chain's records are read first and checked link by link; then every event
+    of the log is fed to ``LogChecker`` (digests against the chain, envelopes, causes,
+    circuit hashes, result hashes, Merkle proofs); finally each anchored batch's root is
+    compared with the chain's when ``root_reader`` is given.
+
+    Args:
+        bus: Connected bus.
+        root_reader: Reads a batch's root from the anchor contract; None skips that check
+            (the report's ``chain_status`` then says ``chain_note``).
+        keep_jobs: Keep the per-job records (use ``audit_log`` to get them).
+        chain_note: Why there is no ``root_reader``, for the report.
+    """
+    report, _ = await audit_log(
+        bus, root_reader=root_reader, keep_jobs=keep_jobs, chain_note=chain_note
+    )
+    return report
+
+
+async def audit_log(
+    bus: Bus,
+    *,
+    root_reader: RootReader | None = None,
+    keep_jobs: bool = False,
+    chain_note: str = "no chain configured",
+) -> tuple[AuditReport, LogChecker]:
+    """``verify_log``, also returning the checker (its per-job records for the export)."""
     cfg = bus.config
     report = AuditReport()
-    expected: dict[int, ChainEntry] = {}
+    chain: dict[int, ChainEntry] = {}
+    record_problems: list[AuditProblem] = []
     prev = GENESIS
     async for msg in _read_all(bus, cfg.audit_stream, cfg.audit_subject):
+        seq = msg.metadata.sequence.stream
         try:
             record = record_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return _broken(
-                report, f"audit record {msg.metadata.sequence.stream} is unreadable: {exc}"
+            record_problems.append(
+                AuditProblem(
+                    check="chain_record",
+                    message=f"audit record {seq} is unreadable: {exc}; the chain ends before it",
+                    subject=msg.subject,
+                )
             )
+            break
         report.chain_records += 1
         if record.prev != prev or chain_head(record.prev, record.entries) != record.head:
             first = record.entries[0] if record.entries else None
-            return _broken(
-                report,
-                f"the audit chain itself is broken at record covering events "
-                f"{record.first_seq}..{record.last_seq}",
-                first,
+            record_problems.append(
+                AuditProblem(
+                    check="chain_record",
+                    message=f"the audit chain itself is broken at its record {seq} covering "
+                    f"events {record.first_seq}..{record.last_seq} (a record was removed or "
+                    "rewritten); the events after it are not trusted to the chain",
+                    seq=first.seq if first else None,
+                    event_id=first.event_id if first else "",
+                    subject=first.subject if first else "",
+                    type=first.type if first else "",
+                )
             )
+            break
         prev = record.head
         for entry in record.entries:
-            expected[entry.seq] = entry
-    last_audited = max(expected, default=0)
-    seen: set[int] = set()
-    link = GENESIS
+            chain[entry.seq] = entry
+    checker = LogChecker(bus.subjects, chain, keep_jobs=keep_jobs, proof_check=_has_keccak())
     async for msg in _read_all(bus, cfg.stream, bus.subjects.all):
-        seq = msg.metadata.sequence.stream
-        if seq > last_audited:
-            report.unaudited += 1
-            continue
         msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-        digest = event_digest(msg.subject, msg_id, msg.data)
-        entry = expected.get(seq)
-        if entry is None:
-            return _broken(
-                report,
-                f"event at sequence {seq} ({msg.subject}) is in the log but not in the audit chain",
-                ChainEntry(seq, msg_id, digest),
-            )
-        seen.add(seq)
-        if entry.digest != digest or entry.event_id != msg_id:
-            return _broken(
-                report,
-                f"event {entry.event_id} at sequence {seq} ({msg.subject}) was altered: "
-                f"its digest is {digest[:16]}…, the chain recorded {entry.digest[:16]}…",
-                entry,
-            )
-        link = next_link(link, seq, digest)
-        report.checked += 1
-    missing = sorted(set(expected) - seen)
-    if missing:
-        entry = expected[missing[0]]
-        return _broken(
-            report,
-            f"event {entry.event_id} at sequence {entry.seq} was deleted "
-            f"from the log ({len(missing)} missing in all)",
-            entry,
+        checker.feed(
+            msg.metadata.sequence.stream,
+            msg.subject,
+            msg_id,
+            msg.data,
+            event_digest(msg.subject, msg_id, msg.data),
         )
-    if link != prev and last_audited:
-        return _broken(report, "the recomputed chain head differs from the recorded head")
-    return report
+    report.chain_status = await _check_roots(checker, report, root_reader, chain_note)
+    checker.finish()
+    report.events = checker.events
+    report.checked = checker.checked
+    report.unaudited = checker.unaudited
+    report.results_checked = checker.results_checked
+    report.anchors_checked = checker.anchors_checked
+    report.problems = record_problems + checker.problems
+    if report.problems:
+        first = report.problems[0]
+        report.ok = False
+        report.problem = first.message
+        report.broken_seq = first.seq
+        report.broken_event_id = first.event_id or None
+    return report, checker
 
 
-def _broken(report: AuditReport, problem: str, entry: ChainEntry | None = None) -> AuditReport:
-    report.ok = False
-    report.problem = problem
-    if entry is not None:
-        report.broken_seq = entry.seq
-        report.broken_event_id = entry.event_id
-    return report
+async def _check_roots(
+    checker: LogChecker,
+    report: AuditReport,
+    root_reader: RootReader | None,
+    chain_note: str,
+) -> str:
+    """Compare each anchored batch's root with the contract's; returns the chain status."""
+    if not checker.anchors:
+        return "no anchors in the log"
+    if root_reader is None:
+        status = f"on-chain roots not compared: {chain_note}"
+        for anchor in checker.anchors:
+            anchor.chain_detail = status
+        return status
+    roots: dict[tuple[int, str, int], tuple[str, int] | None] = {}
+    for anchor in checker.anchors:
+        event = anchor.event
+        key = (event.chain_id, event.contract.lower(), event.batch_id)
+        if key not in roots:
+            try:
+                roots[key] = await root_reader(event)
+            except Exception as exc:
+                status = f"on-chain roots not compared: the chain cannot be read ({exc})"
+                for a in checker.anchors:
+                    a.chain_ok, a.chain_detail = None, status
+                return status
+            report.chain_roots_checked += 1
+        found = roots[key]
+        where = f"batch {event.batch_id} of {event.contract} on chain {event.chain_id}"
+        if found is None:
+            anchor.chain_ok, anchor.chain_detail = False, f"{where} is not anchored"
+            checker.anchor_problem(anchor, "anchor_chain", f"{where} is not anchored")
+            continue
+        on_chain, count = found
+        if on_chain.lower().removeprefix("0x") != event.root.lower().removeprefix("0x"):
+            message = (
+                f"{where} has root {on_chain[:18]}… on chain, the event names "
+                f"{event.root[:18]}… (tx {event.tx_hash[:18]}…)"
+            )
+        elif count != event.batch_size or not 0 <= event.leaf_index < count:
+            message = (
+                f"{where} holds {count} results on chain, the event says "
+                f"{event.batch_size} with this result at index {event.leaf_index}"
+            )
+        else:
+            anchor.chain_ok, anchor.chain_detail = True, f"{where}: root matches"
+            continue
+        anchor.chain_ok, anchor.chain_detail = False, message
+        checker.anchor_problem(anchor, "anchor_chain", message)
+    return "checked"
+
+
+def _has_keccak() -> bool:
+    try:
+        import eth_hash.auto  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -27,7 +27,7 @@ from qbus.errors import EngineError, QbusError, SandboxFailure
 from qbus.hypervisor import make_sandbox
 from qbus.hypervisor.base import Sandbox, choose_driver, run_limits
 from qbus.hypervisor.process import engine_target
-from qbus.observability import metrics
+from qbus.observability import metrics, tracing
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
@@ -36,6 +36,7 @@ from qbus.schemas.events import (
     derived_event_id,
 )
 from qbus.schemas.ir import Circuit
+from qbus.schemas.noise import is_noisy
 
 log = logging.getLogger("qbus.execute")
 
@@ -51,6 +52,7 @@ def _is_quick(request: RunRequest) -> bool:
         request.circuit.num_qubits <= QUICK_QUBITS
         and len(request.circuit.ops) <= QUICK_OPS
         and request.shots <= QUICK_SHOTS
+        and len(request.sweep) <= 1
     )
 
 
@@ -103,11 +105,16 @@ class ExecuteHandler:
             return []
         opts = event.options
         expectation = opts.method == "expectation"
+        # A noisy state is a density matrix: the engine evaluates the observables itself
+        # (method 'expectation'), since a density matrix never leaves the engine.
+        density = expectation and is_noisy(opts.noise)
+        # Measurements in the program of a dynamics job are ignored, as for expectation.
+        unmeasured = expectation or opts.method == "dynamics"
         request = RunRequest(
             # An expectation job is a state-vector run on the circuit without its
             # measurements; the observables are evaluated here, the same for every engine.
-            circuit=_without_measurements(event.circuit) if expectation else event.circuit,
-            method="statevector" if expectation else opts.method,
+            circuit=_without_measurements(event.circuit) if unmeasured else event.circuit,
+            method="statevector" if expectation and not density else opts.method,
             shots=opts.shots,
             seed=opts.seed if opts.seed is not None else 0,
             parameters=opts.parameters,
@@ -125,13 +132,26 @@ class ExecuteHandler:
                 self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds
             )
             sandbox = self.sandbox(driver)
-            if driver == "inline" and _is_quick(request):
-                # Milliseconds at most: a thread hop would cost more than it protects.
-                result = sandbox.run(self.engine, request, limits)
-            else:
-                # In a thread, so the runner keeps telling the server we are still working
-                # (a sandboxed run may be killed only at its wall limit).
-                result = await asyncio.to_thread(sandbox.run, self.engine, request, limits)
+            with (
+                tracing.span("qbus.execute sandbox", {"qbus.sandbox.driver": driver}) as box,
+                tracing.span("qbus.execute engine.run", self._span_attributes(request)) as run,
+            ):
+                if driver == "inline" and _is_quick(request):
+                    # Milliseconds at most: a thread hop would cost more than it protects.
+                    result = sandbox.run(self.engine, request, limits)
+                else:
+                    # In a thread, so the runner keeps telling the server we are still
+                    # working (a sandboxed run may be killed only at its wall limit).
+                    result = await asyncio.to_thread(sandbox.run, self.engine, request, limits)
+                tracing.set_attributes(run, {"qbus.engine.run_seconds": result.run_seconds})
+                tracing.set_attributes(
+                    box,
+                    {
+                        "qbus.sandbox.peak_rss_mb": result.peak_rss_mb,
+                        "qbus.sandbox.cpu_seconds": result.cpu_seconds,
+                        "qbus.sandbox.wall_seconds": result.wall_seconds,
+                    },
+                )
         except SandboxFailure as exc:
             metrics.SANDBOX_KILLS.labels(exc.driver or "unknown", exc.code).inc()
             log.warning("job %s: sandbox stopped the run: %s (%s)", event.job_id, exc, exc.code)
@@ -139,7 +159,9 @@ class ExecuteHandler:
         except QbusError as exc:
             retryable = isinstance(exc, EngineError) and exc.retryable
             return [self._failed(event, exc.code, str(exc), retryable)]
-        metrics.ENGINE_SECONDS.labels(self.engine.name, opts.method).observe(result.run_seconds)
+        metrics.observe_engine_run(
+            self.engine.name, opts.method, event.circuit.num_qubits, result.run_seconds
+        )
         if result.wall_seconds is not None:
             metrics.SANDBOX_WALL_SECONDS.labels(driver).observe(result.wall_seconds)
         if result.cpu_seconds is not None:
@@ -147,7 +169,9 @@ class ExecuteHandler:
         if result.peak_rss_mb is not None:
             metrics.SANDBOX_PEAK_RSS.labels(driver).observe(result.peak_rss_mb * 2**20)
         statevector = statevector_ref = expectations = None
-        if expectation and result.statevector is not None:
+        if expectation and result.expectations is not None:
+            expectations = result.expectations
+        elif expectation and result.statevector is not None:
             expectations = expectation_values(result.statevector, opts.observables)
         elif result.statevector is not None:
             if event.circuit.num_qubits <= self.limits.inline_statevector_qubits:
@@ -190,6 +214,15 @@ class ExecuteHandler:
                 dynamics=result.dynamics,
             )
         ]
+
+    def _span_attributes(self, request: RunRequest) -> dict[str, object]:
+        return {
+            "qbus.engine": self.engine.name,
+            "qbus.engine.version": self.engine.version,
+            "qbus.qubits": request.circuit.num_qubits,
+            "qbus.method": request.method,
+            "qbus.shots": request.shots,
+        }
 
     def _failed(
         self, event: ExecutionRequested, code: str, message: str, retryable: bool

@@ -1,7 +1,8 @@
 """Ingest: parse a submission into validated IR with a content hash.
 
-Reads ``qbus.submit``; writes ``qbus.ingested.<job>`` (CircuitIngested) or
-``qbus.result.<job>`` (JobRejected, with a code and the line/field of the problem).
+Reads ``qbus.submit`` and ``qbus.submit.<tenant>``; writes ``qbus.ingested.<job>``
+(CircuitIngested) or ``qbus.result.<job>`` (JobRejected, with a code and the line/field of
+the problem).
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from collections.abc import Sequence
 import msgspec
 
 from qbus.bus.config import DRIVERS, HypervisorConfig, Limits
-from qbus.errors import QbusError, Reject
+from qbus.consumers.ingest_open import check_open_system
+from qbus.consumers.tenants import TenantGate
+from qbus.engines.sweep import check_sweep
+from qbus.errors import CircuitError, QbusError, Reject
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
+from qbus.observability import tracing
 from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_event_id
 from qbus.schemas.ir import Circuit, circuit_hash, decode_circuit, stats
 from qbus.schemas.qasm import detect_format, parse_qasm
+from qbus.schemas.quil import looks_like_quil, parse_quil
 
-METHODS = ("sample", "statevector", "expectation")
-FORMATS = ("auto", "qasm2", "qasm3", "json")
+METHODS = ("sample", "statevector", "expectation", "sweep", "dynamics")
+FORMATS = ("auto", "qasm2", "qasm3", "json", "quil")
 
 
 def default_seed(job_id: str) -> int:
@@ -33,21 +39,36 @@ class IngestHandler:
     Args:
         limits: What one job may ask for.
         hypervisor: Sandbox caps; a job whose state cannot fit the memory cap is rejected.
+        tenants: Per-tenant limits (the job's tenant comes from its submit subject).
     """
 
     stage = "ingest"
 
     def __init__(
-        self, limits: Limits | None = None, hypervisor: HypervisorConfig | None = None
+        self,
+        limits: Limits | None = None,
+        hypervisor: HypervisorConfig | None = None,
+        tenants: TenantGate | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.hypervisor = hypervisor or HypervisorConfig()
+        self.tenants = tenants or TenantGate()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, JobSubmitted):
             return []
-        circuit, source_format = self._circuit(event)
+        with tracing.span("qbus.ingest parse", {"qbus.format": event.format}) as span:
+            circuit, source_format = self._circuit(event)
+            tracing.set_attributes(
+                span,
+                {
+                    "qbus.source_format": source_format,
+                    "qbus.qubits": circuit.num_qubits,
+                    "qbus.ops": len(circuit.ops),
+                },
+            )
         self._check(event, circuit)
+        await self.tenants.check(event, circuit)
         options = event.options()
         if options.seed is None:
             options = msgspec.structs.replace(options, seed=default_seed(event.job_id))
@@ -92,9 +113,13 @@ class IngestHandler:
                 where="$.source",
             )
         fmt = detect_format(job.source) if job.format == "auto" else job.format
+        if job.format == "auto" and looks_like_quil(job.source):
+            fmt = "quil"
         try:
             if fmt == "json":
                 return decode_circuit(job.source), "json"
+            if fmt == "quil":
+                return parse_quil(job.source, max_ops=limits.max_ops), "quil"
             circuit, detected = parse_qasm(
                 job.source, max_bytes=limits.max_source_bytes, max_ops=limits.max_ops
             )
@@ -130,11 +155,20 @@ class IngestHandler:
                 f"{limits.max_ops:,}",
                 code="too_many_ops",
             )
-        if job.method == "expectation":
+        if job.method == "sweep":
+            self._check_sweep(job, circuit)
+        elif job.sweep:
+            raise Reject(
+                "'sweep' points are only read by method 'sweep'",
+                code="invalid_sweep",
+                where="$.sweep",
+            )
+        check_open_system(job, circuit)
+        if job.method == "expectation" or (job.method == "sweep" and job.observables):
             self._check_observables(job, circuit)
         elif job.observables:
             raise Reject(
-                "observables are only read by method 'expectation'",
+                "observables are only read by methods 'expectation' and 'sweep'",
                 code="unexpected_observables",
                 where="$.observables",
             )
@@ -146,11 +180,34 @@ class IngestHandler:
             )
         self._check_sandbox(job, circuit)
         missing = sorted(set(circuit.parameters) - set(job.parameters))
-        if missing:
+        if missing and job.method != "sweep":
             raise Reject(
                 f"parameter(s) {missing} have no value; give them in 'parameters'",
                 code="unbound_parameter",
                 where="$.parameters",
+            )
+
+    def _check_sweep(self, job: JobSubmitted, circuit: Circuit) -> None:
+        """The sweep's points fit the circuit and the limit; sampled points need shots
+        and measurements (``qbus.engines.sweep``)."""
+        try:
+            check_sweep(circuit, job.parameters, job.sweep, self.limits.max_sweep_points)
+        except CircuitError as exc:
+            raise Reject(exc.message, code=exc.code, where=exc.where) from exc
+        if job.observables:
+            return
+        if not 1 <= job.shots <= self.limits.max_shots:
+            raise Reject(
+                f"shots per sweep point must be 1..{self.limits.max_shots:,}, "
+                f"got {job.shots:,}",
+                code="invalid_shots",
+                where="$.shots",
+            )
+        if not any(op.name == "measure" for op in circuit.ops):
+            raise Reject(
+                "a 'sweep' without observables samples each point and needs at least one "
+                "measurement; add 'measure' or give observables",
+                code="no_measurements",
             )
 
     def _check_sandbox(self, job: JobSubmitted, circuit: Circuit) -> None:

@@ -13,6 +13,7 @@ from types import TracebackType
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.consumers.stages import Stage, build_stage
+from qbus.secrets.resolve import stage_bus_config
 
 
 class Pipeline:
@@ -46,7 +47,7 @@ class Pipeline:
         self._buses.append(admin)
         for name in self.stage_names:
             for engine in self.engines if name == "execute" else (None,):
-                bus = await Bus.connect(self.config.bus, name=f"qbus-{name}")
+                bus = await Bus.connect(stage_bus_config(self.config, name), name=f"qbus-{name}")
                 self._buses.append(bus)
                 key = f"execute-{engine}" if engine else name
                 stage = build_stage(name, bus, self.config, engine=engine or "qiskit-aer")

@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from qbus.engines.registry import available_engines
 from qbus.errors import Reject
+from qbus.router.capability import route_dynamics, route_noisy
 from qbus.router.policy import DEFAULT_ENGINE, choose_engine
 from qbus.schemas.events import CircuitRewritten, Event, ExecutionRequested, derived_event_id
+from qbus.schemas.noise import is_noisy
 
 
 class RouteHandler:
@@ -54,6 +56,11 @@ class RouteHandler:
             # Reading entry points costs milliseconds: only on a name we have not seen.
             self._installed = available_engines()
         engine, reason = choose_engine(event.options.engine, self._installed, self.default_engine)
+        opts = event.options
+        if is_noisy(opts.noise):
+            engine, reason = route_noisy(opts.engine, engine, reason, self._installed)
+        if opts.method == "dynamics":
+            engine, reason = route_dynamics(opts.engine, engine, reason, self._installed)
         if not await self._is_deployed(engine):
             running = ", ".join(sorted(self._deployed)) or "none"
             raise Reject(

@@ -21,7 +21,7 @@ from qbus.bus.blobs import deinterleave
 from qbus.engines import reference
 from qbus.engines.observables import expectation_values
 from qbus.errors import CircuitError
-from qbus.observability import metrics
+from qbus.observability import metrics, tracing
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
@@ -33,8 +33,12 @@ from qbus.schemas.events import (
     derived_event_id,
 )
 from qbus.schemas.ir import Circuit, bind
-from qbus.verifier.hashing import result_hash
+from qbus.schemas.noise import is_noisy
+from qbus.verifier.crosscheck import CrossChecker
+from qbus.verifier.hashing import event_result_hash
+from qbus.verifier.open_systems import verify_dynamics, verify_noisy
 from qbus.verifier.statistics import check_counts, check_statevector
+from qbus.verifier.sweep import verify_sweep
 
 _CACHE_SIZE = 256
 
@@ -83,16 +87,21 @@ class VerifyHandler:
     stage = "verify"
 
     def __init__(
-        self, alpha: float = 1e-6, max_reference_qubits: int = reference.max_reference_qubits
+        self,
+        alpha: float = 1e-6,
+        max_reference_qubits: int = reference.max_reference_qubits,
+        crosscheck: CrossChecker | None = None,
     ) -> None:
         self.alpha = alpha
         self.max_reference_qubits = max_reference_qubits
+        # Cross-engine agreement policy (job flag / sample rate): qbus/verifier/crosscheck.py.
+        self.crosscheck = crosscheck or CrossChecker()
         self._exact: OrderedDict[tuple, object] = OrderedDict()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         match event:
             case ExecutionCompleted():
-                return [self._complete(event)]
+                return [self._complete(event, await self._cross_check(event))]
             case ExecutionFailed():
                 return [
                     JobFailed(
@@ -107,9 +116,51 @@ class VerifyHandler:
                 ]
         return []
 
-    def _complete(self, event: ExecutionCompleted) -> Event:
-        verification = self._verify(event)
+    async def _cross_check(self, event: ExecutionCompleted) -> Verification | None:
+        """The second engine's agreement, when the job or the sample rate asks for one."""
+        if not self.crosscheck.wanted(event):
+            return None
+        return await self.crosscheck.check(event)
+
+    def _complete(self, event: ExecutionCompleted, cross: Verification | None = None) -> Event:
+        with tracing.span(
+            "qbus.verify check",
+            {"qbus.engine": event.engine, "qbus.method": event.options.method},
+        ) as span:
+            verification = self._verify(event)
+            tracing.set_attributes(
+                span,
+                {
+                    "qbus.verification.verdict": verification.verdict,
+                    "qbus.verification.test": verification.test,
+                    "qbus.verification.statistic": verification.statistic,
+                    "qbus.verification.p_value": verification.p_value,
+                    "qbus.verification.tvd": verification.tvd,
+                },
+            )
         metrics.VERDICTS.labels(verification.verdict, verification.test).inc()
+        if verification.tvd is not None:
+            metrics.VERIFY_TVD.labels(event.engine).observe(verification.tvd)
+        if verification.test == "fidelity" and verification.statistic is not None:
+            metrics.VERIFY_FIDELITY.labels(event.engine).observe(verification.statistic)
+        if cross is not None:
+            verification = msgspec.structs.replace(
+                verification,
+                cross_engine=cross.cross_engine,
+                cross_verdict=cross.cross_verdict,
+                cross_detail=cross.cross_detail,
+            )
+            if cross.cross_verdict == "fail" and verification.verdict != "fail":
+                return JobFailed(
+                    event_id=derived_event_id(event.event_id, "job.failed"),
+                    job_id=event.job_id,
+                    causation_id=event.event_id,
+                    producer="qbus.verify",
+                    code="cross_engine_disagreement",
+                    message=f"{event.engine} and {cross.cross_engine} disagree: "
+                    f"{cross.cross_detail}",
+                    stage="verify",
+                )
         if verification.verdict == "fail":
             return JobFailed(
                 event_id=derived_event_id(event.event_id, "job.failed"),
@@ -120,7 +171,6 @@ class VerifyHandler:
                 message=f"{event.engine} result failed verification: {verification.detail}",
                 stage="verify",
             )
-        vector = deinterleave(event.statevector) if event.statevector is not None else None
         opts = event.options
         return JobCompleted(
             event_id=derived_event_id(event.event_id, "job.completed"),
@@ -134,23 +184,16 @@ class VerifyHandler:
             shots=opts.shots,
             seed=event.seed,
             verification=verification,
-            result_hash=result_hash(
-                circuit_hash=event.circuit_hash,
-                engine=event.engine,
-                engine_version=event.engine_version,
-                method=opts.method,
-                shots=opts.shots,
-                seed=event.seed,
-                counts=event.counts,
-                statevector=vector,
-                statevector_ref=event.statevector_ref,
-                expectations=event.expectations,
-            ),
+            # One mapping of event fields onto the hash, shared with `qbus audit verify`.
+            result_hash=event_result_hash(event),
             counts=event.counts,
             expectations=event.expectations,
             statevector=event.statevector,
             statevector_ref=event.statevector_ref,
             run_seconds=event.run_seconds,
+            sweep_results=event.sweep_results,
+            dynamics=event.dynamics,
+            noise=opts.noise,
         )
 
     def _verify(self, event: ExecutionCompleted) -> Verification:
@@ -162,6 +205,14 @@ class VerifyHandler:
                 f"({self.max_reference_qubits})",
             )
         try:
+            # Noise and dynamics have their own exact references (verifier/open_systems.py).
+            if event.options.method == "dynamics":
+                return verify_dynamics(event)
+            if is_noisy(event.options.noise):
+                return verify_noisy(event, self.alpha, check_expectations)
+            if event.options.method == "sweep":
+                # Per point, against the reference (qbus/verifier/sweep.py states the policy).
+                return verify_sweep(event, self.alpha)
             bound = bind(circuit, event.options.parameters)
             if event.options.method == "expectation":
                 state = reference.statevector(_unmeasured(bound))

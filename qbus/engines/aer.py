@@ -24,14 +24,21 @@ from qbus.schemas.gates import GATES
 try:
     import qiskit_aer
     from qiskit import transpile
-    from qiskit.circuit import CircuitInstruction
+    from qiskit.circuit import CircuitInstruction, Parameter
+    from qiskit.quantum_info import SparsePauliOp
     from qiskit_aer import AerSimulator
-    from qiskit_aer.library import SaveStatevector
+    from qiskit_aer.library import SaveExpectationValue, SaveStatevector
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("qiskit-aer", "qiskit", "the qiskit-aer engine") from exc
 
 from qbus.engines.convert_qiskit import GATE_CLASSES, to_qiskit
+from qbus.engines.density import check_noisy_request
+from qbus.engines.noise_aer import noise_names, run_noisy
 from qbus.engines.reference import check_terminal_measurements
+from qbus.engines.sweep import loop_sweep, point_parameters, point_seed, slot_table
+from qbus.schemas.noise import is_noisy
+from qbus.schemas.pauli import Observable
+from qbus.schemas.sweep import SweepPoint
 
 
 def _qiskit_name(ir_name: str) -> str:
@@ -40,6 +47,19 @@ def _qiskit_name(ir_name: str) -> str:
 
 
 _PARALLEL_QUBITS = 14
+
+# Aer 0.18 binds the parameters of controlled rotations wrongly (one result, with the
+# wrong state, for a two-point bind of ``cry``): circuits holding one run as a list of
+# bound circuits instead, still in one call.
+_UNBINDABLE = frozenset({"cp", "crx", "cry", "crz", "cu"})
+
+
+def _pauli_op(observable: Observable, num_qubits: int) -> SparsePauliOp:
+    terms = [
+        ("".join(p for p, _ in t.factors()), [q for _, q in t.factors()], t.coeff)
+        for t in observable.terms
+    ]
+    return SparsePauliOp.from_sparse_list(terms, num_qubits=num_qubits)
 
 
 class AerEngine(Engine):
@@ -68,13 +88,24 @@ class AerEngine(Engine):
         # The transpile target: only standard gates (transpile refuses Aer's own
         # instructions such as ``set_superop`` by name), so the IR's native gates.
         self._basis = sorted({q for q in native.values() if q in basis})
+        # Noisy runs may use Aer's density_matrix method, which runs fewer gates
+        # (no crx, cu, csx, cswap …): those go to Aer as labelled unitaries instead.
+        dm_basis = set(AerSimulator(method="density_matrix").configuration().basis_gates)
+        self._noisy_foreign = frozenset(n for n, q in native.items() if q not in dm_basis)
+        self._noise_names = noise_names(native, self._noisy_foreign)
         # Aer sizes n_qubits from the machine's memory (statevector of complex128).
         width = int(config.n_qubits)
         self.capabilities = Capabilities(
-            methods=("sample", "statevector"),
-            max_qubits={"sample": width, "statevector": width},
+            methods=("sample", "statevector", "sweep", "expectation"),
+            max_qubits={
+                "sample": width,
+                "statevector": width,
+                "sweep": width,
+                # Noisy expectation holds a density matrix: 4^n entries.
+                "expectation": width // 2,
+            },
             gates=tuple(GATES),
-            noise=False,
+            noise=True,
             batching=False,
             device="cpu",
         )
@@ -98,6 +129,83 @@ class AerEngine(Engine):
         super().validate(request)
         if request.method == "statevector":
             check_terminal_measurements(request.circuit)
+        if is_noisy(request.noise):
+            limits = self.capabilities.max_qubits
+            check_noisy_request(self.name, request, limits.get(request.method, 0))
+
+    def run_sweep(self, request: RunRequest) -> EngineResult:
+        """Run every point of a sweep in one Aer call through parameter binds.
+
+        Each gate parameter becomes a Qiskit ``Parameter`` bound per point, so the
+        circuit is built once and Aer spreads the points over the cores. With
+        observables each point saves its expectation values (Aer's
+        ``SaveExpectationValue``, exact); otherwise it samples ``shots``, Aer seeding
+        point ``i`` with ``seed + 2113 i``, the ``point_seed`` of every engine. Should an
+        Aer version seed its experiments otherwise, the points run one by one instead.
+
+        Raises:
+            EngineError: ``simulation_failed`` (retryable) when Aer reports a failure.
+        """
+        start = time.perf_counter()
+        circuit = request.circuit
+        expect = bool(request.observables)
+        sets = point_parameters(request.parameters, request.sweep)
+        table = slot_table(circuit, sets)
+        slot_count = table.shape[1]
+        bindable = bool(slot_count) and not any(op.name in _UNBINDABLE for op in circuit.ops)
+        if bindable:
+            slots = [Parameter(f"s{j}") for j in range(slot_count)]
+            circuits = [to_qiskit(circuit, measurements=not expect, slots=slots)]
+            binds = [{p: table[:, j].tolist() for j, p in enumerate(slots)}]
+        else:
+            # One bound circuit per point, still in one call.
+            circuits = [to_qiskit(circuit, values, measurements=not expect) for values in sets]
+            binds = None
+        if self._foreign and any(op.name in self._foreign for op in circuit.ops):
+            circuits = transpile(circuits, basis_gates=self._basis, optimization_level=0)
+        if expect:
+            saves = [
+                SaveExpectationValue(_pauli_op(obs, circuit.num_qubits), label=f"e{i}")
+                for i, obs in enumerate(request.observables)
+            ]
+            for qc in circuits:
+                for save in saves:
+                    qc._append(CircuitInstruction(save, tuple(qc.qubits), ()))
+        with self._lock:
+            result = self._sim.run(
+                circuits,
+                parameter_binds=binds,
+                shots=1 if expect else request.shots,
+                seed_simulator=request.seed,
+                # Points are independent experiments: one per core.
+                max_parallel_experiments=0,
+                max_parallel_threads=0,
+            ).result()
+        if not result.success:
+            raise EngineError(
+                f"qiskit-aer failed: {result.status}", code="simulation_failed", retryable=True
+            )
+        points: list[SweepPoint] = []
+        if expect:
+            labels = [f"e{i}" for i in range(len(request.observables))]
+            for res in result.results:
+                values = [float(np.real(getattr(res.data, label))) for label in labels]
+                points.append(SweepPoint(expectations=values))
+        else:
+            seeds = [int(res.seed_simulator) for res in result.results]
+            if seeds != [point_seed(request.seed, i) for i in range(len(sets))]:
+                return loop_sweep(self, request)
+            fmt = f"0{circuit.num_clbits}b"
+            for res in result.results:
+                counts = {format(int(k, 16), fmt): int(c) for k, c in res.data.counts.items()}
+                points.append(SweepPoint(counts=counts))
+        return EngineResult(
+            counts=None,
+            statevector=None,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+            sweep_results=points,
+        )
 
     def run(self, request: RunRequest) -> EngineResult:
         """Validate, convert and run ``request`` on the engine's simulator.
@@ -108,6 +216,10 @@ class AerEngine(Engine):
             CircuitError: From ``validate``.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "expectation" or is_noisy(request.noise):
+            return run_noisy(self._sim, self._lock, request, self._noisy_foreign, self._noise_names)
         start = time.perf_counter()
         circuit = request.circuit
         sv = request.method == "statevector"

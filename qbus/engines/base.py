@@ -10,6 +10,7 @@ every job of a process.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -53,6 +54,21 @@ def numeric_params(
 
     vals = dict(values or {})
     return tuple(evaluate(p, vals) if isinstance(p, str) else float(p) for p in params)
+
+
+def memory_width(bytes_per_amplitude: int, cap: int) -> int:
+    """Widest state that fits in half the machine's memory, at most ``cap`` qubits.
+
+    Args:
+        bytes_per_amplitude: What one amplitude costs the engine, copies included.
+        cap: The engine's own hard limit.
+    """
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return min(cap, 24)
+    width = int(np.log2(max(memory // 2 // bytes_per_amplitude, 1)))
+    return max(1, min(cap, width))
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,6 +136,8 @@ class EngineResult:
         wall_seconds: Wall time as the sandbox saw it, fork and transfer included.
         sweep_results: For ``sweep``: one result per parameter set.
         dynamics: For ``dynamics``: expectation values over time.
+        expectations: For a noisy ``expectation`` run: one value per observable of the
+            request, computed by the engine from its density matrix.
     """
 
     counts: dict[str, int] | None
@@ -131,6 +149,7 @@ class EngineResult:
     wall_seconds: float | None = None
     sweep_results: list[SweepPoint] | None = None
     dynamics: DynamicsResult | None = None
+    expectations: list[float] | None = None
 
 
 class Engine(abc.ABC):
@@ -166,10 +185,17 @@ class Engine(abc.ABC):
             EngineError: ``unsupported_method``, ``too_many_qubits``, ``unsupported_gate``,
                 ``no_measurements`` (``sample`` of a circuit that measures nothing),
                 ``invalid_shots`` or ``invalid_seed``.
-            CircuitError: ``unbound_parameter`` when a named parameter has no value.
+            CircuitError: ``unbound_parameter`` when a named parameter has no value;
+                ``invalid_sweep`` for a ``sweep`` whose points do not fit the circuit.
         """
         caps = self.capabilities
         method = request.method
+        if not caps.noise and request.noise is not None and not request.noise.is_trivial():
+            # Before the method check: a noisy expectation job asks for method
+            # 'expectation', which only noise-capable engines list.
+            from qbus.engines.density import reject_noise
+
+            raise reject_noise(self.name)
         if method not in caps.methods:
             raise EngineError(
                 f"engine '{self.name}' does not support method '{method}' "
@@ -211,13 +237,50 @@ class Engine(abc.ABC):
                     "measurements or use method 'statevector'",
                     code="no_measurements",
                 )
-        if circuit.parameters:
+        if method == "sweep":
+            self._validate_sweep(request, measures)
+        elif circuit.parameters:
             missing = sorted(set(circuit.parameters) - set(request.parameters))
             if missing:
                 raise CircuitError(
                     f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
                     code="unbound_parameter",
                 )
+
+    def _validate_sweep(self, request: RunRequest, measures: bool) -> None:
+        """The ``sweep`` checks: the points themselves, then shots and measurements when
+        the points are sampled (no observables)."""
+        # Imported here: the sweep module imports this one.
+        from qbus.engines.sweep import check_sweep
+
+        check_sweep(request.circuit, request.parameters, request.sweep)
+        if request.observables:
+            return
+        if request.shots < 1:
+            raise EngineError(
+                f"a sampled sweep needs at least 1 shot per point, got {request.shots}",
+                code="invalid_shots",
+            )
+        if not measures:
+            raise EngineError(
+                "a 'sweep' without observables samples every point and needs a circuit "
+                "that measures something; add measurements or give observables",
+                code="no_measurements",
+            )
+
+    def run_sweep(self, request: RunRequest) -> EngineResult:
+        """Run a ``sweep`` request: one result per point, in ``EngineResult.sweep_results``.
+
+        The default runs the points one by one through ``run`` (see
+        ``qbus.engines.sweep``); engines that batch override it. ``run`` hands
+        ``method="sweep"`` requests here after validating them.
+
+        Raises:
+            EngineError, CircuitError: As ``run``, for the first point that fails.
+        """
+        from qbus.engines.sweep import loop_sweep
+
+        return loop_sweep(self, request)
 
     @abc.abstractmethod
     def run(self, request: RunRequest) -> EngineResult:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
 from qbus.engines.reference import check_terminal_measurements, counts_from_bits
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
@@ -35,6 +35,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("amazon-braket-sdk", "braket", "the braket engine") from exc
 
 from qbus.engines.convert_braket import to_braket
+from qbus.engines.density import check_noisy_request
+from qbus.engines.noise_braket import check_braket_noise, run_noisy
+from qbus.schemas.noise import is_noisy
 
 
 def _terminal_only(engine: str, circuit: Circuit) -> None:
@@ -43,7 +46,7 @@ def _terminal_only(engine: str, circuit: Circuit) -> None:
     except CircuitError as exc:
         raise EngineError(
             f"engine '{engine}' runs only terminal measurements: {exc}",
-            code="unsupported_operation",
+            code="mid_circuit_measurement",
         ) from exc
 
 
@@ -62,13 +65,24 @@ class BraketEngine(Engine):
     def __init__(self) -> None:
         """Create the engine's single local simulator and read its width once."""
         self._sim = LocalSimulator("braket_sv")
-        # The simulator's own limit (26 qubits in amazon-braket-default-simulator 1.x).
-        width = int(self._sim.properties.paradigm.qubitCount)
+        # The simulator's own limit (26 qubits in amazon-braket-default-simulator 1.x),
+        # or less where the machine's memory holds less: the complex128 state, Braket's
+        # scratch copy, the returned copy and its reordering.
+        width = memory_width(64, cap=int(self._sim.properties.paradigm.qubitCount))
+        # Noisy runs (and 'expectation', which only noisy jobs send) use the
+        # density-matrix simulator: 4^n entries, so at most 10 qubits here.
+        self._dm_sim = LocalSimulator("braket_dm")
+        noisy_width = min(10, int(self._dm_sim.properties.paradigm.qubitCount))
         self.capabilities = Capabilities(
-            methods=("sample", "statevector"),
-            max_qubits={"sample": width, "statevector": width},
+            methods=("sample", "statevector", "sweep", "expectation"),
+            max_qubits={
+                "sample": width,
+                "statevector": width,
+                "sweep": width,
+                "expectation": noisy_width,
+            },
             gates=tuple(GATES),
-            noise=False,
+            noise=True,
             batching=False,
             device="cpu",
         )
@@ -85,12 +99,15 @@ class BraketEngine(Engine):
         """The base checks, then that every measurement is terminal.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a
+            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
                 mid-circuit measurement or a reset after a gate.
             CircuitError: ``unbound_parameter``.
         """
         super().validate(request)
         _terminal_only(self.name, request.circuit)
+        if is_noisy(request.noise):
+            check_noisy_request(self.name, request, self.capabilities.max_qubits["expectation"])
+            check_braket_noise(request)
 
     def run(self, request: RunRequest) -> EngineResult:
         """Validate, convert and run ``request`` on the local simulator.
@@ -100,6 +117,10 @@ class BraketEngine(Engine):
             CircuitError: From ``validate``.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "expectation" or is_noisy(request.noise):
+            return run_noisy(self._dm_sim, self._lock, request)
         start = time.perf_counter()
         circuit = request.circuit
         n = circuit.num_qubits

@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
+from qbus.engines.density import check_noisy_request
 from qbus.engines.reference import check_terminal_measurements, clbit_sources
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
+from qbus.schemas.noise import is_noisy
 
 try:
     import cirq
@@ -46,14 +48,7 @@ _PARALLEL_QUBITS = 14
 _FUSE_SMALL, _FUSE_LARGE, _FUSE_FROM = 2, 4, 22
 
 
-def _memory_width(bytes_per_amplitude: int, cap: int) -> int:
-    """Widest state that fits in half the machine's memory, at most ``cap`` qubits."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return min(cap, 24)
-    width = int(np.log2(max(memory // 2 // bytes_per_amplitude, 1)))
-    return max(1, min(cap, width))
+_memory_width = memory_width
 
 
 def _random_state(seed: int) -> np.random.RandomState:
@@ -137,6 +132,20 @@ class _CirqBase(Engine):
         super().validate(request)
         if request.method == "statevector":
             check_terminal_measurements(request.circuit)
+        if request.method == "expectation" or is_noisy(request.noise):
+            # Only the cirq engine gets here: qsim lists neither noise nor 'expectation'.
+            from qbus.engines.noise_cirq import MAX_NOISY_QUBITS
+
+            if is_noisy(request.noise):
+                check_noisy_request(self.name, request, MAX_NOISY_QUBITS)
+            try:
+                check_terminal_measurements(request.circuit)
+            except CircuitError as exc:
+                raise EngineError(
+                    f"engine '{self.name}' runs noisy circuits with terminal measurements "
+                    f"only: {exc}",
+                    code="mid_circuit_measurement",
+                ) from exc
 
     def _final_state(self, program: Any, n: int) -> np.ndarray:
         """Final state of a measurement-free ``program``: complex128, qubit 0 the LSB."""
@@ -155,6 +164,15 @@ class _CirqBase(Engine):
             CircuitError: From ``validate``.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "expectation" or is_noisy(request.noise):
+            from qbus.engines.noise_cirq import run_noisy
+
+            try:
+                return run_noisy(request)
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                raise EngineError(f"{self.name} failed: {exc}", code="simulation_failed") from exc
         start = time.perf_counter()
         circuit = request.circuit
         sv = request.method == "statevector"
@@ -197,10 +215,11 @@ class CirqEngine(_CirqBase):
         # probabilities when sampling.
         width = _memory_width(56, cap=30)
         self.capabilities = Capabilities(
-            methods=("sample", "statevector"),
-            max_qubits={"sample": width, "statevector": width},
+            methods=("sample", "statevector", "sweep", "expectation"),
+            # 'expectation' here is the noisy one, on a density matrix (noise_cirq).
+            max_qubits={"sample": width, "statevector": width, "sweep": width, "expectation": 12},
             gates=tuple(GATES),
-            noise=False,
+            noise=True,
             batching=False,
             device="cpu",
         )
@@ -248,8 +267,8 @@ class QsimEngine(_CirqBase):
         # complex64 state, the complex64 result, its complex128 copy, probabilities.
         width = _memory_width(40, cap=32)
         self.capabilities = Capabilities(
-            methods=("sample", "statevector"),
-            max_qubits={"sample": width, "statevector": width},
+            methods=("sample", "statevector", "sweep"),
+            max_qubits={"sample": width, "statevector": width, "sweep": width},
             gates=tuple(GATES),
             noise=False,
             batching=False,

@@ -12,7 +12,7 @@ keys free of spaces and in the IR's bit order (clbit 0 rightmost).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qbus.engines.base import numeric_params
@@ -92,6 +92,7 @@ def to_qiskit(
     values: Mapping[str, float] | None = None,
     *,
     measurements: bool = True,
+    slots: Sequence[Any] | None = None,
 ) -> QuantumCircuit:
     """Build the ``QuantumCircuit`` of ``circuit``, with named parameters bound.
 
@@ -100,6 +101,9 @@ def to_qiskit(
         values: Values of the circuit's named parameters.
         measurements: Keep the measurements; False leaves them out (for a state-vector
             run of a circuit whose measurements are terminal).
+        slots: Instead of ``values``: one object (a Qiskit ``Parameter``) per gate
+            parameter of the circuit, in op order, used as the gate's parameter. Lets a
+            sweep build the circuit once and bind every point's values in one Aer call.
 
     Returns:
         A circuit with registers ``q`` (``num_qubits``) and ``c`` (``num_clbits``).
@@ -109,7 +113,8 @@ def to_qiskit(
     """
     values = values or {}
     missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
+    slot_iter = iter(slots) if slots is not None else None
+    if missing and slot_iter is None:
         raise CircuitError(
             f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
             code="unbound_parameter",
@@ -138,6 +143,9 @@ def to_qiskit(
         elif name == "barrier":
             qargs = qargs or tuple(qubits)  # an empty barrier spans every qubit
             append(CircuitInstruction(Barrier(len(qargs)), qargs, ()))
+        elif slot_iter is not None:
+            params = [next(slot_iter) for _ in op.params]
+            qc.append(GATE_CLASSES[name](*params), qargs, copy=False)
         else:
             params = numeric_params(op.params, values)
             append(CircuitInstruction(GATE_CLASSES[name](*params), qargs, ()))

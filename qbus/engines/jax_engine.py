@@ -25,22 +25,33 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
 from qbus.engines.reference import check_terminal_measurements, clbit_sources, gate_matrix
+from qbus.engines.sweep import point_parameters, point_seed, slot_table
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
+from qbus.schemas.pauli import Observable
+from qbus.schemas.sweep import SweepPoint
 
 try:
     import jax
     import jax.numpy as jnp
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("jax", "jax", "the jax engine") from exc
+
+from qbus.engines.jax_dynamics import (
+    MAX_CLOSED_QUBITS,
+    check_dynamics_request,
+    run_dynamics,
+)
+from qbus.engines.jax_sweep import build_sweep_fn, chunk_size
 
 DTYPES = ("complex64", "complex128")
 """State dtypes the engine computes in."""
@@ -59,6 +70,10 @@ DEFAULT_FUSED_QUBITS = 5
 SWEEP_FUSED_QUBITS = 4
 
 _CACHE_SIZE = 64
+
+# A sweep runs in vmapped batches of at most this many amplitudes (256 MiB in
+# complex128), so a 100 000-point sweep never holds every state at once.
+_SWEEP_AMPLITUDES = 1 << 24
 
 _SKIP = frozenset({"measure", "barrier", "reset"})
 
@@ -334,8 +349,14 @@ class JaxEngine(Engine):
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.capabilities = Capabilities(
-            methods=("sample", "statevector"),
-            max_qubits={"sample": _MAX_QUBITS, "statevector": _MAX_QUBITS},
+            methods=("sample", "statevector", "sweep", "dynamics"),
+            max_qubits={
+                "sample": _MAX_QUBITS,
+                "statevector": _MAX_QUBITS,
+                "sweep": _MAX_QUBITS,
+                # Dense propagators (qbus/engines/jax_dynamics.py); open systems: 5.
+                "dynamics": MAX_CLOSED_QUBITS,
+            },
             gates=tuple(GATES),
             noise=False,
             batching=True,
@@ -351,7 +372,7 @@ class JaxEngine(Engine):
         """The base checks, then that measurements are terminal.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a gate or
+            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a gate or
                 reset after a measurement, or a reset after a gate (the engine is a pure
                 state-vector simulator).
             CircuitError: ``unbound_parameter``.
@@ -362,8 +383,10 @@ class JaxEngine(Engine):
         except CircuitError as exc:
             raise EngineError(
                 f"engine 'jax' runs terminal measurements only: {exc}",
-                code="unsupported_operation",
+                code="mid_circuit_measurement",
             ) from exc
+        if request.method == "dynamics":
+            check_dynamics_request(request)
 
     # -- compilation
 
@@ -436,7 +459,7 @@ class JaxEngine(Engine):
 
         Raises:
             CircuitError: ``unbound_parameter`` when a set lacks a parameter.
-            EngineError: ``unsupported_operation`` for non-terminal measurements.
+            EngineError: ``mid_circuit_measurement`` for non-terminal measurements.
         """
         for values in parameter_sets:
             self.validate(
@@ -451,6 +474,79 @@ class JaxEngine(Engine):
             return np.asarray(jnp.abs(states) ** 2, dtype=np.float64)
         return np.asarray(states, dtype=np.complex128)
 
+    def run_sweep(self, request: RunRequest) -> EngineResult:
+        """Run every point of a sweep through the batched sweep kernel (``jax_sweep``).
+
+        With observables the expectation values are computed inside the compiled
+        function; otherwise each point's counts are drawn from its state exactly as
+        ``run`` draws them, with the point's seed.
+        """
+        start = time.perf_counter()
+        circuit = request.circuit
+        sets = point_parameters(request.parameters, request.sweep)
+        angles = slot_table(circuit, sets).astype(self._real)
+        points: list[SweepPoint] = []
+        for lo, out in self._sweep_calls(circuit, angles, request.observables):
+            if request.observables:
+                points.extend(SweepPoint(expectations=row.tolist()) for row in out)
+            else:
+                for j, psi in enumerate(out):
+                    seed = point_seed(request.seed, lo + j)
+                    points.append(SweepPoint(counts=_sample(circuit, psi, request.shots, seed)))
+        return EngineResult(
+            counts=None,
+            statevector=None,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+            sweep_results=points,
+        )
+
+    def _sweep_calls(
+        self, circuit: Circuit, angles: np.ndarray, observables: Sequence[Observable]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first point, results)`` per call of the compiled sweep function.
+
+        Results are ``complex128`` states, or ``float64`` expectation values with
+        observables. A call takes ``chunk`` times 1, 2, 4 or 8 points (the last call is
+        padded), so a structure compiles at most four times whatever the sweep's size,
+        and a call holds at most ``_SWEEP_AMPLITUDES`` amplitudes of states.
+        """
+        n = circuit.num_qubits
+        total = angles.shape[0]
+        chunk = chunk_size(n, self.dtype, total)
+        per_call = max(1, min(8, _SWEEP_AMPLITUDES // (chunk << n)))
+        chunks = min(per_call, 1 << max(0, math.ceil(math.log2(math.ceil(total / chunk)))))
+        size = chunk * chunks
+        key = (
+            "sweep",
+            structure_of(circuit),
+            msgspec.json.encode(list(observables)),
+            chunk,
+        )
+        fn = self._cached(
+            key, lambda: jax.jit(build_sweep_fn(key[1], self.dtype, observables, chunk))
+        )
+        out_dtype = np.float64 if observables else np.complex128
+        for lo in range(0, total, size):
+            part = angles[lo : lo + size]
+            real = part.shape[0]
+            if real < size:
+                part = np.concatenate([part, np.repeat(part[-1:], size - real, axis=0)])
+            yield lo, np.asarray(fn(jnp.asarray(part)), dtype=out_dtype)[:real]
+
+    def _cached(self, key: tuple, build: Callable[[], Callable]) -> Callable:
+        with self._lock:
+            fn = self._cache.get(key)
+            if fn is not None:
+                self._cache.move_to_end(key)
+                return fn
+            self.cache_misses += 1
+            fn = build()
+            self._cache[key] = fn
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return fn
+
     def run(self, request: RunRequest) -> EngineResult:
         """Validate and run ``request``.
 
@@ -458,6 +554,11 @@ class JaxEngine(Engine):
             EngineError, CircuitError: As ``validate``, before any compute.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "dynamics":
+            psi0 = self.statevector(request.circuit, request.parameters)
+            return run_dynamics(request, psi0)
         start = time.perf_counter()
         circuit = request.circuit
         psi = self.statevector(circuit, request.parameters)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.engines.density import check_noisy_request
 from qbus.engines.reference import (
     check_terminal_measurements,
     clbit_sources,
@@ -30,6 +31,7 @@ from qbus.engines.reference import (
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
+from qbus.schemas.noise import is_noisy
 
 try:
     import pennylane as qml
@@ -37,6 +39,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("pennylane", "pennylane", "the pennylane engine") from exc
 
 _MAX_QUBITS = 24
+
+from qbus.engines.noise_pennylane import (  # noqa: E402 - after the optional import
+    MAX_NOISY_QUBITS,
+    run_noisy,
+)
 
 
 def _adjoint(cls: type) -> Callable[..., Any]:
@@ -135,10 +142,16 @@ class PennylaneEngine(Engine):
 
     name = "pennylane"
     capabilities = Capabilities(
-        methods=("sample", "statevector"),
-        max_qubits={"sample": _MAX_QUBITS, "statevector": _MAX_QUBITS},
+        methods=("sample", "statevector", "sweep", "expectation"),
+        max_qubits={
+            "sample": _MAX_QUBITS,
+            "statevector": _MAX_QUBITS,
+            "sweep": _MAX_QUBITS,
+            # Only noisy jobs send 'expectation': a density matrix on default.mixed.
+            "expectation": MAX_NOISY_QUBITS,
+        },
         gates=tuple(GATES),
-        noise=False,
+        noise=True,
         batching=False,
         device="cpu",
     )
@@ -152,7 +165,7 @@ class PennylaneEngine(Engine):
         """The base checks, then that every measurement is terminal.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a
+            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
                 mid-circuit measurement or a reset after a gate.
             CircuitError: ``unbound_parameter``.
         """
@@ -162,8 +175,10 @@ class PennylaneEngine(Engine):
         except CircuitError as exc:
             raise EngineError(
                 f"engine '{self.name}' runs only terminal measurements: {exc}",
-                code="unsupported_operation",
+                code="mid_circuit_measurement",
             ) from exc
+        if is_noisy(request.noise):
+            check_noisy_request(self.name, request, MAX_NOISY_QUBITS)
 
     def run(self, request: RunRequest) -> EngineResult:
         """Validate, convert and run ``request`` on a fresh seeded ``default.qubit``.
@@ -173,6 +188,10 @@ class PennylaneEngine(Engine):
             CircuitError: From ``validate``.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "expectation" or is_noisy(request.noise):
+            return run_noisy(request, to_pennylane(request.circuit, request.parameters))
         start = time.perf_counter()
         circuit = request.circuit
         n = circuit.num_qubits

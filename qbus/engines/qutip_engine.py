@@ -21,10 +21,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.engines.density import check_noisy_request
 from qbus.engines.reference import check_terminal_measurements, distribution, gate_matrix
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
+from qbus.schemas.noise import is_noisy
 
 try:
     import qutip
@@ -32,6 +34,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("qutip", "qutip", "the qutip engine") from exc
 
 _MAX_QUBITS = 14
+
+from qbus.engines.qutip_open import (  # noqa: E402 - after the optional import of qutip
+    MAX_DYNAMICS_QUBITS,
+    MAX_NOISY_QUBITS,
+    check_spec,
+    run_dynamics,
+    run_noisy,
+)
 
 
 def _big_endian(m: np.ndarray) -> np.ndarray:
@@ -84,10 +94,17 @@ class QutipEngine(Engine):
 
     name = "qutip"
     capabilities = Capabilities(
-        methods=("sample", "statevector"),
-        max_qubits={"sample": _MAX_QUBITS, "statevector": _MAX_QUBITS},
+        methods=("sample", "statevector", "sweep", "expectation", "dynamics"),
+        max_qubits={
+            "sample": _MAX_QUBITS,
+            "statevector": _MAX_QUBITS,
+            "sweep": _MAX_QUBITS,
+            # Density matrices: the noisy 'expectation' and the Lindblad 'dynamics'.
+            "expectation": MAX_NOISY_QUBITS,
+            "dynamics": MAX_DYNAMICS_QUBITS,
+        },
         gates=tuple(GATES),
-        noise=False,
+        noise=True,
         batching=False,
         device="cpu",
     )
@@ -101,7 +118,7 @@ class QutipEngine(Engine):
         """The base checks, then that every measurement is terminal.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``unsupported_operation`` for a
+            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
                 mid-circuit measurement or a reset after a gate.
             CircuitError: ``unbound_parameter``.
         """
@@ -111,8 +128,18 @@ class QutipEngine(Engine):
         except CircuitError as exc:
             raise EngineError(
                 f"engine '{self.name}' runs only terminal measurements: {exc}",
-                code="unsupported_operation",
+                code="mid_circuit_measurement",
             ) from exc
+        if request.method == "dynamics":
+            check_spec(self.name, request)
+            if is_noisy(request.noise):
+                raise EngineError(
+                    "a 'dynamics' job takes its noise as collapse operators, not a noise model",
+                    code="invalid_dynamics",
+                )
+        elif is_noisy(request.noise):
+            limit = self.capabilities.max_qubits["expectation"]
+            check_noisy_request(self.name, request, limit)
 
     def run(self, request: RunRequest) -> EngineResult:
         """Validate and run ``request``.
@@ -121,6 +148,12 @@ class QutipEngine(Engine):
             EngineError, CircuitError: As ``validate``, before any compute.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        if request.method == "dynamics":
+            return run_dynamics(request, final_state(request.circuit, request.parameters))
+        if request.method == "expectation" or is_noisy(request.noise):
+            return run_noisy(request)
         start = time.perf_counter()
         circuit = request.circuit
         psi = final_state(circuit, request.parameters)

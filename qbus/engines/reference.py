@@ -411,8 +411,12 @@ class ReferenceEngine(Engine):
 
     name = "reference"
     capabilities = Capabilities(
-        methods=("sample", "statevector"),
-        max_qubits={"sample": max_reference_qubits, "statevector": max_reference_qubits},
+        methods=("sample", "statevector", "sweep"),
+        max_qubits={
+            "sample": max_reference_qubits,
+            "statevector": max_reference_qubits,
+            "sweep": max_reference_qubits,
+        },
         gates=tuple(GATES),
         noise=False,
         batching=False,
@@ -441,6 +445,8 @@ class ReferenceEngine(Engine):
             EngineError, CircuitError: As ``validate``, before any compute.
         """
         self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
         start = time.perf_counter()
         psi = statevector(request.circuit, request.parameters)
         if request.method == "statevector":

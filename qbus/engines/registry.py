@@ -37,6 +37,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "pennylane": "qbus.engines.pennylane_engine:PennylaneEngine",
     "qutip": "qbus.engines.qutip_engine:QutipEngine",
     "jax": "qbus.engines.jax_engine:JaxEngine",
+    "quest": "qbus.engines.quest_engine:QuestEngine",
 }
 """qbus's own engines, as ``module:attribute`` targets."""
 
@@ -49,6 +50,7 @@ _EXTRAS = {
     "pennylane": "pennylane",
     "qutip": "qutip",
     "jax": "jax",
+    "quest": "quest",
 }
 
 _instances: dict[str, Engine] = {}

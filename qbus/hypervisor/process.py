@@ -266,6 +266,7 @@ class ProcessSandbox:
                     wall_seconds=o.wall_seconds,
                     sweep_results=o.sweep_results,
                     dynamics=o.dynamics,
+                    expectations=o.expectations,
                 )
             case "engine":
                 raise EngineError(o.message, code=o.code, retryable=o.retryable)

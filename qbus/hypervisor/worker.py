@@ -82,6 +82,7 @@ class Outcome(msgspec.Struct, kw_only=True, tag="outcome"):
     run_seconds: float = 0.0
     sweep_results: list[SweepPoint] | None = None
     dynamics: DynamicsResult | None = None
+    expectations: list[float] | None = None
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
@@ -236,6 +237,7 @@ def _child(engine: Engine, job: Job, out_fd: int) -> None:
             run_seconds=result.run_seconds,
             sweep_results=result.sweep_results,
             dynamics=result.dynamics,
+            expectations=result.expectations,
         )
     except BaseException as exc:  # every failure becomes a verdict
         outcome = _classify(exc)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from qbus.observability import tracing
 from qbus.schemas.events import PassReport
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
@@ -235,7 +236,9 @@ def optimize(circuit: Circuit) -> tuple[Circuit, list[PassReport]]:
     for _ in range(MAX_ROUNDS):
         changed = False
         for i, run in enumerate(PASSES):
-            circuit, report = run(circuit)
+            with tracing.span(f"qbus.rewrite pass {run.__name__}") as span:
+                circuit, report = run(circuit)
+                tracing.set_attributes(span, {"qbus.removed": report.removed})
             names[i] = report.name
             removed[i] += report.removed
             merged[i] += report.merged

@@ -8,6 +8,7 @@ from pathlib import Path
 from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
+from qbus.observability import tracing
 from qbus.schemas.events import (
     FINAL_EVENTS,
     Event,
@@ -35,8 +36,19 @@ def job_from_file(path: str | Path, **options: object) -> JobSubmitted:
 
 
 async def submit(bus: Bus, job: JobSubmitted, *, headers: dict[str, str] | None = None) -> int:
-    """Publish a job (with extra NATS headers such as ``traceparent``); returns its sequence."""
-    return await bus.publish(job, headers=headers)
+    """Publish a job (with extra NATS headers such as ``traceparent``); returns its sequence.
+
+    Without a ``traceparent`` in ``headers`` and with tracing on, the publish is a
+    PRODUCER span (child of the current span) whose context the job carries.
+    """
+    if (headers and "traceparent" in headers) or not tracing.enabled():
+        return await bus.publish(job, headers=headers)
+    with tracing.produce(
+        bus.subjects.submit,
+        scope="qbus.producer",
+        attributes={tracing.JOB_ID: job.job_id, tracing.MESSAGE_ID: job.event_id},
+    ) as trace_headers:
+        return await bus.publish(job, headers={**(headers or {}), **trace_headers})
 
 
 async def events_of(

@@ -112,6 +112,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
         ai_optimize: Ask the AI assistant for a rewrite (accepted only when proven
             equivalent).
         priority: ``high``, ``normal`` or ``low``.
+        tenant: The tenant the job belongs to, set by ingest from the submit subject
+            (``qbus.submit.<tenant>``); empty for ``qbus.submit`` (docs/security.md).
     """
 
     method: str = "sample"
@@ -131,6 +133,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     cross_check: bool = False
     ai_optimize: bool = False
     priority: str = "normal"
+    tenant: str = ""
 
 
 class JobSubmitted(Event, tag="job.submitted"):
@@ -145,6 +148,9 @@ class JobSubmitted(Event, tag="job.submitted"):
         hypervisor, memory_mb, cpu_seconds, wall_seconds: See ``JobOptions``.
         observables: For ``method="expectation"``: the observables to evaluate.
         noise, sweep, dynamics, cross_check, ai_optimize, priority: See ``JobOptions``.
+        tenant: Ignored on input: ingest overwrites it with the tenant of the subject the
+            submission arrived on (``qbus.submit.<tenant>``), which NATS permissions
+            guard; a producer that sets it publishes to that subject.
     """
 
     source: str | None = None
@@ -169,6 +175,7 @@ class JobSubmitted(Event, tag="job.submitted"):
     cross_check: bool = False
     ai_optimize: bool = False
     priority: str = "normal"
+    tenant: str = ""
 
     def options(self) -> JobOptions:
         """The run options this submission asks for (every JobOptions field, by name)."""
@@ -314,14 +321,22 @@ class JobCompleted(Event, tag="job.completed"):
     expectations: list[float] | None = None
     sweep_results: list[SweepPoint] | None = None
     dynamics: DynamicsResult | None = None
+    # The noise model the result ran under (None: noiseless); part of the result hash.
+    noise: NoiseModel | None = None
+    tenant: str = ""
 
 
 class JobFailed(Event, tag="job.failed"):
-    """The job ended without a result: engine failure, failed verification, cancel."""
+    """The job ended without a result: engine failure, failed verification, cancel.
+
+    ``tenant`` (on every final event) is the job's tenant; a tenant's final events are
+    also published on ``qbus_tenant.<tenant>.result.<job>`` (docs/security.md).
+    """
 
     code: str
     message: str
     stage: str = ""
+    tenant: str = ""
 
 
 class JobRejected(Event, tag="job.rejected"):
@@ -337,6 +352,7 @@ class JobRejected(Event, tag="job.rejected"):
     message: str
     stage: str = ""
     where: str | None = None
+    tenant: str = ""
 
 
 class ResultAnchored(Event, tag="result.anchored"):

@@ -1,9 +1,11 @@
 """Secrets: the verifier's chain key, NATS credentials, cloud-engine credentials.
 
-A provider maps a secret's name (``chain/verifier_key``) to its value. Providers are
-read on every ``get`` so that a rotated secret is picked up without a restart; callers
-that need speed cache for a short time themselves. Secret values never go into events,
-logs or traces.
+A provider maps a secret's name (``chain/verifier_key``) to its value: ``env``
+(``QBUS_SECRET_<KEY>``), ``file`` (one file per key) or ``vault`` (OpenBao/Vault KV v2
+through hvac, cached for ``[secrets] cache_seconds``). A stage holds a ``CachedSecret``
+per secret it needs: briefly cached, so a rotated secret is picked up without a restart,
+and ``require()`` turns an unreachable store into a retry with backoff. Secret values
+never go into events, logs or traces (docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,5 +17,16 @@ from qbus.secrets.base import (
     SecretsProvider,
     provider_from_config,
 )
+from qbus.secrets.cached import CachedSecret
+from qbus.secrets.resolve import resolve_secrets, stage_bus_config
 
-__all__ = ["EnvSecrets", "FileSecrets", "SecretError", "SecretsProvider", "provider_from_config"]
+__all__ = [
+    "CachedSecret",
+    "EnvSecrets",
+    "FileSecrets",
+    "SecretError",
+    "SecretsProvider",
+    "provider_from_config",
+    "resolve_secrets",
+    "stage_bus_config",
+]

@@ -71,11 +71,20 @@ class FileSecrets:
 
 
 def provider_from_config(config: Config) -> SecretsProvider:
-    """The provider the configuration names (``[secrets] provider = "env" | "file" | …``)."""
-    secrets = getattr(config, "secrets", None)
-    kind = getattr(secrets, "provider", "env")
-    if kind == "env":
-        return EnvSecrets()
-    if kind == "file":
-        return FileSecrets(secrets.directory)
-    raise SecretError(f"unknown secrets provider {kind!r}")
+    """The provider ``[secrets]`` names: ``env`` (default), ``file`` or ``vault``.
+
+    Raises:
+        SecretError: Unknown provider name.
+        MissingOptionalLibraryError: ``vault`` without ``hvac`` installed.
+    """
+    secrets = config.secrets
+    match secrets.provider:
+        case "env":
+            return EnvSecrets()
+        case "file":
+            return FileSecrets(secrets.directory)
+        case "vault":
+            from qbus.secrets.vault import VaultSecrets
+
+            return VaultSecrets(secrets.vault, cache_seconds=secrets.cache_seconds)
+    raise SecretError(f"unknown secrets provider {secrets.provider!r}; use env, file or vault")

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
+
+from qbus.schemas.dynamics import DynamicsResult
+from qbus.schemas.noise import NoiseModel
+from qbus.schemas.sweep import SweepPoint
+
+if TYPE_CHECKING:
+    from qbus.schemas.events import ExecutionCompleted, JobCompleted
 
 HASH_VERSION = 1
 """Bumped whenever the hashed document changes shape; part of the hashed document."""
@@ -35,6 +43,12 @@ class _HashInput(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     statevector_ref: str | None
     # Added later with a default, omitted when absent: earlier hashes stay valid.
     expectations: list[float] | None = None
+    # The noise model a noisy result ran under, and a dynamics job's values: omitted
+    # when absent, like ``expectations``.
+    noise: NoiseModel | None = None
+    dynamics: DynamicsResult | None = None
+    # A sweep's per-point results, in point order; omitted when absent.
+    sweep_results: list[SweepPoint] | None = None
 
 
 def statevector_digest(statevector: np.ndarray | Sequence[float]) -> str:
@@ -68,6 +82,9 @@ def result_hash(
     statevector_sha256: str | None = None,
     statevector_ref: str | None = None,
     expectations: Sequence[float] | None = None,
+    noise: NoiseModel | None = None,
+    dynamics: DynamicsResult | None = None,
+    sweep_results: Sequence[SweepPoint] | None = None,
 ) -> str:
     """The result's identity: ``sha256:<hex>`` over its canonical JSON document.
 
@@ -85,6 +102,9 @@ def result_hash(
         statevector_ref: Where a vector too large for the event is stored; hashed as
             given, so the hash pins the reference when the vector itself is not at hand.
         expectations: Expectation values of an ``expectation`` job.
+        noise: The job's noise model, when it has one.
+        dynamics: A ``dynamics`` job's times and values.
+        sweep_results: A ``sweep`` job's per-point counts or expectation values.
 
     Raises:
         ValueError: Both ``statevector`` and a different ``statevector_sha256`` given.
@@ -107,5 +127,44 @@ def result_hash(
         statevector=digest,
         statevector_ref=statevector_ref,
         expectations=[float(x) for x in expectations] if expectations is not None else None,
+        noise=noise,
+        dynamics=dynamics,
+        sweep_results=list(sweep_results) if sweep_results is not None else None,
     )
     return "sha256:" + hashlib.sha256(_encoder.encode(doc)).hexdigest()
+
+
+def event_result_hash(event: ExecutionCompleted | JobCompleted) -> str:
+    """The result hash of an engine's result or of a job's final event, from its fields.
+
+    The one place that maps event fields onto ``result_hash``: the verify stage hashes
+    the ExecutionCompleted it answers with it, and ``qbus audit verify`` re-derives
+    both sides from the log with it, so the two can never drift apart.
+
+    Args:
+        event: An ExecutionCompleted (method and shots from its options) or a
+            JobCompleted (method and shots as recorded on it).
+    """
+    from qbus.schemas.events import ExecutionCompleted
+
+    if isinstance(event, ExecutionCompleted):
+        method, shots = event.options.method, event.options.shots
+        noise = event.options.noise
+    else:
+        method, shots = event.method, event.shots
+        noise = event.noise
+    return result_hash(
+        circuit_hash=event.circuit_hash,
+        engine=event.engine,
+        engine_version=event.engine_version,
+        method=method,
+        shots=shots,
+        seed=event.seed,
+        counts=event.counts,
+        statevector=event.statevector,
+        statevector_ref=event.statevector_ref,
+        expectations=event.expectations,
+        noise=noise,
+        dynamics=event.dynamics,
+        sweep_results=event.sweep_results,
+    )

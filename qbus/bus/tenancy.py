@@ -1,0 +1,158 @@
+"""Tenants on the bus: the trusted tenant of a submission, its final events' tenant copy,
+and the per-tenant index of running jobs in the job-state KV (docs/security.md).
+
+* A submission's tenant is the last token of the subject it arrived on
+  (``qbus.submit.<tenant>``), never the payload: NATS permissions let tenant A publish
+  only to ``qbus.submit.A``.
+* Every final event carries the job's tenant; a tenant's final event is also stored on
+  ``qbus_tenant.<tenant>.result.<job>`` (in the stream ``QBUS_TENANT``, outside the event
+  log), the only result subject its user may read.
+* While a job runs, the job-state bucket holds ``tenant.<tenant>.<job>``; the final event
+  deletes it. Ingest counts these keys for ``max_concurrent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from qbus.bus.jobstate import FINAL_STATUSES, decode_state
+from qbus.schemas.events import (
+    FINAL_EVENTS,
+    CircuitIngested,
+    Event,
+    JobSubmitted,
+    decode,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from qbus.bus.connection import Bus
+    from qbus.bus.subjects import Subjects
+
+
+def trusted_submission(event: Event, subject: str, subjects: Subjects) -> Event:
+    """``event`` with, for a JobSubmitted, ``tenant`` set from the submit ``subject``.
+
+    Whatever tenant the payload names is replaced: the subject is what NATS permissions
+    guard. A submission on ``<prefix>.submit`` has no tenant.
+    """
+    if not isinstance(event, JobSubmitted):
+        return event
+    tenant = subjects.tenant_of_submit(subject)
+    if tenant is None or tenant == event.tenant:
+        return event
+    return msgspec.structs.replace(event, tenant=tenant)
+
+
+def tenant_of(event: Event) -> str:
+    """The tenant an event belongs to ("" when none)."""
+    tenant = getattr(event, "tenant", None)
+    if tenant is None:
+        options = getattr(event, "options", None)
+        tenant = getattr(options, "tenant", "")
+    return tenant or ""
+
+
+def stamp(output: Event, cause: Event) -> Event:
+    """A final event ``output`` carrying the tenant of the event that caused it."""
+    if isinstance(output, FINAL_EVENTS) and not output.tenant:
+        tenant = tenant_of(cause)
+        if tenant:
+            return msgspec.structs.replace(output, tenant=tenant)
+    return output
+
+
+def index_key(tenant: str, job_id: str) -> str:
+    """The job-state KV key marking ``job_id`` as a running job of ``tenant``."""
+    return f"tenant.{tenant}.{job_id}"
+
+
+async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
+    """Publish what a stored ``event`` implies for its tenant (without waiting).
+
+    CircuitIngested → the running-job index key; a final event → delete that key, and
+    a copy of the event on ``<prefix>_tenant.<tenant>.result.<job>`` in the tenant
+    stream (same bytes, same ``Nats-Msg-Id``, so a redelivery stores it once).
+    """
+    tenant = tenant_of(event)
+    if not tenant:
+        return []
+    kv_subject = f"$KV.{bus.config.kv_jobs}.{index_key(tenant, event.job_id)}"
+    if isinstance(event, CircuitIngested):
+        return [asyncio.ensure_future(bus.js.publish(kv_subject, b"running"))]
+    if isinstance(event, FINAL_EVENTS):
+        return [
+            asyncio.ensure_future(bus.js.publish(kv_subject, b"", headers={"KV-Operation": "DEL"})),
+            asyncio.ensure_future(
+                bus.js.publish(
+                    bus.subjects.tenant_result(tenant, event.job_id),
+                    encode(event),
+                    headers={"Nats-Msg-Id": event.event_id},
+                )
+            ),
+        ]
+    return []
+
+
+async def running_jobs(bus: Bus, tenant: str, also: set[str] | frozenset = frozenset()) -> set[str]:
+    """Jobs of ``tenant`` past ingest and without a final event, from the job-state KV.
+
+    ``also`` are further candidates (jobs ingest accepted but has perhaps not indexed
+    yet). A job whose own state is already final is not counted even if its index key is
+    still there (a delete that raced ahead of the put).
+    """
+    kv = await bus.js.key_value(bus.config.kv_jobs)
+    watcher = await kv.watch(index_key(tenant, "*"), ignore_deletes=True, meta_only=True)
+    jobs: set[str] = set()
+    try:
+        async for entry in watcher:
+            if entry is None:  # the initial values are all delivered
+                break
+            jobs.add(entry.key.rsplit(".", 1)[1])
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+    running = set()
+    for job in jobs | set(also):
+        try:
+            state = decode_state((await kv.get(job)).value or b"")
+        except Exception:
+            running.add(job)  # no readable state yet: it is just starting
+            continue
+        if state.status not in FINAL_STATUSES:
+            running.add(job)
+    return running
+
+
+async def wait_tenant_result(bus: Bus, tenant: str, job_id: str, timeout: float = 60.0) -> Event:
+    """A tenant's wait for its job's final event, with only the tenant's permissions.
+
+    Subscribes to ``<prefix>_tenant.<tenant>.result.<job>`` first, then asks for the stored
+    copy (JetStream direct get, allowed for the tenant's own results), so a result
+    published before the call is found and one published after it is delivered.
+
+    Raises:
+        TimeoutError: Nothing final within ``timeout`` seconds.
+    """
+    from nats.js.errors import NotFoundError
+
+    subject = bus.subjects.tenant_result(tenant, job_id)
+    sub = await bus.nc.subscribe(subject, max_msgs=1)
+    try:
+        try:
+            stored = await bus.js.get_last_msg(bus.config.tenant_stream, subject, direct=True)
+            return decode(stored.data)
+        except NotFoundError:
+            pass
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
+        return decode(msg.data)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -1,0 +1,284 @@
+"""``qbus chain …``: deploy the anchor contract, follow run requests, look at the chain.
+
+The verifier's key comes from the secrets provider (``[chain] key_secret``; with the env
+provider ``QBUS_SECRET_CHAIN_VERIFIER_KEY``). See docs/chain.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from qbus.bus.config import Config
+
+
+def _config(ctx: click.Context) -> Config:
+    return ctx.obj["config"]
+
+
+@click.group()
+def chain() -> None:
+    """The Ethereum side: anchor contract, run requests, batches."""
+
+
+@chain.command()
+@click.option(
+    "--verifier",
+    default=None,
+    help="Address given the verifier role (default: the deploying verifier key's).",
+)
+@click.pass_context
+def deploy(ctx: click.Context, verifier: str | None) -> None:
+    """Deploy QbusAnchor with the verifier key and print its address."""
+    from qbus.verifier.chain import AnchorContract, close_connections, verifier_account
+
+    config = _config(ctx)
+
+    async def go() -> str:
+        try:
+            return await AnchorContract.deploy(config.chain, verifier_account(config), verifier)
+        finally:
+            await close_connections()
+
+    address = asyncio.run(go())
+    click.echo(address)
+    click.echo(f"# use it with: export QBUS_CHAIN_CONTRACT={address}", err=True)
+
+
+@chain.command()
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.pass_context
+def listen(ctx: click.Context, metrics_port: int | None) -> None:
+    """Turn the contract's RunRequested logs into jobs until Ctrl-C."""
+    logging.getLogger().setLevel(logging.INFO)
+    config = _config(ctx)
+    if metrics_port is not None:
+        from qbus.observability.metrics import serve
+
+        try:
+            serve(metrics_port, config.observability.metrics_addr)
+        except OSError as exc:
+            logging.getLogger("qbus.metrics").error(
+                "cannot serve /metrics on port %s: %s; running without it", metrics_port, exc
+            )
+    asyncio.run(_listen(config))
+
+
+async def _listen(config: Config) -> None:
+    from qbus.bus.connection import Bus
+    from qbus.producers.chain_listener import ChainListener
+    from qbus.verifier.chain import close_connections, open_contract
+
+    bus = await Bus.connect(config.bus, name="qbus-chain-listener")
+    try:
+        await bus.provision()
+        kv = await bus.js.key_value(bus.config.kv_chain)
+        contract = await open_contract(config, kv)
+        listener = ChainListener(bus, config, contract)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, listener.stop)
+        await listener.run()
+    finally:
+        await close_connections()
+        await bus.close()
+
+
+@chain.command()
+@click.option("--contract", default=None, help="Contract address (default: [chain] contract).")
+@click.option("--batch", "batch_id", type=int, default=None, help="Show this batch.")
+@click.pass_context
+def status(ctx: click.Context, contract: str | None, batch_id: int | None) -> None:
+    """Print the contract's batch and request counts (or one batch) as JSON."""
+    from qbus.verifier.chain import AnchorContract, close_connections
+
+    config = _config(ctx)
+    address = contract or config.chain.contract
+    if not address:
+        raise click.ClickException("no contract: pass --contract or set [chain] contract")
+
+    async def go() -> dict:
+        try:
+            handle = await AnchorContract.connect(config.chain, address)
+            fns = handle.contract.functions
+            out: dict = {
+                "chain_id": handle.chain_id,
+                "contract": handle.address,
+                "owner": await fns.owner().call(),
+                "batches": await fns.batchCount().call(),
+                "requests": await fns.requestCount().call(),
+            }
+            if batch_id is not None:
+                batch = await handle.batch(batch_id)
+                out["batch"] = None
+                if batch is not None:
+                    out["batch"] = {
+                        "batch_id": batch.batch_id,
+                        "root": "0x" + batch.root.hex(),
+                        "count": batch.count,
+                        "block_number": batch.block_number,
+                    }
+            return out
+        finally:
+            await close_connections()
+
+    click.echo(json.dumps(asyncio.run(go()), indent=2))
+
+
+@chain.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--shots", type=int, default=1024, show_default=True)
+@click.option(
+    "--key-secret",
+    default="chain/requester_key",
+    show_default=True,
+    help="Secret holding the requesting account's private key.",
+)
+@click.pass_context
+def request(ctx: click.Context, path: str, shots: int, key_secret: str) -> None:
+    """Call requestRun with the OpenQASM program in PATH (as a user's contract call would)."""
+    from qbus.secrets import provider_from_config
+    from qbus.verifier.chain import AnchorContract, account_from_key, close_connections
+
+    config = _config(ctx)
+    if not config.chain.contract:
+        raise click.ClickException("no contract: set [chain] contract or QBUS_CHAIN_CONTRACT")
+    account = account_from_key(provider_from_config(config).get(key_secret))
+
+    async def go() -> tuple[int, str]:
+        try:
+            handle = await AnchorContract.connect(config.chain, config.chain.contract, account)
+            request_id, tx = await handle.request_run(Path(path).read_text(), shots=shots)
+            return request_id, tx.tx_hash
+        finally:
+            await close_connections()
+
+    request_id, tx_hash = asyncio.run(go())
+    click.echo(json.dumps({"request_id": request_id, "tx_hash": tx_hash}))
+
+
+class ChainUp:
+    """What ``qbus up --chain …`` adds: environment for the stages and two processes."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.stages: list[tuple[str, list[str]]] = []
+        self.summary = ""
+
+
+@contextlib.contextmanager
+def chain_for_up(chain_opt: str | None, config: Config, state_dir: Path):
+    """For ``qbus up``: start anvil (``anvil``) or use a JSON-RPC URL, deploy the contract
+    unless ``[chain] contract`` names one, and yield the stage processes and environment.
+
+    With anvil and no verifier key configured, anvil's first development account signs
+    (handed to the stages through ``QBUS_SECRET_CHAIN_VERIFIER_KEY``).
+    """
+    import msgspec
+
+    up = ChainUp()
+    if not chain_opt:
+        yield up
+        return
+    from qbus.secrets import SecretError, provider_from_config
+    from qbus.verifier.anvil import AnvilNode
+    from qbus.verifier.chain import AnchorContract, account_from_key, close_connections
+
+    node = None
+    try:
+        if chain_opt == "anvil":
+            node = AnvilNode(log_dir=state_dir / "anvil").start()
+            rpc_url = node.url
+        elif chain_opt.startswith(("http://", "https://")):
+            rpc_url = chain_opt
+        else:
+            raise click.ClickException(
+                f"--chain takes 'anvil' or an http(s) JSON-RPC URL, not {chain_opt!r} "
+                "(the in-process eth-tester chain cannot be shared by separate processes)"
+            )
+        chain_cfg = msgspec.structs.replace(config.chain, rpc_url=rpc_url)
+        try:
+            key = provider_from_config(config).get(chain_cfg.key_secret)
+        except SecretError:
+            if node is None:
+                raise
+            key = node.dev_keys[0]
+            up.env["QBUS_SECRET_CHAIN_VERIFIER_KEY"] = key
+        address = chain_cfg.contract
+        if not address:
+
+            async def deploy() -> str:
+                try:
+                    return await AnchorContract.deploy(chain_cfg, account_from_key(key))
+                finally:
+                    await close_connections()
+
+            address = asyncio.run(deploy())
+        up.env["QBUS_CHAIN_RPC_URL"] = rpc_url
+        up.env["QBUS_CHAIN_CONTRACT"] = address
+        up.stages = [("anchor", ["stage", "anchor"]), ("chain-listen", ["chain", "listen"])]
+        up.summary = (
+            f"chain        {rpc_url}  contract {address}"
+            + (f"  (anvil pid {node.pid})" if node else "")
+            + f"\n             for `qbus chain …`: export QBUS_CHAIN_RPC_URL={rpc_url} "
+            f"QBUS_CHAIN_CONTRACT={address}"
+        )
+        yield up
+    finally:
+        if node is not None:
+            node.stop()
+
+
+async def anchored_report(config: Config, job_id: str, timeout: float = 30.0) -> tuple[bool, str]:
+    """Wait for a job's ResultAnchored and check its proof against the root on chain.
+
+    Returns (ok, lines to print): for ``qbus demo --chain``.
+    """
+    from nats.js import api as js_api
+
+    from qbus.bus.connection import Bus
+    from qbus.schemas.events import ResultAnchored, decode
+    from qbus.verifier.chain import close_connections, read_batch
+    from qbus.verifier.merkle import leaf_hash, verify_proof
+
+    async with await Bus.connect(config.bus, name="qbus-demo-anchor") as bus:
+        sub = await bus.js.subscribe(
+            bus.subjects.anchored(job_id),
+            stream=bus.config.stream,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+        )
+        try:
+            msg = await sub.next_msg(timeout=timeout)
+        except Exception as exc:
+            if type(exc).__name__ == "TimeoutError":
+                return False, f"no ResultAnchored for {job_id} within {timeout:.0f} s"
+            raise
+        finally:
+            await sub.unsubscribe()
+    event = decode(msg.data)
+    assert isinstance(event, ResultAnchored)
+    try:
+        batch = await read_batch(config.chain, event.contract, event.batch_id)
+    finally:
+        await close_connections()
+    proof = [bytes.fromhex(p.removeprefix("0x")) for p in event.proof]
+    ok = batch is not None and verify_proof(
+        leaf_hash(event.result_hash), proof, event.leaf_index, batch.root, count=batch.count
+    )
+    lines = (
+        f"anchored: batch {event.batch_id} (leaf {event.leaf_index} of {event.batch_size}) "
+        f"root {event.root}\n"
+        f"          tx {event.tx_hash} in block {event.block_number}, chain {event.chain_id}, "
+        f"contract {event.contract}\n"
+        f"          inclusion proof ({len(proof)} hashes) "
+        + ("verifies against the root read from the contract" if ok else "DOES NOT VERIFY")
+    )
+    return ok, lines

@@ -1,0 +1,557 @@
+"""The checks behind ``qbus audit verify``: one pass over the event log, no I/O.
+
+``LogChecker`` is fed every stored message of the event log in stream order (sequence,
+subject, ``Nats-Msg-Id``, payload) together with the audit chain's entries, and pins
+every problem it finds to the exact event: stream sequence, subject, event id, type.
+
+What it checks (docs/audit.md has the list with the codes):
+
+* the hash chain: every event's digest matches its chain entry; no chain entry's
+  event is missing from the log (a deletion); no event sits inside the chained range
+  without an entry (an insertion);
+* every event decodes, carries its event id as ``Nats-Msg-Id``, is on the subject its
+  type and job belong on, and (for stage outputs) answers an event that is in the log;
+* every circuit hashes to its ``circuit_hash``; every ExecutionCompleted matches the
+  ExecutionRequested it answers (engine, circuit, options);
+* every JobCompleted's result hash is re-derived twice: from its own fields and from the
+  ExecutionCompleted it answers (IR hash, engine and version, method, shots, seed,
+  counts/state vector/expectations); a difference names the field;
+* every ResultAnchored names the job's real result hash and its Merkle proof leads from
+  that hash to the root it names (the on-chain root is compared by the caller, which
+  owns the chain connection: see ``anchors``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from qbus.bus.subjects import Subjects
+from qbus.schemas.audit import AnchorStatus, AuditProblem, ChainEntry, EventRef, JobAudit
+from qbus.schemas.events import (
+    CircuitIngested,
+    CircuitRewritten,
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    ExecutionRequested,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSubmitted,
+    ResultAnchored,
+    decode,
+)
+from qbus.schemas.ir import circuit_hash
+from qbus.verifier.hashing import event_result_hash, statevector_digest
+
+# Events a person or program may publish without answering anything in the log.
+_UNCAUSED = (JobSubmitted,)
+
+# Problem order within one sequence: the chain's finding first (it is the root cause
+# of most others), then the rest by the order they were found.
+_CHAIN_CHECKS = ("chain_altered", "chain_deleted", "chain_unrecorded")
+
+MAX_PROBLEMS = 10_000
+"""Problems kept at most: a wholesale forgery should not exhaust memory."""
+
+
+def tag(event: Event) -> str:
+    """The wire tag of an event."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+def result_fields(event: ExecutionCompleted | JobCompleted) -> dict[str, object]:
+    """The hashed fields of a result, by name, to say which one differs.
+
+    The hash itself always comes from ``event_result_hash``; this only names fields.
+    """
+    if isinstance(event, ExecutionCompleted):
+        method, shots = event.options.method, event.options.shots
+        noise = event.options.noise
+    else:
+        method, shots = event.method, event.shots
+        noise = getattr(event, "noise", None)
+    return {
+        "circuit_hash": event.circuit_hash,
+        "engine": event.engine,
+        "engine_version": event.engine_version,
+        "method": method,
+        "shots": shots,
+        "seed": event.seed,
+        "counts": event.counts,
+        "statevector": (
+            statevector_digest(event.statevector) if event.statevector is not None else None
+        ),
+        "statevector_ref": event.statevector_ref,
+        "expectations": event.expectations,
+        "noise": msgspec.to_builtins(noise),
+        "sweep_results": msgspec.to_builtins(getattr(event, "sweep_results", None)),
+        "dynamics": msgspec.to_builtins(getattr(event, "dynamics", None)),
+    }
+
+
+def describe_difference(name: str, here: object, there: object) -> str:
+    """``name`` differs, with the first few differing counts for a counts dict."""
+    if isinstance(here, dict) and isinstance(there, dict):
+        keys = sorted(set(here) | set(there))
+        diffs = [k for k in keys if here.get(k) != there.get(k)]
+        shown = ", ".join(f"'{k}': {here.get(k, 0)} vs {there.get(k, 0)}" for k in diffs[:3])
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        return f"{name} ({shown}{more})"
+    return f"{name} ({_short(here)} vs {_short(there)})"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What later events need to know about an earlier one."""
+
+    seq: int
+    subject: str
+    event_id: str
+    type: str
+    job_id: str
+    result_hash: str | None = None
+    fields: dict[str, object] | None = None
+    request: tuple[str, str, bytes, int] | None = None
+
+
+@dataclass(slots=True)
+class PendingAnchor:
+    """A ResultAnchored whose root the caller should compare with the chain's."""
+
+    job_id: str
+    seq: int
+    subject: str
+    event_id: str
+    event: ResultAnchored
+    chain_ok: bool | None = None
+    chain_detail: str = ""
+
+
+@dataclass
+class LogChecker:
+    """Folds the event log, in stream order, into a list of problems.
+
+    Args:
+        subjects: The bus's subject names (where each event belongs).
+        chain: The audit chain's entries by stream sequence.
+        keep_jobs: Also build the per-job records of ``qbus audit export``.
+        proof_check: Check Merkle proofs (needs the ``chain`` extra's keccak); when
+            False, proofs are reported as not checked.
+    """
+
+    subjects: Subjects
+    chain: dict[int, ChainEntry] = field(default_factory=dict)
+    keep_jobs: bool = False
+    proof_check: bool = True
+    problems: list[AuditProblem] = field(default_factory=list)
+    jobs: dict[str, JobAudit] = field(default_factory=dict)
+    anchors: list[PendingAnchor] = field(default_factory=list)
+    checked: int = 0
+    unaudited: int = 0
+    events: int = 0
+    results_checked: int = 0
+    anchors_checked: int = 0
+    dropped_problems: int = 0
+    _last_audited: int = 0
+    _present: set[int] = field(default_factory=set)
+    _ids: dict[str, _Seen] = field(default_factory=dict)
+    _completed: dict[str, _Seen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._last_audited = max(self.chain, default=0)
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def feed(self, seq: int, subject: str, msg_id: str, data: bytes, digest: str) -> None:
+        """Check one stored message.
+
+        Args:
+            seq: Its stream sequence.
+            subject: Its subject.
+            msg_id: Its ``Nats-Msg-Id`` header ("" when absent).
+            data: Its payload.
+            digest: ``event_digest(subject, msg_id, data)``.
+        """
+        self.events += 1
+        self._present.add(seq)
+        try:
+            event: Event | None = decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            event = None
+            error = str(exc)
+        where = _Seen(
+            seq=seq,
+            subject=subject,
+            event_id=event.event_id if event else msg_id,
+            type=tag(event) if event else "",
+            job_id=event.job_id if event else _job_of(subject, self.subjects),
+        )
+        self._check_chain(where, msg_id, digest)
+        if event is None:
+            # Junk on the submit subject is a submission that ingest rejected: the log is
+            # right to hold it. Anywhere else no stage could have written it.
+            if not _is_submit(subject, self.subjects):
+                self._problem("undecodable", f"the payload is not a qbus event: {error}", where)
+            self._ids[msg_id or f"seq-{seq}"] = where
+            self._ids[f"seq-{seq}"] = where
+            return
+        if self.keep_jobs:
+            self._record(event, where)
+        self._check_envelope(event, where, msg_id)
+        match event:
+            case CircuitIngested() | CircuitRewritten():
+                self._check_circuit(event, where)
+            case ExecutionRequested():
+                self._check_circuit(event, where)
+                where.request = (
+                    event.engine,
+                    event.circuit_hash,
+                    msgspec.json.encode(event.options),
+                    event.generation,
+                )
+            case ExecutionCompleted():
+                self._check_circuit(event, where)
+                self._check_against_request(event, where)
+                where.result_hash = event_result_hash(event)
+                where.fields = result_fields(event)
+            case JobCompleted():
+                self._check_result(event, where)
+                where.result_hash = event.result_hash
+                self._completed[event.job_id] = where
+            case ResultAnchored():
+                self._check_anchor(event, where)
+        self._ids[event.event_id] = where
+        if msg_id and msg_id != event.event_id:
+            self._ids[msg_id] = where
+        self._ids[f"seq-{seq}"] = where
+
+    def finish(self) -> None:
+        """Report chain entries whose events are gone; sort problems by sequence."""
+        for seq in sorted(set(self.chain) - self._present):
+            entry = self.chain[seq]
+            where = _Seen(
+                seq=seq,
+                subject=entry.subject,
+                event_id=entry.event_id,
+                type=entry.type,
+                job_id=_job_of(entry.subject, self.subjects) if entry.subject else "",
+            )
+            what = f"{entry.type} " if entry.type else ""
+            on = f" on {entry.subject}" if entry.subject else ""
+            self._problem(
+                "chain_deleted",
+                f"{what}event {entry.event_id} at sequence {seq}{on} was deleted from the "
+                "log: the audit chain recorded it, the stream no longer holds it",
+                where,
+            )
+        order = {check: i for i, check in enumerate(_CHAIN_CHECKS)}
+        self.problems.sort(key=lambda p: (p.seq or 0, order.get(p.check, len(order))))
+        if self.keep_jobs:
+            for anchor in self.anchors:
+                job = self.jobs.get(anchor.job_id)
+                if job is not None and job.anchor is not None and job.anchor.seq == anchor.seq:
+                    job.anchor = msgspec.structs.replace(
+                        job.anchor, chain_root_ok=anchor.chain_ok, chain_detail=anchor.chain_detail
+                    )
+            for problem in self.problems:
+                job = self.jobs.get(problem.job_id)
+                if job is not None:
+                    job.problems.append(problem)
+                    job.ok = False
+
+    # -- the checks ---------------------------------------------------------------------
+
+    def _check_chain(self, where: _Seen, msg_id: str, digest: str) -> None:
+        if where.seq > self._last_audited:
+            self.unaudited += 1
+            return
+        entry = self.chain.get(where.seq)
+        if entry is None:
+            self._problem(
+                "chain_unrecorded",
+                f"event at sequence {where.seq} ({where.subject}) is in the log but not in "
+                "the audit chain: it was inserted after the auditor passed",
+                where,
+            )
+            return
+        self.checked += 1
+        if entry.digest != digest or entry.event_id != msg_id:
+            self._problem(
+                "chain_altered",
+                f"event {entry.event_id} at sequence {where.seq} ({where.subject}) was "
+                f"altered: its digest is {digest[:16]}…, the chain recorded "
+                f"{entry.digest[:16]}…",
+                where,
+            )
+
+    def _check_envelope(self, event: Event, where: _Seen, msg_id: str) -> None:
+        submitted = isinstance(event, JobSubmitted)
+        if msg_id and msg_id != event.event_id and not submitted:
+            # Stages publish every event with its id as Nats-Msg-Id; a foreign client's
+            # submission may use its own message ids.
+            self._problem(
+                "id_mismatch",
+                f"Nats-Msg-Id {msg_id} differs from the event id {event.event_id}",
+                where,
+            )
+        try:
+            expected = self.subjects.for_event(event)
+        except TypeError:
+            expected = where.subject
+        if submitted:
+            # A tenant's submission is on its tenant's submit subject, whatever the
+            # payload says (docs/security.md): any submit subject is its place.
+            expected = where.subject if _is_submit(where.subject, self.subjects) else expected
+        if expected != where.subject:
+            self._problem(
+                "subject_mismatch",
+                f"a {where.type} of job {event.job_id} belongs on {expected}, not {where.subject}",
+                where,
+            )
+        if isinstance(event, _UNCAUSED) or not _stage_output(event):
+            return
+        if event.causation_id is None:
+            self._problem("missing_cause", "a stage output that names no causing event", where)
+        elif event.causation_id not in self._ids:
+            self._problem(
+                "missing_cause",
+                f"it answers event {event.causation_id}, which is not in the log before it "
+                "(deleted, or the event was forged)",
+                where,
+            )
+
+    def _check_circuit(
+        self,
+        event: CircuitIngested | CircuitRewritten | ExecutionRequested | ExecutionCompleted,
+        where: _Seen,
+    ) -> None:
+        actual = circuit_hash(event.circuit)
+        if actual != event.circuit_hash:
+            self._problem(
+                "circuit_hash",
+                f"its circuit hashes to {actual[:23]}…, the event says {event.circuit_hash[:23]}…",
+                where,
+            )
+
+    def _check_against_request(self, event: ExecutionCompleted, where: _Seen) -> None:
+        request = self._ids.get(event.causation_id or "")
+        if request is None or request.request is None:
+            return  # a missing cause is reported by the envelope check
+        engine, chash, options, generation = request.request
+        diffs = []
+        if engine != event.engine:
+            diffs.append(describe_difference("engine", event.engine, engine))
+        if chash != event.circuit_hash:
+            diffs.append(describe_difference("circuit_hash", event.circuit_hash, chash))
+        if generation != event.generation:
+            diffs.append(describe_difference("generation", event.generation, generation))
+        if options != msgspec.json.encode(event.options):
+            asked = msgspec.json.decode(options)
+            got = msgspec.to_builtins(event.options)
+            diffs.extend(
+                describe_difference(f"options.{k}", got.get(k), asked.get(k))
+                for k in sorted(set(asked) | set(got))
+                if asked.get(k) != got.get(k)
+            )
+        if diffs:
+            self._problem(
+                "request_mismatch",
+                f"it does not match the ExecutionRequested it answers (sequence "
+                f"{request.seq}): " + "; ".join(diffs) + " (here vs there)",
+                where,
+                related=request.seq,
+            )
+
+    def _check_result(self, event: JobCompleted, where: _Seen) -> None:
+        self.results_checked += 1
+        own = event_result_hash(event)
+        if own != event.result_hash:
+            self._problem(
+                "result_hash",
+                f"its result hash {event.result_hash[:23]}… is not the hash of the result "
+                f"it carries ({own[:23]}…): the counts or fields were changed after hashing",
+                where,
+            )
+        cause = self._ids.get(event.causation_id or "")
+        if cause is None or cause.fields is None:
+            if cause is not None:
+                self._problem(
+                    "missing_cause",
+                    f"it answers a {cause.type} (sequence {cause.seq}), not an ExecutionCompleted",
+                    where,
+                    related=cause.seq,
+                )
+            return
+        mine = result_fields(event)
+        diffs = [
+            describe_difference(name, mine[name], cause.fields.get(name))
+            for name in mine
+            if mine[name] != cause.fields.get(name)
+        ]
+        if diffs or cause.result_hash != event.result_hash:
+            detail = "; ".join(diffs) if diffs else "the hashed fields"
+            self._problem(
+                "result_mismatch",
+                f"its result does not re-derive from the ExecutionCompleted it answers "
+                f"(sequence {cause.seq}): {detail} (here vs there); that result hashes to "
+                f"{(cause.result_hash or '')[:23]}…, the job published "
+                f"{event.result_hash[:23]}…",
+                where,
+                related=cause.seq,
+            )
+
+    def _check_anchor(self, event: ResultAnchored, where: _Seen) -> None:
+        self.anchors_checked += 1
+        completed = self._completed.get(event.job_id)
+        leaf_of = event.result_hash
+        if completed is None:
+            self._problem(
+                "anchor_hash",
+                f"it anchors result {event.result_hash[:23]}… of job {event.job_id}, which "
+                "has no JobCompleted before it in the log",
+                where,
+            )
+        elif completed.result_hash != event.result_hash:
+            self._problem(
+                "anchor_hash",
+                f"it anchors result {event.result_hash[:23]}…, but the job's JobCompleted "
+                f"(sequence {completed.seq}) publishes {(completed.result_hash or '')[:23]}…",
+                where,
+                related=completed.seq,
+            )
+            # The proof must hold for what the log says the result is.
+            leaf_of = completed.result_hash or event.result_hash
+        proof_ok = self._proof_ok(leaf_of, event)
+        if proof_ok is False:
+            self._problem(
+                "anchor_proof",
+                f"the Merkle proof of result {leaf_of[:23]}… at index {event.leaf_index} "
+                f"does not lead to root {event.root[:18]}… of batch {event.batch_id}",
+                where,
+            )
+        self.anchors.append(
+            PendingAnchor(event.job_id, where.seq, where.subject, event.event_id, event)
+        )
+        if self.keep_jobs and event.job_id in self.jobs:
+            self.jobs[event.job_id].anchor = AnchorStatus(
+                seq=where.seq,
+                batch_id=event.batch_id,
+                root=event.root,
+                proof=event.proof,
+                leaf_index=event.leaf_index,
+                tx_hash=event.tx_hash,
+                block_number=event.block_number,
+                chain_id=event.chain_id,
+                contract=event.contract,
+                proof_ok=proof_ok,
+            )
+
+    def _proof_ok(self, result_hash: str, event: ResultAnchored) -> bool | None:
+        if not self.proof_check:
+            return None
+        from qbus.verifier import merkle
+
+        try:
+            return merkle.verify_proof(
+                merkle.leaf_hash(result_hash),
+                [_hex_bytes(p) for p in event.proof],
+                event.leaf_index,
+                _hex_bytes(event.root),
+                count=event.batch_size,
+            )
+        except ValueError:
+            return False
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _record(self, event: Event, where: _Seen) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is None:
+            job = self.jobs[event.job_id] = JobAudit(job_id=event.job_id)
+        job.events.append(
+            EventRef(
+                seq=where.seq,
+                type=where.type,
+                subject=where.subject,
+                event_id=event.event_id,
+                timestamp=event.timestamp,
+            )
+        )
+        match event:
+            case JobCompleted():
+                job.status, job.final_seq = "completed", where.seq
+                job.result_hash, job.verification = event.result_hash, event.verification
+            case JobFailed():
+                job.status, job.final_seq, job.code = "failed", where.seq, event.code
+            case JobRejected():
+                job.status, job.final_seq, job.code = "rejected", where.seq, event.code
+
+    def _problem(
+        self, check: str, message: str, where: _Seen, *, related: int | None = None
+    ) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.dropped_problems += 1
+            return
+        self.problems.append(
+            AuditProblem(
+                check=check,
+                message=message,
+                seq=where.seq,
+                subject=where.subject,
+                event_id=where.event_id,
+                type=where.type,
+                job_id=where.job_id,
+                related_seq=related,
+            )
+        )
+
+    def anchor_problem(self, anchor: PendingAnchor, check: str, message: str) -> None:
+        """Record a problem the caller found with an anchor (the on-chain root)."""
+        where = _Seen(
+            seq=anchor.seq,
+            subject=anchor.subject,
+            event_id=anchor.event_id,
+            type="result.anchored",
+            job_id=anchor.job_id,
+        )
+        self._problem(check, message, where)
+
+
+def _stage_output(event: Event) -> bool:
+    """Events only a stage writes, always in answer to an event of the log."""
+    return isinstance(
+        event,
+        (
+            CircuitIngested,
+            CircuitRewritten,
+            ExecutionRequested,
+            ExecutionCompleted,
+            ExecutionFailed,
+            JobCompleted,
+            ResultAnchored,
+        ),
+    )
+
+
+def _is_submit(subject: str, subjects: Subjects) -> bool:
+    """``<prefix>.submit`` or a tenant's ``<prefix>.submit.<tenant>``."""
+    return subject == subjects.submit or subject.startswith(subjects.submit + ".")
+
+
+def _job_of(subject: str, subjects: Subjects) -> str:
+    """The job id a subject carries (its last token), "" for the submit subjects."""
+    if _is_submit(subject, subjects) or "." not in subject:
+        return ""
+    return subject.rsplit(".", 1)[1]
+
+
+def _hex_bytes(text: str) -> bytes:
+    return bytes.fromhex(text.removeprefix("0x"))

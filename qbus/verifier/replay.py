@@ -1,0 +1,254 @@
+"""``qbus audit replay``: re-execute a job from its logged request and compare, bit for bit.
+
+The replay reads the job's events from the log, takes the ExecutionRequested that the
+recorded result answers (its IR, options, seed, parameters, noise … exactly as the
+executor saw them) and runs it through the executor's own handler
+(``ExecuteHandler``), in this process and without a sandbox (the sandbox changes where
+engine code runs, never what it returns). The new ExecutionCompleted is compared with
+the recorded one field by field and through the result hash:
+
+* same engine version: every hashed field must be identical (counts, the state
+  vector's bytes, expectation values, seed …), and the replayed result's hash must be
+  the hash the job published. Anything else is a ``mismatch``;
+* another engine version: a warning says so; identical results still ``match``,
+  otherwise the two results are compared statistically (the cross-engine test) and
+  the status is ``version_changed`` with that verdict.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from qbus.bus.blobs import ObjectStoreBlobs, deinterleave
+from qbus.bus.config import Config, HypervisorConfig
+from qbus.bus.connection import Bus
+from qbus.errors import QbusError
+from qbus.producers.submit import events_of
+from qbus.schemas.events import (
+    Event,
+    ExecutionCompleted,
+    ExecutionRequested,
+    JobCompleted,
+    JobFailed,
+)
+from qbus.verifier.audit_checks import describe_difference, result_fields
+from qbus.verifier.crosscheck import Agreement, compare_counts, compare_statevectors
+from qbus.verifier.hashing import event_result_hash
+
+
+class ReplayReport(msgspec.Struct, kw_only=True):
+    """What ``qbus audit replay JOB`` found.
+
+    Attributes:
+        job_id: The job.
+        status: ``match``, ``mismatch``, ``version_changed`` (another engine version; see
+            ``agreement``) or ``not_replayable`` (see ``detail``).
+        ok: ``match``, or ``version_changed`` with statistically agreeing results.
+        engine: The engine that ran the job (and the replay).
+        recorded_version: Its version when the job ran.
+        replay_version: Its version now.
+        request_seq: Stream sequence of the ExecutionRequested replayed.
+        recorded_seq: Stream sequence of the recorded ExecutionCompleted.
+        final_seq: Stream sequence of the job's final event.
+        published_hash: The result hash the job published (JobCompleted).
+        recorded_hash: The hash re-derived from the recorded ExecutionCompleted.
+        replay_hash: The hash of the replayed result.
+        differences: Each field that differs (recorded vs replayed).
+        agreement: For ``version_changed``: the statistical comparison.
+        warnings: Things a person should know (engine version changed …).
+        detail: A one-line summary.
+    """
+
+    job_id: str
+    status: str
+    ok: bool = False
+    engine: str = ""
+    recorded_version: str = ""
+    replay_version: str = ""
+    request_seq: int | None = None
+    recorded_seq: int | None = None
+    final_seq: int | None = None
+    published_hash: str | None = None
+    recorded_hash: str | None = None
+    replay_hash: str | None = None
+    differences: list[str] = []
+    agreement: str | None = None
+    warnings: list[str] = []
+    detail: str = ""
+
+
+class _MemoryBlobs:
+    """A BlobStore in memory whose refs look like the object store's, for comparison."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self.data: dict[str, bytes] = {}
+
+    async def put(self, name: str, data: bytes) -> str:
+        ref = f"obj://{self.bucket}/{name}"
+        self.data[ref] = data
+        return ref
+
+    async def get(self, ref: str) -> bytes:
+        return self.data[ref]
+
+
+async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> ReplayReport:
+    """Re-execute ``job_id`` from the log and compare with its recorded result.
+
+    Args:
+        bus: Connected bus holding the job's events.
+        job_id: The job.
+        config: Settings (the inline state-vector limit must be the one the job ran
+            with for an identical result representation); default ``Config()``.
+    """
+    from qbus.consumers.execute import ExecuteHandler
+
+    config = config or Config()
+    seen: list[tuple[int, Event]] = [
+        (seq, event) async for seq, _, event in events_of(bus, job_id, timeout=1.0)
+    ]
+    if not seen:
+        return ReplayReport(job_id=job_id, status="not_replayable", detail="no such job in the log")
+    by_id = {event.event_id: (seq, event) for seq, event in seen}
+    final = next(
+        ((s, e) for s, e in reversed(seen) if isinstance(e, (JobCompleted, JobFailed))), None
+    )
+    recorded = by_id.get(final[1].causation_id or "") if final else None
+    if recorded is None or not isinstance(recorded[1], ExecutionCompleted):
+        recorded = next(
+            ((s, e) for s, e in reversed(seen) if isinstance(e, ExecutionCompleted)), None
+        )
+    if recorded is None:
+        return ReplayReport(
+            job_id=job_id,
+            status="not_replayable",
+            final_seq=final[0] if final else None,
+            detail="the log holds no ExecutionCompleted for this job: it never ran an engine",
+        )
+    rec_seq, rec = recorded
+    assert isinstance(rec, ExecutionCompleted)
+    report = ReplayReport(
+        job_id=job_id,
+        status="mismatch",
+        engine=rec.engine,
+        recorded_version=rec.engine_version,
+        recorded_seq=rec_seq,
+        final_seq=final[0] if final else None,
+        recorded_hash=event_result_hash(rec),
+    )
+    if final is not None and isinstance(final[1], JobCompleted):
+        report.published_hash = final[1].result_hash
+    request_at = by_id.get(rec.causation_id or "")
+    if request_at is not None and isinstance(request_at[1], ExecutionRequested):
+        report.request_seq, request = request_at[0], request_at[1]
+    else:
+        report.warnings.append(
+            "the ExecutionRequested is not in the log; replaying the IR and options the "
+            "ExecutionCompleted carries"
+        )
+        request = ExecutionRequested(
+            event_id=rec.causation_id or rec.event_id,
+            job_id=job_id,
+            engine=rec.engine,
+            circuit=rec.circuit,
+            circuit_hash=rec.circuit_hash,
+            options=rec.options,
+            generation=rec.generation,
+        )
+    try:
+        handler = ExecuteHandler(
+            request.engine, _MemoryBlobs(bus.config.object_store), config.limits, HypervisorConfig()
+        )
+    except (ImportError, QbusError) as exc:
+        report.status = "not_replayable"
+        report.detail = f"engine {request.engine} cannot be loaded here: {exc}"
+        return report
+    try:
+        # Inline: the sandbox decides where engine code runs, never what it returns.
+        inline = msgspec.structs.replace(
+            request, options=msgspec.structs.replace(request.options, hypervisor="inline")
+        )
+        out = await handler.handle(inline)
+    finally:
+        handler.close()
+    report.replay_version = handler.engine.version
+    replayed = out[0] if out else None
+    if not isinstance(replayed, ExecutionCompleted):
+        code = getattr(replayed, "code", "no_result")
+        report.detail = f"the replay did not produce a result: [{code}] " + getattr(
+            replayed, "message", ""
+        )
+        return report
+    # The recorded seed is what the engine reported; restore the recorded options so
+    # the inline override is not counted as a difference.
+    replayed = msgspec.structs.replace(replayed, options=rec.options)
+    report.replay_hash = event_result_hash(replayed)
+    report.differences = await _differences(bus, handler.blobs, rec, replayed)
+    same_version = report.replay_version == report.recorded_version
+    if not same_version:
+        report.warnings.append(
+            f"engine version changed: {rec.engine} {report.recorded_version} ran the job, "
+            f"{report.replay_version} replayed it; a bit-for-bit match is not promised"
+        )
+    published_ok = report.published_hash in (None, report.recorded_hash)
+    if not published_ok:
+        report.differences.append(
+            f"published result hash ({(report.published_hash or '')[:23]}… vs the "
+            f"recorded result's {(report.recorded_hash or '')[:23]}…)"
+        )
+    if not report.differences and (not same_version or report.replay_hash == report.recorded_hash):
+        report.status, report.ok = "match", True
+        report.detail = (
+            f"replayed on {rec.engine} {report.replay_version}: identical result, "
+            f"hash {report.replay_hash[:23]}…"
+        )
+        return report
+    if same_version or not published_ok:
+        report.status = "mismatch"
+        report.detail = (
+            f"replayed on {rec.engine} {report.replay_version} (the recorded version): "
+            f"{len(report.differences)} difference(s): " + "; ".join(report.differences)
+        )
+        return report
+    agreement = _agreement(rec, replayed)
+    report.status, report.ok = "version_changed", agreement.verdict != "fail"
+    report.agreement = agreement.detail
+    report.detail = (
+        f"replayed on {rec.engine} {report.replay_version} (recorded "
+        f"{report.recorded_version}): results differ bit for bit; statistically "
+        f"{agreement.verdict}: {agreement.detail}"
+    )
+    return report
+
+
+async def _differences(
+    bus: Bus, blobs: _MemoryBlobs, recorded: ExecutionCompleted, replayed: ExecutionCompleted
+) -> list[str]:
+    """Each hashed field that differs, recorded vs replayed (engine version aside)."""
+    mine, theirs = result_fields(recorded), result_fields(replayed)
+    diffs = [
+        describe_difference(name, mine[name], theirs[name])
+        for name in mine
+        if name != "engine_version" and mine[name] != theirs[name]
+    ]
+    ref = recorded.statevector_ref
+    if ref and ref == replayed.statevector_ref and ref in blobs.data:
+        try:
+            stored = await ObjectStoreBlobs(bus).get(ref)
+        except Exception as exc:
+            diffs.append(f"statevector_ref (the stored vector cannot be read: {exc})")
+        else:
+            if stored != blobs.data[ref]:
+                diffs.append("statevector bytes in the object store (recorded vs replayed)")
+    return diffs
+
+
+def _agreement(recorded: ExecutionCompleted, replayed: ExecutionCompleted) -> Agreement:
+    if recorded.counts is not None and replayed.counts is not None:
+        return compare_counts(recorded.counts, replayed.counts)
+    if recorded.statevector is not None and replayed.statevector is not None:
+        return compare_statevectors(
+            deinterleave(recorded.statevector), deinterleave(replayed.statevector)
+        )
+    return Agreement("fail", "the results differ and cannot be compared statistically")
