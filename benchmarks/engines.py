@@ -18,7 +18,7 @@ An engine whose warm-up run of a case takes longer than ``--budget`` seconds get
 repeats there (its ``first`` is its time) and skips the larger widths.
 
     python benchmarks/engines.py                # the full table: 12 16 20 22 24 qubits
-    python benchmarks/engines.py --quick        # CI smoke test, well under a minute
+    python benchmarks/engines.py --quick        # CI smoke test: aer and jax only, ~1 minute
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import msgspec
 import numpy as np
 
 from qbus.engines.base import Engine, RunRequest
+from qbus.engines.sweep import loop_sweep
 from qbus.errors import QbusError
 from qbus.schemas.ir import Circuit, Op
 from qbus.schemas.pauli import Observable
@@ -49,7 +50,7 @@ ENGINES: list[tuple[str, str]] = [
 """Engines benchmarked first, as (name, ``module:Class``[``:arg``]); the optional third
 part is passed to the constructor (``jax-c64``: the jax engine in complex64)."""
 
-OTHERS = ("cirq", "qsim", "braket", "pennylane", "qutip")
+OTHERS = ("cirq", "qsim", "braket", "pennylane", "qutip", "quest")
 """Registry engines also benchmarked by default (``--engines`` replaces this list)."""
 
 BASELINE = "qiskit-aer"
@@ -189,6 +190,11 @@ def bench_sweep(engines: dict[str, Engine], points: int, repeats: int, budget: f
         results[name] = timed(lambda e=engine: e.run(request), repeats, budget)
         out = engine.run(request).sweep_results or []
         values[name] = np.array([p.expectations for p in out], dtype=float).reshape(-1)
+    if BASELINE in engines:
+        # Aer without its batched path, point by point through ``run`` (the engine's
+        # sweep before parameter binds): the baseline the first version of this table used.
+        aer = engines[BASELINE]
+        results["aer-loop"] = timed(lambda: loop_sweep(aer, request), repeats, budget)
     _print_rows(f"sweep {SWEEP_QUBITS}q x{points}", results)
     if BASELINE in values:
         for name, v in values.items():
@@ -244,7 +250,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-points", type=int, default=256)
     parser.add_argument(
-        "--engines", nargs="*", default=list(OTHERS), help="registry engines after aer and jax"
+        "--engines",
+        nargs="*",
+        default=None,
+        help=f"registry engines after aer and jax (default: {' '.join(OTHERS)}; none with --quick)",
     )
     parser.add_argument("--budget", type=float, default=60.0, help="seconds; see the doc")
     parser.add_argument("--no-bus", action="store_true", help="skip the bus sweep row")
@@ -254,6 +263,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.qubits, args.sweep_points, args.repeats = [8, 10], 16, 2
+    if args.engines is None:
+        args.engines = [] if args.quick else list(OTHERS)
     engines = load_engines(args.engines)
     if not engines:
         print("no engine available")

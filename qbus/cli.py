@@ -505,6 +505,16 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 @click.option(
     "--ai-optimize", is_flag=True, help="Ask the AI assistant for a checked rewrite (docs/ai.md)."
 )
+@click.option(
+    "--priority",
+    default="normal",
+    show_default=True,
+    type=click.Choice(["high", "normal", "low"]),
+    help="Executors fetch high before normal before low (docs/routing.md).",
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Run even when the result cache holds this job's result."
+)
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -527,6 +537,8 @@ def submit(
     readout_errors: tuple[str, ...] = (),
     dynamics_file: str | None = None,
     ai_optimize: bool = False,
+    priority: str = "normal",
+    no_cache: bool = False,
 ) -> None:
     """Submit the circuit in FILE (OpenQASM 2/3 or JSON IR)."""
     from qbus.producers.submit import job_from_file
@@ -578,6 +590,8 @@ def submit(
         noise=noise,
         dynamics=dynamics,
         ai_optimize=ai_optimize,
+        priority=priority,
+        cache=not no_cache,
     )
     config = _config(ctx)
     from qbus.observability import tracing
@@ -738,3 +752,5 @@ cli.add_command(__import__("qbus.chain_cli", fromlist=["chain"]).chain)
 cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["auth"]).auth)
 cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["secrets"]).secrets)
 cli.add_command(__import__("qbus.audit_cli", fromlist=["audit"]).audit)
+cli.add_command(__import__("qbus.producers.template_cli", fromlist=["run"]).run)
+cli.add_command(__import__("qbus.dlq_cli", fromlist=["dlq"]).dlq)

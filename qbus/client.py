@@ -410,7 +410,10 @@ class Client:
                 a random one by default.
             traceparent: W3C trace context to continue; a new trace by default.
             **options: Any other JobSubmitted field (``hypervisor``, ``memory_mb`` …), so
-                fields added to the protocol are usable without a client change.
+                fields added to the protocol are usable without a client change. A sweep
+                is ``method="sweep", sweep=[{"theta": 0.1}, …]`` (one result per point,
+                in ``JobCompleted.sweep_results``), with ``observables=[…]`` for
+                expectation values instead of counts.
 
         Raises:
             SchemaError, TypeError, MissingOptionalLibraryError: See ``circuit_fields``.

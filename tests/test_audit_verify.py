@@ -307,3 +307,16 @@ async def test_inserted_event_inside_the_chained_range_is_reported(
     assert report.problems[0].seq == victim.seq + 1
     assert report.problems[0].check == "chain_altered"
     assert any(p.check == "undecodable" and p.seq == victim.seq + 1 for p in report.problems)
+
+
+async def test_a_removed_chain_record_is_reported(bus: Bus, pipeline: Pipeline, config: Config):
+    await run_audited(bus, pipeline)
+    await run_audited(bus, pipeline)  # a second round: a second chain record at least
+    info = await bus.js.stream_info(config.bus.audit_stream)
+    assert info.state.messages >= 2
+    await bus.js.delete_msg(config.bus.audit_stream, info.state.first_seq)
+    report = await verify_log(bus)
+    assert not report.ok
+    assert report.problems[0].check == "chain_record"
+    assert "the audit chain itself is broken" in report.problems[0].message
+    assert report.checked == 0  # nothing after a broken record is trusted to the chain

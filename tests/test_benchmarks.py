@@ -71,3 +71,24 @@ def test_engines_benchmark_quick_run_prints_every_engine_row():
     assert {"qiskit-aer", "jax"} <= engines, out.stdout
     aer_ratios = [float(row[-1]) for row in rows if row[-5] == "qiskit-aer"]
     assert aer_ratios and all(r == 1.0 for r in aer_ratios)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_routing_benchmark_quick_run_prints_both_totals_and_the_ratio():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "routing.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    best = next(ln for ln in lines if ln.startswith("best engine per circuit in hindsight:"))
+    auto = next(ln for ln in lines if ln.startswith("auto (cost model argmin), as run:"))
+    ratio = next(ln for ln in lines if ln.startswith("ratio auto / best:"))
+    best_s, auto_s = float(best.split()[-2]), float(auto.split()[-2])
+    # Auto's total can never beat the best choice per circuit measured in the same run.
+    assert 0 < best_s <= auto_s
+    assert float(ratio.split()[4]) == pytest.approx(auto_s / best_s, rel=0.01)

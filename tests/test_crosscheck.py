@@ -19,6 +19,7 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
 from qbus.schemas.events import JobCompleted, JobFailed, Observable
+from qbus.schemas.noise import NoiseModel
 from qbus.schemas.qasm import parse_qasm as _parse_qasm
 from qbus.verifier.crosscheck import compare_counts, compare_statevectors, sampled
 from tests.jobs import QASM2_BELL, job, run_jobs
@@ -181,3 +182,17 @@ async def test_statevector_and_expectation_jobs_cross_check_on_the_bus(
         # The default preference: qiskit-aer ran it, the reference engine checks it.
         assert (v.cross_engine, v.cross_verdict) == ("reference", "pass"), v
         assert test in v.cross_detail
+
+
+async def test_noisy_job_is_cross_checked_on_an_engine_that_simulates_noise(
+    bus: Bus, pipeline: Pipeline
+):
+    noise = NoiseModel(depolarizing_1q=0.05, depolarizing_2q=0.1)
+    (final,) = await run_jobs(
+        bus, [job(QASM2_BELL, shots=4000, seed=5, noise=noise, cross_check=True)]
+    )
+    assert isinstance(final, JobCompleted), final
+    v = final.verification
+    # The reference engine is noiseless and refuses the job; the next preference runs it.
+    assert (v.cross_engine, v.cross_verdict) == ("cirq", "pass"), v
+    assert set(final.counts) == {"00", "01", "10", "11"}

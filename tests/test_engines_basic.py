@@ -156,7 +156,7 @@ def test_too_many_qubits_is_rejected(engine: Engine) -> None:
 
 
 def test_reference_limit_is_twenty_qubits(ref: Engine) -> None:
-    assert ref.capabilities.max_qubits == {"sample": 20, "statevector": 20}
+    assert ref.capabilities.max_qubits == {"sample": 20, "statevector": 20, "sweep": 20}
     circuit = Circuit(
         num_qubits=21, num_clbits=1, ops=(Op(name="measure", qubits=(0,), clbits=(0,)),)
     )
@@ -231,7 +231,7 @@ def test_registry_lists_and_caches_engines() -> None:
     assert rows["reference"]["available"] is True
     assert rows["qiskit-aer"]["version"]
     assert {"sample", "statevector"} <= set(rows["qiskit-aer"]["methods"])
-    assert rows["reference"]["max_qubits"] == {"sample": 20, "statevector": 20}
+    assert rows["reference"]["max_qubits"] == {"sample": 20, "statevector": 20, "sweep": 20}
 
 
 def test_unknown_engine_lists_installed_ones() -> None:

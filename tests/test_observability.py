@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from qbus.bus.config import BusConfig
+from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.observability.endpoints import TARGETS_FILE, read_targets
 from qbus.observability.top import Snapshot, parse_metrics, quantile, render
@@ -341,3 +341,34 @@ def test_top_arithmetic_matches_promql():
     frame = render(after, before, color=False)
     row = next(ln for ln in frame.splitlines() if ln.startswith("ingest"))
     assert row.split()[1] == "10.0"  # (30 - 10) / 2 s
+
+
+async def test_a_stage_whose_metrics_port_is_taken_still_works(config: Config, bus: Bus):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "QBUS_URL": config.bus.url}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qbus", "stage", "ingest", "--metrics-port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            j = job(QASM2_BELL)
+            sub = await bus.js.subscribe(
+                bus.subjects.ingested(j.job_id), stream=bus.config.stream, ordered_consumer=True
+            )
+            await bus.publish(j)
+            msg = await sub.next_msg(timeout=60)
+            await sub.unsubscribe()
+            assert json.loads(msg.data)["job_id"] == j.job_id
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert f"cannot serve /metrics on port {port}" in err
+    assert proc.returncode == 0, err[-2000:]

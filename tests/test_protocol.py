@@ -95,6 +95,7 @@ def test_asyncapi_document_covers_every_event_and_subject():
         s.result("{job}"),
         s.anchored("{job}"),
         s.control("{job}"),
+        s.dlq("{stage}", "{job}"),
     }
     for channel in channels.values():
         params = set(re.findall(r"{(\w+)}", channel["address"]))

@@ -277,9 +277,16 @@ REJECTED: list[tuple[str, str, str]] = [
     ("FORKED RX(0.1, 0.2) 0 1\n", "quil_unsupported", "FORKED"),
     ("CONTROLLED ISWAP 0 1 2\n", "quil_unsupported", "CONTROLLED ISWAP"),
     ("RX(1.0+2.0i) 0\n", "quil_unsupported", "complex"),
+    ("DECLARE tau REAL[1]\nRX(tau) 0\n", "quil_unsupported", "not a valid parameter name"),
     ("H 0\nHALT\nX 0\n", "quil_unsupported", "HALT"),
     ("H 0\nWAIT\n", "quil_unsupported", "WAIT"),
     ("RX(1/0) 0\n", "invalid_parameter", "division"),
+    ("DECLARE t REAL[1]\nRX(" + "+".join(["t"] * 5000) + ") 0\n", "invalid_parameter", "deeply"),
+    (
+        "DEFGATE P AS PERMUTATION:\n    " + ", ".join(map(str, range(16))) + "\nP 0 1 2 3\n",
+        "quil_unsupported",
+        "4 qubits",
+    ),
     ("H 5000\n", "too_large", "5000"),
     ("   \n", "empty_program", ""),
 ]
@@ -420,3 +427,12 @@ async def test_client_submits_pyquil_cirq_and_braket_objects(config: Config, pip
         assert isinstance(result, JobCompleted), result
         assert result.verification.verdict == "pass"
         assert set(result.counts) <= {"00", "11"} and sum(result.counts.values()) == 500
+
+
+def test_a_quil_file_is_submitted_as_quil(tmp_path):
+    from qbus.producers.submit import job_from_file
+
+    path = tmp_path / "bell.quil"
+    path.write_text(BELL)
+    submitted = job_from_file(path, shots=10)
+    assert submitted.format == "quil" and submitted.source == BELL

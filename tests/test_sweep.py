@@ -50,7 +50,17 @@ from qbus.verifier.sweep import checked_points
 pytestmark = pytest.mark.timeout(300)
 
 # The engines qbus ships (a test may have installed a plugin engine of its own).
-SHIPPED = ("braket", "cirq", "jax", "pennylane", "qiskit-aer", "qsim", "qutip", "reference")
+SHIPPED = (
+    "braket",
+    "cirq",
+    "jax",
+    "pennylane",
+    "qiskit-aer",
+    "qsim",
+    "quest",
+    "qutip",
+    "reference",
+)
 ENGINES = tuple(e for e in available_engines() if e in SHIPPED)
 # Braket's local simulator draws from an unseeded generator (docs/engines.md): its
 # counts cannot equal a separate run's, only follow the same distribution.

@@ -54,18 +54,20 @@ def tenant_inbox(tenant: str) -> str:
 
 def _stage_outputs(stage: str, s: Subjects) -> list[str]:
     """Subjects a stage publishes events on; every stage may end a job (Reject/Fail)."""
-    final = [s.result(), s.tenant_result("*", "*")]
+    # Any stage run by StageRunner may also dead-letter a message (qbus/bus/deadletter.py).
+    final = [s.result(), s.tenant_result("*", "*"), s.dlq_all()]
     match stage:
         case "ingest":
             return [s.ingested(), *final]
         case "rewrite":
             return [s.rewritten(), *final]
         case "route":
-            return [s.exec(), s.control(), *final]
+            return [s.exec(), s.exec_all(), s.control(), *final]
         case "execute":
             return [s.executed(), *final]
         case "verify":
-            return [*final, s.anchored()]
+            # exec: a transient engine failure is run again (qbus/consumers/retry.py).
+            return [*final, s.anchored(), s.exec_all()]
         case "audit":
             return []
     # A stage qbus does not know (a chain anchor, a scheduler): any qbus event subject.

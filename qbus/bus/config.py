@@ -90,6 +90,27 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return f"{self.prefix}_audit.chain"
 
     @property
+    def advisory_stream(self) -> str:
+        """Stream keeping the server's max-deliveries advisories for the event log's
+        consumers, which stages turn into dead letters (qbus/bus/deadletter.py)."""
+        return f"{self.stream}_ADVISORIES"
+
+    @property
+    def max_deliveries_advisories(self) -> str:
+        """Subjects of those advisories (the last token is the consumer)."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.>"
+
+    @property
+    def kv_cache(self) -> str:
+        """KV bucket with the result cache, keyed by the job's content (docs/routing.md)."""
+        return f"{self.stream}_CACHE"
+
+    @property
+    def kv_chunks(self) -> str:
+        """KV bucket with each chunked job's ledger and chunk results (docs/long-jobs.md)."""
+        return f"{self.stream}_CHUNKS"
+
+    @property
     def kv_chain(self) -> str:
         """KV bucket with the chain listener's block cursor and the anchor stage's
         pending batches (docs/chain.md)."""
@@ -405,6 +426,89 @@ class ObservabilityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
             raise ValueError("consumer_poll_seconds must be >= 0 (0: never)")
 
 
+class CacheConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The result cache (``[cache]``; docs/routing.md).
+
+    Attributes:
+        enabled: Answer a job whose result is cached without running it.
+        ttl_seconds: How long a cached result lives (the KV bucket's TTL, set when the
+            bucket is created).
+        version_policy: ``exact``: a hit needs the engine version that made the result
+            to be the installed one; ``any``: any version of the engine.
+    """
+
+    enabled: bool = True
+    ttl_seconds: float = 86_400.0
+    version_policy: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        if self.version_policy not in ("exact", "any"):
+            raise ValueError(
+                f"version_policy must be 'exact' or 'any', got {self.version_policy!r}"
+            )
+
+
+class ChunksConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Long jobs in chunks (``[chunks]``; docs/long-jobs.md).
+
+    Attributes:
+        points: Points per chunk of a ``sweep`` job that sets no ``chunk_size``; a sweep
+            with more points is split into chunks of at most this many.
+        max_chunks: Most chunks one job is split into (chunks grow to fit).
+    """
+
+    points: int = 64
+    max_chunks: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.points < 1:
+            raise ValueError("points must be >= 1")
+        if self.max_chunks < 1:
+            raise ValueError("max_chunks must be >= 1")
+
+
+class RetriesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retries and dead letters (``[retries]``; docs/operations.md).
+
+    Attributes:
+        max_attempts: Runs of a job's execution in all when its engine fails with a
+            transient (``retryable``) error; after the last one the job fails with the
+            engine's code. 1: never retry.
+        base_delay: Seconds before the first retry; each further one waits twice as long.
+        max_delay: Cap on one retry's wait.
+        redeliver_delay: Seconds before a message whose handler raised unexpectedly is
+            delivered again (doubling per delivery, capped at ``max_delay``); after
+            ``[bus] max_deliver`` deliveries it becomes a dead letter.
+        dead_letter_advisories: Turn the server's max-deliveries advisories (a handler
+            that never finished, a stage process that died on the message) into dead
+            letters too.
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    redeliver_delay: float = 1.0
+    dead_letter_advisories: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.base_delay < 0 or self.redeliver_delay < 0:
+            raise ValueError("base_delay and redeliver_delay must be 0 or more")
+        if self.max_delay < self.base_delay:
+            raise ValueError("max_delay must be at least base_delay")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (1 for the first retry)."""
+        return min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+
+    def redelivery_delay(self, delivered: int) -> float:
+        """Seconds before delivery ``delivered + 1`` of a message whose handler raised."""
+        return min(self.max_delay, self.redeliver_delay * 2 ** max(0, delivered - 1))
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
@@ -418,6 +522,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ai: AiConfig = AiConfig()
     verify: VerifyConfig = VerifyConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    cache: CacheConfig = CacheConfig()
+    chunks: ChunksConfig = ChunksConfig()
+    retries: RetriesConfig = RetriesConfig()
     state_dir: str = ".qbus"
 
 

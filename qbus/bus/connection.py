@@ -17,7 +17,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
-from qbus.bus.subjects import Subjects
+from qbus.bus.subjects import PRIORITIES, Subjects
 from qbus.errors import BusError
 from qbus.observability import tracing
 from qbus.schemas.events import (
@@ -153,7 +153,7 @@ class Bus:
 
     # -- provisioning -----------------------------------------------------------------
 
-    async def provision(self) -> None:
+    async def provision(self, cache_ttl: float = 86_400.0) -> None:
         """Create (or update) the event-log stream, job-state KV, object store and audit stream."""
         cfg = self.config
         await self._ensure_stream(
@@ -191,6 +191,18 @@ class Bus:
                 description="each tenant's copy of its jobs' final events (docs/security.md)",
             )
         )
+        await self._ensure_stream(
+            js_api.StreamConfig(
+                name=cfg.advisory_stream,
+                subjects=[cfg.max_deliveries_advisories],
+                storage=js_api.StorageType.FILE,
+                retention=js_api.RetentionPolicy.LIMITS,
+                # An advisory is handled within seconds; a week covers any outage.
+                max_age=7 * 86_400.0,
+                description="max-deliveries advisories of the event log's consumers, "
+                "turned into dead letters by the stages (qbus/bus/deadletter.py)",
+            )
+        )
         try:
             await self.js.key_value(cfg.kv_jobs)
         except BucketNotFoundError:
@@ -211,6 +223,19 @@ class Bus:
                     history=1,
                     storage=js_api.StorageType.FILE,
                     description="qbus chain listener cursor and pending anchor batches",
+                )
+            )
+        try:
+            await self.js.key_value(cfg.kv_cache)
+        except BucketNotFoundError:
+            # The result cache (docs/routing.md); its TTL is fixed when it is created.
+            await self.js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=cfg.kv_cache,
+                    history=1,
+                    ttl=cache_ttl,
+                    storage=js_api.StorageType.FILE,
+                    description="qbus result cache",
                 )
             )
         try:
@@ -252,17 +277,41 @@ class Bus:
             cfg.filter_subjects = filter_subjects
         await self.js.add_consumer(self.config.stream, cfg)
 
-    def executor_durable(self, engine: str) -> str:
-        """The durable consumer every executor of ``engine`` shares."""
-        return f"execute-{engine}"
+    def executor_durable(self, engine: str, priority: str = "normal") -> str:
+        """The durable consumer every executor of ``engine`` shares, per priority.
+
+        Normal jobs keep the plain ``execute-<engine>`` name; ``high`` and ``low`` ones
+        have their own (``execute_high-<engine>``), which ``deployed_engines`` skips.
+        """
+        if priority == "normal":
+            return f"execute-{engine}"
+        return f"execute_{priority}-{engine}"
 
     async def ensure_executor(self, engine: str) -> None:
-        """Create the executor consumer of ``engine``: the engine is part of this bus.
+        """Create the executor consumers of ``engine``: the engine is part of this bus.
 
         Jobs routed to it wait in the stream until an executor process binds, so a
-        deployment creates these before any job can be routed (``qbus up`` does).
+        deployment creates these before any job can be routed (``qbus up`` does). One
+        consumer per priority (docs/routing.md).
         """
-        await self.ensure_consumer(self.executor_durable(engine), [self.subjects.exec(engine)])
+        for priority in PRIORITIES:
+            await self.ensure_consumer(
+                self.executor_durable(engine, priority),
+                [self.subjects.exec(engine, priority=priority)],
+            )
+
+    async def executor_backlog(self, engine: str) -> int:
+        """Messages waiting for or held by ``engine``'s executors, every priority."""
+        total = 0
+        for priority in PRIORITIES:
+            try:
+                info = await self.js.consumer_info(
+                    self.config.stream, self.executor_durable(engine, priority)
+                )
+            except NotFoundError:
+                continue
+            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return total
 
     async def deployed_engines(self) -> set[str]:
         """Engines that have an executor consumer on this bus."""

@@ -45,7 +45,9 @@ def state_for(event: Event, stage: str) -> JobState | None:
     match event:
         case CircuitIngested():
             return JobState(status="ingested", stage=stage, event_id=event.event_id, updated=now)
-        case ExecutionRequested():
+        case ExecutionRequested() if stage != "control":
+            # The control stage writes a reroute's state itself, compare-and-set
+            # (qbus/consumers/control.py): a plain put here could undo a newer reroute.
             return JobState(
                 status="routed",
                 stage=stage,

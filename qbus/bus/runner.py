@@ -4,8 +4,9 @@ A handler turns one event into events (pure, no NATS); it never acks. The runner
 
 * fetches a batch, decodes each message with one long-lived decoder;
 * calls the handler; maps its outcome — events, ``Reject`` (→ JobRejected), ``Fail``
-  (→ JobFailed), ``Retry`` (→ nak with delay), anything else (→ JobFailed
-  ``internal_error`` + term + error log + metric);
+  (→ JobFailed), ``Retry`` (→ nak with delay), anything else (→ error log + metric +
+  nak with backoff; on the last of ``max_deliver`` deliveries a DeadLetter and the job's
+  JobFailed ``dead_lettered``, then term: qbus/bus/deadletter.py);
 * publishes every output with ``Nats-Msg-Id`` = event id (async, batched acks) plus the
   implied job state, and acks an input only after all its outputs are stored — so a crash
   anywhere means redelivery, and the deterministic output ids mean the copies are dropped.
@@ -23,7 +24,8 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from qbus.bus import tenancy
+from qbus.bus import deadletter, tenancy
+from qbus.bus.config import RetriesConfig
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
@@ -105,6 +107,7 @@ class StageRunner:
         batch: int = 256,
         heartbeat: bool = False,
         consumer_poll: float = 5.0,
+        retries: RetriesConfig | None = None,
     ) -> None:
         self.bus = bus
         self.stage = stage
@@ -118,6 +121,17 @@ class StageRunner:
         self.producer = f"qbus.{stage}"
         self._stopping = asyncio.Event()
         self.processed = 0
+        # Redelivery backoff after a handler error, and dead letters (bus/deadletter.py).
+        self.retries = retries or RetriesConfig()
+        self.last_errors = deadletter.LastErrors()
+
+    def dead_letter_watcher(self, consumers: list[str]) -> asyncio.Task | None:
+        """Start turning max-deliveries advisories for ``consumers`` into dead letters
+        (None when ``[retries] dead_letter_advisories`` is off); cancel the task to stop."""
+        if not self.retries.dead_letter_advisories:
+            return None
+        watcher = deadletter.AdvisoryWatcher(self.bus, self.stage, consumers, self.last_errors)
+        return asyncio.create_task(watcher.run(), name=f"dlq-{self.stage}")
 
     def stop(self) -> None:
         """Finish the current batch, then return from ``run``."""
@@ -128,6 +142,7 @@ class StageRunner:
         await self.bus.ensure_consumer(self.durable, self.subjects)
         consumer = await PullConsumer(self.bus, self.durable, batch=self.batch).start()
         log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
+        watcher = self.dead_letter_watcher([self.durable])
         poller = None
         if self.consumer_poll > 0:
             poller = asyncio.create_task(
@@ -147,6 +162,8 @@ class StageRunner:
         finally:
             if poller is not None:
                 poller.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await consumer.stop()
             # A handler may own processes (the executor's sandbox workers).
             close = getattr(self.handler, "close", None)
@@ -211,6 +228,12 @@ class StageRunner:
                 log.warning(
                     "stage %s: publishing outputs failed; input will be redelivered", self.stage
                 )
+                if msg.reply:  # a dead letter after the last delivery says why
+                    self.last_errors.note(
+                        msg.metadata.consumer or self.durable,
+                        msg.metadata.sequence.stream,
+                        f"{self.stage} could not store its outputs",
+                    )
                 await msg.nak(delay=1.0)
                 continue
             await settle(msg)
@@ -307,8 +330,30 @@ class StageRunner:
             log.exception("stage %s crashed on %s of job %s", self.stage, _tag(event), event.job_id)
             metrics.HANDLER_ERRORS.labels(self.stage).inc()
             message = f"{self.stage} stage failed unexpectedly: {type(exc).__name__}: {exc}"
-            events = [self._failed(event, "internal_error", message)]
-            settle = _term
+            seq = msg.metadata.sequence.stream
+            consumer = msg.metadata.consumer or self.durable
+            if delivered < self.bus.config.max_deliver:
+                # Maybe passing (a dependency restarting): deliver it again after a
+                # backoff; on the last delivery it becomes a dead letter.
+                self.last_errors.note(consumer, seq, message)
+                events, settle = [], _nak_after(self.retries.redelivery_delay(delivered))
+            else:
+                # The dead letter is stored before the message is termed (outputs are
+                # published before any input is settled), and the job gets its one end.
+                outcome = "dead_lettered"
+                events = deadletter.dead_letter_events(
+                    stage=self.stage,
+                    consumer=consumer,
+                    stream=msg.metadata.stream,
+                    subject=msg.subject,
+                    seq=seq,
+                    deliveries=delivered,
+                    reason=message,
+                    cause="handler_error",
+                    data=msg.data,
+                    producer=self.producer,
+                )
+                settle = _term
             if span is not None:
                 span.record_exception(exc)
         metrics.HANDLER_SECONDS.labels(self.stage).observe(time.perf_counter() - started)

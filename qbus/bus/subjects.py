@@ -12,6 +12,8 @@ from qbus.schemas.events import (
     Cancel,
     CircuitIngested,
     CircuitRewritten,
+    ControlRejected,
+    DeadLetter,
     Event,
     ExecutionCompleted,
     ExecutionFailed,
@@ -23,6 +25,9 @@ from qbus.schemas.events import (
     Reroute,
     ResultAnchored,
 )
+
+PRIORITIES = ("high", "normal", "low")
+"""Job priorities, in the order executors drain them."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,21 @@ class Subjects:
     def rewritten(self, job: str = "*") -> str:
         return f"{self.prefix}.rewritten.{job}"
 
-    def exec(self, engine: str = "*", job: str = "*") -> str:
-        """Where ExecutionRequested for ``engine`` goes: the route itself."""
+    def exec(self, engine: str = "*", job: str = "*", priority: str = "normal") -> str:
+        """Where ExecutionRequested for ``engine`` goes: the route itself.
+
+        A ``high`` or ``low`` priority job carries one more token before the job id
+        (``<prefix>.exec.<engine>.high.<job>``), so executors fetch each priority from its
+        own consumer, high first (docs/routing.md). ``exec(engine)`` matches the normal
+        ones only: the extra token makes the subject one token longer.
+        """
+        if priority in PRIORITIES and priority != "normal":
+            return f"{self.prefix}.exec.{engine}.{priority}.{job}"
         return f"{self.prefix}.exec.{engine}.{job}"
+
+    def exec_all(self) -> str:
+        """Every execution request, of every engine and priority."""
+        return f"{self.prefix}.exec.>"
 
     def executed(self, job: str = "*") -> str:
         return f"{self.prefix}.executed.{job}"
@@ -91,9 +108,22 @@ class Subjects:
     def control(self, job: str = "*") -> str:
         return f"{self.prefix}.control.{job}"
 
+    def dlq(self, stage: str = "*", job: str = "*") -> str:
+        """Where a stage's dead letter for ``job`` goes (docs/operations.md)."""
+        return f"{self.prefix}.dlq.{stage}.{job}"
+
+    def dlq_all(self) -> str:
+        """Every dead letter."""
+        return f"{self.prefix}.dlq.>"
+
     def of_job(self, job: str) -> list[str]:
         """Every subject that carries ``job`` as its last token."""
-        return [f"{self.prefix}.*.{job}", f"{self.prefix}.exec.*.{job}"]
+        return [
+            f"{self.prefix}.*.{job}",
+            f"{self.prefix}.exec.*.{job}",
+            f"{self.prefix}.exec.*.*.{job}",
+            f"{self.prefix}.dlq.*.{job}",
+        ]
 
     def for_event(self, event: Event) -> str:
         """The subject an event is published on."""
@@ -105,13 +135,15 @@ class Subjects:
             case CircuitRewritten():
                 return self.rewritten(event.job_id)
             case ExecutionRequested():
-                return self.exec(event.engine, event.job_id)
+                return self.exec(event.engine, event.job_id, event.options.priority)
             case ExecutionCompleted() | ExecutionFailed():
                 return self.executed(event.job_id)
             case JobCompleted() | JobFailed() | JobRejected():
                 return self.result(event.job_id)
             case ResultAnchored():
                 return self.anchored(event.job_id)
-            case Reroute() | Cancel():
+            case Reroute() | Cancel() | ControlRejected():
                 return self.control(event.job_id)
+            case DeadLetter():
+                return self.dlq(event.stage, event.job_id)
         raise TypeError(f"no subject for {type(event).__name__}")

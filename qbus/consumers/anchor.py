@@ -163,6 +163,12 @@ class AnchorStage:
         await self.bus.ensure_consumer(self.durable, [self.bus.subjects.result()])
         self._kv = await self.bus.js.key_value(self.bus.config.kv_chain)
         if self.contract is None:
+            if self.chain.rpc_url.startswith("eth-tester://"):
+                log.warning(
+                    "anchoring on the in-process chain %s: its roots live only in this "
+                    "process; set [chain] rpc_url to a node to keep them (docs/chain.md)",
+                    self.chain.rpc_url,
+                )
             self.contract = await open_contract(self.config, self._kv)
         log.info(
             "anchor stage on chain %d, contract %s", self.contract.chain_id, self.contract.address

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -79,8 +79,12 @@ class ExecuteHandler:
         blobs: BlobStore | None,
         limits: Limits | None = None,
         hypervisor: HypervisorConfig | None = None,
+        gate: Callable[[ExecutionRequested], Awaitable[str | None]] | None = None,
     ):
         self.engine: Engine = get_engine(engine)
+        # Says why a request is no longer wanted (job ended, cancelled, rerouted):
+        # qbus/consumers/control.py.
+        self.gate = gate
         self.blobs = blobs
         self.limits = limits or Limits()
         self.hypervisor = hypervisor or HypervisorConfig()
@@ -102,6 +106,9 @@ class ExecuteHandler:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, ExecutionRequested) or event.engine != self.engine.name:
+            return []
+        if self.gate is not None and (why := await self.gate(event)) is not None:
+            log.info("job %s: not running %s: %s", event.job_id, event.event_id, why)
             return []
         opts = event.options
         expectation = opts.method == "expectation"
@@ -155,7 +162,9 @@ class ExecuteHandler:
         except SandboxFailure as exc:
             metrics.SANDBOX_KILLS.labels(exc.driver or "unknown", exc.code).inc()
             log.warning("job %s: sandbox stopped the run: %s (%s)", event.job_id, exc, exc.code)
-            return [self._failed(event, exc.code, str(exc), False)]
+            # A worker that died of something other than a limit (a crash, a signal)
+            # may well run the job next time: the verify stage retries it with backoff.
+            return [self._failed(event, exc.code, str(exc), exc.code == "worker_died")]
         except QbusError as exc:
             retryable = isinstance(exc, EngineError) and exc.retryable
             return [self._failed(event, exc.code, str(exc), retryable)]
@@ -212,6 +221,10 @@ class ExecuteHandler:
                 expectations=expectations,
                 sweep_results=result.sweep_results,
                 dynamics=result.dynamics,
+                chunk=event.chunk,
+                chunks=event.chunks,
+                point_start=event.point_start,
+                point_stop=event.point_stop,
             )
         ]
 
@@ -237,4 +250,6 @@ class ExecuteHandler:
             message=message,
             retryable=retryable,
             generation=event.generation,
+            attempt=event.attempt,
+            chunk=event.chunk,
         )

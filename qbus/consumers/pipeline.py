@@ -12,6 +12,7 @@ from types import TracebackType
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.runner import StageRunner
 from qbus.consumers.stages import Stage, build_stage
 from qbus.secrets.resolve import stage_bus_config
 
@@ -28,7 +29,15 @@ class Pipeline:
     def __init__(
         self,
         config: Config,
-        stages: tuple[str, ...] = ("ingest", "rewrite", "route", "execute", "verify", "audit"),
+        stages: tuple[str, ...] = (
+            "ingest",
+            "rewrite",
+            "route",
+            "execute",
+            "verify",
+            "audit",
+            "control",
+        ),
         engines: tuple[str, ...] = ("qiskit-aer",),
     ) -> None:
         self.config = config
@@ -51,6 +60,8 @@ class Pipeline:
                 self._buses.append(bus)
                 key = f"execute-{engine}" if engine else name
                 stage = build_stage(name, bus, self.config, engine=engine or "qiskit-aer")
+                if isinstance(stage, StageRunner):  # redelivery backoff, dead letters
+                    stage.retries = self.config.retries
                 self.stages[key] = stage
                 self._tasks.append(asyncio.create_task(stage.run(), name=key))
         return self

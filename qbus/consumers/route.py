@@ -1,76 +1,182 @@
-"""Route: choose an engine and publish the circuit to that engine's subject.
+"""Route: answer from the result cache, or choose an engine and publish the circuit to it.
 
-Reads ``qbus.rewritten.*``; writes ``qbus.exec.<engine>.<job>`` (ExecutionRequested) —
-the subject is the route, so an executor group only ever sees its own engine's work.
+Reads ``qbus.rewritten.*``; writes ``qbus.exec.<engine>.<job>`` (ExecutionRequested; high
+and low priority jobs on ``qbus.exec.<engine>.<priority>.<job>``) — the subject is the
+route, so an executor group only ever sees its own engine's work — or, on a cache hit,
+the job's final ``qbus.result.<job>`` (JobCompleted with ``cached=True``).
+
+A second consumer of the same stage (``route-feedback``) reads ``qbus.executed.*`` and
+``qbus.result.*``: observed run times update the cost model, and a verified result is
+written to the cache. It publishes nothing. docs/routing.md has the whole policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
-from qbus.engines.registry import available_engines
+import msgspec
+
+from qbus.bus.config import ChunksConfig, Config
+from qbus.bus.connection import Bus
+from qbus.bus.runner import StageRunner
+from qbus.engines.base import Engine
+from qbus.engines.density import NOISE_ENGINES
+from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import Reject
-from qbus.router.capability import route_dynamics, route_noisy
-from qbus.router.policy import DEFAULT_ENGINE, choose_engine
-from qbus.schemas.events import CircuitRewritten, Event, ExecutionRequested, derived_event_id
+from qbus.observability import metrics
+from qbus.router.cache import ResultCache, cache_key
+from qbus.router.capability import (
+    DYNAMICS_ENGINES,
+    capability_filter,
+    route_dynamics,
+    route_noisy,
+)
+from qbus.router.chunks import split
+from qbus.router.cost import CostModel, JobFeatures, features
+from qbus.router.policy import DEFAULT_ENGINE, choose_engine, describe, rank
+from qbus.schemas.events import (
+    CircuitRewritten,
+    Event,
+    ExecutionCompleted,
+    ExecutionRequested,
+    JobCompleted,
+    JobOptions,
+    decode,
+    derived_event_id,
+)
+from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
+
+__all__ = ["DEFAULT_ENGINE", "RouteFeedback", "RouteHandler", "RouteStage", "job_features"]
+
+PRIORITY_NAMES = ("high", "normal", "low")
+
+
+def job_features(circuit: Circuit, options: JobOptions) -> JobFeatures:
+    """What the cost model sees of a job."""
+    method = "statevector" if options.method == "expectation" else options.method
+    return features(circuit, method, options.shots, len(options.sweep))
 
 
 class RouteHandler:
     """Turns CircuitRewritten into ExecutionRequested on the chosen engine's subject.
 
     Args:
-        default_engine: Engine for ``engine="auto"`` jobs.
-        deployed: Returns the engines that have executors on this bus; a job for an
-            installed engine nobody runs is rejected instead of waiting for ever.
+        default_engine: Pins ``engine="auto"`` to this engine (the pre-cost-model policy,
+            for embedding); None (the default) lets the cost model choose.
+        deployed: Returns the engines that have executors on this bus; ``auto`` chooses
+            among them, and a job for an installed engine nobody runs is rejected instead
+            of waiting for ever. None: every installed engine counts as deployed.
+        backlog: Engine -> messages waiting for or held by its executors (the load term).
+        model: The cost model (shared with ``RouteFeedback``).
+        cache: The result cache (None: no cache).
+        version_policy: ``exact`` or ``any`` (``[cache]``).
+        memory_cap_mb: The operator's memory cap for one run (``[hypervisor]``).
+        load_engine: Engine name -> instance (the registry by default).
+        chunks: How long jobs are split into chunks (``[chunks]``; qbus/router/chunks.py).
     """
 
     stage = "route"
     DEPLOYED_TTL = 2.0
+    BACKLOG_TTL = 1.0
 
     def __init__(
         self,
-        default_engine: str = DEFAULT_ENGINE,
+        default_engine: str | None = None,
         deployed: Callable[[], Awaitable[set[str]]] | None = None,
+        *,
+        backlog: Callable[[str], Awaitable[int]] | None = None,
+        model: CostModel | None = None,
+        cache: ResultCache | None = None,
+        version_policy: str = "exact",
+        memory_cap_mb: int = 32_768,
+        load_engine: Callable[[str], Engine] = get_engine,
+        chunks: ChunksConfig | None = None,
     ) -> None:
         self.default_engine = default_engine
+        self.chunks = chunks or ChunksConfig()
         self._installed = available_engines()
         self._deployed_source = deployed
         self._deployed: set[str] = set()
         self._deployed_at = -1e9
+        self._backlog_source = backlog
+        self._backlog: dict[str, tuple[float, int]] = {}
+        self.model = model or CostModel.load_defaults()
+        self.cache = cache
+        self.version_policy = version_policy
+        self.memory_cap_mb = memory_cap_mb
+        self._load = load_engine
+
+    async def _deployed_now(self, refresh: bool = False) -> set[str]:
+        now = time.monotonic()
+        if refresh or now - self._deployed_at > self.DEPLOYED_TTL:
+            self._deployed = await self._deployed_source()  # type: ignore[misc]
+            self._deployed_at = now
+        return self._deployed
 
     async def _is_deployed(self, engine: str) -> bool:
         if self._deployed_source is None:
             return True
+        return engine in await self._deployed_now(refresh=engine not in self._deployed)
+
+    async def _pending(self, engine: str) -> int:
+        if self._backlog_source is None:
+            return 0
         now = time.monotonic()
-        if engine not in self._deployed or now - self._deployed_at > self.DEPLOYED_TTL:
-            self._deployed = await self._deployed_source()
-            self._deployed_at = now
-        return engine in self._deployed
+        at, value = self._backlog.get(engine, (-1e9, 0))
+        if now - at > self.BACKLOG_TTL:
+            try:
+                value = await self._backlog_source(engine)
+            except Exception:  # a missing consumer or a slow server: no load term
+                value = 0
+            self._backlog[engine] = (now, value)
+        return value
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, CircuitRewritten):
             return []
-        if event.options.engine not in (*self._installed, "auto"):
+        opts = event.options
+        if opts.priority not in PRIORITY_NAMES:
+            raise Reject(
+                f"unknown priority {opts.priority!r}; use one of {', '.join(PRIORITY_NAMES)}",
+                code="invalid_priority",
+                where="$.priority",
+            )
+        if opts.engine not in (*self._installed, "auto"):
             # Reading entry points costs milliseconds: only on a name we have not seen.
             self._installed = available_engines()
-        engine, reason = choose_engine(event.options.engine, self._installed, self.default_engine)
-        opts = event.options
-        if is_noisy(opts.noise):
-            engine, reason = route_noisy(opts.engine, engine, reason, self._installed)
-        if opts.method == "dynamics":
-            engine, reason = route_dynamics(opts.engine, engine, reason, self._installed)
-        if not await self._is_deployed(engine):
-            running = ", ".join(sorted(self._deployed)) or "none"
-            raise Reject(
-                f"engine {engine!r} is installed but no executor runs it on this bus "
-                f"(engines with executors: {running}); start one with "
-                f"`qbus stage execute --engine {engine}` or `qbus up --engine {engine}`",
-                code="engine_not_deployed",
-                where="$.engine",
+        if opts.engine != "auto":
+            # Unknown names are refused before the cache is asked.
+            choose_engine(opts.engine, self._installed)
+        hit = await self._cached(event)
+        if hit is not None:
+            return [hit]
+        predicted: float | None = None
+        if opts.engine == "auto" and self.default_engine is None:
+            engine, reason, predicted = await self._auto(event)
+        else:
+            engine, reason = choose_engine(
+                opts.engine, self._installed, self.default_engine or DEFAULT_ENGINE
             )
-        return [
+            if is_noisy(opts.noise):
+                engine, reason = route_noisy(opts.engine, engine, reason, self._installed)
+            if opts.method == "dynamics":
+                engine, reason = route_dynamics(opts.engine, engine, reason, self._installed)
+            if not await self._is_deployed(engine):
+                running = ", ".join(sorted(self._deployed)) or "none"
+                raise Reject(
+                    f"engine {engine!r} is installed but no executor runs it on this bus "
+                    f"(engines with executors: {running}); start one with "
+                    f"`qbus stage execute --engine {engine}` or `qbus up --engine {engine}`",
+                    code="engine_not_deployed",
+                    where="$.engine",
+                )
+            predicted = self.model.predict(engine, job_features(event.circuit, opts))
+        # A long job goes out as one request per chunk (docs/long-jobs.md).
+        return split(
             ExecutionRequested(
                 event_id=derived_event_id(event.event_id, "execution.requested"),
                 job_id=event.job_id,
@@ -81,5 +187,213 @@ class RouteHandler:
                 circuit_hash=event.circuit_hash,
                 options=event.options,
                 route_reason=reason,
+                predicted_seconds=predicted,
+            ),
+            self.chunks.points,
+            self.chunks.max_chunks,
+        )
+
+    async def _auto(self, event: CircuitRewritten) -> tuple[str, str, float]:
+        """The cheapest capable deployed engine: (engine, reason, predicted seconds).
+
+        Raises:
+            Reject: ``no_capable_engine``, saying why each deployed engine was excluded.
+        """
+        opts = event.options
+        if self._deployed_source is None:
+            candidates = list(self._installed)
+        else:
+            deployed = await self._deployed_now()
+            candidates = sorted(e for e in deployed if e in self._installed)
+        fit = capability_filter(
+            candidates, event.circuit, opts, self.memory_cap_mb, load=self._load
+        )
+        if not fit.capable:
+            where = "deployed" if self._deployed_source is not None else "installed"
+            raise Reject(
+                f"no {where} engine can run this job "
+                f"({event.circuit.num_qubits} qubits, method {opts.method!r}"
+                f"{', noisy' if is_noisy(opts.noise) else ''}): "
+                + (fit.explain() or "no engines are deployed"),
+                code="no_capable_engine",
+                where="$",
             )
-        ]
+        job = job_features(event.circuit, opts)
+        preference = (
+            NOISE_ENGINES
+            if is_noisy(opts.noise)
+            else DYNAMICS_ENGINES
+            if opts.method == "dynamics"
+            else ()
+        )
+        if preference:
+            # The model is calibrated on noiseless state-vector runs; density-matrix and
+            # dynamics jobs follow the engines' preference order (docs/routing.md).
+            ordered = [e for e in preference if e in fit.capable] or fit.capable
+            engine = ordered[0]
+            kind = "noisy" if is_noisy(opts.noise) else "dynamics"
+            return (
+                engine,
+                f"auto: {kind} job, first capable of {', '.join(ordered)}",
+                (self.model.predict(engine, job)),
+            )
+        backlog = dict(
+            zip(
+                fit.capable,
+                await asyncio.gather(*(self._pending(e) for e in fit.capable)),
+                strict=True,
+            )
+        )
+        runs = {e: self.model.predict(e, job) for e in fit.capable}
+        ranked = rank(
+            fit.capable,
+            runs.__getitem__,
+            lambda e: backlog[e] * self.model.mean_seconds(e, runs[e]),
+        )
+        return ranked[0].engine, describe(ranked), ranked[0].run_seconds
+
+    async def _cached(self, event: CircuitRewritten) -> JobCompleted | None:
+        """The job's final event answered from the cache, or None on a miss."""
+        opts = event.options
+        if self.cache is None or not opts.cache:
+            return None
+        stored = await self.cache.get(cache_key(event.circuit_hash, opts, self.version_policy))
+        if stored is not None and self.version_policy == "exact":
+            try:
+                current = self._load(stored.engine).version
+            except Exception:
+                current = None
+            if current != stored.engine_version:
+                stored = None
+        metrics.cache_lookup(stored is not None)
+        if stored is None:
+            return None
+        return msgspec.structs.replace(
+            stored,
+            event_id=derived_event_id(event.event_id, "job.completed"),
+            job_id=event.job_id,
+            causation_id=event.event_id,
+            producer="qbus.route",
+            timestamp=time.time(),
+            tenant=opts.tenant,
+            cached=True,
+            cached_from=stored.cached_from or stored.job_id,
+        )
+
+
+class RouteFeedback:
+    """What the route stage learns from results: run times, and verified results to cache.
+
+    Args:
+        model: The cost model the route handler predicts with.
+        cache: The result cache (None: nothing is cached).
+        version_policy: ``exact`` or ``any``; part of the key.
+        execution_of: Job id -> the last event on its ``qbus.executed.<job>`` subject
+            (the run a JobCompleted answers, whose options make the cache key).
+    """
+
+    stage = "route"
+
+    def __init__(
+        self,
+        model: CostModel,
+        cache: ResultCache | None = None,
+        version_policy: str = "exact",
+        execution_of: Callable[[str], Awaitable[Event | None]] | None = None,
+    ) -> None:
+        self.model = model
+        self.cache = cache
+        self.version_policy = version_policy
+        self.execution_of = execution_of
+        self.cached_writes = 0
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        match event:
+            case ExecutionCompleted():
+                opts = event.options
+                # The model covers noiseless runs; density-matrix and dynamics runs
+                # would skew an engine's correction (docs/routing.md).
+                if not is_noisy(opts.noise) and opts.method != "dynamics":
+                    job = job_features(event.circuit, opts)
+                    self.model.observe(event.engine, job, event.run_seconds, event.event_id)
+            case JobCompleted():
+                await self._remember(event)
+        return []
+
+    async def _remember(self, event: JobCompleted) -> None:
+        if (
+            self.cache is None
+            or self.execution_of is None
+            or event.cached
+            or event.chunk_engines  # assembled from chunks: no single run to key it by
+            or event.verification.verdict != "pass"
+        ):
+            return
+        run = await self.execution_of(event.job_id)
+        if not isinstance(run, ExecutionCompleted) or run.event_id != event.causation_id:
+            return  # not a plain run's answer (or the log moved on): nothing to key it by
+        await self.cache.put(cache_key(run.circuit_hash, run.options, self.version_policy), event)
+        self.cached_writes += 1
+
+
+class RouteStage:
+    """The route stage: its routing consumer and its feedback consumer, one process.
+
+    Args:
+        bus: Connected bus.
+        config: Settings (``[cache]``, ``[hypervisor] max_memory_mb``).
+    """
+
+    def __init__(self, bus: Bus, config: Config) -> None:
+        s = bus.subjects
+        self.model = CostModel.load_defaults()
+        cache = None
+        if config.cache.enabled:
+            cache = ResultCache(bus.js, bus.config.kv_cache, config.cache.ttl_seconds)
+        policy = config.cache.version_policy
+        self.handler = RouteHandler(
+            deployed=bus.deployed_engines,
+            backlog=bus.executor_backlog,
+            model=self.model,
+            cache=cache,
+            version_policy=policy,
+            memory_cap_mb=config.hypervisor.max_memory_mb,
+            chunks=config.chunks,
+        )
+        self.feedback = RouteFeedback(self.model, cache, policy, partial(_last_execution, bus))
+        self.router = StageRunner(
+            bus, stage="route", durable="route", subjects=[s.rewritten()], handler=self.handler
+        )
+        self.learner = StageRunner(
+            bus,
+            stage="route",
+            durable="route-feedback",
+            subjects=[s.executed(), s.result()],
+            handler=self.feedback,
+            consumer_poll=0,
+        )
+
+    @property
+    def processed(self) -> int:
+        """Messages the routing consumer has handled."""
+        return self.router.processed
+
+    async def run(self) -> None:
+        """Run both consumers until ``stop()``."""
+        await asyncio.gather(self.router.run(), self.learner.run())
+
+    def stop(self) -> None:
+        """Stop both consumers after their current batch."""
+        self.router.stop()
+        self.learner.stop()
+
+
+async def _last_execution(bus: Bus, job_id: str) -> Event | None:
+    try:
+        msg = await bus.js.get_last_msg(bus.config.stream, bus.subjects.executed(job_id))
+    except Exception:
+        return None
+    try:
+        return decode(msg.data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None

@@ -13,19 +13,24 @@ from qbus.bus import tenancy
 from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
+from qbus.consumers.assemble import Assembler
 from qbus.consumers.audit import AuditStage
+from qbus.consumers.control import control_stage, execution_gate
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.ingest import IngestHandler
+from qbus.consumers.retry import RetryPolicy, find_request
 from qbus.consumers.rewrite import RewriteHandler
-from qbus.consumers.route import DEFAULT_ENGINE, RouteHandler
+from qbus.consumers.route import DEFAULT_ENGINE, RouteStage
 from qbus.consumers.tenants import TenantGate
 from qbus.consumers.verify import VerifyHandler
 from qbus.errors import ConfigError
+from qbus.router.priority import PriorityStageRunner
 from qbus.secrets.resolve import stage_bus_config
 from qbus.verifier.crosscheck import CrossChecker
 
-STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor")
+STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor", "control")
 
 log = logging.getLogger("qbus.stage")
 
@@ -68,20 +73,22 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 heartbeat=config.ai.enabled,
             )
         case "route":
-            return StageRunner(
-                bus,
-                stage=name,
-                durable="route",
-                subjects=[s.rewritten()],
-                handler=RouteHandler(deployed=bus.deployed_engines),
-            )
+            # Routing plus its feedback consumer (cost model, result cache): route.py.
+            return RouteStage(bus, config)
         case "execute":
             handler = ExecuteHandler(
-                engine, ObjectStoreBlobs(bus), config.limits, config.hypervisor
+                engine,
+                ObjectStoreBlobs(bus),
+                config.limits,
+                config.hypervisor,
+                # Skip work of an ended, cancelled or rerouted job: control.py.
+                gate=partial(execution_gate, JobStates(bus.js, bus.config.kv_jobs)),
             )
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
-            return StageRunner(
+            # One consumer per priority, high drained first (docs/routing.md).
+            return PriorityStageRunner(
                 bus,
+                engine=engine,
                 stage=name,
                 durable=bus.executor_durable(engine),
                 subjects=[s.exec(engine)],
@@ -95,12 +102,21 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 stage=name,
                 durable="verify",
                 subjects=[s.executed()],
-                handler=VerifyHandler(crosscheck=CrossChecker(config.verify)),
+                handler=VerifyHandler(
+                    crosscheck=CrossChecker(config.verify),
+                    # Long jobs: chunk results are joined here (consumers/assemble.py).
+                    assembler=Assembler(LedgerStore(bus.js, bus.config.kv_chunks), bus.job_state),
+                    # Transient engine failures are run again (consumers/retry.py).
+                    retry=RetryPolicy(config.retries, partial(find_request, bus)),
+                ),
                 # A cross-check runs a second engine: keep the batch from redelivery.
                 heartbeat=True,
             )
         case "audit":
             return AuditStage(bus)
+        case "control":
+            # Reroute and cancel (docs/long-jobs.md).
+            return control_stage(bus, config)
         case "anchor":
             # Needs the chain extra (web3) and the verifier key: imported only when used.
             from qbus.consumers.anchor import AnchorStage
@@ -113,10 +129,11 @@ async def run_stage(name: str, config: Config, *, engine: str = DEFAULT_ENGINE) 
     """Connect, provision, and run one stage until SIGINT/SIGTERM."""
     bus = await Bus.connect(stage_bus_config(config, name), name=f"qbus-{name}")
     try:
-        await bus.provision()
+        await bus.provision(cache_ttl=config.cache.ttl_seconds)
         stage = build_stage(name, bus, config, engine=engine)
         if isinstance(stage, StageRunner):
             stage.consumer_poll = config.observability.consumer_poll_seconds
+            stage.retries = config.retries
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):

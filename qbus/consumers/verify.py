@@ -18,6 +18,8 @@ import msgspec
 import numpy as np
 
 from qbus.bus.blobs import deinterleave
+from qbus.consumers.assemble import Assembler
+from qbus.consumers.retry import RetryPolicy
 from qbus.engines import reference
 from qbus.engines.observables import expectation_values
 from qbus.errors import CircuitError
@@ -82,6 +84,7 @@ class VerifyHandler:
         alpha: Significance level of the counts test: the chance that a correct engine's
             result is flagged (per job).
         max_reference_qubits: Largest circuit checked against the exact reference.
+        retry: What a transient engine failure leads to (None: the job fails at once).
     """
 
     stage = "verify"
@@ -91,14 +94,30 @@ class VerifyHandler:
         alpha: float = 1e-6,
         max_reference_qubits: int = reference.max_reference_qubits,
         crosscheck: CrossChecker | None = None,
+        assembler: Assembler | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.alpha = alpha
+        # Long jobs: chunk results are collected there (qbus/consumers/assemble.py).
+        self.assembler = assembler
         self.max_reference_qubits = max_reference_qubits
         # Cross-engine agreement policy (job flag / sample rate): qbus/verifier/crosscheck.py.
         self.crosscheck = crosscheck or CrossChecker()
+        # None: every engine failure ends the job at once (no retries).
+        self.retry = retry
         self._exact: OrderedDict[tuple, object] = OrderedDict()
 
     async def handle(self, event: Event) -> Sequence[Event]:
+        if isinstance(event, ExecutionFailed) and self.retry is not None:
+            # A transient failure (of a job or of one chunk) is asked for again with
+            # backoff, or ends the job after the last attempt (consumers/retry.py).
+            retried = await self.retry.on_failure(event)
+            if retried is not None:
+                return retried
+        if self.assembler is not None:
+            claimed = await self.assembler.intercept(event, self._complete)
+            if claimed is not None:
+                return claimed
         match event:
             case ExecutionCompleted():
                 return [self._complete(event, await self._cross_check(event))]

@@ -37,8 +37,11 @@ from qbus.schemas.pauli import Observable
 Structure = tuple[int, tuple[tuple[str, tuple[int, ...]], ...]]
 
 # Points per chunk: a chunk of 2**n amplitudes x CHUNK points should fit a core's L2.
-_CHUNK_BYTES = 1 << 21
+_CHUNK_BYTES = 1 << 22
 _MAX_CHUNK = 64
+# Up to this many observables a flip group is reduced with fused weighted sums, past it
+# with one matrix product.
+_REDUCE_OBSERVABLES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,58 +111,52 @@ def _pattern(name: str) -> np.ndarray:
     return (np.abs(a) > 1e-12) | (np.abs(b) > 1e-12)
 
 
-Pair = tuple[jax.Array, jax.Array]
-"""A complex array as its real and imaginary parts (see ``build_sweep_fn``)."""
-
-
-def _mul(x: Pair, c: complex | Pair) -> Pair:
-    """``x * c`` for a constant ``c`` or a per-point pair ``c`` (broadcast on the last axis)."""
-    xr, xi = x
-    if isinstance(c, tuple):
-        cr, ci = c
-        return xr * cr - xi * ci, xr * ci + xi * cr
-    if c.imag == 0:
-        return (xr, xi) if c.real == 1 else (xr * c.real, xi * c.real)
-    if c.real == 0:
-        return -xi * c.imag, xr * c.imag
-    return xr * c.real - xi * c.imag, xr * c.imag + xi * c.real
-
-
 def _apply(
-    state: Pair, n: int, qubits: tuple[int, ...], m: np.ndarray | Pair, mask: np.ndarray
-) -> Pair:
+    state: jax.Array, n: int, qubits: tuple[int, ...], m: jax.Array | np.ndarray, mask: np.ndarray
+) -> jax.Array:
     """``new[i] = sum_j m[.., i, j] old[j]`` on the axes of ``qubits`` (batch last).
 
-    ``m`` is a constant ``(d, d)`` numpy matrix or a ``(points, d, d)`` traced pair;
-    ``mask`` says which entries can be non-zero.
+    ``m`` is a constant ``(d, d)`` numpy matrix or a ``(points, d, d)`` traced one; ``mask``
+    says which entries can be non-zero. Slices and stacks along the gate's axes, never a
+    transpose, so XLA fuses the whole gate into one loop over the state.
     """
     k = len(qubits)
     axes = [n - 1 - q for q in qubits]  # qubits[j] is bit j of the matrix index
-    # Bring the gate's axes to the front, most significant bit (qubits[k-1]) first.
-    front = list(reversed(axes))
-    parts = []
-    for part in state:
-        x = jnp.moveaxis(part, front, list(range(k)))
-        parts.append(x.reshape((1 << k, *x.shape[k:])))
-    xr, xi = parts
-    rest = xr.shape[1:]
-    out_r, out_i = [], []
-    for i in range(1 << k):
-        acc: Pair | None = None
+    const = isinstance(m, np.ndarray)
+
+    def part(j: int) -> jax.Array:
+        index: list[int | slice] = [slice(None)] * state.ndim
+        for b, axis in enumerate(axes):
+            index[axis] = (j >> b) & 1
+        return state[tuple(index)]
+
+    inputs = [part(j) for j in range(1 << k)]
+
+    def row(i: int) -> jax.Array:
+        acc = None
         for j in range(1 << k):
             if not mask[i, j]:
                 continue
-            c = complex(m[i, j]) if isinstance(m, np.ndarray) else (m[0][:, i, j], m[1][:, i, j])
-            tr, ti = _mul((xr[j], xi[j]), c)
-            acc = (tr, ti) if acc is None else (acc[0] + tr, acc[1] + ti)
-        if acc is None:
-            acc = (jnp.zeros_like(xr[0]), jnp.zeros_like(xi[0]))
-        out_r.append(acc[0])
-        out_i.append(acc[1])
-    return tuple(  # type: ignore[return-value]
-        jnp.moveaxis(jnp.stack(o).reshape((2,) * k + rest), list(range(k)), front)
-        for o in (out_r, out_i)
-    )
+            if const:
+                c = complex(m[i, j])
+                term = inputs[j] if c == 1 else inputs[j] * jnp.asarray(c, dtype=state.dtype)
+            else:
+                term = inputs[j] * m[:, i, j]  # (points,) broadcast along the last axis
+            acc = term if acc is None else acc + term
+        return acc if acc is not None else jnp.zeros_like(inputs[0])
+
+    # Put the axes back in ascending order: stacking along the smallest first keeps
+    # every later axis's position right.
+    order = sorted(range(k), key=lambda b: axes[b])
+
+    def build(level: int, i: int) -> jax.Array:
+        if level == 0:
+            return row(i)
+        b = order[level - 1]
+        halves = [build(level - 1, i | (bit << b)) for bit in (0, 1)]
+        return jnp.stack(halves, axis=axes[b])
+
+    return build(k, 0)
 
 
 def _flip_groups(
@@ -210,7 +207,6 @@ def build_sweep_fn(
     """
     n, _ = structure
     cdt = jnp.dtype(dtype)
-    rdt = jnp.real(jnp.zeros((), cdt)).dtype
     prefix, steps = _plan(structure)
     masks = {}
     for step in steps:
@@ -224,29 +220,20 @@ def build_sweep_fn(
             m = _batched_matrix(g, angles, cdt) @ m
         return m
 
-    def split(m: jax.Array) -> Pair:
-        return jnp.real(m), jnp.imag(m)
-
     def chunk_fn(angles: jax.Array) -> jax.Array:
         points = angles.shape[0]
         # Product state: qubit n-1 is axis 0.
-        state: Pair | None = None
+        state = None
         for q in range(n - 1, -1, -1):
             if prefix[q]:
-                col = one_qubit(prefix[q], angles)[:, :, 0]  # (points, 2)
-                v = split(jnp.moveaxis(col, 0, -1))  # (2, points)
+                v = jnp.moveaxis(one_qubit(prefix[q], angles)[:, :, 0], 0, -1)  # (2, points)
             else:
-                one = jnp.zeros((2, points), rdt).at[0].set(1)
-                v = (one, jnp.zeros((2, points), rdt))
-            if state is None:
-                state = v
-            else:
-                left = (state[0][..., None, :], state[1][..., None, :])
-                state = _mul(left, v)
+                v = jnp.zeros((2, points), cdt).at[0].set(1)
+            state = v if state is None else state[..., None, :] * v
         assert state is not None
         for step in steps:
             if len(step.qubits) == 1:
-                m: np.ndarray | Pair = split(one_qubit(step.gates, angles))
+                m = one_qubit(step.gates, angles)
                 mask = np.ones((2, 2), bool)
             else:
                 (g,) = step.gates
@@ -254,24 +241,29 @@ def build_sweep_fn(
                 m = (
                     gate_matrix(g.name)
                     if GATES[g.name].num_params == 0
-                    else split(_batched_matrix(g, angles, cdt))
+                    else _batched_matrix(g, angles, cdt)
                 )
             state = _apply(state, n, step.qubits, m, mask)
-        re, im = (part.reshape(1 << n, points) for part in state)
+        flat = state.reshape(1 << n, points)
         if not groups:
-            return (re + 1j * im).astype(cdt).T
-        out = jnp.zeros((len(observables), points), dtype=rdt)
+            return flat.T
+        out = jnp.zeros((len(observables), points), dtype=jnp.real(flat).dtype)
+        conj = jnp.conj(flat)
         for axes, w in groups:
-            if axes:
-                fr, fi = (jnp.flip(p, axis=axes).reshape(1 << n, points) for p in state)
+            flipped = jnp.flip(state, axis=axes).reshape(1 << n, points) if axes else flat
+            prod = conj * flipped
+            if w.shape[1] <= _REDUCE_OBSERVABLES:
+                # A weighted sum per observable: XLA fuses flip, product and sum into one
+                # read of the state (a matrix product would first write the product out).
+                rows = []
+                for k in range(w.shape[1]):
+                    wk = jnp.asarray(w[:, k : k + 1], dtype=cdt)
+                    rows.append(jnp.sum(jnp.real(prod * wk), axis=0))
+                out = out + jnp.stack(rows)
             else:
-                fr, fi = re, im
-            # conj(psi) * flipped, by parts
-            pr = re * fr + im * fi
-            pi = re * fi - im * fr
-            wr = jnp.asarray(w.real.T, dtype=rdt)
-            wi = jnp.asarray(w.imag.T, dtype=rdt)
-            out = out + wr @ pr - wi @ pi
+                wr = jnp.asarray(w.real.T, dtype=out.dtype)
+                wi = jnp.asarray(w.imag.T, dtype=out.dtype)
+                out = out + wr @ jnp.real(prod) - wi @ jnp.imag(prod)
         return out.T
 
     def fn(angles: jax.Array) -> jax.Array:

@@ -18,11 +18,17 @@ from qbus.schemas.events import (
     new_job_id,
 )
 
-FORMAT_BY_SUFFIX = {".qasm": "auto", ".json": "json", ".qasm3": "qasm3", ".qasm2": "qasm2"}
+FORMAT_BY_SUFFIX = {
+    ".qasm": "auto",
+    ".json": "json",
+    ".qasm3": "qasm3",
+    ".qasm2": "qasm2",
+    ".quil": "quil",
+}
 
 
 def job_from_file(path: str | Path, **options: object) -> JobSubmitted:
-    """A JobSubmitted for the program in ``path`` (OpenQASM 2/3 or JSON IR)."""
+    """A JobSubmitted for the program in ``path`` (OpenQASM 2/3, JSON IR or Quil)."""
     path = Path(path)
     text = path.read_text()
     return JobSubmitted(

@@ -1,4 +1,4 @@
-"""Routing by what a job needs beyond a circuit: a noise model, or the ``dynamics`` method.
+"""What an engine can run: the capability filter, and routing by noise or ``dynamics``.
 
 ``engine="auto"`` picks an engine that can run the job; a named engine that cannot is
 refused here, with the same code its executor would fail with, so the job ends at once
@@ -7,8 +7,17 @@ instead of after a trip to the executor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from qbus.engines.base import Engine, RunRequest
 from qbus.engines.density import NOISE_ENGINES
-from qbus.errors import Reject
+from qbus.errors import QbusError, Reject
+from qbus.schemas.events import JobOptions
+from qbus.schemas.ir import Circuit
+from qbus.schemas.noise import is_noisy
 
 NOISELESS_ENGINES = frozenset({"reference", "jax", "qsim"})
 """Engines shipped with qbus that cannot simulate noise."""
@@ -82,3 +91,105 @@ def route_dynamics(
         code="unsupported_method",
         where="$.method",
     )
+
+
+# -- the capability filter ------------------------------------------------------------
+
+_BYTES_PER_AMPLITUDE = 16  # complex128
+_COPIES = 2  # a simulator holds the state and at least one work copy
+
+
+def run_request(circuit: Circuit, options: JobOptions) -> RunRequest:
+    """The RunRequest an executor builds for these options (qbus/consumers/execute.py).
+
+    Expectation jobs run as state vectors of the circuit without measurements, unless
+    noisy (then the engine's own ``expectation`` method); dynamics ignores measurements.
+    """
+    expectation = options.method == "expectation"
+    density = expectation and is_noisy(options.noise)
+    if expectation or options.method == "dynamics":
+        ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
+        circuit = msgspec.structs.replace(circuit, ops=ops)
+    return RunRequest(
+        circuit=circuit,
+        method="statevector" if expectation and not density else options.method,
+        shots=options.shots,
+        seed=options.seed if options.seed is not None else 0,
+        parameters=options.parameters,
+        noise=options.noise,
+        sweep=options.sweep,
+        observables=options.observables,
+        dynamics=options.dynamics,
+    )
+
+
+def state_bytes(qubits: int, noisy: bool) -> int:
+    """Memory a simulation of ``qubits`` needs: a state vector, or a density matrix."""
+    amplitudes = 4**qubits if noisy else 2**qubits
+    return _BYTES_PER_AMPLITUDE * amplitudes * _COPIES
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """The capability filter's answer.
+
+    Attributes:
+        capable: Engines that can run the job, in the order they were given.
+        excluded: Engine -> why it cannot.
+    """
+
+    capable: list[str]
+    excluded: dict[str, str]
+
+    def explain(self) -> str:
+        """Every excluded engine with its reason, for a rejection message."""
+        return "; ".join(f"{name}: {why}" for name, why in sorted(self.excluded.items()))
+
+
+def capability_filter(
+    engines: list[str],
+    circuit: Circuit,
+    options: JobOptions,
+    memory_cap_mb: int,
+    load: Callable[[str], Engine] | None = None,
+) -> Fit:
+    """Which of ``engines`` can run the job, and why the others cannot.
+
+    Each engine's own ``validate`` decides method, qubits per method, gate set, noise,
+    shots and parameters (one pass over the ops, no compute); on top, the state must fit
+    the job's memory limit (``memory_mb``, else the operator's cap).
+
+    Args:
+        engines: Candidate engine names.
+        circuit: The circuit as routed.
+        options: The job's options.
+        memory_cap_mb: The hypervisor's memory cap in MiB.
+        load: Engine name -> instance (the registry's ``get_engine`` by default).
+    """
+    if load is None:
+        from qbus.engines.registry import get_engine as load
+    request = run_request(circuit, options)
+    limit_mb = min(options.memory_mb or memory_cap_mb, memory_cap_mb)
+    need = state_bytes(circuit.num_qubits, is_noisy(options.noise))
+    capable: list[str] = []
+    excluded: dict[str, str] = {}
+    for name in engines:
+        try:
+            engine = load(name)
+        except Exception as exc:  # an engine that does not load here cannot be judged
+            excluded[name] = f"does not load in the router ({type(exc).__name__}: {exc})"
+            continue
+        try:
+            engine.validate(request)
+        except QbusError as exc:
+            excluded[name] = f"{exc.code}: {exc}"
+            continue
+        if options.method != "dynamics" and need > limit_mb * 2**20:
+            kind = "density matrix" if is_noisy(options.noise) else "state vector"
+            excluded[name] = (
+                f"memory: a {circuit.num_qubits}-qubit {kind} needs about "
+                f"{need / 2**20:,.0f} MiB, over the {limit_mb:,} MiB limit"
+            )
+            continue
+        capable.append(name)
+    return Fit(capable=capable, excluded=excluded)

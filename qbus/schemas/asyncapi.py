@@ -26,6 +26,8 @@ from qbus.schemas.events import (
     Cancel,
     CircuitIngested,
     CircuitRewritten,
+    ControlRejected,
+    DeadLetter,
     Event,
     ExecutionCompleted,
     ExecutionFailed,
@@ -78,7 +80,21 @@ _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] 
         (ResultAnchored,),
         "A result's Merkle inclusion proof and the chain transaction that anchored its root.",
     ),
-    ("control", "control.{job}", ("job",), (Reroute, Cancel), "Operator commands for a job."),
+    (
+        "control",
+        "control.{job}",
+        ("job",),
+        (Reroute, Cancel, ControlRejected),
+        "Operator commands for a job, and the control stage's refusals.",
+    ),
+    (
+        "dlq",
+        "dlq.{stage}.{job}",
+        ("stage", "job"),
+        (DeadLetter,),
+        "A message a stage gave up on after max_deliver deliveries, with the reason; the "
+        "job ends with JobFailed(dead_lettered). Listed and replayed by `qbus dlq`.",
+    ),
 ]
 
 _PARAMETERS = {
@@ -86,6 +102,7 @@ _PARAMETERS = {
         "description": "The job id: 1-64 characters of [A-Za-z0-9_-] (a subject token).",
     },
     "engine": {"description": "Engine name chosen by the router (e.g. qiskit-aer)."},
+    "stage": {"description": "The stage that gave the message up (route, execute …)."},
 }
 
 # Who sends and who receives on each channel, from the point of view of an application
@@ -100,6 +117,7 @@ _OPERATIONS: list[tuple[str, str, str, str]] = [
     ("receiveResult", "receive", "result", "Clients watch or replay final events."),
     ("receiveAnchored", "receive", "anchored", "Clients and auditors read anchor proofs."),
     ("sendControl", "send", "control", "Operators reroute or cancel a job."),
+    ("receiveDeadLetters", "receive", "dlq", "Operators list and replay dead letters."),
 ]
 
 

@@ -111,7 +111,13 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
             beyond the statistical tolerance.
         ai_optimize: Ask the AI assistant for a rewrite (accepted only when proven
             equivalent).
-        priority: ``high``, ``normal`` or ``low``.
+        priority: ``high``, ``normal`` or ``low``: high jobs are fetched first by the
+            executors (docs/routing.md).
+        cache: Answer from the result cache when it holds this job's result; False
+            always runs it (docs/routing.md).
+        chunk_size: For a long job (``sweep``): points per chunk; the router splits
+            the job into chunks of this many points (None: the operator's
+            ``[chunks] points``; docs/long-jobs.md).
         tenant: The tenant the job belongs to, set by ingest from the submit subject
             (``qbus.submit.<tenant>``); empty for ``qbus.submit`` (docs/security.md).
     """
@@ -134,6 +140,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     ai_optimize: bool = False
     priority: str = "normal"
     tenant: str = ""
+    cache: bool = True
+    chunk_size: int | None = None
 
 
 class JobSubmitted(Event, tag="job.submitted"):
@@ -141,13 +149,14 @@ class JobSubmitted(Event, tag="job.submitted"):
 
     Attributes:
         source: Program text.
-        format: ``auto``, ``qasm2``, ``qasm3`` or ``json``.
+        format: ``auto``, ``qasm2``, ``qasm3``, ``json`` or ``quil``.
         circuit: The circuit as inline JSON IR instead of ``source``.
         method, shots, seed, engine, optimize, parameters: See ``JobOptions``.
         labels: Free-form labels, kept on the job.
         hypervisor, memory_mb, cpu_seconds, wall_seconds: See ``JobOptions``.
         observables: For ``method="expectation"``: the observables to evaluate.
-        noise, sweep, dynamics, cross_check, ai_optimize, priority: See ``JobOptions``.
+        noise, sweep, dynamics, cross_check, ai_optimize, priority, cache, chunk_size:
+            See ``JobOptions``.
         tenant: Ignored on input: ingest overwrites it with the tenant of the subject the
             submission arrived on (``qbus.submit.<tenant>``), which NATS permissions
             guard; a producer that sets it publishes to that subject.
@@ -176,6 +185,8 @@ class JobSubmitted(Event, tag="job.submitted"):
     ai_optimize: bool = False
     priority: str = "normal"
     tenant: str = ""
+    cache: bool = True
+    chunk_size: int | None = None
 
     def options(self) -> JobOptions:
         """The run options this submission asks for (every JobOptions field, by name)."""
@@ -219,7 +230,17 @@ class ExecutionRequested(Event, tag="execution.requested"):
     Attributes:
         generation: Bumped by each reroute; an executor's result of an older generation
             is dropped.
-        route_reason: Why the router picked this engine.
+        route_reason: Why the router picked this engine (for ``auto``: the predicted
+            times of the runners-up too).
+        predicted_seconds: The cost model's predicted run time on ``engine`` (None when
+            the router made no prediction).
+        chunk: For a long job split into chunks: this chunk's index (None: not chunked).
+            ``options.sweep`` then holds only the chunk's points (docs/long-jobs.md).
+        chunks: How many chunks the job has.
+        point_start: First point of the job's sweep in this chunk.
+        point_stop: One past the chunk's last point.
+        attempt: 0 for the first run; k for the k-th retry after a transient engine
+            failure (published by the verify stage, docs/operations.md).
     """
 
     engine: str
@@ -228,6 +249,12 @@ class ExecutionRequested(Event, tag="execution.requested"):
     options: JobOptions
     generation: int = 0
     route_reason: str = ""
+    predicted_seconds: float | None = None
+    chunk: int | None = None
+    chunks: int | None = None
+    point_start: int | None = None
+    point_stop: int | None = None
+    attempt: int = 0
 
 
 class ExecutionCompleted(Event, tag="execution.completed"):
@@ -243,6 +270,8 @@ class ExecutionCompleted(Event, tag="execution.completed"):
         peak_rss_mb: Peak resident memory of the sandboxed process in MiB (None inline).
         cpu_seconds: CPU seconds the run used, all threads (None inline).
         wall_seconds: Wall time of the run as the sandbox saw it, start-up included.
+        chunk, chunks, point_start, point_stop: Copied from the chunk's
+            ExecutionRequested (None: not chunked).
     """
 
     engine: str
@@ -263,16 +292,29 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     expectations: list[float] | None = None
     sweep_results: list[SweepPoint] | None = None
     dynamics: DynamicsResult | None = None
+    chunk: int | None = None
+    chunks: int | None = None
+    point_start: int | None = None
+    point_stop: int | None = None
 
 
 class ExecutionFailed(Event, tag="execution.failed"):
-    """An engine could not run the request."""
+    """An engine could not run the request.
+
+    Attributes:
+        retryable: A transient failure (a throttled cloud engine, a crashed sandbox
+            worker): the verify stage asks for the run again with backoff, up to
+            ``[retries] max_attempts`` runs in all (docs/operations.md).
+        attempt: The failed request's ``attempt``.
+    """
 
     engine: str
     code: str
     message: str
     retryable: bool = False
     generation: int = 0
+    chunk: int | None = None
+    attempt: int = 0
 
 
 class Verification(msgspec.Struct, frozen=True, kw_only=True):
@@ -304,7 +346,14 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobCompleted(Event, tag="job.completed"):
-    """The final, verified result of a job: published on ``qbus.result.<job>``."""
+    """The final, verified result of a job: published on ``qbus.result.<job>``.
+
+    ``cached`` marks a result the route stage answered from the result cache without
+    running an engine; ``cached_from`` is the job whose run produced it.
+
+    ``chunk_engines`` is set for a job that ran in chunks (docs/long-jobs.md): chunk
+    index (as a string) → the engine whose result was used for it.
+    """
 
     engine: str
     engine_version: str
@@ -324,6 +373,9 @@ class JobCompleted(Event, tag="job.completed"):
     # The noise model the result ran under (None: noiseless); part of the result hash.
     noise: NoiseModel | None = None
     tenant: str = ""
+    cached: bool = False
+    cached_from: str | None = None
+    chunk_engines: dict[str, str] = {}
 
 
 class JobFailed(Event, tag="job.failed"):
@@ -400,6 +452,55 @@ class Cancel(Event, tag="control.cancel"):
     reason: str = ""
 
 
+class DeadLetter(Event, tag="dead.letter"):
+    """A message a stage gave up on after ``max_deliver`` deliveries; published on
+    ``qbus.dlq.<stage>.<job>`` (docs/operations.md, "Retries and dead letters").
+
+    The message itself stays in the event log at ``stream_seq``: ``qbus dlq show`` reads
+    it from there, ``qbus dlq replay`` publishes it again.
+
+    Attributes:
+        stage: The stage whose handler gave up (``route``, ``execute`` …).
+        consumer: Its durable consumer.
+        stream: The stream holding the message.
+        subject: The message's subject.
+        stream_seq: The message's sequence in ``stream``.
+        deliveries: How many times it was delivered.
+        reason: The last error text, or why no outcome came (a timeout).
+        cause: ``handler_error`` (the handler raised on the last delivery) or
+            ``max_deliveries`` (no outcome within ``ack_wait``: a hung handler or a
+            stage process that died; from the server's advisory).
+        original_type: The message's event type, empty when it does not decode.
+    """
+
+    stage: str
+    consumer: str
+    stream: str
+    subject: str
+    stream_seq: int
+    deliveries: int
+    reason: str
+    cause: str = "handler_error"
+    original_type: str = ""
+
+
+class ControlRejected(Event, tag="control.rejected"):
+    """The control stage refused a Reroute or Cancel; the job goes on as before.
+
+    Published on ``qbus.control.<job>`` with ``causation_id`` = the refused event.
+
+    Attributes:
+        code: ``job_finished``, ``unknown_job``, ``not_routed``, ``engine_not_deployed``,
+            ``engine_incapable`` or ``nothing_to_reroute``.
+        message: What happened, for a person.
+        request: ``control.reroute`` or ``control.cancel``.
+    """
+
+    code: str
+    message: str
+    request: str = ""
+
+
 AnyEvent = (
     JobSubmitted
     | CircuitIngested
@@ -413,6 +514,8 @@ AnyEvent = (
     | ResultAnchored
     | Reroute
     | Cancel
+    | ControlRejected
+    | DeadLetter
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -428,6 +531,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ResultAnchored,
     Reroute,
     Cancel,
+    ControlRejected,
+    DeadLetter,
 )
 
 FINAL_EVENTS: tuple[type[Event], ...] = (JobCompleted, JobFailed, JobRejected)

@@ -11,9 +11,9 @@ What is converted:
   PHASEDFSIM`` as exact sequences of IR gates (the same matrix, global phase included);
 * the modifiers ``DAGGER`` (any gate) and ``CONTROLLED`` (on gates whose result is one IR
   gate with a controlled form: ``CONTROLLED X`` is ``cx``, ``CONTROLLED CNOT`` is ``ccx``…);
-* ``DEFGATE`` with a constant matrix or ``AS PERMUTATION``: the matrix is synthesised into
-  IR gates with Qiskit (``pip install 'qbus[qiskit]'``); its global phase is dropped, which
-  no measurement can see;
+* ``DEFGATE`` with a constant matrix or ``AS PERMUTATION`` of up to 3 qubits: the matrix is
+  synthesised into IR gates with Qiskit (``pip install 'qbus[qiskit]'``); its global
+  phase is dropped, which no measurement can see;
 * ``DECLARE name BIT[n]`` (or ``OCTET``, 8 bits each): classical bits; ``ro[i]`` is clbit
   ``i`` (the ``i``-th character from the right of a counts key), and further bit regions
   follow ``ro`` in name order (pyQuil does not keep the order of declarations);
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from qbus.errors import CircuitError, MissingOptionalLibraryError
-from qbus.schemas.expr import Expr, fold
+from qbus.schemas.expr import CONSTANTS, FUNCTIONS, Expr, fold
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
 # -- format detection (no pyQuil needed) -------------------------------------------------
@@ -160,6 +160,9 @@ def from_pyquil(program: Any, *, max_ops: int = 1_000_000) -> Circuit:
     """
     return _Converter(_pyquil(), max_ops).convert(program)
 
+
+# Widest DEFGATE matrix synthesised into IR gates.
+_MAX_DEFGATE_QUBITS = 3
 
 # The compiler hints Quil tools use; they leave the program's meaning unchanged.
 _HARMLESS_PRAGMAS = frozenset(
@@ -379,6 +382,10 @@ class _Converter:
             self.current = inst
             try:
                 self.instruction(inst, last=n == len(instructions))
+            except RecursionError as exc:
+                raise self.fail(
+                    "a parameter expression is nested too deeply", code="invalid_parameter"
+                ) from exc
             except (ArithmeticError, ValueError, TypeError) as exc:
                 # pyQuil evaluates constant expressions itself (``RX(1/0)``).
                 raise self.fail(f"{_quil(inst)}: {exc}", code="invalid_parameter") from exc
@@ -602,6 +609,12 @@ class _Converter:
             width = size.bit_length() - 1
             if matrix.shape != (size, size) or 1 << width != size or width < 1:
                 raise self.fail(f"DEFGATE {name}'s matrix is not 2^n × 2^n", "invalid_parameter")
+            if width > _MAX_DEFGATE_QUBITS:
+                # Synthesis cost grows as 4^n: the ingest stage must stay fast.
+                raise self.fail(
+                    f"DEFGATE {name} acts on {width} qubits; matrices of at most "
+                    f"{_MAX_DEFGATE_QUBITS} qubits are synthesised"
+                )
             if not np.allclose(matrix.conj().T @ matrix, np.eye(size), atol=1e-8):
                 raise self.fail(f"DEFGATE {name}'s matrix is not unitary", "invalid_parameter")
             cached = (width, _synthesise(matrix, width, name))
@@ -653,7 +666,7 @@ class _Converter:
                 code="invalid_parameter",
             )
         name = ref.name if size == 1 else f"{ref.name}_{ref.offset}"
-        if not re.fullmatch(r"[^\W\d]\w*", name):
+        if not re.fullmatch(r"[^\W\d]\w*", name) or name in CONSTANTS or name in FUNCTIONS:
             raise self.fail(f"memory region name {ref.name!r} is not a valid parameter name")
         self.used_parameters.add(name)
         return name

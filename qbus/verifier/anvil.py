@@ -88,6 +88,7 @@ class AnvilNode:
         self.host = host
         self.chain_id = chain_id
         self.block_time = block_time
+        self._own_dir = log_dir is None  # a temporary directory: removed at stop
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="qbus-anvil-"))
         self.log_path = self._log_dir / "anvil.log"
         self.start_timeout = start_timeout
@@ -156,6 +157,8 @@ class AnvilNode:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def __enter__(self) -> AnvilNode:
         return self.start()

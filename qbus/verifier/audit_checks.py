@@ -346,6 +346,7 @@ class LogChecker:
         if request is None or request.request is None:
             return  # a missing cause is reported by the envelope check
         engine, chash, options, generation = request.request
+        request.request = None  # answered; the options are not needed any more
         diffs = []
         if engine != event.engine:
             diffs.append(describe_difference("engine", event.engine, engine))
@@ -382,7 +383,7 @@ class LogChecker:
             )
         cause = self._ids.get(event.causation_id or "")
         if cause is None or cause.fields is None:
-            if cause is not None:
+            if cause is not None and cause.type != "execution.completed":
                 self._problem(
                     "missing_cause",
                     f"it answers a {cause.type} (sequence {cause.seq}), not an ExecutionCompleted",
@@ -407,6 +408,9 @@ class LogChecker:
                 where,
                 related=cause.seq,
             )
+        # A result is answered once (the final event is first-only): its fields, which
+        # may hold many counts, are not needed any more.
+        cause.fields = None
 
     def _check_anchor(self, event: ResultAnchored, where: _Seen) -> None:
         self.anchors_checked += 1

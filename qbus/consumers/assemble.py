@@ -1,0 +1,214 @@
+"""Assemble long jobs: collect chunk results and publish the job's one final event.
+
+Called by the verify stage (``VerifyHandler``) for every ExecutionCompleted /
+ExecutionFailed before its usual path:
+
+* a **chunk** result (``chunk`` set) is accepted once into the job's ledger
+  (qbus/bus/ledger.py, compare-and-set): a redelivered result, a second result for a
+  chunk that already has one, a result of a generation older than the job's (a reroute
+  moved the chunk) and any result of a cancelled job are dropped. When the last chunk
+  is in, the chunks are joined in point order into one sweep result, verified like a
+  one-piece sweep, and published as the job's JobCompleted with ``chunk_engines``;
+* a **whole-job** result of a generation older than the job's (it was rerouted while
+  the old engine ran) is dropped; anything else goes on to the usual verify path.
+
+A chunk's ExecutionFailed of the current generation fails the job (JobFailed, through
+the final-event guard).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from qbus.bus.jobstate import JobState
+from qbus.bus.ledger import ChunkDone, ChunkResult, Ledger, LedgerStore
+from qbus.observability import metrics
+from qbus.schemas.events import (
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    JobCompleted,
+    JobFailed,
+    derived_event_id,
+)
+
+log = logging.getLogger("qbus.assemble")
+
+Complete = Callable[[ExecutionCompleted], Event]
+"""Verify one (whole-job) result into its final event: ``VerifyHandler._complete``."""
+
+
+class Assembler:
+    """The verify stage's long-job step.
+
+    Args:
+        ledgers: The chunk bucket.
+        job_state: Job id → its state (the job-state KV), for whole-job generation checks.
+    """
+
+    def __init__(
+        self,
+        ledgers: LedgerStore,
+        job_state: Callable[[str], Awaitable[JobState | None]] | None = None,
+    ) -> None:
+        self.ledgers = ledgers
+        self.job_state = job_state
+        self.dropped = 0
+
+    async def intercept(self, event: Event, complete: Complete) -> Sequence[Event] | None:
+        """The events for ``event`` when this step handles it, or None to go on as usual."""
+        if not isinstance(event, ExecutionCompleted | ExecutionFailed):
+            return None
+        if event.chunk is not None:
+            if isinstance(event, ExecutionFailed):
+                return await self._chunk_failed(event)
+            return await self._chunk_completed(event, complete)
+        if self.job_state is not None:
+            state = await self.job_state(event.job_id)
+            if state is not None and state.generation > event.generation:
+                self._drop(event, f"generation {event.generation} < job's {state.generation}")
+                return []
+        return None
+
+    def _drop(self, event: ExecutionCompleted | ExecutionFailed, why: str) -> None:
+        self.dropped += 1
+        metrics.SUPERSEDED.labels("verify", event.__struct_config__.tag).inc()
+        log.info(
+            "job %s: dropping %s of chunk %s (%s): %s",
+            event.job_id,
+            event.__struct_config__.tag,
+            event.chunk,
+            event.engine,
+            why,
+        )
+
+    async def _chunk_completed(
+        self, event: ExecutionCompleted, complete: Complete
+    ) -> Sequence[Event]:
+        chunk = event.chunk
+        assert chunk is not None and event.chunks is not None
+        key = str(chunk)
+        verdict: list[str] = []
+
+        def accept(ledger: Ledger | None) -> Ledger | None:
+            verdict.clear()
+            ledger = ledger or Ledger(chunks=event.chunks or 0, engine=event.engine)
+            if ledger.status != "running":
+                verdict.append(f"job is {ledger.status}")
+                return None
+            if event.generation < ledger.generation:
+                verdict.append(f"generation {event.generation} < job's {ledger.generation}")
+                return None
+            done = ledger.done.get(key)
+            if done is not None:
+                verdict.append("same" if done.event_id == event.event_id else "chunk done")
+                return None
+            accepted = ChunkDone(
+                engine=event.engine, generation=event.generation, event_id=event.event_id
+            )
+            return msgspec.structs.replace(
+                ledger,
+                chunks=ledger.chunks or event.chunks or 0,
+                done={**ledger.done, key: accepted},
+            )
+
+        # The result is stored before it is counted: a crash between the two leaves an
+        # unreferenced key, never a counted chunk without its points.
+        await self.ledgers.put_result(
+            event.job_id,
+            chunk,
+            ChunkResult(
+                engine=event.engine,
+                engine_version=event.engine_version,
+                generation=event.generation,
+                event_id=event.event_id,
+                seed=event.seed,
+                run_seconds=event.run_seconds,
+                sweep=list(event.options.sweep),
+                sweep_results=list(event.sweep_results or []),
+            ),
+        )
+        _, after = await self.ledgers.change(event.job_id, accept)
+        if verdict and verdict[0] != "same":
+            self._drop(event, verdict[0])
+            return []
+        # Counted now, or counted by an earlier delivery of this very event (a crash
+        # before the final event was stored): the last chunk in assembles the job.
+        if after is None or not after.complete:
+            return []
+        return [await self._assemble(event, after, complete)]
+
+    async def _assemble(
+        self, last: ExecutionCompleted, ledger: Ledger, complete: Complete
+    ) -> Event:
+        parts: list[ChunkResult] = []
+        for k in range(ledger.chunks):
+            done = ledger.done[str(k)]
+            parts.append(await self.ledgers.result(last.job_id, k, done.generation))
+        engines = list(dict.fromkeys(p.engine for p in parts))
+        versions = list(dict.fromkeys(p.engine_version for p in parts))
+        whole = msgspec.structs.replace(
+            last,
+            engine="+".join(engines),
+            engine_version="+".join(versions),
+            # Chunk 0 starts at point 0: its seed is the job's.
+            seed=parts[0].seed,
+            options=msgspec.structs.replace(
+                last.options,
+                sweep=[point for p in parts for point in p.sweep],
+                seed=parts[0].seed,
+            ),
+            sweep_results=[point for p in parts for point in p.sweep_results],
+            run_seconds=sum(p.run_seconds for p in parts),
+            generation=ledger.generation,
+            chunk=None,
+            chunks=None,
+            point_start=None,
+            point_stop=None,
+        )
+        final = complete(whole)
+        if isinstance(final, JobCompleted):
+            final = msgspec.structs.replace(
+                final, chunk_engines={str(k): parts[k].engine for k in range(len(parts))}
+            )
+        log.info("job %s: %d chunks assembled (%s)", last.job_id, ledger.chunks, ", ".join(engines))
+        return final
+
+    async def _chunk_failed(self, event: ExecutionFailed) -> Sequence[Event]:
+        verdict: list[str] = []
+
+        def fail(ledger: Ledger | None) -> Ledger | None:
+            verdict.clear()
+            ledger = ledger or Ledger(chunks=0, engine=event.engine)
+            if ledger.status != "running":
+                verdict.append(f"job is {ledger.status}")
+                return None
+            if event.generation < ledger.generation:
+                verdict.append(f"generation {event.generation} < job's {ledger.generation}")
+                return None
+            if str(event.chunk) in ledger.done:
+                verdict.append("chunk done")
+                return None
+            return msgspec.structs.replace(ledger, status="failed")
+
+        await self.ledgers.change(event.job_id, fail)
+        if verdict and not verdict[0].startswith("job is failed"):
+            self._drop(event, verdict[0])
+            return []
+        return [
+            JobFailed(
+                event_id=derived_event_id(event.event_id, "job.failed"),
+                job_id=event.job_id,
+                causation_id=event.event_id,
+                producer="qbus.verify",
+                code=event.code,
+                message=f"{event.engine}: chunk {event.chunk}: {event.message}",
+                stage="execute",
+            )
+        ]
+
+
+__all__ = ["Assembler"]

@@ -1,0 +1,188 @@
+"""The cost model: each engine's predicted run time for a job, learned from measurements.
+
+Per engine and method the model is linear in four features, with non-negative
+coefficients fitted by ``benchmarks/routing.py --calibrate``::
+
+    seconds ≈ a + b · ops · 2**n + c · 2**n + d · shots
+
+(``n`` qubits, ``ops`` gates without directives; ``shots`` only for ``sample``; a sweep
+costs one run per point). The fitted coefficients ship with the package
+(``cost_defaults.json``, with the machine they were measured on); an engine or method the
+file does not name falls back to the file's ``*`` row.
+
+Online, each engine keeps a multiplicative correction: an exponentially weighted mean of
+``log(observed / predicted)`` over the ExecutionCompleted events the route stage reads, so
+a machine faster or slower than the calibration one, or an engine under another load,
+moves its predictions within a few jobs. An event id is counted once (redeliveries).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from qbus.schemas.gates import DIRECTIVES
+from qbus.schemas.ir import Circuit
+
+DEFAULTS_FILE = "cost_defaults.json"
+FALLBACK = "*"
+FEATURES = ("const", "ops_x_dim", "dim", "shots")
+"""Names of the model's features, in coefficient order."""
+
+_SEEN_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class JobFeatures:
+    """What the cost model looks at.
+
+    Attributes:
+        qubits: Circuit width.
+        ops: Gate count (measure/reset included, barriers not).
+        two_qubit: Gates on two or more qubits.
+        method: The job's method.
+        shots: Shots (for ``sample``).
+        points: Runs the job makes (sweep points; 1 otherwise).
+    """
+
+    qubits: int
+    ops: int
+    two_qubit: int
+    method: str
+    shots: int
+    points: int = 1
+
+    def vector(self) -> tuple[float, float, float, float]:
+        """The model's feature vector (see ``FEATURES``)."""
+        dim = float(2**self.qubits)
+        shots = float(self.shots) if self.method in ("sample", "sweep") else 0.0
+        return (1.0, self.ops * dim, dim, shots)
+
+
+def features(circuit: Circuit, method: str, shots: int, sweep_points: int = 0) -> JobFeatures:
+    """The features of running ``circuit`` with ``method``."""
+    ops = [op for op in circuit.ops if op.name not in DIRECTIVES or op.name in ("measure", "reset")]
+    return JobFeatures(
+        qubits=circuit.num_qubits,
+        ops=len(ops),
+        two_qubit=sum(1 for op in ops if len(op.qubits) >= 2),
+        method=method,
+        shots=shots,
+        points=max(1, sweep_points),
+    )
+
+
+def _model_method(method: str) -> str:
+    # An expectation job is a state-vector run; a sweep is sample runs, one per point.
+    return {"expectation": "statevector", "sweep": "sample"}.get(method, method)
+
+
+class CostModel:
+    """Predicted run seconds per engine, with an online correction per engine.
+
+    Args:
+        coefficients: ``{engine: {method: [a, b, c, d]}}``; ``*`` rows are the fallback.
+        alpha: Weight of one observation in the online correction.
+        meta: Where the coefficients came from (machine, date), for docs and reports.
+    """
+
+    def __init__(
+        self,
+        coefficients: dict[str, dict[str, list[float]]],
+        *,
+        alpha: float = 0.3,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.coefficients = coefficients
+        self.alpha = alpha
+        self.meta = meta or {}
+        self.correction: dict[str, float] = {}
+        self.observations: dict[str, int] = {}
+        self.mean: dict[str, float] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    @classmethod
+    def load_defaults(cls) -> CostModel:
+        """The model fitted on the calibration machine (``cost_defaults.json``)."""
+        text = resources.files("qbus.router").joinpath(DEFAULTS_FILE).read_text()
+        data = json.loads(text)
+        return cls(data["coefficients"], meta=data.get("meta", {}))
+
+    def _coeffs(self, engine: str, method: str) -> list[float]:
+        method = _model_method(method)
+        for e in (engine, FALLBACK):
+            rows = self.coefficients.get(e)
+            if rows:
+                row = rows.get(method) or rows.get(FALLBACK)
+                if row:
+                    return row
+        return [1e-3, 1e-8, 1e-8, 1e-6]
+
+    def base_seconds(self, engine: str, job: JobFeatures) -> float:
+        """The calibrated prediction, without the online correction."""
+        coeffs = self._coeffs(engine, job.method)
+        one = sum(c * x for c, x in zip(coeffs, job.vector(), strict=True))
+        return max(one, 1e-6) * job.points
+
+    def predict(self, engine: str, job: JobFeatures) -> float:
+        """Predicted run seconds of ``job`` on ``engine``."""
+        return self.base_seconds(engine, job) * math.exp(self.correction.get(engine, 0.0))
+
+    def observe(self, engine: str, job: JobFeatures, seconds: float, event_id: str = "") -> bool:
+        """Learn from one observed run; returns False for an event id already counted.
+
+        Args:
+            engine: The engine that ran it.
+            job: What ran.
+            seconds: Its ``run_seconds``.
+            event_id: The ExecutionCompleted's id: a redelivered event is counted once.
+        """
+        if event_id:
+            if event_id in self._seen:
+                return False
+            self._seen[event_id] = None
+            if len(self._seen) > _SEEN_MAX:
+                self._seen.popitem(last=False)
+        if seconds <= 0:
+            return False
+        error = math.log(seconds / self.base_seconds(engine, job))
+        # Clamped: one pathological run (a cold import, a swap storm) moves little.
+        error = max(-5.0, min(5.0, error))
+        old = self.correction.get(engine)
+        self.correction[engine] = error if old is None else old + self.alpha * (error - old)
+        self.observations[engine] = self.observations.get(engine, 0) + 1
+        mean = self.mean.get(engine)
+        self.mean[engine] = seconds if mean is None else mean + self.alpha * (seconds - mean)
+        return True
+
+    def mean_seconds(self, engine: str, default: float) -> float:
+        """The engine's observed mean run time (``default`` before any observation): what
+        one job waiting in its queue is expected to cost."""
+        return self.mean.get(engine, default)
+
+
+def fit(rows: list[tuple[JobFeatures, float]]) -> list[float]:
+    """Non-negative least squares on relative error: each row weighted by 1/seconds.
+
+    Args:
+        rows: (features, observed seconds) of one engine and method.
+
+    Returns:
+        The coefficients ``[a, b, c, d]``.
+    """
+    import numpy as np
+    from scipy.optimize import nnls
+
+    a = np.array([r[0].vector() for r in rows], dtype=float) / np.array(
+        [[max(r[0].points, 1)] for r in rows], dtype=float
+    )
+    y = np.array([r[1] / max(r[0].points, 1) for r in rows], dtype=float)
+    w = 1.0 / np.maximum(y, 1e-6)
+    # Columns span many orders of magnitude: scale them so NNLS is well conditioned.
+    scale = np.maximum(np.abs(a * w[:, None]).max(axis=0), 1e-30)
+    coef, _ = nnls(a * w[:, None] / scale, y * w)
+    return [float(c) for c in coef / scale]
