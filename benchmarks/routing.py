@@ -83,9 +83,18 @@ def time_run(engine: str, circuit: Circuit, options: JobOptions, repeat: int) ->
 
 
 def measure(
-    jobs: list[tuple[Circuit, JobOptions]], engines: tuple[str, ...], repeat: int
+    jobs: list[tuple[Circuit, JobOptions]],
+    engines: tuple[str, ...],
+    repeat: int,
+    table_path: Path | None = None,
 ) -> list[dict[str, float]]:
-    """Per job: engine -> seconds, on every capable engine."""
+    """Per job: engine -> seconds, on every capable engine.
+
+    With ``table_path``: read the table from there when it exists (to refit or re-score
+    without re-running), else write it there after measuring.
+    """
+    if table_path is not None and table_path.exists():
+        return json.loads(table_path.read_text())
     table = []
     for i, (circuit, options) in enumerate(jobs):
         capable = capability_filter(list(engines), circuit, options, 32_768).capable
@@ -96,6 +105,8 @@ def measure(
             f"{options.method:11s} " + " ".join(f"{e}={t * 1e3:.2f}ms" for e, t in row.items()),
             file=sys.stderr,
         )
+    if table_path is not None:
+        table_path.write_text(json.dumps(table))
     return table
 
 
@@ -103,12 +114,14 @@ def _feats(circuit: Circuit, options: JobOptions) -> JobFeatures:
     return features(circuit, options.method, options.shots)
 
 
-def calibrate(engines: tuple[str, ...], count: int, max_qubits: int, repeat: int) -> dict:
+def calibrate(
+    engines: tuple[str, ...], count: int, max_qubits: int, repeat: int, table: Path | None
+) -> dict:
     """Fit the cost model on a training corpus (seed 1) and return the JSON document."""
     for e in engines:  # warm: first calls import and compile
         time_run(e, random_circuit(random.Random(0), 3, 2, True), JobOptions(), 2)
     jobs = corpus(1, count, max_qubits)
-    table = measure(jobs, engines, repeat)
+    table = measure(jobs, engines, repeat, table)
     coefficients: dict[str, dict[str, list[float]]] = {}
     for engine in engines:
         for method in ("sample", "statevector"):
@@ -130,19 +143,28 @@ def calibrate(engines: tuple[str, ...], count: int, max_qubits: int, repeat: int
             "cpus": __import__("os").cpu_count(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "corpus": f"seed 1, {count} circuits, 2-{max_qubits} qubits",
-            "features": ["1", "ops*2^n", "2^n", "shots"],
+            "model": "log(seconds) = w . [1, qubits, log1p(ops), log1p(shots)]",
         },
         "coefficients": coefficients,
     }
 
 
-def evaluate(engines: tuple[str, ...], count: int, max_qubits: int, repeat: int) -> float:
+def evaluate(
+    engines: tuple[str, ...],
+    count: int,
+    max_qubits: int,
+    repeat: int,
+    table_path: Path | None = None,
+    model: CostModel | None = None,
+) -> float:
     """Run the held-back corpus (seed 2); print both totals and the ratio; return it."""
-    model = CostModel.load_defaults()
-    for e in engines:
-        time_run(e, random_circuit(random.Random(0), 3, 2, True), JobOptions(), 2)
+    model = model or CostModel.load_defaults()
+    if table_path is None or not table_path.exists():
+        for e in engines:
+            time_run(e, random_circuit(random.Random(0), 3, 2, True), JobOptions(), 2)
     jobs = corpus(2, count, max_qubits)
-    table = measure(jobs, engines, repeat)
+    table = measure(jobs, engines, repeat, table_path)
+    losses = []
     best_total = auto_total = 0.0
     hits = 0
     for (circuit, options), row in zip(jobs, table, strict=True):
@@ -153,12 +175,21 @@ def evaluate(engines: tuple[str, ...], count: int, max_qubits: int, repeat: int)
         best_total += row[best]
         auto_total += row[pick]
         hits += pick == best
+        losses.append((row[pick] - row[best], circuit, options, pick, best, row))
     ratio = auto_total / best_total if best_total else float("nan")
     print(f"corpus: {len(jobs)} circuits (seed 2, 2-{max_qubits} qubits), engines {engines}")
     print(f"calibration: {model.meta.get('machine', '?')} ({model.meta.get('date', '?')})")
     print(f"best engine per circuit in hindsight: {best_total:.4f} s")
     print(f"auto (cost model argmin), as run:     {auto_total:.4f} s")
     print(f"ratio auto / best: {ratio:.3f} (target <= 1.2); auto picked the best {hits} times")
+    for loss, circuit, options, pick, best, row in sorted(losses, key=lambda x: -x[0])[:5]:
+        if loss > 0:
+            print(
+                f"  largest misses: {circuit.num_qubits}q {len(circuit.ops)} ops "
+                f"{options.method}: picked {pick} {row[pick] * 1e3:.1f} ms, best {best} "
+                f"{row[best] * 1e3:.1f} ms",
+                file=sys.stderr,
+            )
     return ratio
 
 
@@ -173,7 +204,10 @@ async def cache_latency(samples: int) -> None:
     from qbus.producers.submit import wait_final
     from qbus.schemas.events import JobCompleted, JobSubmitted, new_event_id, new_job_id
 
-    bell = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n'
+    bell = (
+        'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
+        "h q[0];\ncx q[0],q[1];\nmeasure q -> c;\n"
+    )
 
     def job() -> JobSubmitted:
         return JobSubmitted(
@@ -220,20 +254,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--out", type=Path, default=DEFAULTS_PATH)
+    parser.add_argument(
+        "--table", type=Path, default=None, help="measurements: reuse when present, else save"
+    )
     args = parser.parse_args(argv)
     engines = tuple(e for e in args.engines.split(",") if e)
     if args.cache_latency:
         asyncio.run(cache_latency(args.count or 50))
         return 0
     if args.calibrate:
-        doc = calibrate(engines, args.count or 80, 20, args.repeat)
+        doc = calibrate(engines, args.count or 80, 22, args.repeat, args.table)
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.out}")
         return 0
     if args.quick:
         ratio = evaluate(engines[:2], args.count or 4, 6, 1)
     else:
-        ratio = evaluate(engines, args.count or 60, 22, args.repeat)
+        ratio = evaluate(engines, args.count or 60, 22, args.repeat, args.table)
     return 0 if ratio == ratio else 1  # nan: nothing ran
 
 

@@ -99,7 +99,7 @@ def main() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.pass_context
 def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
-    """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor) here."""
+    """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor, control) here."""
     from qbus.consumers.stages import run_stage
     from qbus.observability import tracing
 
@@ -635,6 +635,10 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
                 + (f", engine {state.engine}" if state.engine else "")
                 + ")"
             )
+            from qbus.control_cli import job_progress
+
+            if (progress := await job_progress(bus, job_id)) is not None:
+                click.echo(f"  {progress}")  # a long job's chunks (docs/long-jobs.md)
             async for seq, subject, event in events_of(bus, job_id, timeout=1.0):
                 if as_json:
                     click.echo(msgspec.json.encode(event).decode())
@@ -661,11 +665,19 @@ def _summary(event: Event) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
-    """Print final results as they arrive (Ctrl-C to stop)."""
+    """Print final results as they arrive (Ctrl-C to stop).
+
+    With ``--job`` a long job's chunk progress is shown as a bar as it changes.
+    """
     config = _config(ctx)
 
     async def go() -> None:
         async with await Bus.connect(config.bus) as bus:
+            background: list[asyncio.Task] = []
+            if job_filter != "*" and not as_json:
+                from qbus.control_cli import follow_progress
+
+                background.append(asyncio.create_task(follow_progress(bus, job_filter)))
             sub = await bus.nc.subscribe(bus.subjects.result(job_filter))
             async for msg in sub.messages:
                 event = decode(msg.data)
@@ -754,3 +766,5 @@ cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["secrets"]).secrets)
 cli.add_command(__import__("qbus.audit_cli", fromlist=["audit"]).audit)
 cli.add_command(__import__("qbus.producers.template_cli", fromlist=["run"]).run)
 cli.add_command(__import__("qbus.dlq_cli", fromlist=["dlq"]).dlq)
+cli.add_command(__import__("qbus.control_cli", fromlist=["reroute"]).reroute)
+cli.add_command(__import__("qbus.control_cli", fromlist=["cancel"]).cancel)

@@ -88,8 +88,8 @@ class Supervisor:
         for engine in engines:
             plan += [(f"execute-{engine}", ["stage", "execute", "--engine", engine])] * copies
         plan += [("verify", ["stage", "verify"])] * copies
-        plan += [("control", ["stage", "control"])] * copies  # reroute / cancel
         plan.append(("audit", ["stage", "audit"]))  # the chain has one writer
+        plan += [("control", ["stage", "control"])] * copies  # reroute / cancel
         plan += extra_stages or []  # e.g. the anchor stage and chain listener (one each)
         counts: dict[str, int] = {}
         for name, argv in plan:

@@ -5,8 +5,23 @@ from __future__ import annotations
 import asyncio
 
 from qbus.bus.connection import Bus
+from qbus.engines.registry import available_engines
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import Event, JobSubmitted, new_event_id, new_job_id
+
+# Engines installed only to prove a check catches them (tests/plugins): they are wrong on
+# purpose, so suites that hold every engine to the reference leave them out.
+DELIBERATELY_WRONG_ENGINES = frozenset({"flipper"})
+
+
+def engines_under_test(*, include_reference: bool = False) -> list[str]:
+    """Every installed engine a conformance or bus suite should hold to the reference."""
+    return [
+        name
+        for name in available_engines()
+        if name not in DELIBERATELY_WRONG_ENGINES and (include_reference or name != "reference")
+    ]
+
 
 QASM2_BELL = """OPENQASM 2.0;
 include "qelib1.inc";

@@ -121,6 +121,7 @@ async def test_tenant_job_runs_under_stage_users(
         "execute-qiskit-aer": "execute",
         "verify": "verify",
         "audit": "audit",
+        "control": "control",
     }
     tenant = await _tenant(auth_server, auth_files, "A")
     try:

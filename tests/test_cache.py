@@ -43,7 +43,7 @@ async def _cache_entries(bus: Bus) -> int:
         raise
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:  # noqa: ANN001
+async def _until(predicate, timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.02)):
         if await predicate():
             return
@@ -105,7 +105,7 @@ async def _entries_at_least(bus: Bus, n: int) -> bool:
 
 
 async def test_opt_out_and_unseeded_sampling_run_again(bus: Bus, pipeline: Pipeline):
-    (first,) = await run_jobs(bus, [job(QASM3_GHZ, shots=300, seed=5)])
+    await run_jobs(bus, [job(QASM3_GHZ, shots=300, seed=5)])
     await _until(lambda: _entries_at_least(bus, 1))
     opted_out = job(QASM3_GHZ, shots=300, seed=5, cache=False)
     (again,) = await run_jobs(bus, [opted_out])
@@ -125,9 +125,7 @@ async def test_opt_out_and_unseeded_sampling_run_again(bus: Bus, pipeline: Pipel
 
 
 async def test_entries_expire_after_the_ttl(config: Config, bus: Bus):
-    short = Config(
-        bus=config.bus, state_dir=config.state_dir, cache=CacheConfig(ttl_seconds=1.0)
-    )
+    short = Config(bus=config.bus, state_dir=config.state_dir, cache=CacheConfig(ttl_seconds=1.0))
     async with Pipeline(short) as pipeline:
         (first,) = await run_jobs(bus, [job(QASM2_BELL, shots=200, seed=3)])
         await _until(lambda: _entries_at_least(bus, 1))

@@ -133,7 +133,7 @@ def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
             lines.append(line)
         url = re.search(r"nats://[\d.]+:\d+", lines[0]).group(0)
         pids = [int(m) for m in re.findall(r"pid (\d+)", "".join(lines[1:]))]
-        assert len(pids) == 6
+        assert len(pids) == 7  # ingest rewrite route execute verify audit control
         watch = subprocess.Popen(
             [sys.executable, "-m", "qbus", "--url", url, "watch", "--json"],
             stdout=subprocess.PIPE,

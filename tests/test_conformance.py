@@ -15,16 +15,17 @@ import pytest
 
 from qbus.engines import reference
 from qbus.engines.base import RunRequest
-from qbus.engines.registry import BUILTIN_ENGINES, available_engines, get_engine
+from qbus.engines.registry import BUILTIN_ENGINES, get_engine
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, bind
 from qbus.verifier.statistics import check_counts
+from tests.jobs import engines_under_test
 
 FIDELITY = 1 - 1e-6
 
 
 def _engines() -> list[str]:
-    return [name for name in available_engines() if name != "reference"]
+    return engines_under_test()
 
 
 def test_every_builtin_engine_loads_in_the_test_environment():

@@ -23,6 +23,8 @@ from qbus.bus.connection import Bus
 from qbus.bus.deadletter import DEAD_LETTERED, REPLAY_HEADER, dead_letters
 from qbus.bus.runner import StageRunner
 from qbus.bus.server import NatsServer
+from qbus.consumers.audit import verify_log
+from qbus.errors import Fail
 from qbus.producers.submit import events_of, wait_final
 from qbus.schemas.events import DeadLetter, Event, JobFailed, decode
 from tests.jobs import QASM2_BELL, count_results, job
@@ -67,14 +69,17 @@ async def dlq_bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-async def _running(bus: Bus, stage: str, handler) -> tuple[StageRunner, asyncio.Task]:
+async def _running(
+    bus: Bus, stage: str, handler, grace: float = 0.5
+) -> tuple[StageRunner, asyncio.Task]:
     runner = StageRunner(
         bus,
         stage=stage,
         durable=stage,
         subjects=[bus.subjects.submit],
         handler=handler,
-        retries=RetriesConfig(redeliver_delay=0.1),
+        # A short grace: the hung handler below is known never to finish.
+        retries=RetriesConfig(redeliver_delay=0.1, dead_letter_grace=grace),
         consumer_poll=0,
     )
     return runner, asyncio.create_task(runner.run())
@@ -161,6 +166,9 @@ async def test_handler_that_always_raises_is_dead_lettered_listed_and_replayed(d
         assert copy.headers["Nats-Msg-Id"] == second.causation_id
         assert decode(copy.data).job_id == submitted.job_id
         assert await count_results(bus, submitted.job_id) == 1
+        # Dead letters, their job ends and the replayed copy are all well-formed events.
+        report = await verify_log(bus)
+        assert report.problems == [], report.problems
 
         missing = await asyncio.to_thread(qbus, url, "dlq", "show", "nonexistent")
         assert missing.returncode != 0 and "no dead letter" in missing.stderr
@@ -190,3 +198,50 @@ async def test_handler_that_never_finishes_is_dead_lettered_from_the_advisory(dl
         handler.release.set()
         await _stop(runner, task)
     assert await count_results(bus, submitted.job_id) == 1
+
+
+class Late:
+    """A stage whose first run outlasts every delivery's ack wait, then ends the job."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(self.seconds)
+        raise Fail("finished late", code="done_late")
+
+
+async def test_message_finished_within_the_grace_is_not_dead_lettered(dlq_bus: Bus):
+    bus = dlq_bus
+    # The server gives up after MAX_DELIVER ack waits (1 s each); the handler is done at
+    # 1.5 ack waits past that, well inside the 4 s grace.
+    handler = Late(seconds=MAX_DELIVER * bus.config.ack_wait + 1.5)
+    runner, task = await _running(bus, "late", handler, grace=4.0)
+    try:
+        submitted = job(QASM2_BELL)
+        await bus.publish(submitted)
+        final = await wait_final(bus, submitted.job_id, 30)
+        assert isinstance(final, JobFailed) and final.code == "done_late", final
+
+        async def advisory_handled() -> bool:
+            info = await bus.js.consumer_info(bus.config.advisory_stream, "dlq-late")
+            return (
+                info.num_pending == 0
+                and info.num_ack_pending == 0
+                and info.delivered.stream_seq >= 1
+            )
+
+        deadline = time.monotonic() + 20
+        while not await advisory_handled():
+            assert time.monotonic() < deadline, "the advisory was never handled"
+            await asyncio.sleep(0.1)
+        # The server did give up (there was an advisory), but the message was settled.
+        advisories = await bus.js.stream_info(bus.config.advisory_stream)
+        assert advisories.state.messages == 1
+        assert await dead_letters(bus) == []
+        assert await count_results(bus, submitted.job_id) == 1
+    finally:
+        await _stop(runner, task)

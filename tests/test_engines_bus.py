@@ -7,13 +7,12 @@ import pytest
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
-from qbus.engines.registry import available_engines
 from qbus.schemas.events import JobCompleted
-from tests.jobs import QASM3_GHZ, job, run_jobs
+from tests.jobs import QASM3_GHZ, engines_under_test, job, run_jobs
 
 pytestmark = pytest.mark.timeout(240)
 
-ENGINES = tuple(name for name in available_engines() if name != "reference")
+ENGINES = tuple(engines_under_test())
 
 
 async def test_every_engine_completes_sample_and_statevector_jobs(config: Config, bus: Bus):

@@ -7,155 +7,43 @@ exactly once, equal the one-engine result, and say which chunk ran where.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from nats.js import api as js_api
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-from qbus.bus.ledger import Ledger, LedgerStore
-from qbus.consumers.pipeline import Pipeline
-from qbus.consumers.stages import build_stage
+from qbus.errors import Reject
 from qbus.producers.submit import wait_final
 from qbus.router.chunks import chunk_count, chunk_range, split
 from qbus.schemas.events import (
     ControlRejected,
-    Event,
     ExecutionCompleted,
     ExecutionRequested,
     JobCompleted,
     JobOptions,
-    Observable,
     Reroute,
-    decode,
     new_event_id,
 )
 from qbus.schemas.ir import Circuit
 from qbus.schemas.sweep import SweepPoint
 from tests.jobs import QASM2_BELL, job
+from tests.longjobs import (
+    FIRST,
+    POINTS,
+    PROGRAM,
+    SECOND,
+    Executor,
+    answer_to,
+    ledger_of,
+    log_of,
+    stages,
+    sweep_job,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
-
-FIRST, SECOND = "qiskit-aer", "cirq"
-PROGRAM = """OPENQASM 3.0;
-include "stdgates.inc";
-input float theta;
-qubit[2] q;
-bit[2] c;
-ry(theta) q[0];
-cx q[0], q[1];
-rx(theta / 2) q[1];
-c = measure q;
-"""
-POINTS = [{"theta": 0.05 * i} for i in range(128)]
-CHUNK = 2  # 128 points, 2 a chunk: 64 chunks
-OBSERVABLES = msgspec.convert(
-    [
-        {"terms": [{"coeff": 1.0, "pauli": "Z0 Z1"}, {"coeff": 0.5, "pauli": "X1"}]},
-        {"terms": [{"coeff": 1.0, "pauli": "Z0"}]},
-    ],
-    list[Observable],
-)
-STAGES = ("ingest", "rewrite", "route", "verify", "audit", "control")
-
-
-def sweep_job(engine: str, chunk_size: int | None = CHUNK, **fields: object):
-    return job(
-        PROGRAM,
-        method="sweep",
-        engine=engine,
-        sweep=POINTS,
-        observables=OBSERVABLES,
-        chunk_size=chunk_size,
-        **fields,
-    )
-
-
-class Executor:
-    """One engine's executor stage that a test starts and stops."""
-
-    def __init__(self, config: Config, engine: str, batch: int = 4) -> None:
-        self.config, self.engine, self.batch = config, engine, batch
-        self.bus: Bus | None = None
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> Executor:
-        self.bus = await Bus.connect(self.config.bus, name=f"test-execute-{self.engine}")
-        self.stage = build_stage("execute", self.bus, self.config, engine=self.engine)
-        # Small batches: results come out a few chunks at a time, as in a long job.
-        self.stage.batch = self.batch  # type: ignore[attr-defined]
-        self.task = asyncio.create_task(self.stage.run())
-        return self
-
-    async def stop(self) -> None:
-        self.stage.stop()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 30)
-        if self.bus is not None:
-            await self.bus.close()
-
-
-@contextlib.asynccontextmanager
-async def stages(config: Config, bus: Bus) -> AsyncIterator[Pipeline]:
-    for engine in (FIRST, SECOND):
-        await bus.ensure_executor(engine)
-    async with Pipeline(config, stages=STAGES, engines=()) as p:
-        yield p
-        p.check()
-
-
-async def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``predicate`` (async) until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no {what} within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
-async def ledger_of(bus: Bus, job_id: str) -> Ledger | None:
-    ledger, _ = await LedgerStore(bus.js, bus.config.kv_chunks).read(job_id)
-    return ledger
-
-
-async def log_of(bus: Bus, job_id: str) -> list[tuple[str, Event]]:
-    """Every stored event of the job, in log order, those after its final event too."""
-    sub = await bus.js.subscribe(
-        bus.subjects.result(job_id),
-        stream=bus.config.stream,
-        ordered_consumer=True,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-        config=js_api.ConsumerConfig(filter_subjects=bus.subjects.of_job(job_id)),
-    )
-    out: list[tuple[str, Event]] = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=5.0)
-            out.append((msg.subject, decode(msg.data)))
-            if msg.metadata.num_pending == 0:
-                return out
-    finally:
-        await sub.unsubscribe()
-
-
-async def answer_to(bus: Bus, event_id: str, job_id: str) -> Event:
-    """The first event in the log caused by ``event_id``."""
-
-    async def find():
-        for _, e in await log_of(bus, job_id):
-            if e.causation_id == event_id:
-                return e
-        return None
-
-    return await wait_for(find, 30, f"answer to {event_id}")
 
 
 # ----------------------------------------------------------------------- pure parts
@@ -187,6 +75,9 @@ def test_split_covers_every_point_once_with_whole_sweep_seeds():
     assert split(msgspec.structs.replace(whole, options=JobOptions(sweep=POINTS)), 2) == [
         msgspec.structs.replace(whole, options=JobOptions(sweep=POINTS))
     ]
+    with pytest.raises(Reject) as info:
+        split(msgspec.structs.replace(whole, options=JobOptions(method="sweep", chunk_size=0)))
+    assert info.value.code == "invalid_chunk_size" and info.value.where == "$.chunk_size"
     assert chunk_count(128, 2, 4096) == 64 and chunk_count(128, 2, 10) == 10
     ranges = [chunk_range(10, 3, k) for k in range(3)]
     assert ranges == [(0, 3), (3, 6), (6, 10)]
@@ -221,6 +112,11 @@ async def test_long_sweep_runs_in_chunks_and_equals_the_one_piece_run(config: Co
     assert sorted(r.chunk for r in requests) == list(range(64))
     ledger = await ledger_of(bus, chunked.job_id)
     assert ledger is not None and ledger.complete and len(ledger.done) == 64
+    # The audit checks the assembled result's hash and finds nothing wrong.
+    from qbus.consumers.audit import audit_log
+
+    report, _ = await audit_log(bus)
+    assert not [p for p in report.problems if p.job_id == chunked.job_id], report.problems
 
 
 async def test_reroute_mid_sweep_moves_only_the_unfinished_chunks(config: Config, bus: Bus):
@@ -353,3 +249,133 @@ async def test_reroute_a_whole_job_and_refusals(config: Config, bus: Bus):
     assert isinstance(final, JobCompleted) and final.engine == SECOND, final
     assert isinstance(after, ControlRejected) and after.code == "job_finished"
     assert final.chunk_engines == {}
+
+
+async def test_assembler_counts_each_chunk_once_and_drops_stale_results(bus: Bus):
+    from qbus.bus.ledger import LedgerStore
+    from qbus.consumers.assemble import Assembler
+    from qbus.consumers.execute import ExecuteHandler
+    from qbus.consumers.verify import VerifyHandler
+    from qbus.schemas.qasm import parse_qasm
+
+    circuit: Circuit = parse_qasm(PROGRAM)[0]
+    whole = ExecutionRequested(
+        event_id=new_event_id(),
+        job_id="assemble-1",
+        engine="reference",
+        circuit=circuit,
+        circuit_hash="sha256:" + "00" * 32,
+        options=JobOptions(method="sweep", sweep=POINTS[:6], seed=5, chunk_size=2),
+    )
+    parts = split(whole)
+    executor = ExecuteHandler("reference", None)
+    results = [(await executor.handle(p))[0] for p in parts]
+    assert all(
+        isinstance(r, ExecutionCompleted) and r.chunk == p.chunk
+        for r, p in zip(results, parts, strict=True)
+    )
+    store = LedgerStore(bus.js, bus.config.kv_chunks)
+    assembler = Assembler(store)
+    complete = VerifyHandler()._complete
+    assert await assembler.intercept(results[0], complete) == []
+    assert await assembler.intercept(results[0], complete) == []  # redelivered
+    ledger, _ = await store.read("assemble-1")
+    assert ledger is not None and list(ledger.done) == ["0"]
+    # A reroute bumps the generation: a result of generation 0 is stale from then on.
+    await store.change("assemble-1", lambda led: msgspec.structs.replace(led, generation=1))
+    assert await assembler.intercept(results[1], complete) == []
+    assert assembler.dropped == 1
+    moved = [msgspec.structs.replace(r, event_id=new_event_id(), generation=1) for r in results[1:]]
+    assert await assembler.intercept(moved[0], complete) == []
+    (final,) = await assembler.intercept(moved[1], complete)
+    # The last chunk's redelivery (a crash before the final event was stored) gives the
+    # same final event, which the server's dedupe then drops.
+    (again,) = await assembler.intercept(moved[1], complete)
+    assert isinstance(final, JobCompleted) and again.event_id == final.event_id
+    assert final.chunk_engines == {"0": "reference", "1": "reference", "2": "reference"}
+    assert final.verification.verdict == "pass"
+    one_piece = (await executor.handle(whole))[0]
+    assert final.sweep_results == one_piece.sweep_results
+    assert final.seed == one_piece.seed == 5
+
+
+async def test_a_redelivered_reroute_is_applied_once(config: Config, bus: Bus):
+    from functools import partial
+
+    from qbus.bus.ledger import JobStates, LedgerStore
+    from qbus.consumers.control import ControlHandler, last_event
+
+    async with stages(config, bus):
+        # Nothing runs either engine: the job stays where the handler leaves it.
+        j = sweep_job(FIRST)
+        await bus.publish(j)
+
+        async def routed():
+            state = await bus.job_state(j.job_id)
+            return state is not None and state.status == "routed"
+
+        await wait_for(routed, 60, "routing")
+        handler = ControlHandler(
+            JobStates(bus.js, bus.config.kv_jobs),
+            LedgerStore(bus.js, bus.config.kv_chunks),
+            partial(last_event, bus),
+            deployed=bus.deployed_engines,
+        )
+        move = Reroute(event_id=new_event_id(), job_id=j.job_id, engine=SECOND)
+        first = await handler.handle(move)
+        second = await handler.handle(move)
+        other = await handler.handle(
+            Reroute(event_id=new_event_id(), job_id=j.job_id, engine=FIRST)
+        )
+        state = await bus.job_state(j.job_id)
+    assert len(first) == 64 and all(isinstance(e, ExecutionRequested) for e in first)
+    assert {e.generation for e in first} == {1} and {e.engine for e in first} == {SECOND}
+    assert [e.event_id for e in second] == [e.event_id for e in first]
+    assert [e.generation for e in second] == [1] * 64
+    # A second, different reroute is a new generation.
+    assert {e.generation for e in other} == {2} and {e.engine for e in other} == {FIRST}
+    assert state is not None and state.generation == 2 and state.engine == FIRST
+    # Every chunk is republished with its whole-sweep points.
+    assert [p for e in first for p in e.options.sweep] == POINTS
+
+
+async def test_reroute_while_the_first_engine_keeps_running(config: Config, bus: Bus):
+    # No pause this time: the first engine races the reroute. Which chunks stay is up
+    # to timing; that every chunk is used once, from one run, is not.
+    async with stages(config, bus):
+        first = await Executor(config, FIRST, batch=4).start()
+        second = await Executor(config, SECOND, batch=4).start()
+        try:
+            j = sweep_job(FIRST)
+            await bus.publish(j)
+
+            async def some_done():
+                ledger = await ledger_of(bus, j.job_id)
+                return ledger is not None and len(ledger.done) >= 4
+
+            await wait_for(some_done, 120, "4 chunks done")
+            reroute = Reroute(event_id=new_event_id(), job_id=j.job_id, engine=SECOND)
+            await bus.publish(reroute)
+            final = await wait_final(bus, j.job_id, 120)
+            reference = sweep_job(SECOND, chunk_size=1000)
+            await bus.publish(reference)
+            one_piece = await wait_final(bus, reference.job_id, 120)
+            log = await log_of(bus, j.job_id)
+        finally:
+            await first.stop()
+            await second.stop()
+    assert isinstance(final, JobCompleted), final
+    assert isinstance(one_piece, JobCompleted), one_piece
+    assert sorted(int(k) for k in final.chunk_engines) == list(range(64))
+    for x, y in zip(final.sweep_results, one_piece.sweep_results, strict=True):
+        assert x.expectations == pytest.approx(y.expectations, abs=1e-6)
+    completed = [e for _, e in log if isinstance(e, ExecutionCompleted)]
+    assert max(Counter((e.chunk, e.generation) for e in completed).values()) == 1
+    ledger = await ledger_of(bus, j.job_id)
+    assert ledger is not None
+    if ledger.generation == 1:  # the reroute came before the last chunk was counted
+        for k, engine in final.chunk_engines.items():
+            assert engine == (FIRST if ledger.done[k].generation == 0 else SECOND)
+    else:
+        assert set(final.chunk_engines.values()) == {FIRST}
+    assert sum(isinstance(e, JobCompleted) for _, e in log) == 1

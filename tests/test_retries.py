@@ -8,6 +8,7 @@ runs is read from disk, not from the code under test.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -15,8 +16,11 @@ import pytest
 
 from qbus.bus.config import Config, RetriesConfig
 from qbus.bus.connection import Bus
+from qbus.consumers.audit import verify_log
 from qbus.consumers.pipeline import Pipeline
+from qbus.consumers.retry import RetryPolicy, find_request, job_ended
 from qbus.engines import registry
+from qbus.errors import Retry
 from qbus.producers.submit import events_of
 from qbus.schemas.events import (
     Event,
@@ -25,8 +29,11 @@ from qbus.schemas.events import (
     JobCompleted,
     JobFailed,
     derived_event_id,
+    new_event_id,
 )
+from qbus.schemas.ir import circuit_hash
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
+from tests.samples import BELL, OPTS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,11 +42,12 @@ RETRIES = RetriesConfig(max_attempts=3, base_delay=0.3, max_delay=1.0)
 
 @pytest.fixture
 async def flaky(config: Config, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bus]:
-    """Stages up to verify, with an executor for the flaky test engine."""
+    """Stages up to verify, with executors for the flaky and hostile test engines."""
     monkeypatch.setitem(registry.BUILTIN_ENGINES, "flaky", "tests.flaky_engine:FlakyEngine")
+    monkeypatch.setitem(registry.BUILTIN_ENGINES, "hostile", "tests.hostile_engine:HostileEngine")
     cfg = msgspec.structs.replace(config, retries=RETRIES)
     stages = ("ingest", "rewrite", "route", "execute", "verify")
-    async with Pipeline(cfg, stages=stages, engines=("flaky",)) as pipeline:
+    async with Pipeline(cfg, stages=stages, engines=("flaky", "hostile")) as pipeline:
         yield bus
         pipeline.check()
 
@@ -82,8 +90,11 @@ async def test_two_transient_failures_then_success(flaky: Bus, tmp_path: Path):
         # The backoff was waited out (the server hands the failure back after it).
         waited = retry.timestamp - failure.timestamp
         assert waited >= RETRIES.backoff(failure.attempt + 1) - 0.06, waited
-    assert final.causation_id is not None
     assert await count_results(flaky, submitted.job_id) == 1
+    # The audit's checks accept the retries: each answers an event of the log, and the
+    # result re-derives from the request it answers.
+    report = await verify_log(flaky)
+    assert report.problems == [], report.problems
 
 
 async def test_always_transient_fails_after_max_attempts(flaky: Bus, tmp_path: Path):
@@ -115,6 +126,61 @@ async def test_non_retryable_failure_ends_the_job_at_once(flaky: Bus, tmp_path: 
     assert len([e for e in events if isinstance(e, ExecutionRequested)]) == 1
     (failure,) = [e for e in events if isinstance(e, ExecutionFailed)]
     assert not failure.retryable
+
+
+async def test_sandbox_worker_crash_is_retried_then_fails_with_its_code(flaky: Bus):
+    # The engine code SIGKILLs its sandbox worker on every run: a crash, not a limit.
+    submitted = job(
+        QASM2_BELL, engine="hostile", hypervisor="process", parameters={"kill_parent": 1.0}
+    )
+    (final,) = await run_jobs(flaky, [submitted])
+    assert isinstance(final, JobFailed), final
+    assert final.code == "worker_died"
+    assert "gave up after 3 attempts" in final.message
+    events = await _log(flaky, submitted.job_id)
+    failures = [e for e in events if isinstance(e, ExecutionFailed)]
+    assert [(f.attempt, f.code, f.retryable) for f in failures] == [
+        (k, "worker_died", True) for k in range(3)
+    ]
+
+
+async def test_policy_reads_the_request_back_and_skips_ended_jobs(bus: Bus):
+    """The policy against the real log: the wait, the request it re-issues, and no retry
+    for a job that ended (a cancel, say) while it waited."""
+    policy = RetryPolicy(RETRIES, partial(find_request, bus), partial(job_ended, bus))
+    request = ExecutionRequested(
+        event_id=new_event_id(),
+        job_id="ended-while-waiting",
+        engine="flaky",
+        circuit=BELL,
+        circuit_hash=circuit_hash(BELL),
+        options=msgspec.structs.replace(OPTS, priority="high"),
+    )
+    await bus.publish(request)
+    failed = ExecutionFailed(
+        event_id=new_event_id(),
+        job_id=request.job_id,
+        causation_id=request.event_id,
+        engine="flaky",
+        code="engine_throttled",
+        message="throttled",
+        retryable=True,
+    )
+    # Just failed: the handler asks to see the failure again when the backoff is over.
+    with pytest.raises(Retry) as waiting:
+        await policy.on_failure(failed)
+    assert 0 < waiting.value.delay <= RETRIES.backoff(1)
+    # Backoff over: the same request (found on its priority subject), attempt 1.
+    later = msgspec.structs.replace(failed, timestamp=failed.timestamp - 10)
+    (again,) = await policy.on_failure(later)
+    assert isinstance(again, ExecutionRequested)
+    assert (again.attempt, again.causation_id) == (1, failed.event_id)
+    assert (again.circuit, again.options) == (request.circuit, request.options)
+    # The job ends meanwhile: nothing more is asked for.
+    await bus.publish(
+        JobFailed(event_id=new_event_id(), job_id=request.job_id, code="cancelled", message="x")
+    )
+    assert await policy.on_failure(later) == []
 
 
 def test_backoff_doubles_up_to_the_cap():

@@ -10,7 +10,6 @@ import pytest
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.consumers.route import RouteHandler, job_features
-from qbus.engines.registry import get_engine
 from qbus.errors import Reject
 from qbus.router.capability import capability_filter, state_bytes
 from qbus.router.cost import CostModel, features, fit
@@ -120,7 +119,8 @@ def test_rank_adds_queue_wait_and_describes_runners_up():
     loaded = rank(["a", "b"], {"a": 0.010, "b": 0.002}.get, {"a": 0.0, "b": 0.05}.get)
     assert loaded[0].engine == "a"  # b's queue costs more than a's slower run
     text = describe(ranked)
-    assert text.startswith("auto: cheapest predicted: b 2 ms") and "runners-up: c 3 ms, a 10 ms" in text
+    assert text.startswith("auto: cheapest predicted: b 2 ms")
+    assert "runners-up: c 3 ms, a 10 ms" in text
 
 
 async def _settled(model: CostModel, observed: int) -> None:
@@ -239,7 +239,7 @@ async def test_high_priority_jobs_overtake_queued_low_ones(bus: Bus, config):
         assert request.options.priority == j.priority
         req_seqs.append(seq)
     # The subject carries the priority; normal jobs keep the four-token subject.
-    assert (await _events(bus, bus.subjects.exec("qiskit-aer", highs[0].job_id, "high")))
+    assert await _events(bus, bus.subjects.exec("qiskit-aer", highs[0].job_id, "high"))
     ((busy_done, _),) = await _events(bus, bus.subjects.executed(busy.job_id))
     assert busy_done > max(req_seqs), "the busy job ended before the queue was built"
     done = {}

@@ -33,7 +33,7 @@ from qbus.errors import ConfigError
 TEMPLATE = Path(__file__).with_name("nats-auth.conf.tmpl")
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 _TENANT_RE = re.compile(TENANT_PATTERN)
-STAGES = ("ingest", "rewrite", "route", "execute", "verify", "audit")
+STAGES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "control")
 ADMIN = "admin"
 
 
@@ -70,6 +70,9 @@ def _stage_outputs(stage: str, s: Subjects) -> list[str]:
             return [*final, s.anchored(), s.exec_all()]
         case "audit":
             return []
+        case "control":
+            # Rerouted chunks, refusals, and a cancel's JobFailed (docs/long-jobs.md).
+            return [s.exec(), s.exec_all(), s.control(), *final]
     # A stage qbus does not know (a chain anchor, a scheduler): any qbus event subject.
     return [s.all]
 

@@ -484,6 +484,9 @@ class RetriesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         dead_letter_advisories: Turn the server's max-deliveries advisories (a handler
             that never finished, a stage process that died on the message) into dead
             letters too.
+        dead_letter_grace: Seconds after such an advisory before the message counts as
+            lost; acked by then, or its job ended by then, it is left alone (a holder
+            whose keep-alives were late on a starved machine may still finish it).
     """
 
     max_attempts: int = 3
@@ -491,12 +494,15 @@ class RetriesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_delay: float = 30.0
     redeliver_delay: float = 1.0
     dead_letter_advisories: bool = True
+    dead_letter_grace: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.base_delay < 0 or self.redeliver_delay < 0:
             raise ValueError("base_delay and redeliver_delay must be 0 or more")
+        if self.dead_letter_grace < 0:
+            raise ValueError("dead_letter_grace must be 0 or more")
         if self.max_delay < self.base_delay:
             raise ValueError("max_delay must be at least base_delay")
 

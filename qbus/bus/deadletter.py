@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus import tenancy
 from qbus.bus.jobstate import state_for
+from qbus.observability import metrics
 from qbus.schemas.events import (
     DeadLetter,
     Event,
@@ -182,6 +184,10 @@ class AdvisoryWatcher:
         stage: Stage name (the dead letters' ``stage``).
         consumers: The stage's durable consumers on the event log.
         last_errors: Why this process last failed each message, when it knows.
+        grace: Seconds after the advisory before the message counts as lost: the server
+            gives up when a delivery's ack wait runs out, but a holder whose "still
+            working" signals were late (a starved machine) may yet finish it. A message
+            acked by then, or whose job has ended by then, is left alone.
         fetch_timeout: Seconds one pull request waits for an advisory.
     """
 
@@ -191,12 +197,14 @@ class AdvisoryWatcher:
         stage: str,
         consumers: list[str],
         last_errors: LastErrors | None = None,
+        grace: float = 60.0,
         fetch_timeout: float = 5.0,
     ) -> None:
         self.bus = bus
         self.stage = stage
         self.consumers = consumers
         self.last_errors = last_errors or LastErrors()
+        self.grace = grace
         self.fetch_timeout = fetch_timeout
         self.producer = f"qbus.{stage}"
         self.handled = 0
@@ -219,8 +227,19 @@ class AdvisoryWatcher:
             consumer.filter_subject = subjects[0]
         else:
             consumer.filter_subjects = subjects
-        await self.bus.js.add_consumer(cfg.advisory_stream, consumer)
-        sub = await self.bus.js.pull_subscribe_bind(self.durable, stream=cfg.advisory_stream)
+        try:
+            await self.bus.js.add_consumer(cfg.advisory_stream, consumer)
+            sub = await self.bus.js.pull_subscribe_bind(self.durable, stream=cfg.advisory_stream)
+        except Exception:
+            # The stage still works; only hung messages stay without a dead letter.
+            log.warning(
+                "stage %s: cannot read %s (provision the bus with this qbus version): "
+                "messages that time out will not be dead-lettered",
+                self.stage,
+                cfg.advisory_stream,
+                exc_info=True,
+            )
+            return
         try:
             while True:
                 try:
@@ -230,6 +249,11 @@ class AdvisoryWatcher:
                         continue
                     raise
                 for msg in msgs:
+                    age = time.time() - msg.metadata.timestamp.timestamp()
+                    if age < self.grace:
+                        # Come back when the grace is over (the stage keeps working).
+                        await msg.nak(delay=self.grace - age)
+                        continue
                     try:
                         await self.handle(json.loads(msg.data))
                     except Exception:
@@ -240,6 +264,26 @@ class AdvisoryWatcher:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _settled(self, stream: str, consumer: str, seq: int, data: bytes | None) -> bool:
+        """Whether the message got an outcome after the server gave up on it: acked (the
+        consumer's ack floor passed it), or its job has ended."""
+        with contextlib.suppress(NotFoundError):
+            info = await self.bus.js.consumer_info(stream, consumer)
+            if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq:
+                return True
+        if data is None:
+            return False
+        job_id = None
+        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+            job_id = _lenient.decode(data).job_id
+        if not (isinstance(job_id, str) and is_valid_job_id(job_id)):
+            return False
+        try:
+            await self.bus.js.get_last_msg(self.bus.config.stream, self.bus.subjects.result(job_id))
+        except NotFoundError:
+            return False
+        return True
 
     async def handle(self, advisory: Mapping[str, object]) -> list[Event]:
         """Publish the dead letter (and JobFailed) for one max-deliveries advisory."""
@@ -253,6 +297,9 @@ class AdvisoryWatcher:
             subject, data = stored.subject or "", stored.data
         except NotFoundError:
             pass  # purged or aged out of the log: the letter says so
+        if await self._settled(stream, consumer, seq, data):
+            log.info("stage %s: %s #%d was settled after all", self.stage, stream, seq)
+            return []
         reason = self.last_errors.get(consumer, seq) or (
             f"no outcome within ack_wait ({self.bus.config.ack_wait:g} s) on any of "
             f"{deliveries} deliveries: the handler hung or the stage process died"
@@ -273,8 +320,17 @@ class AdvisoryWatcher:
         )
         log.error("stage %s: dead-lettering %s #%d: %s", self.stage, stream, seq, reason)
         await publish_dead_letter(self.bus, events, self.stage)
+        metrics.DEAD_LETTERS.labels(self.stage, "max_deliveries").inc()
         self.handled += 1
         return events
+
+
+async def stop_watcher(task: asyncio.Task | None) -> None:
+    """Cancel a watcher task and wait for it to let go of its subscription."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 # -- reading and replaying (``qbus dlq``) ------------------------------------------------

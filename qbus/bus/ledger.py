@@ -213,6 +213,11 @@ class JobStates:
             return None, None
         return decode_state(entry.value), entry.revision
 
+    async def get(self, job_id: str) -> JobState | None:
+        """A job's state (None when the bus never saw the job)."""
+        state, _ = await self.read(job_id)
+        return state
+
     async def swap(self, job_id: str, state: JobState, revision: int) -> bool:
         """Write ``state`` when the key is still at ``revision``; False when it moved on."""
         kv = await self._bucket()

@@ -130,7 +130,13 @@ class StageRunner:
         (None when ``[retries] dead_letter_advisories`` is off); cancel the task to stop."""
         if not self.retries.dead_letter_advisories:
             return None
-        watcher = deadletter.AdvisoryWatcher(self.bus, self.stage, consumers, self.last_errors)
+        watcher = deadletter.AdvisoryWatcher(
+            self.bus,
+            self.stage,
+            consumers,
+            self.last_errors,
+            grace=self.retries.dead_letter_grace,
+        )
         return asyncio.create_task(watcher.run(), name=f"dlq-{self.stage}")
 
     def stop(self) -> None:
@@ -162,8 +168,7 @@ class StageRunner:
         finally:
             if poller is not None:
                 poller.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            await deadletter.stop_watcher(watcher)
             await consumer.stop()
             # A handler may own processes (the executor's sandbox workers).
             close = getattr(self.handler, "close", None)
@@ -341,6 +346,7 @@ class StageRunner:
                 # The dead letter is stored before the message is termed (outputs are
                 # published before any input is settled), and the job gets its one end.
                 outcome = "dead_lettered"
+                metrics.DEAD_LETTERS.labels(self.stage, "handler_error").inc()
                 events = deadletter.dead_letter_events(
                     stage=self.stage,
                     consumer=consumer,

@@ -15,10 +15,12 @@ exact event of each problem (qbus/verifier/audit_checks.py holds the checks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
+from nats.errors import Error as NatsError
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
@@ -75,12 +77,23 @@ class AuditStage:
 
     async def run(self) -> None:
         """Follow the event log until ``stop()``."""
+        delay = 0.1
         while not self._stopping.is_set():
-            await self._load_tip()
             try:
+                await self._load_tip()
                 await self._follow()
+                delay = 0.1
             except _Conflict:
                 log.warning("another auditor wrote the chain; resynchronising")
+            except (TimeoutError, NatsError) as exc:
+                if self._stopping.is_set():
+                    return  # the connection is draining under us: a clean stop
+                # A slow or restarting server must not kill the auditor: it resumes from
+                # the chain's tip, so nothing is skipped or chained twice.
+                log.warning("audit: %s; retrying in %.1f s", exc or type(exc).__name__, delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
         cfg = self.bus.config

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from qbus.bus.config import RetriesConfig
 from qbus.errors import Retry
+from qbus.observability import metrics
 from qbus.schemas.events import (
     Event,
     ExecutionFailed,
@@ -50,6 +52,8 @@ class RetryPolicy:
     Args:
         config: ``[retries]``.
         find_request: Reads the failed request back from the log (``find_request``).
+        job_ended: Whether a job already has its final event (``job_ended``): a job
+            cancelled or otherwise ended during the wait is not run again.
         clock: Seconds since the epoch (the failures' timestamps are on this clock).
     """
 
@@ -57,10 +61,12 @@ class RetryPolicy:
         self,
         config: RetriesConfig,
         find_request: RequestFinder,
+        job_ended: Callable[[str], Awaitable[bool]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.find_request = find_request
+        self.job_ended = job_ended
         self.clock = clock
 
     async def on_failure(self, failed: ExecutionFailed) -> list[Event] | None:
@@ -87,6 +93,8 @@ class RetryPolicy:
                 f"attempt {runs + 1} of job {failed.job_id} waits {remaining:.2f} s",
                 delay=remaining,
             )
+        if self.job_ended is not None and await self.job_ended(failed.job_id):
+            return []
         request = await self.find_request(failed)
         if request is None:
             return [
@@ -96,6 +104,7 @@ class RetryPolicy:
                     f"({failed.causation_id}) is not in the log",
                 )
             ]
+        metrics.EXECUTION_RETRIES.labels(failed.engine).inc()
         return [
             msgspec.structs.replace(
                 request,
@@ -118,6 +127,15 @@ class RetryPolicy:
             message=f"{failed.engine}: {why}; last error: {failed.message}",
             stage="execute",
         )
+
+
+async def job_ended(bus: Bus, job_id: str) -> bool:
+    """Whether ``job_id`` already has its one final event on ``qbus.result.<job>``."""
+    try:
+        await bus.js.get_last_msg(bus.config.stream, bus.subjects.result(job_id))
+    except NotFoundError:
+        return False
+    return True
 
 
 async def find_request(

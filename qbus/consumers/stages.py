@@ -20,7 +20,7 @@ from qbus.consumers.audit import AuditStage
 from qbus.consumers.control import control_stage, execution_gate
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.ingest import IngestHandler
-from qbus.consumers.retry import RetryPolicy, find_request
+from qbus.consumers.retry import RetryPolicy, find_request, job_ended
 from qbus.consumers.rewrite import RewriteHandler
 from qbus.consumers.route import DEFAULT_ENGINE, RouteStage
 from qbus.consumers.tenants import TenantGate
@@ -105,9 +105,14 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 handler=VerifyHandler(
                     crosscheck=CrossChecker(config.verify),
                     # Long jobs: chunk results are joined here (consumers/assemble.py).
-                    assembler=Assembler(LedgerStore(bus.js, bus.config.kv_chunks), bus.job_state),
+                    assembler=Assembler(
+                        LedgerStore(bus.js, bus.config.kv_chunks),
+                        JobStates(bus.js, bus.config.kv_jobs).get,
+                    ),
                     # Transient engine failures are run again (consumers/retry.py).
-                    retry=RetryPolicy(config.retries, partial(find_request, bus)),
+                    retry=RetryPolicy(
+                        config.retries, partial(find_request, bus), partial(job_ended, bus)
+                    ),
                 ),
                 # A cross-check runs a second engine: keep the batch from redelivery.
                 heartbeat=True,

@@ -6,7 +6,8 @@ hash) or JobFailed (engine failure, or a result the statistics reject).
 Counts of circuits up to ``max_reference_qubits`` are held to a chi-square test against
 the exact distribution (its tolerance follows from the shot count); state vectors to a
 fidelity bound. Larger circuits, mid-circuit measurements and object-store vectors are
-marked ``skipped`` with the reason.
+marked ``skipped`` with the reason. A sweep's points are checked one by one, or a seeded
+sample of them, at a Bonferroni-corrected level (``qbus/verifier/sweep.py``).
 """
 
 from __future__ import annotations

@@ -103,6 +103,16 @@ CONSUMER_REDELIVERED = Gauge(
     "Messages the consumer has delivered more than once and not yet acked (polled)",
     ["stage", "consumer"],
 )
+DEAD_LETTERS = Counter(
+    "qbus_dead_letters_total",
+    "Messages a stage gave up on after max_deliver deliveries (qbus dlq)",
+    ["stage", "cause"],
+)
+EXECUTION_RETRIES = Counter(
+    "qbus_execution_retries_total",
+    "Executions asked for again after a transient engine failure",
+    ["engine"],
+)
 CACHE_LOOKUPS = Counter(
     "qbus_cache_lookups_total",
     "Result-cache lookups by result (hit, miss); hit ratio = hit / all",

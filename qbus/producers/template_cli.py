@@ -81,6 +81,7 @@ def run(
             "name": result.name,
             "method": result.method,
             "engine": result.engine,
+            "engines_used": result.engines_used,
             "jobs": result.jobs,
             "job_ids": result.job_ids,
             "summary": result.summary,
@@ -88,6 +89,7 @@ def run(
         json.dump(_json_safe(doc), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    click.echo(f"== {result.name}: {result.method} on {result.engine}, {result.jobs} job(s)")
+    ran = ", ".join(result.engines_used) or result.engine
+    click.echo(f"== {result.name}: {result.method}, {result.jobs} job(s) on {ran}")
     for line in result.lines:
         click.echo(line)

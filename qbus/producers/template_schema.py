@@ -449,10 +449,11 @@ def validate_data(data: dict[str, Any], base_dir: Path | None = None) -> JobTemp
         CircuitError: A ``circuit`` or custom ``ansatz.qasm`` does not parse.
     """
     try:
-        template = msgspec.convert(data, JobTemplate)
+        # Lax mode: YAML 1.1 reads ``1e-6`` (no dot) as a string; numbers in strings pass.
+        template = msgspec.convert(data, JobTemplate, strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        where = message.split(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
+        message, _, at = str(exc).partition(" - at `")
+        where = at.rstrip("`") or "$"
         raise SchemaError(f"invalid job template: {message}", where=where) from exc
     check_template(template)
     from qbus.schemas.qasm import parse_qasm

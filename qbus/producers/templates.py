@@ -61,6 +61,7 @@ class TemplateResult:
         lines: The summary for people, one line each.
         jobs: Jobs submitted.
         job_ids: Their ids, in submission order.
+        engines_used: Engines that ran them (from each JobCompleted).
     """
 
     name: str
@@ -70,6 +71,7 @@ class TemplateResult:
     lines: list[str]
     jobs: int = 0
     job_ids: list[str] = field(default_factory=list)
+    engines_used: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------ loading
@@ -174,6 +176,7 @@ class Session:
         self.engine = engine
         self.timeout = timeout
         self.job_ids: list[str] = []
+        self.engines_used: set[str] = set()
 
     def options(self, **extra: Any) -> dict[str, Any]:
         """The JobSubmitted options of the next job (seeds step by one per job)."""
@@ -215,6 +218,7 @@ class Session:
                 code=final.code,
                 where=where,
             )
+        self.engines_used.add(final.engine)
         return final
 
     def run(self, circuit: Circuit | str, **extra: Any) -> JobCompleted:
@@ -361,6 +365,7 @@ def run_with_session(session: Session, progress: Progress | None = None) -> Temp
         result = run_single(session, say)
     result.jobs = len(session.job_ids)
     result.job_ids = list(session.job_ids)
+    result.engines_used = sorted(session.engines_used)
     return result
 
 

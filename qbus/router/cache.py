@@ -2,11 +2,12 @@
 
 Key: sha256 over a canonical JSON of what decides a result — the IR hash, method,
 shots and seed (for sampling methods only), noise model, parameters, sweep points,
-observables, dynamics spec, the requested engine (a name, or ``auto``) and the engine
-version policy (``exact`` or ``any``). Statevector, expectation and dynamics results do
-not depend on shots or seed, so those are left out of their key; a sampled result does,
-and since ingest derives an unseeded job's seed from its job id, two unseeded ``sample``
-jobs never share a key: a cache hit for sampling needs an explicit seed.
+observables, dynamics spec, the requested engine (a name, or ``auto``), the engine
+version policy (``exact`` or ``any``) and the tenant. Statevector, expectation and
+dynamics results do not depend on shots or seed, so those are left out of their key; a
+sampled result does, and since ingest derives an unseeded job's seed from its job id,
+two unseeded ``sample`` jobs never share a key: a cache hit for sampling needs an
+explicit seed.
 
 Values live in the KV bucket ``<stream>_CACHE`` (TTL from ``[cache] ttl_seconds``): the
 JobCompleted of the run, as JSON. With policy ``exact`` a hit also needs the engine
@@ -55,6 +56,8 @@ def cache_key(circuit_hash: str, options: JobOptions, version_policy: str) -> st
         "dynamics": options.dynamics,
         "engine": options.engine,
         "versions": version_policy,
+        # Tenants never share entries: a hit names the job it came from.
+        "tenant": options.tenant,
     }
     return hashlib.sha256(_canonical.encode(material)).hexdigest()
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import msgspec
 
 from qbus.engines.sweep import point_seed
+from qbus.errors import Reject
 from qbus.schemas.events import ExecutionRequested, JobOptions, derived_event_id
 
 CHUNKED_METHODS = frozenset({"sweep"})
@@ -97,8 +98,17 @@ def split(
         request: What the router would publish for the whole job.
         default_size: Points per chunk when the job sets no ``chunk_size``.
         max_chunks: Most chunks (a chunk then holds more points).
+
+    Raises:
+        Reject: ``invalid_chunk_size`` for a ``chunk_size`` below 1.
     """
     opts = request.options
+    if opts.chunk_size is not None and opts.chunk_size < 1:
+        raise Reject(
+            f"chunk_size must be at least 1 point, got {opts.chunk_size}",
+            code="invalid_chunk_size",
+            where="$.chunk_size",
+        )
     if not wants_chunks(opts, default_size):
         return [request]
     size = effective_chunk_size(opts, default_size)

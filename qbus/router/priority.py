@@ -18,6 +18,7 @@ from collections import deque
 
 from nats.aio.msg import Msg
 
+from qbus.bus import deadletter
 from qbus.bus.pull import PullConsumer
 from qbus.bus.runner import StageRunner
 from qbus.bus.subjects import PRIORITIES
@@ -85,6 +86,15 @@ class PriorityStageRunner(StageRunner):
         super().__init__(bus, **kwargs)
         self.engine = engine
 
+    async def _keep_buffered(self, lanes: list[_Lane]) -> None:
+        interval = max(self.bus.config.ack_wait / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            for lane in lanes:
+                for msg in list(lane._buffer):
+                    if msg.reply and not (msg.headers and msg.headers.get("Status")):
+                        await msg.in_progress()
+
     async def run(self) -> None:
         """Consume until ``stop()``, always from the highest lane with messages."""
         wake = asyncio.Event()
@@ -121,7 +131,13 @@ class PriorityStageRunner(StageRunner):
                     if msgs:
                         break
                 if msgs:
-                    await self.process(msgs)
+                    # What waits in the other lanes (and behind this batch) was delivered
+                    # too: keep it from redelivery while this batch runs.
+                    keep = asyncio.create_task(self._keep_buffered(lanes))
+                    try:
+                        await self.process(msgs)
+                    finally:
+                        keep.cancel()
                     continue
                 wake.clear()
                 if any(lane.buffered() for lane in lanes):
@@ -131,8 +147,7 @@ class PriorityStageRunner(StageRunner):
         finally:
             if poller is not None:
                 poller.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            await deadletter.stop_watcher(watcher)
             for lane in lanes:
                 await lane.stop()
             close = getattr(self.handler, "close", None)

@@ -57,7 +57,8 @@ _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] 
         "exec.{engine}.{job}",
         ("engine", "job"),
         (ExecutionRequested,),
-        "Work for one engine: the subject is the route.",
+        "Work for one engine: the subject is the route. A high or low priority job is "
+        "published on exec.{engine}.high.{job} / exec.{engine}.low.{job} (docs/routing.md).",
     ),
     (
         "executed",
