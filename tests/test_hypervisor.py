@@ -265,6 +265,29 @@ async def test_aer_bell_job_completes_under_sandbox(bus: Bus, sandboxed: Pipelin
     assert executed[0].peak_rss_mb and executed[0].cpu_seconds is not None
 
 
+@pytest.mark.parametrize("driver", ["process", "bwrap"])
+def test_jax_runs_in_a_forked_sandbox_child(driver: str):
+    """JAX is not fork-safe (XLA's thread pools): the zygote must not start it, or every
+    forked child deadlocks until its wall limit."""
+    if driver == "bwrap":
+        require_bwrap()
+    engine = registry.get_engine("jax")
+    assert not engine.fork_safe
+    bell = BELL
+    sandbox = make_sandbox(driver, 1, [f"{type(engine).__module__}:{type(engine).__name__}"])
+    try:
+        for _ in range(2):  # the second job reuses the warm zygote
+            result = sandbox.run(
+                engine,
+                RunRequest(circuit=bell, shots=400, seed=5),
+                RunLimits(memory_mb=2048, cpu_seconds=60, wall_seconds=60),
+            )
+            assert result.counts is not None and set(result.counts) <= {"00", "11"}
+            assert sum(result.counts.values()) == 400
+    finally:
+        sandbox.close()
+
+
 async def test_state_too_big_for_memory_cap_is_rejected_at_ingest(bus: Bus, sandboxed: Pipeline):
     wide = QASM2_BELL.replace("q[2]", "q[28]").replace("c[2]", "c[28]")
     asked = job(QASM2_BELL, memory_mb=32)

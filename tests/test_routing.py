@@ -96,7 +96,7 @@ async def test_no_capable_engine_is_rejected_with_every_reason(bus: Bus, config)
 
 
 def test_fit_recovers_known_coefficients():
-    truth = [2e-4, 3e-9, 0.0, 1e-6]
+    truth = [-8.0, 0.6, 0.9, 0.3]  # log-seconds: overhead, per qubit, per log-op, per log-shot
     rows = []
     for n in (2, 6, 10, 14):
         for ops in (10, 100, 1000):
@@ -106,11 +106,19 @@ def test_fit_recovers_known_coefficients():
                     "sample",
                     shots,
                 )
-                rows.append((f, sum(c * x for c, x in zip(truth, f.vector(), strict=True))))
+                log_s = sum(c * x for c, x in zip(truth, f.vector(), strict=True))
+                rows.append((f, __import__("math").exp(log_s)))
     coeffs = fit(rows)
+    assert coeffs == pytest.approx(truth, abs=1e-6)
     model = CostModel({"e": {"sample": coeffs}})
     for f, seconds in rows:
-        assert model.predict("e", f) == pytest.approx(seconds, rel=0.05)
+        assert model.predict("e", f) == pytest.approx(seconds, rel=1e-6)
+    # Shots do not count for a state vector; a sweep costs one run per point.
+    sv = features(Circuit(num_qubits=3, ops=()), "statevector", 10_000)
+    assert sv.vector()[3] == 0.0
+    sweep = features(Circuit(num_qubits=3, ops=()), "sample", 100, sweep_points=5)
+    one = features(Circuit(num_qubits=3, ops=()), "sample", 100)
+    assert model.predict("e", sweep) == pytest.approx(5 * model.predict("e", one))
 
 
 def test_rank_adds_queue_wait_and_describes_runners_up():

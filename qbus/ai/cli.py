@@ -244,7 +244,7 @@ def plan(
         raise click.ClickException(f"the model did not answer within {cfg.timeout:g} s") from exc
     document = (
         f"# proposed by {_provenance(answer.reply, answer.attempts)}\n"
-        "# valid against qbus/producers/template_schema.py; running templates is not built yet\n"
+        "# valid against qbus/producers/template_schema.py; run it with: qbus run FILE\n"
         + answer.text.rstrip()
         + "\n"
     )

@@ -364,9 +364,10 @@ class RouteStage:
         self.router = StageRunner(
             bus, stage="route", durable="route", subjects=[s.rewritten()], handler=self.handler
         )
+        # Its own stage name: its spans and metrics are not the routing consumer's.
         self.learner = StageRunner(
             bus,
-            stage="route",
+            stage="route-feedback",
             durable="route-feedback",
             subjects=[s.executed(), s.result()],
             handler=self.feedback,

@@ -162,10 +162,13 @@ class Engine(abc.ABC):
     Attributes:
         name: Registry name, also the subject token in ``qbus.exec.<engine>.<job>``.
         capabilities: What the engine can run.
+        fork_safe: False for an engine whose runtime starts threads on first use (JAX):
+            sandbox workers then create it in each job's forked child, never before.
     """
 
     name: ClassVar[str]
     capabilities: Capabilities
+    fork_safe: ClassVar[bool] = True
 
     @property
     @abc.abstractmethod

@@ -313,6 +313,7 @@ class JaxEngine(Engine):
     """
 
     name = "jax"
+    fork_safe = False  # XLA's thread pools do not survive a fork (docs/hypervisor.md)
 
     def __init__(
         self,

@@ -161,9 +161,19 @@ def _warm_up(engine: Engine) -> None:
         engine.run(probe)
 
 
-def new_engine(target: str) -> Engine:
-    """An instance of the engine at ``target``, warmed up."""
-    engine = load_engine_class(target)()
+def new_engine(target: str) -> Engine | type[Engine]:
+    """An instance of the engine at ``target``, warmed up; or, for an engine that is not
+    fork-safe, its class, instantiated in each job's child instead.
+
+    A runtime that starts threads on first use (XLA's thread pools, for JAX) deadlocks in
+    a child forked after that: the child inherits the pool's locks but not its threads.
+    Such an engine is imported in the zygote (the import is the slow part) but never run
+    there.
+    """
+    cls = load_engine_class(target)
+    if not cls.fork_safe:
+        return cls
+    engine = cls()
     _warm_up(engine)
     return engine
 
@@ -220,7 +230,7 @@ def _classify(exc: BaseException) -> Outcome:
     return Outcome(kind="engine", code="engine_error", message=f"{type(exc).__name__}: {exc}")
 
 
-def _child(engine: Engine, job: Job, out_fd: int) -> None:
+def _child(engine: Engine | type[Engine], job: Job, out_fd: int) -> None:
     """Runs in the forked child; never returns."""
     code = 0
     try:
@@ -228,6 +238,8 @@ def _child(engine: Engine, job: Job, out_fd: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setpgid(0, 0)
         _set_limits(job.limits)
+        if isinstance(engine, type):  # not fork-safe: made fresh in this child
+            engine = engine()
         result = engine.run(job.request)
         sv = result.statevector
         outcome = Outcome(
@@ -268,7 +280,7 @@ def _signal_verdict(sig: int, cpu: float, limits: RunLimitsMsg, rss_mb: float) -
     return Outcome(kind="sandbox", code="worker_died", message=f"the run was killed by {name}")
 
 
-def serve(engines: dict[str, Engine], proto_in: int, proto_out: int) -> None:
+def serve(engines: dict[str, Engine | type[Engine]], proto_in: int, proto_out: int) -> None:
     """Serve jobs from ``proto_in`` until end of file."""
     while True:
         job = read_frame(proto_in)
@@ -378,7 +390,7 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    engines: dict[str, Engine] = {}
+    engines: dict[str, Engine | type[Engine]] = {}
     error = ""
     for target in argv:
         try:

@@ -103,7 +103,9 @@ def check_parameter_shift(circuit: Circuit) -> None:
             )
 
 
-def qaoa_circuit(n: int, edges: Sequence[tuple[int, int]], weights: Sequence[float], p: int) -> Circuit:
+def qaoa_circuit(
+    n: int, edges: Sequence[tuple[int, int]], weights: Sequence[float], p: int
+) -> Circuit:
     """The depth-``p`` QAOA circuit for MaxCut, without measurements.
 
     |+…+⟩, then per layer ``l``: ``rzz(gamma_l · w)`` on every edge (the cost

@@ -61,7 +61,12 @@ def _run_rounds(
     jobs = []
     for start in range(0, len(prepare), per_job):
         chunk = prepare[start : start + per_job]
-        jobs.append((encode_measure(chunk, bases[start : start + per_job]), {"shots": 1, "method": "sample"}))
+        jobs.append(
+            (
+                encode_measure(chunk, bases[start : start + per_job]),
+                {"shots": 1, "method": "sample"},
+            )
+        )
     finals = session.run_many(jobs)
     out: list[int] = []
     for (circuit, _), final in zip(jobs, finals, strict=True):
@@ -112,13 +117,23 @@ def run_bb84(session: Session, progress: Progress) -> TemplateResult:
     }
     lines = [
         f"sent {n} qubits, sifted key {len(sifted)} bits (bases agreed), {errors} errors",
-        f"QBER = {qber:.3f}" + ("  (Eve present: expect about 0.25)" if cfg.eavesdropper else "  (no Eve: expect about 0)"),
+        f"QBER = {qber:.3f}"
+        + (
+            "  (Eve present: expect about 0.25)"
+            if cfg.eavesdropper
+            else "  (no Eve: expect about 0)"
+        ),
     ]
     if cfg.eavesdropper:
         eve_right = sum(eve_bits[i] == alice_bits[i] for i in sifted)
         summary["eve_correct_fraction"] = eve_right / len(sifted) if sifted else float("nan")
-        lines.append(f"Eve's bits agree with Alice's on {summary['eve_correct_fraction']:.1%} of the sifted key")
+        lines.append(
+            f"Eve's bits agree with Alice's on {summary['eve_correct_fraction']:.1%} "
+            "of the sifted key"
+        )
     lines.append(
-        "abort: QBER above 11%, the key is not secure" if qber > 0.11 else "QBER below 11%: key accepted"
+        "abort: QBER above 11%, the key is not secure"
+        if qber > 0.11
+        else "QBER below 11%: key accepted"
     )
     return TemplateResult(t.name or "", "bb84", session.engine, summary, lines)

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from qbus.producers.templates import Progress, Session, TemplateResult
 
 
-def cut_value(sides: Sequence[int], edges: Sequence[tuple[int, int]], weights: Sequence[float]) -> float:
+def cut_value(
+    sides: Sequence[int], edges: Sequence[tuple[int, int]], weights: Sequence[float]
+) -> float:
     """Total weight of the edges whose ends lie on different sides."""
     return float(sum(w for (a, b), w in zip(edges, weights, strict=True) if sides[a] != sides[b]))
 
@@ -60,7 +62,10 @@ def run_qaoa(session: Session, progress: Progress) -> TemplateResult:
     circuit = qaoa_circuit(n, edges, weights, q.layers)
     cost = Observable(
         name="maxcut",
-        terms=[PauliTerm(coeff=w / 2, pauli=f"Z{a} Z{b}") for (a, b), w in zip(edges, weights, strict=True)],
+        terms=[
+            PauliTerm(coeff=w / 2, pauli=f"Z{a} Z{b}")
+            for (a, b), w in zip(edges, weights, strict=True)
+        ],
     )
     total = float(sum(weights))
     optimizer = t.optimizer or Optimizer()
@@ -108,7 +113,8 @@ def run_qaoa(session: Session, progress: Progress) -> TemplateResult:
         f"{evaluations} evaluations",
         f"sampled {shots} shots (job {final.job_id}): best cut {cuts[best_bits]:g} "
         f"({best_bits}, qubit 0 rightmost), most likely {likely_bits} (cut {cuts[likely_bits]:g})",
-        f"brute-force maximum cut: {max_cut:g}; approximation ratio {cuts[best_bits] / max_cut:.3f} "
+        f"brute-force maximum cut: {max_cut:g}; approximation ratio "
+        f"{cuts[best_bits] / max_cut:.3f} "
         f"(best sampled), {expected_cut / max_cut:.3f} (expected); "
         f"P(optimal cut) = {p_optimal:.3f}",
     ]

@@ -86,12 +86,15 @@ class OnJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         _one_of("on_job.method", self.method, METHODS)
         _one_of("on_job.hypervisor", self.hypervisor, HYPERVISORS)
         _one_of("on_job.priority", self.priority, PRIORITIES)
-        if self.engine is not None and engine_name(self.engine) != engine_name(self.backend):
-            if self.backend != "auto":
-                raise ValueError(
-                    f"on_job.engine ({self.engine!r}) and on_job.backend ({self.backend!r}) "
-                    "disagree: give one of them"
-                )
+        if (
+            self.engine is not None
+            and self.backend != "auto"
+            and engine_name(self.engine) != engine_name(self.backend)
+        ):
+            raise ValueError(
+                f"on_job.engine ({self.engine!r}) and on_job.backend ({self.backend!r}) "
+                "disagree: give one of them"
+            )
 
     @property
     def engine_name(self) -> str:
@@ -312,7 +315,7 @@ def _fail(message: str, where: str) -> SchemaError:
     return SchemaError(f"invalid job template: {message}", where=where)
 
 
-def check_template(t: JobTemplate) -> None:  # noqa: C901 - one check per rule, in order
+def check_template(t: JobTemplate) -> None:
     """Checks that span several fields; msgspec has done the per-field ones.
 
     Raises:
@@ -328,8 +331,7 @@ def check_template(t: JobTemplate) -> None:  # noqa: C901 - one check per rule, 
         n = t.hamiltonian_qubits()
         if (widths and widths != {t.ansatz.qubits}) or n > t.ansatz.qubits:
             raise _fail(
-                f"hamiltonian acts on {max(widths or {n})} qubits, the ansatz on "
-                f"{t.ansatz.qubits}",
+                f"hamiltonian acts on {max(widths or {n})} qubits, the ansatz on {t.ansatz.qubits}",
                 "$.ansatz.qubits",
             )
     needs = {
@@ -357,9 +359,9 @@ def check_template(t: JobTemplate) -> None:  # noqa: C901 - one check per rule, 
         if getattr(t, name) and not used:
             hint = " (an 'optimizer' needs an 'ansatz' to optimise)" if name == "optimizer" else ""
             raise _fail(f"'{name}' is not used by method {method!r}{hint}", f"$.{name}")
-    if t.optimizer is not None and t.optimizer.initial_point is not None:
-        if not all(math.isfinite(x) for x in t.optimizer.initial_point):
-            raise _fail("initial_point has a non-finite value", "$.optimizer.initial_point")
+    point = t.optimizer.initial_point if t.optimizer is not None else None
+    if point is not None and not all(math.isfinite(x) for x in point):
+        raise _fail("initial_point has a non-finite value", "$.optimizer.initial_point")
     if t.qaoa is not None:
         q = t.qaoa
         if not q.edges:
@@ -374,9 +376,7 @@ def check_template(t: JobTemplate) -> None:  # noqa: C901 - one check per rule, 
         if max(max(e) for e in q.edges) >= 24:
             raise _fail("at most 24 nodes (the brute-force reference)", "$.qaoa.edges")
         if q.weights and len(q.weights) != len(q.edges):
-            raise _fail(
-                f"{len(q.weights)} weights for {len(q.edges)} edges", "$.qaoa.weights"
-            )
+            raise _fail(f"{len(q.weights)} weights for {len(q.edges)} edges", "$.qaoa.weights")
     if t.dynamics is not None:
         d = t.dynamics
         if (d.times is None) == (d.t_final is None):

@@ -273,7 +273,9 @@ def run_single(session: Session, progress: Progress) -> TemplateResult:
     if method == "sweep":
         extra["sweep"] = [dict(p) for p in t.sweep]
     final = session.run(_circuit(t), **extra)
-    progress(f"job {final.job_id}: {method} on {final.engine}, verification {final.verification.verdict}")
+    progress(
+        f"job {final.job_id}: {method} on {final.engine}, verification {final.verification.verdict}"
+    )
     summary: dict[str, Any] = {
         "job_id": final.job_id,
         "engine": final.engine,
@@ -293,7 +295,9 @@ def run_single(session: Session, progress: Progress) -> TemplateResult:
         top = np.argsort(-probs)[:8]
         width = max(1, int(math.log2(len(amps))))
         lines.append("largest amplitudes (qubit 0 rightmost):")
-        lines += [f"  |{i:0{width}b}⟩  {amps[i]:.6f}  p={probs[i]:.6f}" for i in top if probs[i] > 1e-12]
+        lines += [
+            f"  |{i:0{width}b}⟩  {amps[i]:.6f}  p={probs[i]:.6f}" for i in top if probs[i] > 1e-12
+        ]
     if final.sweep_results is not None:
         summary["sweep_results"] = msgspec.to_builtins(final.sweep_results)
         lines.append(f"sweep: {len(final.sweep_results)} points")
@@ -315,7 +319,9 @@ def run_dynamics(session: Session, progress: Progress) -> TemplateResult:
         observables=[to_observable(o.terms, n) for o, n in zip(d.observables, names, strict=True)],
         collapse=list(d.collapse),
     )
-    circuit: Circuit | str = t.circuit if t.circuit is not None else Circuit(num_qubits=d.qubits or 1)
+    circuit: Circuit | str = (
+        t.circuit if t.circuit is not None else Circuit(num_qubits=d.qubits or 1)
+    )
     final = session.run(circuit, method="dynamics", dynamics=spec)
     assert final.dynamics is not None
     times, values = final.dynamics.times, final.dynamics.values
@@ -328,7 +334,9 @@ def run_dynamics(session: Session, progress: Progress) -> TemplateResult:
     ]
     if (len(times) - 1) % step:
         i = len(times) - 1
-        rows.append(f"{times[i]:8.3f}  " + "  ".join(f"{values[k][i]:12.6f}" for k in range(len(names))))
+        rows.append(
+            f"{times[i]:8.3f}  " + "  ".join(f"{values[k][i]:12.6f}" for k in range(len(names)))
+        )
     summary = {
         "job_id": final.job_id,
         "engine": final.engine,

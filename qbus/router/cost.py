@@ -9,9 +9,9 @@ on measured run times (``benchmarks/routing.py --calibrate``)::
 sweep costs one run per point). Exponential in ``n`` and a power law in ops and shots,
 it follows both the fixed call overhead that decides small circuits and the state size
 that decides large ones; on the benchmark corpus it ranked engines better than a
-linear ``a + b·ops·2**n + c·shots`` fit (docs/routing.md). The fitted coefficients ship with the package
-(``cost_defaults.json``, with the machine they were measured on); an engine or method the
-file does not name falls back to the file's ``*`` row.
+linear ``a + b·ops·2**n + c·shots`` fit (docs/routing.md). The fitted coefficients ship
+with the package (``cost_defaults.json``, with the machine they were measured on); an
+engine or method the file does not name falls back to the file's ``*`` row.
 
 Online, each engine keeps a multiplicative correction: an exponentially weighted mean of
 ``log(observed / predicted)`` over the ExecutionCompleted events the route stage reads, so
