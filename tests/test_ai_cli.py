@@ -80,7 +80,7 @@ def test_plan_prints_a_validated_template_with_its_provenance(tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     text = target.read_text()
     assert text.startswith("# proposed by model qwen2.5-coder:7b")
-    assert "prompt plan@1+" in text.splitlines()[0]
+    assert "prompt plan@2+" in text.splitlines()[0]
     template = validate_template(text)
     assert template.name == "h2-vqe"
     assert yaml.safe_load(text)["optimizer"]["method"] == "COBYLA"
