@@ -54,7 +54,9 @@ _EXTRAS = {
 }
 
 _instances: dict[str, Engine] = {}
-_lock = threading.Lock()
+# Reentrant: an engine that wraps another (a plugin adding noise, say) may ask the registry
+# for it from its own constructor, which runs under this lock.
+_lock = threading.RLock()
 
 
 def _targets() -> dict[str, str]:
