@@ -133,6 +133,10 @@ def audit_replay(ctx: click.Context, job_id: str, as_json: bool) -> None:
             )
             if seq is not None
         )
+        if report.cached_from:
+            where = f"cached from {report.cached_from}" + (f"; {where}" if where else "")
+        if report.chunks:
+            where = f"{report.chunks} chunks" + (f"; {where}" if where else "")
         line = f"replay {report.status.upper()}: job {job_id}" + (f" ({where})" if where else "")
         click.echo(line, err=not report.ok)
         click.echo(f"  {report.detail}", err=not report.ok)

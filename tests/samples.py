@@ -88,6 +88,7 @@ def sample_events() -> list[Event]:
             circuit_hash=HASH,
             options=OPTS,
             route_reason="auto",
+            predicted_seconds=0.0015,
             **ENV,
         ),
         ExecutionCompleted(

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "qbus" / "observability" / "grafana" / "qbus.json"
 PROMETHEUS = ROOT / "qbus" / "observability" / "prometheus.yml"
-STAGES = ("ingest", "rewrite", "route", "execute-qiskit-aer", "verify", "audit")
+STAGES = ("ingest", "rewrite", "route", "execute-qiskit-aer", "verify", "audit", "control")
 
 # Sample names a family of each type exposes.
 SUFFIXES = {
@@ -138,7 +138,7 @@ def after_jobs(up: Up) -> dict[str, dict]:
             ]
 
     asyncio.run(go())
-    expected_in = {"ingest": 3, "rewrite": 2, "route": 2, "execute": 2, "verify": 2}
+    expected_in = {"ingest": 3, "rewrite": 2, "route": 2, "execute": 2, "verify": 2, "control": 0}
 
     def ready(stage: str):
         short = stage.split("-")[0]

@@ -120,16 +120,7 @@ class Assembler:
         await self.ledgers.put_result(
             event.job_id,
             chunk,
-            ChunkResult(
-                engine=event.engine,
-                engine_version=event.engine_version,
-                generation=event.generation,
-                event_id=event.event_id,
-                seed=event.seed,
-                run_seconds=event.run_seconds,
-                sweep=list(event.options.sweep),
-                sweep_results=list(event.sweep_results or []),
-            ),
+            chunk_result(event),
         )
         _, after = await self.ledgers.change(event.job_id, accept)
         if verdict and verdict[0] != "same":
@@ -149,26 +140,7 @@ class Assembler:
             done = ledger.done[str(k)]
             parts.append(await self.ledgers.result(last.job_id, k, done.generation))
         engines = list(dict.fromkeys(p.engine for p in parts))
-        versions = list(dict.fromkeys(p.engine_version for p in parts))
-        whole = msgspec.structs.replace(
-            last,
-            engine="+".join(engines),
-            engine_version="+".join(versions),
-            # Chunk 0 starts at point 0: its seed is the job's.
-            seed=parts[0].seed,
-            options=msgspec.structs.replace(
-                last.options,
-                sweep=[point for p in parts for point in p.sweep],
-                seed=parts[0].seed,
-            ),
-            sweep_results=[point for p in parts for point in p.sweep_results],
-            run_seconds=sum(p.run_seconds for p in parts),
-            generation=ledger.generation,
-            chunk=None,
-            chunks=None,
-            point_start=None,
-            point_stop=None,
-        )
+        whole = join_chunks(last, parts, ledger.generation)
         final = complete(whole)
         if isinstance(final, JobCompleted):
             final = msgspec.structs.replace(
@@ -211,4 +183,54 @@ class Assembler:
         ]
 
 
-__all__ = ["Assembler"]
+def chunk_result(event: ExecutionCompleted) -> ChunkResult:
+    """What the ledger keeps of one chunk's result (its points, as its engine ran them)."""
+    return ChunkResult(
+        engine=event.engine,
+        engine_version=event.engine_version,
+        generation=event.generation,
+        event_id=event.event_id,
+        seed=event.seed,
+        run_seconds=event.run_seconds,
+        sweep=list(event.options.sweep),
+        sweep_results=list(event.sweep_results or []),
+    )
+
+
+def join_chunks(
+    last: ExecutionCompleted, parts: Sequence[ChunkResult], generation: int
+) -> ExecutionCompleted:
+    """The whole job's result: every chunk's points joined in point order.
+
+    Pure, so the audit (qbus/verifier/audit_checks.py) re-derives an assembled result
+    exactly the way the assembler made it.
+
+    Args:
+        last: The chunk result that completed the job (the base of the joined event).
+        parts: One accepted result per chunk, in chunk order.
+        generation: The job's generation when it was assembled.
+    """
+    engines = list(dict.fromkeys(p.engine for p in parts))
+    versions = list(dict.fromkeys(p.engine_version for p in parts))
+    return msgspec.structs.replace(
+        last,
+        engine="+".join(engines),
+        engine_version="+".join(versions),
+        # Chunk 0 starts at point 0: its seed is the job's.
+        seed=parts[0].seed,
+        options=msgspec.structs.replace(
+            last.options,
+            sweep=[point for p in parts for point in p.sweep],
+            seed=parts[0].seed,
+        ),
+        sweep_results=[point for p in parts for point in p.sweep_results],
+        run_seconds=sum(p.run_seconds for p in parts),
+        generation=generation,
+        chunk=None,
+        chunks=None,
+        point_start=None,
+        point_stop=None,
+    )
+
+
+__all__ = ["Assembler", "chunk_result", "join_chunks"]

@@ -346,6 +346,7 @@ class RouteStage:
 
     def __init__(self, bus: Bus, config: Config) -> None:
         s = bus.subjects
+        self.bus = bus
         self.model = CostModel.load_defaults()
         cache = None
         if config.cache.enabled:

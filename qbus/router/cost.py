@@ -32,6 +32,7 @@ from qbus.schemas.gates import DIRECTIVES
 from qbus.schemas.ir import Circuit
 
 DEFAULTS_FILE = "cost_defaults.json"
+UNCALIBRATED_PENALTY = 10.0
 FALLBACK = "*"
 FEATURES = ("const", "qubits", "log1p_ops", "log1p_shots")
 """Names of the model's features, in coefficient order."""
@@ -125,10 +126,18 @@ class CostModel:
         return [math.log(1e-3), 0.3, 0.5, 0.1]
 
     def base_seconds(self, engine: str, job: JobFeatures) -> float:
-        """The calibrated prediction, without the online correction."""
+        """The calibrated prediction, without the online correction.
+
+        An engine that was never calibrated (a plugin, a test engine) gets the fallback
+        row times ``UNCALIBRATED_PENALTY``: it is chosen only when it is the one engine
+        that fits, or once its observed runs (the online correction) show it is fast.
+        """
         coeffs = self._coeffs(engine, job.method)
         log_one = sum(c * x for c, x in zip(coeffs, job.vector(), strict=True))
-        return math.exp(max(-20.0, min(log_one, 20.0))) * job.points
+        seconds = math.exp(max(-20.0, min(log_one, 20.0))) * job.points
+        if engine not in self.coefficients:
+            seconds *= UNCALIBRATED_PENALTY
+        return seconds
 
     def predict(self, engine: str, job: JobFeatures) -> float:
         """Predicted run seconds of ``job`` on ``engine``."""

@@ -16,6 +16,11 @@ What it checks (docs/audit.md has the list with the codes):
 * every JobCompleted's result hash is re-derived twice: from its own fields and from the
   ExecutionCompleted it answers (IR hash, engine and version, method, shots, seed,
   counts/state vector/expectations); a difference names the field;
+* a cached JobCompleted (``cached_from``) must carry the result of the original job's
+  JobCompleted, earlier in the log, field for field and hash for hash;
+* an assembled JobCompleted (``chunk_engines``) is re-derived from its chunks'
+  ExecutionCompleted events: one per chunk, the latest generation's, first in the log
+  (the ledger's rule), joined in point order by the assembler's own ``join_chunks``;
 * every ResultAnchored names the job's real result hash and its Merkle proof leads from
   that hash to the root it names (the on-chain root is compared by the caller, which
   owns the chain connection: see ``anchors``).
@@ -120,6 +125,7 @@ class _Seen:
     result_hash: str | None = None
     fields: dict[str, object] | None = None
     request: tuple[str, str, bytes, int] | None = None
+    circuit: str | None = None
 
 
 @dataclass(slots=True)
@@ -164,6 +170,10 @@ class LogChecker:
     _present: set[int] = field(default_factory=set)
     _ids: dict[str, _Seen] = field(default_factory=dict)
     _completed: dict[str, _Seen] = field(default_factory=dict)
+    # Result fields of each job's (uncached) JobCompleted: what a cached copy must carry.
+    _final_fields: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Chunk results of chunked jobs not yet assembled: job -> [(seen, event)].
+    _chunks: dict[str, list[tuple[_Seen, ExecutionCompleted]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._last_audited = max(self.chain, default=0)
@@ -209,6 +219,7 @@ class LogChecker:
         match event:
             case CircuitIngested() | CircuitRewritten():
                 self._check_circuit(event, where)
+                where.circuit = event.circuit_hash
             case ExecutionRequested():
                 self._check_circuit(event, where)
                 where.request = (
@@ -222,6 +233,9 @@ class LogChecker:
                 self._check_against_request(event, where)
                 where.result_hash = event_result_hash(event)
                 where.fields = result_fields(event)
+                if event.chunk is not None and event.job_id not in self._completed:
+                    # A stale chunk's result after the final event is never used: not kept.
+                    self._chunks.setdefault(event.job_id, []).append((where, event))
             case JobCompleted():
                 self._check_result(event, where)
                 where.result_hash = event.result_hash
@@ -381,10 +395,16 @@ class LogChecker:
                 f"it carries ({own[:23]}…): the counts or fields were changed after hashing",
                 where,
             )
-        if event.chunk_engines:
-            # Assembled from many chunk results (docs/long-jobs.md): there is no single
-            # run to re-derive it from; its own hash is checked above.
+        if event.cached:
+            self._check_cached(event, where)
             return
+        if event.chunk_engines:
+            self._check_assembled(event, where)
+            return
+        mine = result_fields(event)
+        # What a later cached copy of this result must carry (chunked results are never
+        # cached: docs/routing.md).
+        self._final_fields[event.job_id] = mine
         cause = self._ids.get(event.causation_id or "")
         if cause is None or cause.fields is None:
             if cause is not None and cause.type != "execution.completed":
@@ -395,7 +415,6 @@ class LogChecker:
                     related=cause.seq,
                 )
             return
-        mine = result_fields(event)
         diffs = [
             describe_difference(name, mine[name], cause.fields.get(name))
             for name in mine
@@ -415,6 +434,121 @@ class LogChecker:
         # A result is answered once (the final event is first-only): its fields, which
         # may hold many counts, are not needed any more.
         cause.fields = None
+
+    def _check_cached(self, event: JobCompleted, where: _Seen) -> None:
+        """A cached result is the original job's result, answering this job's circuit."""
+        cause = self._ids.get(event.causation_id or "")
+        if cause is not None and cause.type != "circuit.rewritten":
+            self._problem(
+                "missing_cause",
+                f"a cached result answers a {cause.type} (sequence {cause.seq}), not the "
+                "job's CircuitRewritten",
+                where,
+                related=cause.seq,
+            )
+        elif cause is not None and cause.circuit not in (None, event.circuit_hash):
+            self._problem(
+                "cache_mismatch",
+                f"its circuit hash {event.circuit_hash[:23]}… is not the hash of the circuit "
+                f"it answers ({(cause.circuit or '')[:23]}…, sequence {cause.seq})",
+                where,
+                related=cause.seq,
+            )
+        origin_id = event.cached_from or ""
+        origin = self._completed.get(origin_id)
+        theirs = self._final_fields.get(origin_id)
+        if origin is None or theirs is None or origin_id == event.job_id:
+            self._problem(
+                "cache_origin_missing",
+                f"it is a cached result of job {origin_id or '(none named)'}, whose own "
+                "JobCompleted is not in the log before it: the cached result cannot be "
+                "traced to a run",
+                where,
+            )
+            return
+        mine = result_fields(event)
+        diffs = [
+            describe_difference(name, mine[name], theirs.get(name))
+            for name in mine
+            if mine[name] != theirs.get(name)
+        ]
+        if diffs or origin.result_hash != event.result_hash:
+            detail = "; ".join(diffs) if diffs else "the result hash"
+            self._problem(
+                "cache_mismatch",
+                f"its cached result differs from the result of job {origin_id} it was "
+                f"cached from (JobCompleted at sequence {origin.seq}): {detail} (here vs "
+                f"there); that result hashes to {(origin.result_hash or '')[:23]}…, this "
+                f"job published {event.result_hash[:23]}…",
+                where,
+                related=origin.seq,
+            )
+
+    def _check_assembled(self, event: JobCompleted, where: _Seen) -> None:
+        """Re-derive an assembled result from its chunks, the way the assembler did."""
+        from qbus.consumers.assemble import chunk_result, join_chunks
+
+        results = self._chunks.pop(event.job_id, [])
+        for seen, _ in results:
+            seen.fields = None  # answered here; the points are in ``results``
+        cause = self._ids.get(event.causation_id or "")
+        last = next((e for s, e in results if s is cause), None)
+        if last is None or last.chunks is None:
+            what = f"a {cause.type} (sequence {cause.seq})" if cause else "nothing in the log"
+            self._problem(
+                "missing_cause",
+                f"an assembled result must answer its job's last chunk result; it answers {what}",
+                where,
+                related=cause.seq if cause else None,
+            )
+            return
+        winners = winning_chunks(results)
+        missing = [k for k in range(last.chunks) if k not in winners]
+        if missing:
+            self._problem(
+                "chunk_missing",
+                f"it joins {last.chunks} chunks, but the log holds no result for chunk(s) "
+                + ", ".join(map(str, missing[:10])),
+                where,
+            )
+            return
+        parts = [chunk_result(winners[k][1]) for k in range(last.chunks)]
+        whole = join_chunks(last, parts, max(e.generation for _, e in results))
+        mine, theirs = result_fields(event), result_fields(whole)
+        diffs = [
+            describe_difference(name, mine[name], theirs[name])
+            for name in mine
+            if mine[name] != theirs[name]
+        ]
+        engines = {str(k): parts[k].engine for k in range(len(parts))}
+        if event.chunk_engines != engines:
+            diffs.append(describe_difference("chunk_engines", event.chunk_engines, engines))
+        derived = event_result_hash(whole)
+        if not diffs and derived == event.result_hash:
+            return
+        # Name the first chunk whose points the published result does not carry.
+        related, offset, culprit = None, 0, ""
+        published = msgspec.to_builtins(event.sweep_results or [])
+        for k, part in enumerate(parts):
+            size = len(part.sweep_results)
+            if published[offset : offset + size] != msgspec.to_builtins(part.sweep_results):
+                seen = winners[k][0]
+                related = seen.seq
+                culprit = (
+                    f"; points {offset}..{offset + size - 1} differ from chunk {k}'s "
+                    f"ExecutionCompleted (sequence {seen.seq}, event {seen.event_id})"
+                )
+                break
+            offset += size
+        self._problem(
+            "result_mismatch",
+            f"its result does not re-derive from its {len(parts)} chunk results joined in "
+            f"point order: {'; '.join(diffs) or 'the hashed fields'} (here vs there)"
+            f"{culprit}; the joined result hashes to {derived[:23]}…, the job published "
+            f"{event.result_hash[:23]}…",
+            where,
+            related=related,
+        )
 
     def _check_anchor(self, event: ResultAnchored, where: _Seen) -> None:
         self.anchors_checked += 1
@@ -531,6 +665,26 @@ class LogChecker:
             job_id=anchor.job_id,
         )
         self._problem(check, message, where)
+
+
+def winning_chunks(
+    results: list[tuple[_Seen, ExecutionCompleted]] | list[tuple[int, ExecutionCompleted]],
+) -> dict[int, tuple]:
+    """Chunk index -> the (where, event) of its accepted result, as the ledger chose it.
+
+    The ledger (qbus/bus/ledger.py) accepts a chunk's first result of a generation no
+    older than the job's, and a reroute republishes only unfinished chunks: so the
+    accepted result of a chunk is its latest generation's, the first of those in the log.
+    """
+    won: dict[int, tuple] = {}
+    for item in results:
+        event = item[1]
+        if event.chunk is None:
+            continue
+        held = won.get(event.chunk)
+        if held is None or event.generation > held[1].generation:
+            won[event.chunk] = item
+    return won
 
 
 def _stage_output(event: Event) -> bool:

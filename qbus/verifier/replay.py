@@ -13,6 +13,12 @@ the recorded one field by field and through the result hash:
 * another engine version: a warning says so; identical results still ``match``,
   otherwise the two results are compared statistically (the cross-engine test) and
   the status is ``version_changed`` with that verdict.
+
+A cached job (``cached_from``) never ran an engine: its original job's execution is
+replayed, and the cached result must be that execution's result field for field. A
+chunked job replays every chunk on the engine that recorded it (the chunk the ledger
+accepted: ``winning_chunks``), joins the replayed chunks with the assembler's own
+``join_chunks`` and compares the joined result with the published one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import msgspec
 from qbus.bus.blobs import ObjectStoreBlobs, deinterleave
 from qbus.bus.config import Config, HypervisorConfig
 from qbus.bus.connection import Bus
+from qbus.consumers.assemble import chunk_result, join_chunks
 from qbus.errors import QbusError
 from qbus.producers.submit import events_of
 from qbus.schemas.events import (
@@ -30,8 +37,9 @@ from qbus.schemas.events import (
     ExecutionRequested,
     JobCompleted,
     JobFailed,
+    decode,
 )
-from qbus.verifier.audit_checks import describe_difference, result_fields
+from qbus.verifier.audit_checks import describe_difference, result_fields, winning_chunks
 from qbus.verifier.crosscheck import Agreement, compare_counts, compare_statevectors
 from qbus.verifier.hashing import event_result_hash
 
@@ -57,6 +65,8 @@ class ReplayReport(msgspec.Struct, kw_only=True):
         agreement: For ``version_changed``: the statistical comparison.
         warnings: Things a person should know (engine version changed …).
         detail: A one-line summary.
+        cached_from: For a cached job: the job whose run was replayed.
+        chunks: For a chunked job: how many chunks were replayed.
     """
 
     job_id: str
@@ -75,6 +85,8 @@ class ReplayReport(msgspec.Struct, kw_only=True):
     agreement: str | None = None
     warnings: list[str] = []
     detail: str = ""
+    cached_from: str | None = None
+    chunks: int = 0
 
 
 class _MemoryBlobs:
@@ -114,6 +126,10 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
     final = next(
         ((s, e) for s, e in reversed(seen) if isinstance(e, (JobCompleted, JobFailed))), None
     )
+    if final is not None and isinstance(final[1], JobCompleted) and final[1].cached:
+        return await _replay_cached(bus, job_id, (final[0], final[1]), config)
+    if final is not None and isinstance(final[1], JobCompleted) and final[1].chunk_engines:
+        return await _replay_chunked(bus, job_id, seen, (final[0], final[1]), config)
     recorded = by_id.get(final[1].causation_id or "") if final else None
     if recorded is None or not isinstance(recorded[1], ExecutionCompleted):
         recorded = next(
@@ -139,23 +155,7 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
     )
     if final is not None and isinstance(final[1], JobCompleted):
         report.published_hash = final[1].result_hash
-    request_at = by_id.get(rec.causation_id or "")
-    if request_at is not None and isinstance(request_at[1], ExecutionRequested):
-        report.request_seq, request = request_at[0], request_at[1]
-    else:
-        report.warnings.append(
-            "the ExecutionRequested is not in the log; replaying the IR and options the "
-            "ExecutionCompleted carries"
-        )
-        request = ExecutionRequested(
-            event_id=rec.causation_id or rec.event_id,
-            job_id=job_id,
-            engine=rec.engine,
-            circuit=rec.circuit,
-            circuit_hash=rec.circuit_hash,
-            options=rec.options,
-            generation=rec.generation,
-        )
+    report.request_seq, request = _request_for(rec, by_id, report.warnings)
     try:
         handler = ExecuteHandler(
             request.engine, _MemoryBlobs(bus.config.object_store), config.limits, HypervisorConfig()
@@ -165,11 +165,7 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         report.detail = f"engine {request.engine} cannot be loaded here: {exc}"
         return report
     try:
-        # Inline: the sandbox decides where engine code runs, never what it returns.
-        inline = msgspec.structs.replace(
-            request, options=msgspec.structs.replace(request.options, hypervisor="inline")
-        )
-        out = await handler.handle(inline)
+        out = await _run_inline(handler, request)
     finally:
         handler.close()
     report.replay_version = handler.engine.version
@@ -218,6 +214,199 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         f"replayed on {rec.engine} {report.replay_version} (recorded "
         f"{report.recorded_version}): results differ bit for bit; statistically "
         f"{agreement.verdict}: {agreement.detail}"
+    )
+    return report
+
+
+def _request_for(
+    rec: ExecutionCompleted, by_id: dict[str, tuple[int, Event]], warnings: list[str]
+) -> tuple[int | None, ExecutionRequested]:
+    """The logged request a result answers, or one rebuilt from the result itself."""
+    request_at = by_id.get(rec.causation_id or "")
+    if request_at is not None and isinstance(request_at[1], ExecutionRequested):
+        return request_at[0], request_at[1]
+    warnings.append(
+        f"the ExecutionRequested of {rec.event_id} is not in the log; replaying the IR and "
+        "options the ExecutionCompleted carries"
+    )
+    return None, ExecutionRequested(
+        event_id=rec.causation_id or rec.event_id,
+        job_id=rec.job_id,
+        engine=rec.engine,
+        circuit=rec.circuit,
+        circuit_hash=rec.circuit_hash,
+        options=rec.options,
+        generation=rec.generation,
+        chunk=rec.chunk,
+        chunks=rec.chunks,
+        point_start=rec.point_start,
+        point_stop=rec.point_stop,
+    )
+
+
+async def _run_inline(handler: object, request: ExecutionRequested) -> list[Event]:
+    # Inline: the sandbox decides where engine code runs, never what it returns.
+    inline = msgspec.structs.replace(
+        request, options=msgspec.structs.replace(request.options, hypervisor="inline")
+    )
+    return list(await handler.handle(inline))  # type: ignore[attr-defined]
+
+
+async def _replay_cached(
+    bus: Bus, job_id: str, final: tuple[int, JobCompleted], config: Config
+) -> ReplayReport:
+    """Replay the run a cached result came from; the cached result must be that run's."""
+    final_seq, cached = final
+    origin_id = cached.cached_from or ""
+    if not origin_id or origin_id == job_id:
+        return ReplayReport(
+            job_id=job_id,
+            status="not_replayable",
+            final_seq=final_seq,
+            published_hash=cached.result_hash,
+            cached_from=origin_id or None,
+            detail="a cached result that names no other job it was cached from",
+        )
+    report = await replay_job(bus, origin_id, config)
+    report.job_id, report.cached_from, report.final_seq = job_id, origin_id, final_seq
+    original_hash, report.published_hash = report.published_hash, cached.result_hash
+    if report.recorded_seq is None:
+        report.status, report.ok = "not_replayable", False
+        report.detail = f"cached from job {origin_id}, which cannot be replayed: {report.detail}"
+        return report
+    msg = await bus.js.get_msg(bus.config.stream, report.recorded_seq)
+    rec = decode(msg.data)
+    assert isinstance(rec, ExecutionCompleted)
+    mine, theirs = result_fields(cached), result_fields(rec)
+    diffs = [
+        "cached " + describe_difference(name, mine[name], theirs[name])
+        for name in mine
+        if mine[name] != theirs[name]
+    ]
+    own = event_result_hash(cached)
+    if own != cached.result_hash:
+        diffs.append(
+            f"cached result hash ({cached.result_hash[:23]}… is not the hash of the cached "
+            f"fields, {own[:23]}…)"
+        )
+    elif cached.result_hash != report.recorded_hash:
+        diffs.append(
+            f"cached result hash ({cached.result_hash[:23]}… vs job {origin_id}'s recorded "
+            f"{(report.recorded_hash or '')[:23]}…)"
+        )
+    if original_hash not in (None, cached.result_hash) and not diffs:
+        diffs.append(f"cached result hash (vs job {origin_id}'s published {original_hash[:23]}…)")
+    if diffs:
+        report.differences.extend(diffs)
+        report.status, report.ok = "mismatch", False
+        report.detail = (
+            f"cached from job {origin_id}: the cached result is not that job's result: "
+            + "; ".join(report.differences)
+        )
+        return report
+    report.detail = f"cached from job {origin_id}, whose run was replayed: {report.detail}"
+    return report
+
+
+async def _replay_chunked(
+    bus: Bus,
+    job_id: str,
+    seen: list[tuple[int, Event]],
+    final: tuple[int, JobCompleted],
+    config: Config,
+) -> ReplayReport:
+    """Replay every accepted chunk on its recorded engine; compare chunks and the join."""
+    from qbus.consumers.execute import ExecuteHandler
+
+    final_seq, published = final
+    by_id = {event.event_id: (seq, event) for seq, event in seen}
+    results = [(s, e) for s, e in seen if isinstance(e, ExecutionCompleted) and e.chunk is not None]
+    report = ReplayReport(
+        job_id=job_id,
+        status="not_replayable",
+        engine=published.engine,
+        recorded_version=published.engine_version,
+        final_seq=final_seq,
+        published_hash=published.result_hash,
+    )
+    last_at = by_id.get(published.causation_id or "")
+    last = last_at[1] if last_at is not None else None
+    if not isinstance(last, ExecutionCompleted) or last.chunks is None:
+        report.detail = "the chunk result the assembled result answers is not in the log"
+        return report
+    winners = winning_chunks(results)
+    missing = [k for k in range(last.chunks) if k not in winners]
+    if missing:
+        report.detail = "the log holds no result for chunk(s) " + ", ".join(map(str, missing))
+        return report
+    report.chunks, report.recorded_seq = last.chunks, last_at[0] if last_at else None
+    generation = max(e.generation for _, e in results)
+    recorded = [winners[k][1] for k in range(last.chunks)]
+    report.recorded_hash = event_result_hash(
+        join_chunks(last, [chunk_result(r) for r in recorded], generation)
+    )
+    handlers: dict[str, ExecuteHandler] = {}
+    parts = []
+    changed = False
+    try:
+        for k, rec in enumerate(recorded):
+            rec_seq = winners[k][0]
+            request_seq, request = _request_for(rec, by_id, report.warnings)
+            if report.request_seq is None:
+                report.request_seq = request_seq
+            handler = handlers.get(rec.engine)
+            if handler is None:
+                try:
+                    handler = handlers[rec.engine] = ExecuteHandler(
+                        rec.engine,
+                        _MemoryBlobs(bus.config.object_store),
+                        config.limits,
+                        HypervisorConfig(),
+                    )
+                except (ImportError, QbusError) as exc:
+                    report.detail = f"engine {rec.engine} cannot be loaded here: {exc}"
+                    return report
+            out = await _run_inline(handler, request)
+            replayed = out[0] if out else None
+            if not isinstance(replayed, ExecutionCompleted):
+                code = getattr(replayed, "code", "no_result")
+                report.status = "mismatch"
+                report.detail = (
+                    f"the replay of chunk {k} (sequence {rec_seq}) did not produce a result: "
+                    f"[{code}] " + getattr(replayed, "message", "")
+                )
+                return report
+            replayed = msgspec.structs.replace(replayed, options=rec.options)
+            if handler.engine.version != rec.engine_version:
+                changed = True
+                report.warnings.append(
+                    f"chunk {k}: engine version changed: {rec.engine} {rec.engine_version} "
+                    f"ran it, {handler.engine.version} replayed it"
+                )
+            report.differences.extend(
+                f"chunk {k} (sequence {rec_seq}): {d}"
+                for d in await _differences(bus, handler.blobs, rec, replayed)
+            )
+            parts.append(chunk_result(replayed))
+    finally:
+        for handler in handlers.values():
+            handler.close()
+    whole = join_chunks(last, parts, generation)
+    report.replay_version = whole.engine_version
+    report.replay_hash = event_result_hash(whole)
+    if published.result_hash != report.recorded_hash:
+        report.differences.append(
+            f"published result hash ({published.result_hash[:23]}… vs the joined recorded "
+            f"chunks' {(report.recorded_hash or '')[:23]}…)"
+        )
+    where = f"{last.chunks} chunks replayed on {whole.engine} {whole.engine_version}"
+    if not report.differences and (changed or report.replay_hash == report.recorded_hash):
+        report.status, report.ok = "match", True
+        report.detail = f"{where}: identical results, joined hash {report.replay_hash[:23]}…"
+        return report
+    report.status = "version_changed" if changed else "mismatch"
+    report.detail = f"{where}: {len(report.differences)} difference(s): " + "; ".join(
+        report.differences
     )
     return report
 
