@@ -198,8 +198,7 @@ class IngestHandler:
             return
         if not 1 <= job.shots <= self.limits.max_shots:
             raise Reject(
-                f"shots per sweep point must be 1..{self.limits.max_shots:,}, "
-                f"got {job.shots:,}",
+                f"shots per sweep point must be 1..{self.limits.max_shots:,}, got {job.shots:,}",
                 code="invalid_shots",
                 where="$.shots",
             )
