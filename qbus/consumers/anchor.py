@@ -17,6 +17,12 @@ mined and every ResultAnchored is stored, so a crash means redelivery:
   dropped by the server;
 * held results are kept from redelivery with in-progress acks while they wait.
 
+The verifier key is read through a ``CachedSecret`` before each anchor and each fulfil
+transaction: a key rotated in the secrets store is used for the next batch (within the
+secret's ttl plus the provider's cache), without a restart. While the store cannot give
+the key the stage logs which secret and which store, keeps its batch (the same path as a
+chain outage) and retries with backoff; started with the store down it waits the same way.
+
 This is not a ``StageRunner`` stage: its unit of work is a batch of inputs settled by one
 transaction, so it settles them itself, with the same rule (ack only after the outputs
 are stored).
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,11 +47,15 @@ from qbus.bus.connection import Bus
 from qbus.bus.pull import PullConsumer
 from qbus.observability import metrics, tracing
 from qbus.schemas.events import JobCompleted, ResultAnchored, decode, derived_event_id
+from qbus.secrets import provider_from_config
+from qbus.secrets.base import SecretError
+from qbus.secrets.cached import CachedSecret
 from qbus.verifier.chain import (
     AnchorContract,
     AnchoredBatch,
     ChainError,
     ChainRevert,
+    account_from_key,
     hex32,
     open_contract,
     parse_request_job_id,
@@ -124,8 +135,13 @@ class AnchorStage:
     Args:
         bus: Connected, provisioned bus.
         config: Settings (``[chain]``, secrets for the verifier key).
-        contract: The contract to use (default: ``open_contract(config, …)`` at start).
+        contract: The contract to use, signing as its fixed account (default:
+            ``open_contract(config, …)`` at start, signing with the verifier key read from
+            the secrets store before each transaction, so a rotated key is picked up).
         durable: Durable consumer name.
+
+    Attributes:
+        verifier_key: The verifier key as the stage reads it (None with a given contract).
     """
 
     stage = "anchor"
@@ -153,6 +169,8 @@ class AnchorStage:
         self._open: dict[str, _Open] = {}  # root → batch being finished
         self._member_of: dict[str, str] = {}  # JobCompleted id → root
         self.anchored_batches = 0
+        self.verifier_key: CachedSecret | None = None
+        self._key_digest = b""  # of the key self.contract signs with; never the key
 
     def stop(self) -> None:
         """Finish the current batch, then return from ``run``."""
@@ -169,7 +187,15 @@ class AnchorStage:
                     "process; set [chain] rpc_url to a node to keep them (docs/chain.md)",
                     self.chain.rpc_url,
                 )
-            self.contract = await open_contract(self.config, self._kv)
+            self.verifier_key = CachedSecret(
+                provider_from_config(self.config),
+                self.chain.key_secret,
+                ttl=self.config.secrets.cache_seconds,
+            )
+            account = await self._first_account()
+            if account is None:
+                return  # stopped before the secrets store ever answered
+            self.contract = await open_contract(self.config, self._kv, account=account)
         log.info(
             "anchor stage on chain %d, contract %s", self.contract.chain_id, self.contract.address
         )
@@ -285,19 +311,84 @@ class AnchorStage:
 
     async def _settle_chain(self, entry: _Open) -> bool:
         """Anchor the root (once) and fulfil the batch's chain requests; retry on chain
-        errors until it works or the stage stops. False when stopped first."""
+        and secrets-store errors until it works or the stage stops. False when stopped
+        first."""
         delay = 0.5
         while entry.anchored is None:
             try:
-                anchored = await self.contract.anchor(entry.tree.root, len(entry.batch.members))
+                contract = await self._signer()
+                anchored = await contract.anchor(entry.tree.root, len(entry.batch.members))
                 await self._fulfil(entry.batch, anchored)
                 entry.anchored = anchored
+            except SecretError as exc:
+                self._log_key_error(exc, delay, len(entry.batch.members))
+                if await self._pause(delay):
+                    return False
+                delay = min(delay * 2, 30.0)
             except ChainError as exc:
                 log.warning("anchor: chain error, retrying in %.1f s: %s", delay, exc)
                 if await self._pause(delay):
                     return False
                 delay = min(delay * 2, 30.0)
         return True
+
+    # -- the verifier key -------------------------------------------------------------
+
+    async def _first_account(self) -> Any:
+        """The verifier account at start, waiting (with backoff) while the store is down.
+
+        None when the stage is stopped first. Results wait in the stream meanwhile: the
+        consumer is not pulling yet, so nothing is delivered and nothing can be lost.
+        """
+        assert self.verifier_key is not None
+        delay = 0.5
+        while True:
+            try:
+                key = await self.verifier_key.aget()
+            except SecretError as exc:
+                self._log_key_error(exc, delay, 0)
+                if await self._pause(delay):
+                    return None
+                delay = min(delay * 2, 30.0)
+                continue
+            self._key_digest = hashlib.sha256(key.encode()).digest()
+            return account_from_key(key)
+
+    async def _signer(self) -> AnchorContract:
+        """The contract signing with the current verifier key (re-read within its ttl).
+
+        Raises:
+            SecretError: The secrets store cannot give the key.
+            ChainError: The key is not a valid private key.
+        """
+        assert self.contract is not None
+        if self.verifier_key is None:
+            return self.contract
+        key = await self.verifier_key.aget()
+        digest = hashlib.sha256(key.encode()).digest()
+        if digest != self._key_digest:
+            account = account_from_key(key)
+            old = getattr(self.contract.account, "address", None)
+            if account.address != old:
+                log.info(
+                    "anchor: verifier key changed: signing as %s (was %s)", account.address, old
+                )
+            self.contract = self.contract.as_account(account)
+            self._key_digest = digest
+        return self.contract
+
+    def _log_key_error(self, exc: SecretError, delay: float, held: int) -> None:
+        # exc's message names the secret and the store's address, never the value.
+        assert self.verifier_key is not None
+        log.error(
+            "anchor: cannot read the verifier key %r from the %s secrets store, holding "
+            "%d results, retrying in %.1f s: %s",
+            self.verifier_key.key,
+            self.verifier_key.provider.name,
+            held,
+            delay,
+            exc,
+        )
 
     async def _pause(self, seconds: float) -> bool:
         """Wait ``seconds`` (True when stopped meanwhile), taking in what arrives.
@@ -326,8 +417,9 @@ class AnchorStage:
             )
             if request_id is None:
                 continue
+            contract = await self._signer()  # a rotated key signs this one already
             try:
-                first = await self.contract.fulfill(request_id, member.result_hash, anchored.root)
+                first = await contract.fulfill(request_id, member.result_hash, anchored.root)
             except ChainRevert as exc:
                 # e.g. UnknownRequest: a job named like a request this contract never saw.
                 log.warning("anchor: not fulfilling request %d: %s", request_id, exc)
