@@ -407,7 +407,11 @@ class _Converter:
                 parameters=tuple(sorted(self.used_parameters)),
             )
         except ValueError as exc:
-            raise CircuitError(f"the Quil program does not fit the IR: {exc}") from exc
+            # An expression pyQuil accepted can still break the IR's own limits (nesting
+            # depth): whether pyQuil's recursive parser or ours stops it first depends on
+            # the stack left, so both report it under the same code.
+            code = "invalid_parameter" if "bad expression" in str(exc) else None
+            raise CircuitError(f"the Quil program does not fit the IR: {exc}", code=code) from exc
 
     # -- instructions ---------------------------------------------------------------------
 
