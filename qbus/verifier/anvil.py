@@ -13,13 +13,10 @@ import os
 import platform
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
+from qbus.childproc import ChildServer
 from qbus.errors import QbusError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +57,7 @@ def find_anvil() -> str:
     )
 
 
-class AnvilNode:
+class AnvilNode(ChildServer):
     """An anvil child process on loopback.
 
     Args:
@@ -73,6 +70,9 @@ class AnvilNode:
 
     Use as a context manager, or call ``start()``/``stop()``.
     """
+
+    name = "anvil"
+    error = AnvilError
 
     def __init__(
         self,
@@ -92,7 +92,7 @@ class AnvilNode:
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="qbus-anvil-"))
         self.log_path = self._log_dir / "anvil.log"
         self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc = None
         self.url = ""
         self.dev_keys: list[str] = []
 
@@ -108,69 +108,17 @@ class AnvilNode:
             cmd += ["--chain-id", str(self.chain_id)]
         if self.block_time is not None:
             cmd += ["--block-time", str(self.block_time)]
-        log = self.log_path.open("wb")
-        self._proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + self.start_timeout
-        delay = 0.005
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            match = _LISTEN_RE.search(text)
-            if match:
-                self.port = int(match.group(2))
-                self.url = f"http://{match.group(1)}:{self.port}"
-                self.dev_keys = [key for _, key in _KEY_RE.findall(text)]
-                return self
-            if self._proc.poll() is not None:
-                raise AnvilError(f"anvil exited at start:\n{_tail(text)}")
-            time.sleep(delay)  # polling the log file, not synchronising with a peer
-            delay = min(delay * 2, 0.1)
-        self.stop()
-        raise AnvilError(
-            f"anvil not listening after {self.start_timeout} s:\n"
-            f"{_tail(self.log_path.read_text(errors='replace'))}"
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def running(self) -> bool:
-        """True while anvil is alive."""
-        return self._proc is not None and self._proc.poll() is None
+        self._spawn(cmd)
+        text = self._await_log(lambda text: _LISTEN_RE.search(text) is not None)
+        match = _LISTEN_RE.search(text)
+        assert match is not None
+        self.port = int(match.group(2))
+        self.url = f"http://{match.group(1)}:{self.port}"
+        self.dev_keys = [key for _, key in _KEY_RE.findall(text)]
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop anvil (SIGTERM, then SIGKILL after ``timeout``)."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        """Stop anvil (SIGTERM, then SIGKILL after ``timeout``); remove a temporary log dir."""
+        super().stop(timeout)
         if self._own_dir:
             shutil.rmtree(self._log_dir, ignore_errors=True)
-
-    def __enter__(self) -> AnvilNode:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
