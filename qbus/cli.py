@@ -722,15 +722,17 @@ def engines() -> None:
 
     rows = engine_table()
     version_w = max([len("version"), *(len(str(r["version"])) for r in rows)])
+    methods_w = max([len("methods"), *(len(",".join(r["methods"])) for r in rows)])
     click.echo(
-        f"{'name':<12} {'version':<{version_w}} {'available':<10} {'methods':<20} max qubits"
+        f"{'name':<12} {'version':<{version_w}} {'available':<10} "
+        f"{'methods':<{methods_w}} max qubits"
     )
     for row in rows:
         widths = row["max_qubits"] or {}
         limit = ", ".join(f"{m} {n}" for m, n in widths.items()) if widths else "-"
         click.echo(
             f"{row['name']:<12} {row['version']:<{version_w}} {row['available']!s:<10} "
-            f"{','.join(row['methods']):<20} {limit}"
+            f"{','.join(row['methods']):<{methods_w}} {limit}"
         )
         if not row["available"] and row["error"]:
             click.echo(f"{'':<12} {row['error']}")
