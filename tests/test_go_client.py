@@ -39,7 +39,8 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_go_client_job_completes(config: Config, pipeline: Pipeline, tmp_path: Path):
+async def build_client(tmp_path: Path) -> Path:
+    """The Go client, built offline into ``tmp_path`` (fails with the setup hint)."""
     go = shutil.which("go")
     if go is None or not (GOPATH / "src/github.com/nats-io/nats.go").is_dir():
         pytest.fail(
@@ -56,6 +57,11 @@ async def test_go_client_job_completes(config: Config, pipeline: Pipeline, tmp_p
     binary = tmp_path / "qbus-go-submit"
     code, out, err = await _run(go, "build", "-o", str(binary), ".", env=env)
     assert code == 0, f"go build failed:\n{out}{err}"
+    return binary
+
+
+async def test_go_client_job_completes(config: Config, pipeline: Pipeline, tmp_path: Path):
+    binary = await build_client(tmp_path)
     code, out, err = await _run(str(binary), "--url", config.bus.url, "--shots", "400")
     assert code == 0, (out, err)
     result = json.loads(out.strip().splitlines()[-1])

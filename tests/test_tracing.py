@@ -196,6 +196,27 @@ async def test_node_client_traceparent_is_continued_by_every_stage(
     _assert_children(found, chain)
 
 
+async def test_go_client_traceparent_is_continued_by_every_stage(
+    config: Config, bus: Bus, pipeline: Pipeline, spans: InMemorySpanExporter, tmp_path
+):
+    from tests.test_go_client import _run, build_client
+
+    binary = await build_client(tmp_path)
+    trace_id, go_span = secrets.token_hex(16), secrets.token_hex(8)
+    traceparent = f"00-{trace_id}-{go_span}-01"
+    code, out, err = await _run(
+        str(binary), "--url", config.bus.url, "--shots", "300", "--traceparent", traceparent
+    )
+    assert code == 0, (out, err)
+    assert f"traceparent {traceparent}" in err
+    job_id = json.loads(out.strip().splitlines()[-1])["job_id"]
+    chain = _assert_stage_chain(await _spans_of(spans, job_id), job_id)
+    assert _hex(chain[0].context.trace_id, 32) == trace_id
+    assert chain[0].parent.span_id == int(go_span, 16) and chain[0].parent.is_remote
+    code, _, err = await _run(str(binary), "--url", config.bus.url, "--traceparent", "nope")
+    assert code == 2 and "--traceparent nope" in err
+
+
 async def test_node_client_rejects_a_malformed_traceparent(config: Config):
     from tests.test_node_client import _node, run_client
 

@@ -10,6 +10,9 @@
 //
 //	go run . --url nats://127.0.0.1:4222 --shots 1000
 //
+// --traceparent 00-<trace id>-<span id>-01 continues a trace of yours: every qbus stage's
+// span joins it (docs/observability.md); without it the job starts a trace of its own.
+//
 // Exit status: 0 on job.completed, 1 on job.failed / job.rejected, 2 on errors.
 package main
 
@@ -20,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +57,7 @@ func main() {
 	stream := flag.String("stream", "QBUS", "event-log stream name")
 	shots := flag.Int("shots", 1000, "shots")
 	timeout := flag.Duration("timeout", 60*time.Second, "how long to wait for the result")
+	parent := flag.String("traceparent", "", "W3C traceparent of a trace to continue")
 	flag.Parse()
 
 	nc, err := nats.Connect(*url, nats.Name("qbus-go-client"))
@@ -69,6 +74,12 @@ func main() {
 	eventID := randomHex(16)
 	// W3C trace context: version 00, 16-byte trace id, 8-byte parent id, sampled.
 	traceparent := fmt.Sprintf("00-%s-%s-01", randomHex(16), randomHex(8))
+	if *parent != "" {
+		if !regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`).MatchString(*parent) {
+			fail("--traceparent %s: expected 00-<32 hex>-<16 hex>-<2 hex> (W3C)", *parent)
+		}
+		traceparent = *parent
+	}
 
 	sub, err := js.SubscribeSync(*prefix+".result."+jobID, nats.OrderedConsumer(), nats.BindStream(*stream))
 	if err != nil {
