@@ -281,7 +281,7 @@ REJECTED: list[tuple[str, str, str]] = [
     ("H 0\nHALT\nX 0\n", "quil_unsupported", "HALT"),
     ("H 0\nWAIT\n", "quil_unsupported", "WAIT"),
     ("RX(1/0) 0\n", "invalid_parameter", "division"),
-    ("DECLARE t REAL[1]\nRX(" + "+".join(["t"] * 5000) + ") 0\n", "invalid_parameter", "deeply"),
+    ("DECLARE t REAL[1]\nRX(" + "+".join(["t"] * 5000) + ") 0\n", "invalid_parameter", "nested"),
     (
         "DEFGATE P AS PERMUTATION:\n    " + ", ".join(map(str, range(16))) + "\nP 0 1 2 3\n",
         "quil_unsupported",
