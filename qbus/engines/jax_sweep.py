@@ -37,7 +37,7 @@ from qbus.schemas.pauli import Observable
 Structure = tuple[int, tuple[tuple[str, tuple[int, ...]], ...]]
 
 # Points per chunk: a chunk of 2**n amplitudes x CHUNK points should fit a core's L2.
-_CHUNK_BYTES = 1 << 22
+_CHUNK_BYTES = 1 << 21
 _MAX_CHUNK = 64
 # Up to this many observables a flip group is reduced with fused weighted sums, past it
 # with one matrix product.
