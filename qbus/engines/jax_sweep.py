@@ -8,21 +8,34 @@ runs poorly on the CPU. This kernel instead:
 - lays the batch out **last** (``[2] * n + [points]``), so each gate is elementwise
   arithmetic vectorised over the points, with one coefficient per point;
 - merges each run of one-qubit gates on a qubit into one 2x2 per point;
-- starts from a **product state**: the one-qubit gates on each qubit before any
-  multi-qubit gate touches it act on ``|0>``, so they give a 2-vector per qubit and the
-  state is their outer product (no pass over the state for them);
+- keeps the state **factored** until gates entangle it: the one-qubit gates on each
+  qubit before any multi-qubit gate touches it act on ``|0>``, so they give a 2-vector
+  per qubit; a gate on qubits of two factors merges them by an outer product first.
+  The gates before the state is fully entangled act on small tensors: a CNOT ladder
+  after a rotation layer costs about two passes over the state, not one per CNOT
+  (12 qubits: 7.6 ms against 12.9 ms for the evolution of 256 points);
 - applies each gate as ``new[i] = sum_j M[i, j] * old[j]`` over the gate's axes, skipping
-  the structurally zero entries and multiplying by no constant 1: a CNOT ladder becomes
-  pure data movement that XLA fuses into one loop;
+  the structurally zero entries and multiplying by no constant 1 (a CNOT is pure data
+  movement);
 - runs the points in chunks (``lax.map``) small enough that a chunk's state stays in
   the cache for the whole circuit;
+- moves trailing Clifford gates into the observables (the Heisenberg picture): a fixed
+  gate ``G`` that maps every Pauli string to one Pauli string (``cx``, ``cz``, ``h``,
+  ``s``, ``swap`` ...) at the end of the circuit, or followed only by gates on other
+  qubits, is never applied; each term ``P`` becomes ``G^dagger P G`` instead, computed
+  once when the function is built;
 - computes expectation values inside the compiled function: Pauli terms are grouped by
   the qubits they flip, each group's diagonal weights are precomputed once, and each
-  group costs one pass (``conj(psi) * flip(psi)`` contracted with the weights).
+  group costs one pass over half the state: for a Hermitian group flipping bit ``b``,
+  ``sum_x conj(psi[x]) w[x] psi[x ^ f]`` is twice the real part of its sum over the
+  ``x`` with bit ``b`` clear. The weighted sums over ``x`` are one matrix product per
+  group.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,13 +48,12 @@ from qbus.schemas.gates import GATES
 from qbus.schemas.pauli import Observable
 
 Structure = tuple[int, tuple[tuple[str, tuple[int, ...]], ...]]
+# A Pauli term: (coefficient, ((letter, qubit), ...)) with identities dropped.
+Term = tuple[complex, tuple[tuple[str, int], ...]]
 
 # Points per chunk: a chunk of 2**n amplitudes x CHUNK points should fit a core's L2.
 _CHUNK_BYTES = 1 << 21
 _MAX_CHUNK = 64
-# Up to this many observables a flip group is reduced with fused weighted sums, past it
-# with one matrix product.
-_REDUCE_OBSERVABLES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +124,16 @@ def _pattern(name: str) -> np.ndarray:
 
 
 def _apply(
-    state: jax.Array, n: int, qubits: tuple[int, ...], m: jax.Array | np.ndarray, mask: np.ndarray
+    state: jax.Array, axes: Sequence[int], m: jax.Array | np.ndarray, mask: np.ndarray
 ) -> jax.Array:
-    """``new[i] = sum_j m[.., i, j] old[j]`` on the axes of ``qubits`` (batch last).
+    """``new[i] = sum_j m[.., i, j] old[j]`` on ``axes`` (batch last).
 
-    ``m`` is a constant ``(d, d)`` numpy matrix or a ``(points, d, d)`` traced one; ``mask``
-    says which entries can be non-zero. Slices and stacks along the gate's axes, never a
-    transpose, so XLA fuses the whole gate into one loop over the state.
+    ``axes[j]`` holds bit ``j`` of the matrix index. ``m`` is a constant ``(d, d)`` numpy
+    matrix or a ``(points, d, d)`` traced one; ``mask`` says which entries can be
+    non-zero. Slices and stacks along the gate's axes, never a transpose, so XLA fuses
+    the whole gate into one loop over the state.
     """
-    k = len(qubits)
-    axes = [n - 1 - q for q in qubits]  # qubits[j] is bit j of the matrix index
+    k = len(axes)
     const = isinstance(m, np.ndarray)
 
     def part(j: int) -> jax.Array:
@@ -159,21 +171,119 @@ def _apply(
     return build(k, 0)
 
 
-def _flip_groups(
-    n: int, observables: Sequence[Observable]
-) -> list[tuple[tuple[int, ...], np.ndarray]]:
-    """``(axes to flip, weights)`` per flip pattern; weights are ``(2**n, observables)``.
+_PAULIS = {
+    "I": np.eye(2, dtype=np.complex128),
+    "X": np.array([[0, 1], [1, 0]], dtype=np.complex128),
+    "Y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
+    "Z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
+}
+
+
+def _string_matrix(letters: str) -> np.ndarray:
+    """The matrix of a Pauli string; ``letters[j]`` acts on bit ``j``."""
+    m = np.eye(1, dtype=np.complex128)
+    for letter in letters:
+        m = np.kron(_PAULIS[letter], m)
+    return m
+
+
+@functools.cache
+def clifford_images(name: str) -> dict[str, tuple[complex, str]] | None:
+    """``G^dagger P G = c P'`` for every Pauli string ``P`` on a fixed gate's qubits.
+
+    Keys and values are strings whose letter ``j`` acts on the gate's qubit ``j``.
+    ``None`` for a gate with parameters, or one that maps some Pauli string to a sum of
+    several (not a Clifford gate).
+    """
+    spec = GATES[name]
+    if spec.num_params or spec.num_qubits == 0:
+        return None
+    g = gate_matrix(name)
+    strings = ["".join(p) for p in itertools.product("IXYZ", repeat=spec.num_qubits)]
+    images: dict[str, tuple[complex, str]] = {}
+    for p in strings:
+        conjugated = g.conj().T @ _string_matrix(p) @ g
+        for q in strings:
+            c = np.trace(_string_matrix(q) @ conjugated) / g.shape[0]
+            if abs(abs(c) - 1) < 1e-9:
+                images[p] = (complex(np.round(c.real, 12), np.round(c.imag, 12)), q)
+                break
+        else:
+            return None
+    return images
+
+
+def _conjugate(term: Term, gates: Sequence[_Gate]) -> Term:
+    """``U^dagger P U`` for ``U`` the product of Clifford ``gates`` (applied in order)."""
+    coeff, factors = term
+    letters = dict((q, letter) for letter, q in factors)
+    for g in reversed(gates):
+        images = clifford_images(g.name)
+        assert images is not None
+        c, image = images["".join(letters.get(q, "I") for q in g.qubits)]
+        coeff *= c
+        for q, letter in zip(g.qubits, image, strict=True):
+            if letter == "I":
+                letters.pop(q, None)
+            else:
+                letters[q] = letter
+    return coeff, tuple(sorted((letter, q) for q, letter in letters.items()))
+
+
+def _heisenberg(
+    steps: list[_Step], observables: Sequence[Observable]
+) -> tuple[list[_Step], list[list[Term]]]:
+    """Drop the trailing Clifford steps, conjugating the observables' terms through them.
+
+    A step is trailing when every later step it does not commute with (shares a qubit
+    with) was dropped too. Returns the steps left and each observable's terms.
+    """
+    terms = [
+        [(complex(t.coeff), tuple(sorted(t.factors()))) for t in obs.terms] for obs in observables
+    ]
+    kept: list[_Step] = []
+    blocked: set[int] = set()
+    for step in reversed(steps):
+        clifford = all(clifford_images(g.name) is not None for g in step.gates)
+        if clifford and blocked.isdisjoint(step.qubits):
+            terms = [[_conjugate(t, step.gates) for t in obs] for obs in terms]
+        else:
+            blocked.update(step.qubits)
+            kept.append(step)
+    kept.reverse()
+    return kept, terms
+
+
+def _merge(factors: Sequence[tuple[list[int], jax.Array]]) -> tuple[list[int], jax.Array]:
+    """The outer product of state factors, its axes ordered by qubit, highest first.
+
+    Every factor is a ``[2] * k + [points]`` tensor over its qubits (highest first);
+    each is broadcast into the merged axis order, so the product is one fused pass.
+    """
+    qubits = sorted((q for f in factors for q in f[0]), reverse=True)
+    out = None
+    for fq, tensor in factors:
+        shape = [2 if q in fq else 1 for q in qubits] + [tensor.shape[-1]]
+        part = tensor.reshape(shape)
+        out = part if out is None else out * part
+    assert out is not None
+    return qubits, out
+
+
+def _flip_groups(n: int, observables: Sequence[Sequence[Term]]) -> list[tuple[int, np.ndarray]]:
+    """``(flipped qubits as a bit mask, weights)`` per flip pattern; weights are
+    ``(2**n, observables)``.
 
     ``<psi|P|psi> = sum_x conj(psi[x]) phase(x) psi[x ^ flip]``: the terms that flip the
     same qubits share ``conj(psi) * flip(psi)``, weighted by the sum of their phases.
     """
     index = np.arange(1 << n)
     groups: dict[int, np.ndarray] = {}
-    for k, obs in enumerate(observables):
-        for term in obs.terms:
+    for k, terms in enumerate(observables):
+        for coeff, factors in terms:
             flip = 0
-            phase = np.full(1 << n, term.coeff, dtype=np.complex128)
-            for letter, qubit in term.factors():
+            phase = np.full(1 << n, coeff, dtype=np.complex128)
+            for letter, qubit in factors:
                 bit = (index >> qubit) & 1
                 if letter in "XY":
                     flip |= 1 << qubit
@@ -184,7 +294,36 @@ def _flip_groups(
                     phase *= np.where(bit == 1, 1j, -1j)
             w = groups.setdefault(flip, np.zeros((1 << n, len(observables)), np.complex128))
             w[:, k] += phase
-    return [(tuple(n - 1 - q for q in range(n) if flip >> q & 1), w) for flip, w in groups.items()]
+    return list(groups.items())
+
+
+def _group_halves(
+    state: jax.Array, n: int, flip: int, w: np.ndarray
+) -> tuple[jax.Array, jax.Array, np.ndarray]:
+    """``(psi[x], psi[x ^ flip], weights of those x)`` over the ``x`` a group sums.
+
+    For a group that flips qubits, only the ``x`` whose lowest flipped bit is clear are
+    kept: the other half's terms are their complex conjugates (the group is Hermitian),
+    so twice the real part of this half's weighted sum is the whole sum.
+    """
+    points = state.shape[-1]
+    if not flip:
+        flat = state.reshape(1 << n, points)
+        return flat, flat, w
+    low = (flip & -flip).bit_length() - 1
+    axis = n - 1 - low
+    others = [n - 1 - q for q in range(n) if flip >> q & 1 and q != low]
+    # Axes before the dropped one keep their position; later ones move down by one.
+    others = [a if a < axis else a - 1 for a in others]
+    half = 1 << (n - 1)
+    # Basic indexing lowers to a slice, which XLA fuses; ``jnp.take`` would gather.
+    lead = (slice(None),) * axis
+    clear = state[(*lead, 0)].reshape(half, points)
+    partner = state[(*lead, 1)]
+    if others:
+        partner = jnp.flip(partner, axis=others)
+    weights = np.take(w.reshape([2] * n + [w.shape[1]]), 0, axis=axis).reshape(half, -1)
+    return clear, partner.reshape(half, points), 2 * weights
 
 
 def chunk_size(n: int, dtype: str, points: int) -> int:
@@ -208,11 +347,11 @@ def build_sweep_fn(
     n, _ = structure
     cdt = jnp.dtype(dtype)
     prefix, steps = _plan(structure)
-    masks = {}
-    for step in steps:
-        for g in step.gates:
-            masks.setdefault(g.name, _pattern(g.name))
-    groups = _flip_groups(n, observables) if observables else []
+    groups: list[tuple[int, np.ndarray]] = []
+    if observables:
+        steps, terms = _heisenberg(steps, observables)
+        groups = _flip_groups(n, terms)
+    masks = {g.name: _pattern(g.name) for step in steps for g in step.gates}
 
     def one_qubit(gates: list[_Gate], angles: jax.Array) -> jax.Array:
         m = _batched_matrix(gates[0], angles, cdt)
@@ -220,21 +359,32 @@ def build_sweep_fn(
             m = _batched_matrix(g, angles, cdt) @ m
         return m
 
-    def chunk_fn(angles: jax.Array) -> jax.Array:
+    def evolve(angles: jax.Array) -> jax.Array:
+        """The chunk's ``[2] * n + [points]`` states, built from a factored state.
+
+        Each qubit starts as its own factor (its start vector); a gate on qubits of
+        different factors first merges them by an outer product, so the gates before
+        the state is fully entangled act on small tensors. A CNOT ladder after a layer
+        of rotations costs about two passes over the state instead of one per CNOT.
+        """
         points = angles.shape[0]
-        # Product state: qubit n-1 is axis 0.
-        state = None
-        for q in range(n - 1, -1, -1):
+        factors: list[tuple[list[int], jax.Array]] = []  # (qubits, highest first; tensor)
+        for q in range(n):
             if prefix[q]:
                 v = jnp.moveaxis(one_qubit(prefix[q], angles)[:, :, 0], 0, -1)  # (2, points)
             else:
                 v = jnp.zeros((2, points), cdt).at[0].set(1)
-            state = v if state is None else state[..., None, :] * v
-        assert state is not None
+            factors.append(([q], v))
         for step in steps:
+            touched = [f for f in factors if not set(f[0]).isdisjoint(step.qubits)]
+            if len(touched) > 1:
+                factors = [f for f in factors if f not in touched]
+                factors.append(_merge(touched))
+                touched = factors[-1:]
+            ((qubits, tensor),) = touched
+            axes = [qubits.index(q) for q in step.qubits]
             if len(step.qubits) == 1:
-                m = one_qubit(step.gates, angles)
-                mask = np.ones((2, 2), bool)
+                m, mask = one_qubit(step.gates, angles), np.ones((2, 2), bool)
             else:
                 (g,) = step.gates
                 mask = masks[g.name]
@@ -243,28 +393,31 @@ def build_sweep_fn(
                     if GATES[g.name].num_params == 0
                     else _batched_matrix(g, angles, cdt)
                 )
-            state = _apply(state, n, step.qubits, m, mask)
-        flat = state.reshape(1 << n, points)
+            factors[factors.index(touched[0])] = (qubits, _apply(tensor, axes, m, mask))
+        qubits, state = _merge(factors) if len(factors) > 1 else factors[0]
+        assert qubits == list(range(n - 1, -1, -1))
+        return state
+
+    def expectations(state: jax.Array) -> jax.Array:
+        parts = []
+        for flip, w in groups:
+            clear, partner, weights = _group_halves(state, n, flip, w)
+            prod = jnp.conj(clear) * partner
+            rdt = jnp.real(prod).dtype
+            # The weighted sums as a matrix product: XLA's CPU reductions do not fuse
+            # the weights in, and a (observables x half) @ (half x points) product was
+            # faster than per-observable sums (12 qubits: 3.4 ms against 5.1 ms).
+            part = jnp.asarray(weights.real.T, dtype=rdt) @ jnp.real(prod)
+            if np.any(weights.imag):  # groups of X and Z factors have real weights
+                part = part - jnp.asarray(weights.imag.T, dtype=rdt) @ jnp.imag(prod)
+            parts.append(part)
+        return functools.reduce(jnp.add, parts).T
+
+    def chunk_fn(angles: jax.Array) -> jax.Array:
+        state = evolve(angles)
         if not groups:
-            return flat.T
-        out = jnp.zeros((len(observables), points), dtype=jnp.real(flat).dtype)
-        conj = jnp.conj(flat)
-        for axes, w in groups:
-            flipped = jnp.flip(state, axis=axes).reshape(1 << n, points) if axes else flat
-            prod = conj * flipped
-            if w.shape[1] <= _REDUCE_OBSERVABLES:
-                # A weighted sum per observable: XLA fuses flip, product and sum into one
-                # read of the state (a matrix product would first write the product out).
-                rows = []
-                for k in range(w.shape[1]):
-                    wk = jnp.asarray(w[:, k : k + 1], dtype=cdt)
-                    rows.append(jnp.sum(jnp.real(prod * wk), axis=0))
-                out = out + jnp.stack(rows)
-            else:
-                wr = jnp.asarray(w.real.T, dtype=out.dtype)
-                wi = jnp.asarray(w.imag.T, dtype=out.dtype)
-                out = out + wr @ jnp.real(prod) - wi @ jnp.imag(prod)
-        return out.T
+            return state.reshape(1 << n, -1).T
+        return expectations(state)
 
     def fn(angles: jax.Array) -> jax.Array:
         total = angles.shape[0]
