@@ -16,7 +16,7 @@ import pytest
 from qbus.engines import reference
 from qbus.engines.base import RunRequest
 from qbus.engines.jax_engine import JaxEngine
-from qbus.engines.jax_sweep import _string_matrix, clifford_images
+from qbus.engines.jax_sweep import _string_matrix, chunk_size, clifford_images
 from qbus.engines.observables import expectation_values
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, bind
@@ -169,3 +169,30 @@ def test_a_circuit_of_clifford_gates_only_needs_no_state_pass() -> None:
     exact = _exact(circuit, {}, observables)
     for point in result.sweep_results or []:
         np.testing.assert_allclose(point.expectations, exact, atol=1e-12)
+
+
+def test_gpu_chunks_take_every_point_of_a_call() -> None:
+    assert chunk_size(12, "complex128", 256, "gpu") == 256
+    assert chunk_size(12, "complex128", 300, "gpu") == 512  # a power of two: few compiles
+    assert chunk_size(12, "complex128", 1, "gpu") == 1
+    assert chunk_size(24, "complex128", 1000, "gpu") == 1  # 2**24 amplitudes at most
+    # The CPU keeps cache-sized chunks.
+    assert chunk_size(12, "complex128", 256) == 32
+
+
+def test_gpu_chunking_gives_the_cpu_results() -> None:
+    rng = np.random.default_rng(9)
+    circuit, names = _random_sweep_circuit(rng, 5, depth=12, clifford_tail=2)
+    observables = _random_observables(rng, 5, 2)
+    points = [
+        {k: float(v) for k, v in zip(names, rng.uniform(-3, 3, len(names)), strict=True)}
+        for _ in range(37)
+    ]
+    request = RunRequest(circuit=circuit, method="sweep", sweep=points, observables=observables)
+    cpu = JaxEngine()
+    gpu_chunked = JaxEngine()
+    gpu_chunked.capabilities = msgspec.structs.replace(gpu_chunked.capabilities, device="gpu")
+    on_cpu = [p.expectations for p in cpu.run(request).sweep_results or []]
+    as_on_gpu = [p.expectations for p in gpu_chunked.run(request).sweep_results or []]
+    assert len(on_cpu) == len(as_on_gpu) == 37
+    np.testing.assert_allclose(as_on_gpu, on_cpu, atol=1e-12)

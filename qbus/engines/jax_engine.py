@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.engines.base import (
+    Capabilities,
+    Engine,
+    EngineResult,
+    RunRequest,
+    memory_width,
+    numeric_params,
+)
 from qbus.engines.reference import check_terminal_measurements, clbit_sources, gate_matrix
 from qbus.engines.sweep import point_parameters, point_seed, slot_table
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
@@ -58,6 +65,8 @@ DTYPES = ("complex64", "complex128")
 
 # 2**30 complex128 amplitudes are 16 GiB; past that a single job would starve the node.
 _MAX_QUBITS = 30
+# A fused block's pass holds the state, its output and a temporary of the same size.
+_STATE_COPIES = 3
 
 # Blocks of up to this many qubits are fused into one dense matrix. A k-qubit block
 # costs 2**k multiply-adds per amplitude but a single read and write of the state; on a
@@ -299,6 +308,17 @@ def _has_gpu() -> bool:
         return False
 
 
+def _state_width(dtype: str, gpu: bool) -> int:
+    """Widest state a run holds in memory: the GPU's own on a GPU, else half the host's."""
+    per_amplitude = _STATE_COPIES * np.dtype(dtype).itemsize
+    if gpu:
+        stats = jax.devices()[0].memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        if limit:
+            return max(1, min(_MAX_QUBITS, int(math.log2(max(limit // per_amplitude, 1)))))
+    return memory_width(per_amplitude, cap=_MAX_QUBITS)
+
+
 class JaxEngine(Engine):
     """A JAX state-vector simulator with per-structure jit caching and vmapped sweeps.
 
@@ -349,19 +369,21 @@ class JaxEngine(Engine):
         self._cache: OrderedDict[tuple, Callable] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        gpu = _has_gpu()
+        width = _state_width(dtype, gpu)
         self.capabilities = Capabilities(
             methods=("sample", "statevector", "sweep", "dynamics"),
             max_qubits={
-                "sample": _MAX_QUBITS,
-                "statevector": _MAX_QUBITS,
-                "sweep": _MAX_QUBITS,
+                "sample": width,
+                "statevector": width,
+                "sweep": width,
                 # Dense propagators (qbus/engines/jax_dynamics.py); open systems: 5.
                 "dynamics": MAX_CLOSED_QUBITS,
             },
             gates=tuple(GATES),
             noise=False,
             batching=True,
-            device="gpu" if _has_gpu() else "cpu",
+            device="gpu" if gpu else "cpu",
         )
 
     @property
@@ -514,7 +536,7 @@ class JaxEngine(Engine):
         """
         n = circuit.num_qubits
         total = angles.shape[0]
-        chunk = chunk_size(n, self.dtype, total)
+        chunk = chunk_size(n, self.dtype, total, self.capabilities.device)
         per_call = max(1, min(8, _SWEEP_AMPLITUDES // (chunk << n)))
         chunks = min(per_call, 1 << max(0, math.ceil(math.log2(math.ceil(total / chunk)))))
         size = chunk * chunks

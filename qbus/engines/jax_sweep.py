@@ -54,6 +54,8 @@ Term = tuple[complex, tuple[tuple[str, int], ...]]
 # Points per chunk: a chunk of 2**n amplitudes x CHUNK points should fit a core's L2.
 _CHUNK_BYTES = 1 << 21
 _MAX_CHUNK = 64
+# A GPU chunk holds at most this many amplitudes (256 MiB of complex128 states).
+_GPU_CHUNK_AMPLITUDES = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +328,17 @@ def _group_halves(
     return clear, partner.reshape(half, points), 2 * weights
 
 
-def chunk_size(n: int, dtype: str, points: int) -> int:
-    """Points per ``lax.map`` chunk: as many as fit ``_CHUNK_BYTES`` (at least 8)."""
+def chunk_size(n: int, dtype: str, points: int, device: str = "cpu") -> int:
+    """Points per ``lax.map`` chunk.
+
+    On the CPU as many as fit ``_CHUNK_BYTES`` (at least 8), so a chunk stays in the
+    cache. On a GPU the loop would only serialise work the device runs in parallel: one
+    chunk takes every point (rounded up to a power of two, so a structure compiles
+    once per size class), up to ``_GPU_CHUNK_AMPLITUDES`` amplitudes.
+    """
+    if device == "gpu":
+        size = max(1, min(1 << max(0, points - 1).bit_length(), _GPU_CHUNK_AMPLITUDES >> n))
+        return size
     size = max(8, min(_MAX_CHUNK, _CHUNK_BYTES // (jnp.dtype(dtype).itemsize << n)))
     return max(1, min(size, points))
 
