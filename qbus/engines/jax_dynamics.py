@@ -26,6 +26,7 @@ import numpy as np
 
 from qbus.engines import lindblad
 from qbus.engines.base import EngineResult, RunRequest
+from qbus.engines.jax_precision import highest_precision
 from qbus.errors import EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 
@@ -68,6 +69,7 @@ def check_dynamics_request(request: RunRequest) -> DynamicsSpec:
 
 
 @jax.jit
+@highest_precision
 def _closed(h: jax.Array, psi0: jax.Array, dts: jax.Array, obs: jax.Array) -> jax.Array:
     # obs: (k, d, d); returns (k, T).
     lam, v = jnp.linalg.eigh(h)
@@ -78,11 +80,13 @@ def _closed(h: jax.Array, psi0: jax.Array, dts: jax.Array, obs: jax.Array) -> ja
 
 
 @jax.jit
+@highest_precision
 def _propagator(generator: jax.Array, dt: jax.Array) -> jax.Array:
     return jsl.expm(generator * dt)
 
 
 @jax.jit
+@highest_precision
 def _traces(rho: jax.Array, obs: jax.Array) -> jax.Array:
     d = obs.shape[-1]
     # Tr(ρ O) = Σ_ij ρ_ij O_ji.
@@ -125,7 +129,7 @@ def run_dynamics(request: RunRequest, psi0: np.ndarray) -> EngineResult:
             step = propagators.get(float(dt))
             if step is None:
                 step = propagators[float(dt)] = _propagator(generator, jnp.asarray(dt))
-            rho = step @ rho
+            rho = jnp.matmul(step, rho, precision=jax.lax.Precision.HIGHEST)
             columns.append(_traces(rho, obs))
         out = np.asarray(jnp.stack(columns, axis=1), dtype=np.float64)
     return EngineResult(

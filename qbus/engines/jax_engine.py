@@ -58,6 +58,7 @@ from qbus.engines.jax_dynamics import (
     check_dynamics_request,
     run_dynamics,
 )
+from qbus.engines.jax_precision import highest_precision
 from qbus.engines.jax_sweep import build_sweep_fn, chunk_size
 
 DTYPES = ("complex64", "complex128")
@@ -423,7 +424,7 @@ class JaxEngine(Engine):
             self.cache_misses += 1
             fused = min(self.max_fused_qubits, SWEEP_FUSED_QUBITS) if batched else None
             body = build_circuit_fn(structure, self.dtype, fused or self.max_fused_qubits)
-            fn = jax.jit(jax.vmap(body) if batched else body)
+            fn = jax.jit(highest_precision(jax.vmap(body) if batched else body))
             self._cache[key] = fn
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -547,7 +548,10 @@ class JaxEngine(Engine):
             chunk,
         )
         fn = self._cached(
-            key, lambda: jax.jit(build_sweep_fn(key[1], self.dtype, observables, chunk))
+            key,
+            lambda: jax.jit(
+                highest_precision(build_sweep_fn(key[1], self.dtype, observables, chunk))
+            ),
         )
         out_dtype = np.float64 if observables else np.complex128
         for lo in range(0, total, size):
