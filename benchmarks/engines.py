@@ -3,7 +3,8 @@
 1. State vectors: per layer an ``ry`` and an ``rz`` on every qubit then a CNOT ladder,
    20 layers, at each width of ``--qubits``, method ``statevector``, through each
    engine's ``run``. A warm-up run comes first (for JAX it includes the jit compile,
-   reported as ``first``), then the best and median of ``--repeats`` runs.
+   reported as ``first``), then the best and median of ``--repeats`` runs, taken in
+   turns across the engines (a slow spell of the machine hits them all alike).
 2. Sweep: a 12-qubit circuit with 48 named angles at 256 random points, method
    ``sweep`` with one observable (the transverse-field Ising energy
    ``sum Z_i Z_i+1 + 0.5 sum X_i``, exact expectation values), through each engine's
@@ -123,22 +124,35 @@ def load_engines(extra: list[str]) -> dict[str, Engine]:
     return engines
 
 
-def timed(fn: Callable[[], object], repeats: int, budget: float) -> tuple[float, float, float]:
-    """(first call, best, median of ``repeats`` further calls) in seconds.
+def timed_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, budget: float
+) -> dict[str, tuple[float, float, float]]:
+    """(first call, best, median of ``repeats`` further calls) in seconds, per contender.
 
-    A first call slower than ``budget`` is not repeated: its time stands for all three.
+    Each first call runs alone (compiles, warm-up); then every round runs each
+    contender once, so a slow spell of a shared machine falls on all of them rather
+    than on whichever ran at the time. A first call slower than ``budget`` is not
+    repeated: its time stands for all three.
     """
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    if first > budget:
-        return first, first, first
-    runs = []
-    for _ in range(repeats):
+    firsts: dict[str, float] = {}
+    for name, fn in fns.items():
         start = time.perf_counter()
         fn()
-        runs.append(time.perf_counter() - start)
-    return first, min(runs), statistics.median(runs)
+        firsts[name] = time.perf_counter() - start
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if firsts[name] > budget:
+                continue
+            start = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - start)
+    return {
+        name: (first, min(runs[name]), statistics.median(runs[name]))
+        if runs[name]
+        else (first, first, first)
+        for name, first in firsts.items()
+    }
 
 
 def _row(case: str, name: str, first: float, best: float, median: float, base: float | None) -> str:
@@ -160,16 +174,16 @@ def bench_statevectors(
     too_slow: set[str] = set()
     for n in widths:
         request = RunRequest(circuit=layered_circuit(n, DEPTH, rng), method="statevector")
-        results = {}
+        fns = {}
         for name, engine in engines.items():
             limit = engine.capabilities.max_qubits.get("statevector", 0)
             if name in too_slow or n > limit:
                 why = "over the time budget" if name in too_slow else f"max {limit} qubits"
                 print(f"note: {name} skips {n} qubits ({why})")
                 continue
-            results[name] = timed(lambda e=engine, r=request: e.run(r), repeats, budget)
-            if results[name][0] > budget:
-                too_slow.add(name)
+            fns[name] = lambda e=engine, r=request: e.run(r)
+        results = timed_interleaved(fns, repeats, budget)
+        too_slow.update(name for name, (first, _, _) in results.items() if first > budget)
         _print_rows(f"statevector n={n}", results)
 
 
@@ -181,20 +195,22 @@ def bench_sweep(engines: dict[str, Engine], points: int, repeats: int, budget: f
         sweep=sweep_points(points, np.random.default_rng(7)),
         observables=ising_energy(),
     )
-    results = {}
-    values = {}
+    fns: dict[str, Callable[[], object]] = {}
     for name, engine in engines.items():
         if "sweep" not in engine.capabilities.methods:
             print(f"note: {name} has no sweep method")
             continue
-        results[name] = timed(lambda e=engine: e.run(request), repeats, budget)
-        out = engine.run(request).sweep_results or []
-        values[name] = np.array([p.expectations for p in out], dtype=float).reshape(-1)
+        fns[name] = lambda e=engine: e.run(request)
     if BASELINE in engines:
         # Aer without its batched path, point by point through ``run`` (the engine's
         # sweep before parameter binds): the baseline the first version of this table used.
-        aer = engines[BASELINE]
-        results["aer-loop"] = timed(lambda: loop_sweep(aer, request), repeats, budget)
+        fns["aer-loop"] = lambda aer=engines[BASELINE]: loop_sweep(aer, request)
+    results = timed_interleaved(fns, repeats, budget)
+    values = {}
+    for name, engine in engines.items():
+        if name in fns:
+            out = engine.run(request).sweep_results or []
+            values[name] = np.array([p.expectations for p in out], dtype=float).reshape(-1)
     _print_rows(f"sweep {SWEEP_QUBITS}q x{points}", results)
     if BASELINE in values:
         for name, v in values.items():

@@ -29,7 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.engines import DEPTH, ising_energy, layered_circuit, sweep_circuit, timed
+from benchmarks.engines import (
+    DEPTH,
+    ising_energy,
+    layered_circuit,
+    sweep_circuit,
+    timed_interleaved,
+)
 from qbus.engines.base import RunRequest
 
 Row = dict[str, object]
@@ -43,10 +49,10 @@ def _points(n: int, count: int, rng: np.random.Generator) -> list[dict[str, floa
     ]
 
 
-def check_correctness(engines: dict, rows: list[Row]) -> None:
+def check_correctness(engines: dict, widths: list[int], rows: list[Row]) -> None:
     aer = engines["qiskit-aer"]
     rng = np.random.default_rng(11)
-    for n in (10, 16, 20):
+    for n in widths:
         request = RunRequest(circuit=layered_circuit(n, DEPTH, rng), method="statevector")
         exact = np.asarray(aer.run(request).statevector)
         for name in ("jax-gpu", "jax-gpu-c64"):
@@ -69,9 +75,8 @@ def check_correctness(engines: dict, rows: list[Row]) -> None:
 def bench(
     engines: dict, case: str, request: RunRequest, repeats: int, budget: float, rows: list[Row]
 ) -> None:
-    results = {}
-    for name, engine in engines.items():
-        results[name] = timed(lambda e=engine: e.run(request), repeats, budget)
+    fns = {name: (lambda e=engine: e.run(request)) for name, engine in engines.items()}
+    results = timed_interleaved(fns, repeats, budget)
     base = results["qiskit-aer"][1] if "qiskit-aer" in results else None
     for name, (first, best, median) in results.items():
         ratio = best / base if base else float("nan")
@@ -94,6 +99,7 @@ def bench(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qubits", type=int, nargs="+", default=[20, 22, 24, 26, 28])
+    parser.add_argument("--check-qubits", type=int, nargs="+", default=[10, 16, 20])
     parser.add_argument("--sweeps", nargs="+", default=["12x256", "12x4096", "16x1024", "20x64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
@@ -125,7 +131,7 @@ def main() -> int:
     assert engines["jax-gpu"].capabilities.device == ("gpu" if gpus else "cpu")
 
     checks: list[Row] = []
-    check_correctness(engines, checks)
+    check_correctness(engines, args.check_qubits, checks)
     for row in checks:
         print(f"{row['check']:<34} {row['engine']:<12} {row['value']:.3e}", flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,6 +72,34 @@ def test_engines_benchmark_quick_run_prints_every_engine_row():
     assert {"qiskit-aer", "jax"} <= engines, out.stdout
     aer_ratios = [float(row[-1]) for row in rows if row[-5] == "qiskit-aer"]
     assert aer_ratios and all(r == 1.0 for r in aer_ratios)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_gpu_benchmark_refuses_without_a_gpu_and_runs_its_checks_when_allowed(tmp_path: Path):
+    script = str(ROOT / "benchmarks" / "jax_gpu.py")
+    refused = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert refused.returncode == 2 and "no GPU" in refused.stderr
+    report = tmp_path / "gpu.json"
+    args = ["--allow-cpu", "--check-qubits", "6", "--qubits", "8", "--sweeps", "6x8"]
+    out = subprocess.run(
+        [sys.executable, script, *args, "--repeats", "1", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(report.read_text())
+    checks = {(c["check"], c["engine"]): c["value"] for c in data["checks"]}
+    assert abs(checks[("1 - fidelity n=6", "jax-gpu")]) < 1e-12
+    assert abs(checks[("1 - fidelity n=6", "jax-gpu-c64")]) < 1e-5
+    assert checks[("sweep 12q x256 max |<H> - Aer|", "jax-gpu")] < 1e-10
+    cases = {(r["case"], r["engine"]) for r in data["rows"]}
+    for engine in ("qiskit-aer", "jax-gpu", "jax-gpu-c64"):
+        assert ("statevector n=8", engine) in cases and ("sweep 6q x8", engine) in cases
 
 
 @pytest.mark.slow

@@ -190,3 +190,38 @@ def test_capabilities_and_dtype_check() -> None:
     assert engine.capabilities.batching
     with pytest.raises(ValueError):
         JaxEngine("float32")
+
+
+def test_compiled_programs_ask_for_full_precision_products() -> None:
+    """TF32 products cost complex64 states 1e-2 of fidelity on an H200: never allow them."""
+    import jax
+    import jax.numpy as jnp
+    import msgspec
+
+    from qbus.engines.jax_precision import highest_precision
+    from qbus.engines.jax_sweep import build_sweep_fn
+    from qbus.schemas.pauli import Observable
+
+    engine = JaxEngine("complex64")
+    circuit = Circuit(
+        num_qubits=6,
+        ops=tuple(Op(name="ry", qubits=(q,), params=(0.1 * q,)) for q in range(6))
+        + tuple(Op(name="cx", qubits=(q, q + 1)) for q in range(5))
+        + tuple(Op(name="rx", qubits=(q,), params=(0.2,)) for q in range(6)),
+    )
+    structure = structure_of(circuit)
+    angles = jnp.asarray(engine._angles(circuit, None))
+    observables = msgspec.convert(
+        [{"terms": [{"coeff": 1.0, "pauli": "X0 Z1"}, {"coeff": 0.5, "pauli": "Y2"}]}],
+        list[Observable],
+    )
+    sweep = jax.jit(highest_precision(build_sweep_fn(structure, "complex64", observables, 8)))
+    programs = {
+        "statevector": engine._compiled(structure, batched=False).lower(angles),
+        "sweep": sweep.lower(jnp.tile(angles, (8, 1))),
+    }
+    for name, lowered in programs.items():
+        text = lowered.as_text()
+        dots = text.count("stablehlo.dot_general")
+        assert dots > 0, name
+        assert text.count("HIGHEST") >= dots, name

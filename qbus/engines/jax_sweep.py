@@ -387,12 +387,13 @@ def build_sweep_fn(
                 v = jnp.zeros((2, points), cdt).at[0].set(1)
             factors.append(([q], v))
         for step in steps:
-            touched = [f for f in factors if not set(f[0]).isdisjoint(step.qubits)]
+            touched = [i for i, f in enumerate(factors) if not set(f[0]).isdisjoint(step.qubits)]
             if len(touched) > 1:
-                factors = [f for f in factors if f not in touched]
-                factors.append(_merge(touched))
-                touched = factors[-1:]
-            ((qubits, tensor),) = touched
+                merged = _merge([factors[i] for i in touched])
+                factors = [f for i, f in enumerate(factors) if i not in touched] + [merged]
+                touched = [len(factors) - 1]
+            (at,) = touched
+            qubits, tensor = factors[at]
             axes = [qubits.index(q) for q in step.qubits]
             if len(step.qubits) == 1:
                 m, mask = one_qubit(step.gates, angles), np.ones((2, 2), bool)
@@ -404,7 +405,7 @@ def build_sweep_fn(
                     if GATES[g.name].num_params == 0
                     else _batched_matrix(g, angles, cdt)
                 )
-            factors[factors.index(touched[0])] = (qubits, _apply(tensor, axes, m, mask))
+            factors[at] = (qubits, _apply(tensor, axes, m, mask))
         qubits, state = _merge(factors) if len(factors) > 1 else factors[0]
         assert qubits == list(range(n - 1, -1, -1))
         return state
