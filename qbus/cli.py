@@ -104,6 +104,12 @@ def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) 
     from qbus.observability import tracing
 
     config = _config(ctx)
+    if name == "execute":
+        # The jax engine's compiled programs persist across its per-job worker children
+        # (qbus/engines/jax_engine.py, CACHE_DIR_ENV; named here so the CLI never
+        # imports jax).
+        cache = Path(config.state_dir, "jax-cache").resolve()
+        os.environ.setdefault("QBUS_JAX_CACHE_DIR", str(cache))
     # Spans go where the OTEL_* variables say (none by default): docs/observability.md.
     tracing.setup(f"qbus-{name}")
     logging.getLogger().setLevel(logging.INFO)

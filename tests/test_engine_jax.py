@@ -225,3 +225,54 @@ def test_compiled_programs_ask_for_full_precision_products() -> None:
         dots = text.count("stablehlo.dot_general")
         assert dots > 0, name
         assert text.count("HIGHEST") >= dots, name
+
+
+_CACHE_PROBE = """
+import json, sys
+import jax.monitoring
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, *args, **kwargs: hits.append(event)
+    if event == "/jax/compilation_cache/cache_hits" else None
+)
+import jax
+from qbus.engines.base import RunRequest
+from qbus.engines.jax_engine import JaxEngine
+from qbus.schemas.ir import Circuit, Op
+circuit = Circuit(num_qubits=3, ops=(Op(name="h", qubits=(0,)), Op(name="cx", qubits=(0, 2))))
+state = JaxEngine().run(RunRequest(circuit=circuit, method="statevector")).statevector
+print(json.dumps({"hits": len(hits), "dir": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+def test_compiled_programs_persist_between_processes(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "jax-cache"
+    env = {
+        **os.environ,
+        "QBUS_JAX_CACHE_DIR": str(cache),
+        # JAX keeps only programs whose compile took a second; this one takes less.
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def probe() -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHE_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = probe()
+    assert first == {"hits": 0, "dir": str(cache)}
+    assert any(cache.iterdir()), "the first process stored nothing"
+    second = probe()
+    assert second["hits"] >= 1, second

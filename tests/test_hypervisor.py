@@ -341,3 +341,16 @@ def test_hypervisor_config_from_toml_and_env(tmp_path: Path):
     path.write_text('[hypervisor]\nminimum = "vm"\n')
     with pytest.raises(ConfigError, match="minimum must be one of inline, process, bwrap"):
         load_config(path, env={})
+
+
+def test_the_jax_compile_cache_reaches_process_workers_but_not_bwrap(monkeypatch):
+    from qbus.hypervisor.bwrap import BwrapSandbox
+    from qbus.hypervisor.process import ProcessSandbox
+
+    monkeypatch.setenv("QBUS_JAX_CACHE_DIR", "/srv/qbus/jax-cache")
+    assert ProcessSandbox(1, []).env()["QBUS_JAX_CACHE_DIR"] == "/srv/qbus/jax-cache"
+    # bwrap clears the environment and binds no shared writable directory: a job
+    # could otherwise leave a compiled program behind for the next job to load.
+    bwrap = BwrapSandbox(1, [])
+    assert "QBUS_JAX_CACHE_DIR" not in bwrap.env()
+    assert "/srv/qbus/jax-cache" not in " ".join(bwrap.argv())

@@ -21,7 +21,9 @@ JAX is imported here only; without it, importing this module raises
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -302,6 +304,41 @@ def build_circuit_fn(
 # ------------------------------------------------------------------------------ engine
 
 
+CACHE_DIR_ENV = "QBUS_JAX_CACHE_DIR"
+"""Where compiled programs persist between processes (``qbus up`` sets a default)."""
+
+# The persistent cache evicts least recently used programs past this size.
+_CACHE_MAX_BYTES = 1 << 30
+
+_log = logging.getLogger(__name__)
+
+
+def _use_compile_cache() -> None:
+    """Keep compiled programs on disk in ``$QBUS_JAX_CACHE_DIR``, when it is set.
+
+    Sandboxed jobs run the engine in a fresh child process each (JAX cannot be forked
+    warm), so without it every job pays the compile again: 14 s for a 16-qubit
+    circuit, against 2 s with the program found on disk. JAX keeps programs whose
+    compile took over a second. A directory set some other way (``jax.config`` or
+    ``JAX_COMPILATION_CACHE_DIR``) is left alone.
+    """
+    directory = os.environ.get(CACHE_DIR_ENV)
+    if not directory or jax.config.jax_compilation_cache_dir:
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        _log.warning("jax compile cache disabled: cannot create %s (%s)", directory, exc)
+        return
+    jax.config.update("jax_compilation_cache_dir", directory)
+    try:
+        import filelock  # noqa: F401 - JAX needs it to evict, and fails every read without
+    except ImportError:
+        _log.warning("jax compile cache in %s is unbounded: install filelock to cap it", directory)
+        return
+    jax.config.update("jax_compilation_cache_max_size", _CACHE_MAX_BYTES)
+
+
 def _has_gpu() -> bool:
     try:
         return any(d.platform == "gpu" for d in jax.devices())
@@ -359,6 +396,7 @@ class JaxEngine(Engine):
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if max_fused_qubits < 1:
             raise ValueError(f"max_fused_qubits must be at least 1, got {max_fused_qubits}")
+        _use_compile_cache()
         if dtype == "complex128":
             # Process-global: it only widens JAX's defaults; complex64 engines in the same
             # process still pass their dtype explicitly everywhere.

@@ -30,7 +30,17 @@ START_TIMEOUT = 120.0
 ANSWER_GRACE = 10.0
 # Environment a worker keeps: what the interpreter and numeric libraries need, never
 # credentials (QBUS_*, NATS tokens) or the user's other settings.
-_PASS_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PASS_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    # The jax engine's compile cache: a `process` child can write the executor's files
+    # anyway, so sharing it adds no channel between jobs (bwrap does not pass it).
+    "QBUS_JAX_CACHE_DIR",
+)
 
 
 def engine_target(engine: Engine | type[Engine]) -> str:
