@@ -104,6 +104,22 @@ def test_gpu_benchmark_refuses_without_a_gpu_and_runs_its_checks_when_allowed(tm
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_compile_cache_benchmark_prints_a_row_per_width():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "jax_compile_cache.py"), "--qubits", "3", "4"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [ln.split() for ln in out.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["3", "4"]
+    assert all(len(row) == 5 and all(float(x) > 0 for x in row[1:]) for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_routing_benchmark_quick_run_prints_both_totals_and_the_ratio():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "routing.py"), "--quick"],
