@@ -317,8 +317,9 @@ def _use_compile_cache() -> None:
     """Keep compiled programs on disk in ``$QBUS_JAX_CACHE_DIR``, when it is set.
 
     Sandboxed jobs run the engine in a fresh child process each (JAX cannot be forked
-    warm), so without it every job pays the compile again: 14 s for a 16-qubit
-    circuit, against 2 s with the program found on disk. JAX keeps programs whose
+    warm), so without it every job pays the compile again: 11.6 s for a 16-qubit
+    layered circuit, against 2.5 s with the program found on disk
+    (``benchmarks/jax_compile_cache.py``). JAX keeps programs whose
     compile took over a second. A directory set some other way (``jax.config`` or
     ``JAX_COMPILATION_CACHE_DIR``) is left alone.
     """
