@@ -385,6 +385,10 @@ def _print_final(event: Event) -> int:
                 click.echo(f"state vector: {len(event.statevector) // 2} amplitudes")
             if event.statevector_ref:
                 click.echo(f"state vector stored at {event.statevector_ref}")
+            if event.expectations is not None:
+                # In the order the job gave its observables.
+                for k, value in enumerate(event.expectations):
+                    click.echo(f"observable {k}: {value:.10g}")
             if event.sweep_results is not None:
                 click.echo(_sweep_table(event.sweep_results))
             if event.noise is not None or event.dynamics is not None:
@@ -451,9 +455,31 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--method",
     default="sample",
     show_default=True,
-    type=click.Choice(["sample", "statevector", "sweep", "dynamics"]),
-    help="sample: counts; statevector: the final state; sweep: one result per --sweep point; "
-    "dynamics: Lindblad evolution of the circuit's state (--dynamics).",
+    type=click.Choice(["sample", "statevector", "expectation", "sweep", "dynamics"]),
+    help="sample: counts; statevector: the final state; expectation: exact values of the "
+    "--observable(s); sweep: one result per --sweep point; dynamics: Lindblad evolution of "
+    "the circuit's state (--dynamics).",
+)
+@click.option(
+    "--observable",
+    "observable_texts",
+    multiple=True,
+    metavar="PAULI-SUM",
+    help="An observable, e.g. 'Z0 Z1 + 0.5 X2' (repeatable); implies --method expectation "
+    "unless the job is a sweep, whose points then report these values.",
+)
+@click.option(
+    "--observables",
+    "observables_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help='JSON file: a list of {"terms": [{"coeff": 1.0, "pauli": "Z0 Z1"}], "name": ...}.',
+)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Points per chunk of a long sweep (docs/long-jobs.md); the server's default otherwise.",
 )
 @click.option(
     "--sweep",
@@ -545,6 +571,9 @@ def submit(
     ai_optimize: bool = False,
     priority: str = "normal",
     no_cache: bool = False,
+    observable_texts: tuple[str, ...] = (),
+    observables_file: str | None = None,
+    chunk_size: int | None = None,
 ) -> None:
     """Submit the circuit in FILE (OpenQASM 2/3 or JSON IR)."""
     from qbus.producers.submit import job_from_file
@@ -567,7 +596,21 @@ def submit(
                 param_hint="--sweep",
             ) from exc
         method = "sweep"
-    from qbus.producers.open_options import dynamics_from_file, noise_from_options
+    from qbus.producers.open_options import (
+        dynamics_from_file,
+        noise_from_options,
+        observable_from_text,
+        observables_from_file,
+    )
+
+    try:
+        observables = [observable_from_text(text) for text in observable_texts]
+        if observables_file is not None:
+            observables += observables_from_file(observables_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--observable/--observables") from exc
+    if observables and method == "sample":
+        method = "expectation"
 
     try:
         noise = noise_from_options(noise_depolarizing, noise_damping, readout_errors)
@@ -598,6 +641,8 @@ def submit(
         ai_optimize=ai_optimize,
         priority=priority,
         cache=not no_cache,
+        observables=observables,
+        chunk_size=chunk_size,
     )
     config = _config(ctx)
     from qbus.observability import tracing

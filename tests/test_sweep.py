@@ -302,6 +302,60 @@ async def test_cli_and_client_submit_sweeps(config: Config, bus: Bus, tmp_path: 
     assert "sweep: 3 points" in out.stdout and "verification: PASS (sweep-chi2)" in out.stdout
 
 
+async def test_cli_submits_expectation_jobs_and_observable_sweeps_in_chunks(
+    config: Config, bus: Bus, tmp_path: Path
+):
+    program = tmp_path / "circuit.qasm"
+    program.write_text(PROGRAM)
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps(POINTS))
+    observables = tmp_path / "observables.json"
+    observables.write_text(msgspec.json.encode(OBSERVABLES).decode())
+    base = [sys.executable, "-m", "qbus", "--url", config.bus.url, "submit", str(program)]
+    single = [*base, "--observable", "Z0 Z1 + 0.5 X2", "--observable", "Y1 Y2 - 0.25"]
+    single += ["--param", "theta=0.2", "--param", "phi=0.1", "--wait"]
+    sweep = [*base, "--sweep", str(points), "--observables", str(observables)]
+    sweep += ["--param", "phi=0.5", "--chunk-size", "2", "--wait"]
+    async with Pipeline(config):
+        outs = [
+            await asyncio.to_thread(
+                subprocess.run, cmd, capture_output=True, text=True, timeout=120
+            )
+            for cmd in (single, sweep)
+        ]
+    for out in outs:
+        assert out.returncode == 0, out.stderr + out.stdout
+    # The two --observable texts are OBSERVABLES, written as a person would.
+    exact = _exact_expectations(_circuit(), {"theta": 0.2, "phi": 0.1})
+    printed = [
+        float(line.split(":")[1])
+        for line in outs[0].stdout.splitlines()
+        if line.startswith("observable ")
+    ]
+    assert printed == pytest.approx(exact, abs=1e-6)
+    assert "verification: PASS" in outs[0].stdout
+    assert "sweep: 3 points" in outs[1].stdout and "<O> = [" in outs[1].stdout
+    assert "verification: PASS" in outs[1].stdout
+
+
+def test_observable_text_parses_like_the_protocol_and_explains_mistakes(tmp_path: Path):
+    from qbus.producers.open_options import observable_from_text, observables_from_file
+
+    parsed = observable_from_text("Z0 Z1 + 0.5 X2 - 0.25")
+    assert [(t.coeff, t.pauli) for t in parsed.terms] == [
+        (1.0, "Z0 Z1"),
+        (0.5, "X2"),
+        (-0.25, ""),
+    ]
+    for bad, says in [("Z0 +", "empty term"), ("Q1", "bad Pauli factor"), ("Z0 Z0", "twice")]:
+        with pytest.raises(ValueError, match=says):
+            observable_from_text(bad)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('[{"terms": [{"coeff": "one", "pauli": "Z0"}]}]')
+    with pytest.raises(ValueError, match="expected a JSON list of observables"):
+        observables_from_file(wrong)
+
+
 # ------------------------------------------------------------------ verification
 
 

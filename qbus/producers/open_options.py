@@ -1,4 +1,4 @@
-"""Noise and dynamics options of ``qbus submit``, parsed into their schema structs."""
+"""Noise, dynamics and observable options of ``qbus submit``, parsed into their schema structs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import msgspec
 
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.noise import NoiseModel
+from qbus.schemas.pauli import Observable
 
 
 def noise_from_options(
@@ -87,3 +88,40 @@ def dynamics_table(result: DynamicsResult, rows: int = 12) -> str:
 
 
 __all__ = ["dynamics_from_file", "dynamics_table", "noise_from_options", "noise_line"]
+
+
+def observable_from_text(text: str, name: str = "") -> Observable:
+    """The Observable of ``--observable``: terms joined by ``+`` (or `` - ``), each an
+    optional coefficient and Pauli factors, e.g. ``"Z0 Z1 + 0.5 X2 - 0.25"``.
+
+    Raises:
+        ValueError: An empty term, a bad factor or a qubit named twice in a term.
+    """
+    terms = []
+    for raw in text.replace(" - ", " + -").split("+"):
+        words = raw.split()
+        if not words:
+            raise ValueError(f"{text!r}: empty term (write terms as 'Z0 Z1 + 0.5 X2')")
+        coeff = 1.0
+        try:
+            coeff = float(words[0])
+            words = words[1:]
+        except ValueError:
+            pass
+        terms.append({"coeff": coeff, "pauli": " ".join(words)})
+    try:
+        return msgspec.convert({"terms": terms, "name": name or text.strip()}, Observable)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{text!r}: {exc}") from exc
+
+
+def observables_from_file(path: str | Path) -> list[Observable]:
+    """The observables in a JSON file: a list of ``{"terms": [{"coeff", "pauli"}], "name"}``.
+
+    Raises:
+        ValueError: Not JSON, or not that shape (the message says where).
+    """
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=list[Observable])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"{path}: expected a JSON list of observables ({exc})") from exc
