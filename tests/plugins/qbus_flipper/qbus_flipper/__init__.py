@@ -38,9 +38,10 @@ class FlipperEngine(Engine):
 
         self._inner = AerEngine()
         caps = self._inner.capabilities
+        methods = tuple(m for m in caps.methods if m in ("sample", "statevector"))
         self.capabilities = Capabilities(
-            methods=tuple(m for m in caps.methods if m in ("sample", "statevector")),
-            max_qubits=dict(caps.max_qubits),
+            methods=methods,
+            max_qubits={m: caps.max_qubits[m] for m in methods},
             gates=caps.gates,
             device=caps.device,
         )
