@@ -258,7 +258,9 @@ def up(
 
 async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:
     async with await Bus.connect(config.bus) as bus:
-        await bus.provision()
+        await bus.provision(
+            cache_ttl=config.cache.ttl_seconds, chunks_ttl=config.chunks.ttl_seconds
+        )
         for engine in engines:
             await bus.ensure_executor(engine)
 

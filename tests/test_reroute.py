@@ -14,6 +14,7 @@ import pytest
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.consumers.pipeline import Pipeline
 from qbus.errors import Reject
 from qbus.producers.submit import wait_final
 from qbus.router.chunks import chunk_count, chunk_range, split
@@ -379,3 +380,17 @@ async def test_reroute_while_the_first_engine_keeps_running(config: Config, bus:
     else:
         assert set(final.chunk_engines.values()) == {FIRST}
     assert sum(isinstance(e, JobCompleted) for _, e in log) == 1
+
+
+async def test_chunk_bucket_takes_its_ttl_from_the_config(config: Config):
+    from qbus.bus.config import ChunksConfig
+
+    with pytest.raises(ValueError, match="ttl_days"):
+        ChunksConfig(ttl_days=-1)
+    assert ChunksConfig().ttl_seconds == 30 * 86_400.0
+    two_days = msgspec.structs.replace(config, chunks=ChunksConfig(ttl_days=2))
+    async with Pipeline(two_days, stages=("ingest",)), await Bus.connect(config.bus) as bus:
+        status = await (await bus.js.key_value(bus.config.kv_chunks)).status()
+        cache = await (await bus.js.key_value(bus.config.kv_cache)).status()
+    assert status.ttl == pytest.approx(2 * 86_400.0)
+    assert cache.ttl == pytest.approx(config.cache.ttl_seconds)

@@ -457,16 +457,27 @@ class ChunksConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         points: Points per chunk of a ``sweep`` job that sets no ``chunk_size``; a sweep
             with more points is split into chunks of at most this many.
         max_chunks: Most chunks one job is split into (chunks grow to fit).
+        ttl_days: A chunk ledger or chunk result is dropped this many days after its
+            last write (the chunk bucket's TTL, fixed when the bucket is created); 0
+            keeps them. The event log keeps every chunk's result either way.
     """
 
     points: int = 64
     max_chunks: int = 4096
+    ttl_days: float = 30.0
 
     def __post_init__(self) -> None:
         if self.points < 1:
             raise ValueError("points must be >= 1")
         if self.max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")
+        if self.ttl_days < 0:
+            raise ValueError("ttl_days must be >= 0 (0 keeps chunk ledgers for ever)")
+
+    @property
+    def ttl_seconds(self) -> float:
+        """The chunk bucket's TTL in seconds (0: none)."""
+        return self.ttl_days * 86_400.0
 
 
 class RetriesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -17,6 +17,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
+from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
 from qbus.bus.subjects import PRIORITIES, Subjects
 from qbus.errors import BusError
 from qbus.observability import tracing
@@ -153,7 +154,9 @@ class Bus:
 
     # -- provisioning -----------------------------------------------------------------
 
-    async def provision(self, cache_ttl: float = 86_400.0) -> None:
+    async def provision(
+        self, cache_ttl: float = 86_400.0, chunks_ttl: float = DEFAULT_CHUNKS_TTL
+    ) -> None:
         """Create (or update) the event-log stream, job-state KV, object store and audit stream."""
         cfg = self.config
         await self._ensure_stream(
@@ -238,6 +241,10 @@ class Bus:
                     description="qbus result cache",
                 )
             )
+        try:
+            await self.js.key_value(cfg.kv_chunks)
+        except BucketNotFoundError:
+            await self.js.create_key_value(chunks_bucket_config(cfg.kv_chunks, chunks_ttl))
         try:
             await self.js.object_store(cfg.object_store)
         except (BucketNotFoundError, NotFoundError):

@@ -35,6 +35,22 @@ from qbus.schemas.sweep import SweepPoint
 
 log = logging.getLogger("qbus.ledger")
 
+DEFAULT_CHUNKS_TTL = 30 * 86_400.0
+"""The chunk bucket's TTL when nothing configures it (``ChunksConfig.ttl_days``)."""
+
+
+def chunks_bucket_config(bucket: str, ttl: float) -> js_api.KeyValueConfig:
+    """The chunk bucket: one value per key, on disk, entries dropped ``ttl`` seconds
+    after their last write (0: never)."""
+    return js_api.KeyValueConfig(
+        bucket=bucket,
+        history=1,
+        ttl=ttl or None,
+        storage=js_api.StorageType.FILE,
+        description="qbus long jobs: chunk ledgers and chunk results",
+    )
+
+
 _WRONG_LAST_SEQUENCE = 10071
 CAS_ATTEMPTS = 64
 
@@ -108,11 +124,14 @@ class LedgerStore:
     Args:
         js: JetStream context.
         bucket: Bucket name (``BusConfig.kv_chunks``).
+        ttl: Seconds an entry lives after its last write, when this store creates the
+            bucket (``Bus.provision`` normally has: ``[chunks] ttl_days``).
     """
 
-    def __init__(self, js: JetStreamContext, bucket: str) -> None:
+    def __init__(self, js: JetStreamContext, bucket: str, ttl: float = DEFAULT_CHUNKS_TTL) -> None:
         self.js = js
         self.bucket = bucket
+        self.ttl = ttl
         self._kv: KeyValue | None = None
 
     async def kv(self) -> KeyValue:
@@ -122,12 +141,7 @@ class LedgerStore:
                 self._kv = await self.js.key_value(self.bucket)
             except BucketNotFoundError:
                 self._kv = await self.js.create_key_value(
-                    js_api.KeyValueConfig(
-                        bucket=self.bucket,
-                        history=1,
-                        storage=js_api.StorageType.FILE,
-                        description="qbus long jobs: chunk ledgers and chunk results",
-                    )
+                    chunks_bucket_config(self.bucket, self.ttl)
                 )
         return self._kv
 

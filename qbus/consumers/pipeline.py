@@ -49,7 +49,9 @@ class Pipeline:
 
     async def start(self) -> Pipeline:
         admin = await Bus.connect(self.config.bus, name="qbus-pipeline")
-        await admin.provision()
+        await admin.provision(
+            cache_ttl=self.config.cache.ttl_seconds, chunks_ttl=self.config.chunks.ttl_seconds
+        )
         if "execute" in self.stage_names:
             for engine in self.engines:
                 await admin.ensure_executor(engine)

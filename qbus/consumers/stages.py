@@ -134,7 +134,9 @@ async def run_stage(name: str, config: Config, *, engine: str = DEFAULT_ENGINE) 
     """Connect, provision, and run one stage until SIGINT/SIGTERM."""
     bus = await Bus.connect(stage_bus_config(config, name), name=f"qbus-{name}")
     try:
-        await bus.provision(cache_ttl=config.cache.ttl_seconds)
+        await bus.provision(
+            cache_ttl=config.cache.ttl_seconds, chunks_ttl=config.chunks.ttl_seconds
+        )
         stage = build_stage(name, bus, config, engine=engine)
         if isinstance(stage, StageRunner):
             stage.consumer_poll = config.observability.consumer_poll_seconds
