@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -244,6 +245,9 @@ def up(
             targets = write_targets(state / TARGETS_FILE, endpoints)
             click.echo(f"metrics targets (Prometheus file_sd, read by `qbus top`): {targets}")
         click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
+        # A service manager stops us with SIGTERM: stop the stages and nats-server as
+        # Ctrl-C does, rather than dying and leaving them running.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             while server.running():
                 for name in sup.poll():
@@ -254,6 +258,10 @@ def up(
             click.echo("\nstopping…")
         finally:
             sup.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:

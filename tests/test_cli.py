@@ -156,3 +156,38 @@ def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
             watch.kill()
         if up.poll() is None:
             up.kill()
+
+
+@pytest.mark.timeout(120)
+def test_up_stops_its_stages_and_server_on_sigterm(tmp_path: Path):
+    """A service manager stops `qbus up` with SIGTERM: nothing it started may outlive it."""
+    import os
+    import re
+    import signal
+
+    env = {**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "qbus", "up", "--port", "-1", "--no-metrics"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        while not any(ln.startswith("logs in") for ln in lines):
+            line = up.stdout.readline()
+            assert line, "qbus up exited early:\n" + "".join(lines)
+            lines.append(line)
+        pids = [int(m) for m in re.findall(r"pid (\d+)", "".join(lines))]
+        assert len(pids) == 8  # nats-server and the seven stages
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        for pid in pids:
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            ), pid
+    finally:
+        if up.poll() is None:
+            up.kill()
