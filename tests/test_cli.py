@@ -109,28 +109,44 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path):
     assert "cannot connect to NATS at nats://127.0.0.1:9" in out.stderr
 
 
-def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
+def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, list[str]]:
+    """`qbus up` with its state in ``tmp_path``, and what it printed up to its ready line."""
     import os
-    import re
-    import signal
 
-    program = tmp_path / "bell.qasm"
-    program.write_text(QASM2_BELL)
     env = {**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "qbus", "up", "--port", "-1"],
+        [sys.executable, "-m", "qbus", "up", "--port", "-1", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+    lines: list[str] = []
+    while not any(ln.startswith("logs in") for ln in lines):
+        line = up.stdout.readline()
+        if not line:
+            up.kill()
+            raise AssertionError("qbus up exited early:\n" + "".join(lines))
+        lines.append(line)
+    return up, lines
+
+
+def _all_gone(pids: list[int]) -> bool:
+    return all(
+        not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        for pid in pids
+    )
+
+
+def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
+    import re
+    import signal
+
+    program = tmp_path / "bell.qasm"
+    program.write_text(QASM2_BELL)
+    up, lines = _start_up(tmp_path)
     watch = None
     try:
-        lines = []
-        while not any(ln.startswith("logs in") for ln in lines):
-            line = up.stdout.readline()
-            assert line, "qbus up exited early:\n" + "".join(lines)
-            lines.append(line)
         url = re.search(r"nats://[\d.]+:\d+", lines[0]).group(0)
         pids = [int(m) for m in re.findall(r"pid (\d+)", "".join(lines[1:]))]
         assert len(pids) == 7  # ingest rewrite route execute verify audit control
@@ -146,11 +162,7 @@ def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
         assert event["type"] == "job.completed" and event["job_id"] == "up-1"
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0
-        for pid in pids:
-            assert (
-                not Path(f"/proc/{pid}").exists()
-                or "zombie" in Path(f"/proc/{pid}/status").read_text()
-            )
+        assert _all_gone(pids)
     finally:
         if watch is not None:
             watch.kill()
@@ -161,33 +173,16 @@ def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
 @pytest.mark.timeout(120)
 def test_up_stops_its_stages_and_server_on_sigterm(tmp_path: Path):
     """A service manager stops `qbus up` with SIGTERM: nothing it started may outlive it."""
-    import os
     import re
     import signal
 
-    env = {**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "qbus", "up", "--port", "-1", "--no-metrics"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    up, lines = _start_up(tmp_path, "--no-metrics")
     try:
-        lines = []
-        while not any(ln.startswith("logs in") for ln in lines):
-            line = up.stdout.readline()
-            assert line, "qbus up exited early:\n" + "".join(lines)
-            lines.append(line)
         pids = [int(m) for m in re.findall(r"pid (\d+)", "".join(lines))]
         assert len(pids) == 8  # nats-server and the seven stages
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
-        for pid in pids:
-            assert (
-                not Path(f"/proc/{pid}").exists()
-                or "zombie" in Path(f"/proc/{pid}/status").read_text()
-            ), pid
+        assert _all_gone(pids)
     finally:
         if up.poll() is None:
             up.kill()
