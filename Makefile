@@ -15,6 +15,7 @@ bench: setup
 lint: setup
 	.venv/bin/ruff check qbus tests benchmarks
 	.venv/bin/ruff format --check qbus tests benchmarks
+	.venv/bin/deptry .
 
 schema: setup
 	.venv/bin/qbus schema --out schemas/

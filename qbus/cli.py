@@ -19,7 +19,9 @@ import msgspec
 
 from qbus.bus.config import Config, load_config
 from qbus.bus.connection import Bus
-from qbus.errors import QbusError
+from qbus.bus.subjects import STAGE_NAMES
+from qbus.cli_exit import EXIT_CODES, QbusGroup, TimedOut
+from qbus.errors import QasmSyntaxError, QbusError
 from qbus.schemas.events import (
     Event,
     JobCompleted,
@@ -47,7 +49,7 @@ def _config(ctx: click.Context) -> Config:
     return ctx.obj["config"]
 
 
-@click.group()
+@click.group(cls=QbusGroup)
 @click.option(
     "--config",
     "config_path",
@@ -64,40 +66,39 @@ def cli(ctx: click.Context, config_path: str | None, url: str | None, verbose: i
         level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    try:
-        config = load_config(config_path)
-    except QbusError as exc:
-        raise click.ClickException(str(exc)) from exc
+    config = load_config(config_path)  # a ConfigError ends with exit code 2
     if url:
         config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, url=url))
     if config_path:
         # Stage processes started from here (`qbus up`) read the same file: in auth mode
         # it names their users and where their passwords are.
         os.environ["QBUS_CONFIG"] = str(Path(config_path).resolve())
-    ctx.obj = {"config": config}
+    # Commands that work offline (`qbus engines`) ask the bus only when told where it is.
+    ctx.obj = {"config": config, "url_given": bool(url or os.environ.get("QBUS_URL"))}
 
 
 def main() -> None:
-    """Entry point of the ``qbus`` script."""
-    try:
-        cli(standalone_mode=True)
-    except QbusError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Entry point of the ``qbus`` script (exit codes: qbus/cli_exit.py)."""
+    cli(prog_name="qbus")  # also under `python -m qbus`
 
 
 # -- stages and the local bus -----------------------------------------------------------
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=click.Choice(STAGE_NAMES))
 @click.option(
     "--engine",
     default="qiskit-aer",
     show_default=True,
     help="For 'execute': the engine this executor runs.",
 )
-@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics on this port.",
+)
 @click.pass_context
 def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
     """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor, control) here."""
@@ -370,6 +371,7 @@ async def _submit_and_wait(
 
     async with await Bus.connect(config.bus) as bus:
         await submit(bus, job)
+        click.echo(f"submitted {job.job_id}", err=True)
         if not echo_progress:
             return await wait_final(bus, job.job_id, timeout)
         started = time.monotonic()
@@ -459,8 +461,8 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--shots", type=int, default=1024, show_default=True)
-@click.option("--seed", type=int, default=None)
+@click.option("--shots", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option(
     "--method",
     default="sample",
@@ -487,7 +489,7 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 )
 @click.option(
     "--chunk-size",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Points per chunk of a long sweep (docs/long-jobs.md); the server's default otherwise.",
 )
@@ -508,8 +510,15 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     type=click.Choice(["auto", "inline", "process", "bwrap"]),
     help="Sandbox for the engine code (docs/hypervisor.md).",
 )
-@click.option("--memory-mb", type=int, default=None, help="Memory limit of the run (MiB).")
-@click.option("--cpu-seconds", type=float, default=None, help="CPU-time limit of the run.")
+@click.option(
+    "--memory-mb", type=click.IntRange(min=1), default=None, help="Memory limit of the run (MiB)."
+)
+@click.option(
+    "--cpu-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="CPU-time limit of the run.",
+)
 @click.option(
     "--param",
     "params",
@@ -543,7 +552,13 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
 )
 @click.option("--job-id", default=None)
 @click.option("--wait/--no-wait", default=False, help="Wait for and print the result.")
-@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds --wait waits for the final event (exit code 4 after that).",
+)
 @click.option(
     "--ai-optimize", is_flag=True, help="Ask the AI assistant for a checked rewrite (docs/ai.md)."
 )
@@ -585,7 +600,11 @@ def submit(
     observables_file: str | None = None,
     chunk_size: int | None = None,
 ) -> None:
-    """Submit the circuit in FILE (OpenQASM 2/3 or JSON IR)."""
+    """Submit the circuit in FILE (OpenQASM 2/3, Quil or JSON IR).
+
+    The program is parsed here first: a syntax error is reported with its line and
+    column (exit code 1) before anything connects.
+    """
     from qbus.producers.submit import job_from_file
     from qbus.producers.submit import submit as submit_job
 
@@ -655,6 +674,7 @@ def submit(
         chunk_size=chunk_size,
     )
     config = _config(ctx)
+    _check_program_locally(file, job, config)
     from qbus.observability import tracing
 
     tracing.setup("qbus-cli")  # the submission is the trace's root span when tracing is on
@@ -667,12 +687,35 @@ def submit(
         seq = asyncio.run(go())
         click.echo(f"{job.job_id}  (event log #{seq})")
         return
-    click.echo(f"submitted {job.job_id}", err=True)
     try:
         final = asyncio.run(_submit_and_wait(config, job, timeout))
     except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise TimedOut(f"{exc}; the job may still finish: qbus status {job.job_id}") from exc
     sys.exit(_print_final(final))
+
+
+def _check_program_locally(file: str, job: JobSubmitted, config: Config) -> None:
+    """Parse the job's program as ingest will, and stop with its error if it does not parse.
+
+    The bus would reject the job with the same code and position; saying so here works
+    without a server and costs the user no round trip.
+    """
+    from qbus.frontends.program import parse_program
+
+    if job.source is None:
+        return
+    limits = config.limits
+    try:
+        parse_program(
+            job.source, job.format, max_bytes=limits.max_source_bytes, max_ops=limits.max_ops
+        )
+    except QasmSyntaxError as exc:
+        click.echo(f"error: {file}:{exc.line}:{exc.column}: {exc.message} [{exc.code}]", err=True)
+        sys.exit(EXIT_CODES["failed"])
+    except QbusError as exc:
+        where = f" (at {exc.where})" if exc.where else ""
+        click.echo(f"error: {file}{where}: {exc.message} [{exc.code}]", err=True)
+        sys.exit(EXIT_CODES["failed"])
 
 
 @cli.command()
@@ -777,26 +820,69 @@ def schema(out: str | None, asyncapi: bool) -> None:
 
 
 @cli.command()
-def engines() -> None:
-    """List installed engines."""
-    from qbus.engines.registry import engine_table
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Load every engine (imports its framework, seconds each) and show its methods and "
+    "widths, or why it does not load.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_context
+def engines(ctx: click.Context, check: bool, as_json: bool) -> None:
+    """List the installed engines and their versions (from package metadata).
 
-    rows = engine_table()
+    With --url (or QBUS_URL) it also says which engines have executors on that bus.
+    """
+    from qbus.engines.catalog import engine_listing
+
+    deployed: set[str] | None = None
+    if ctx.obj["url_given"]:
+        deployed = asyncio.run(_deployed_engines(_config(ctx)))
+    if check:
+        # Loading engines imports numpy and the frameworks: only when asked.
+        from qbus.engines.registry import engine_table
+
+        rows = engine_table()
+    else:
+        rows = [msgspec.structs.asdict(r) for r in engine_listing()]
+        for row in rows:
+            row["available"] = row["installed"]
+            row["error"] = "" if row["installed"] else f"not installed: {row['hint']}"
+    if deployed is not None:
+        for row in rows:
+            row["deployed"] = row["name"] in deployed
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     version_w = max([len("version"), *(len(str(r["version"])) for r in rows)])
-    methods_w = max([len("methods"), *(len(",".join(r["methods"])) for r in rows)])
-    click.echo(
-        f"{'name':<12} {'version':<{version_w}} {'available':<10} "
-        f"{'methods':<{methods_w}} max qubits"
-    )
+    header = f"{'name':<12} {'version':<{version_w}} {'available':<10}"
+    if deployed is not None:
+        header += f" {'deployed':<9}"
+    methods_w = 0
+    if check:
+        methods_w = max([len("methods"), *(len(",".join(r["methods"])) for r in rows)])
+        header += f" {'methods':<{methods_w}} max qubits"
+    click.echo(header.rstrip())
     for row in rows:
-        widths = row["max_qubits"] or {}
-        limit = ", ".join(f"{m} {n}" for m, n in widths.items()) if widths else "-"
-        click.echo(
-            f"{row['name']:<12} {row['version']:<{version_w}} {row['available']!s:<10} "
-            f"{','.join(row['methods']):<{methods_w}} {limit}"
-        )
+        line = f"{row['name']:<12} {row['version']:<{version_w}} {row['available']!s:<10}"
+        if deployed is not None:
+            line += f" {row['deployed']!s:<9}"
+        if check:
+            widths = row["max_qubits"] or {}
+            limit = ", ".join(f"{m} {n}" for m, n in widths.items()) if widths else "-"
+            line += f" {','.join(row['methods']):<{methods_w}} {limit}"
+        click.echo(line.rstrip())
         if not row["available"] and row["error"]:
             click.echo(f"{'':<12} {row['error']}")
+    if deployed is not None:
+        unknown = sorted(deployed - {r["name"] for r in rows})
+        if unknown:
+            click.echo(f"deployed on the bus but not installed here: {', '.join(unknown)}")
+
+
+async def _deployed_engines(config: Config) -> set[str]:
+    async with await Bus.connect(config.bus) as bus:
+        return await bus.deployed_engines()
 
 
 @cli.command()

@@ -97,6 +97,12 @@ class BusError(QbusError):
     code = "bus_error"
 
 
+class BusUnreachableError(BusError):
+    """No connection to NATS: no server at the URL, or it refused the login."""
+
+    code = "bus_unreachable"
+
+
 class ConfigError(QbusError):
     """Configuration that cannot work, found before connecting to anything."""
 

@@ -1,53 +1,34 @@
 #!/usr/bin/env bash
 # Set up qbus on a fresh Debian machine with Python 3.11+: a virtual environment in .venv
-# with qbus and every extra installed. Safe to run again: it only reinstalls when
-# pyproject.toml changed.
+# with qbus and every extra installed at the locked versions (requirements-lock.txt).
+# Safe to run again: it only reinstalls when the lock, pyproject.toml or QBUS_EXTRAS changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pick_python() {
-    for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
-        [ -n "$candidate" ] || continue
-        if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-            echo "$candidate"
-            return 0
-        fi
-    done
-    echo "qbus needs Python 3.11 or newer (none found on PATH)" >&2
-    return 1
-}
-
-PY=$(pick_python)
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 EXTRAS=${QBUS_EXTRAS:-test}
 
-if [ ! -x .venv/bin/python ]; then
-    if ! "$PY" -m venv .venv 2>/dev/null; then
-        # Debian's system Python ships venv separately.
-        echo "installing python3-venv (needs root)…" >&2
-        rm -rf .venv
-        if [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-        else
-            sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv >/dev/null
-        fi
-        "$PY" -m venv .venv
-    fi
-fi
+make_venv .venv
 
+# Install exactly the lock (requirements-lock.txt, written by scripts/lock.sh): the same
+# versions, checked against the lock's sha256 hashes, on any machine and any day. With
+# the default extras (test, which includes all) the venv then holds exactly what the
+# lock names; a narrower QBUS_EXTRAS (e.g. qiskit) installs that subset at the locked
+# versions. Re-run only when the lock, pyproject.toml or the extras changed.
 stamp=.venv/.qbus-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$EXTRAS" ]; then
-    echo "installing qbus[$EXTRAS] into .venv (first run takes a few minutes)…" >&2
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
-    echo "$EXTRAS" >"$stamp"
-fi
-
-# The test-only engine plugin `flipper` (tests/plugins/qbus_flipper), a deliberately wrong
-# engine that registers through the real qbus.engines entry point, as a third-party
-# engine would; tests/test_crosscheck.py proves the cross-engine check catches it.
-if [[ ",$EXTRAS," == *",test,"* ]] && ! .venv/bin/python -c 'import qbus_flipper' 2>/dev/null; then
-    .venv/bin/python -m pip install -q -e tests/plugins/qbus_flipper
+want="$(cat "$LOCK_FILE" pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "installing qbus[$EXTRAS] from $LOCK_FILE into .venv (first run takes a few minutes)…" >&2
+    if [ "$EXTRAS" = test ]; then
+        .venv/bin/uv pip sync -q --python .venv/bin/python "$LOCK_FILE"
+    else
+        .venv/bin/uv pip install -q --python .venv/bin/python --constraint "$LOCK_FILE" \
+            ".[$EXTRAS]"
+    fi
+    # qbus itself, editable; its dependencies are already there from the lock.
+    .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+    echo "$want" >"$stamp"
 fi
 
 # Any-language client examples (clients/node, clients/go), which the test suite runs

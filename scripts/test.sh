@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check qbus tests benchmarks
 .venv/bin/ruff format --check qbus tests benchmarks
+# Every declared dependency imported, every import declared (pyproject.toml [tool.deptry]).
+.venv/bin/deptry .
 exec .venv/bin/python -m pytest "$@"

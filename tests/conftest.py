@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +15,16 @@ from qbus.bus.server import NatsServer
 from qbus.consumers.pipeline import Pipeline
 from tests.chain_fixtures import *  # noqa: F403 - anvil, contract and chain config fixtures
 from tests.openbao_fixtures import openbao  # noqa: F401 - the OpenBao dev-server fixture
+
+# Test-only engine plugins (tests/plugins/site/README.md): a dist-info folder on the
+# path registers them through the real `qbus.engines` entry point, for this process and
+# the stage processes its tests start, never for the venv a user gets.
+PLUGIN_SITE = str(Path(__file__).parent / "plugins" / "site")
+if PLUGIN_SITE not in sys.path:
+    sys.path.insert(0, PLUGIN_SITE)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PLUGIN_SITE, os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 @pytest.fixture

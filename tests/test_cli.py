@@ -61,11 +61,20 @@ async def test_submit_wait_status_and_audit(
     assert out.returncode == 0, out.stderr
     assert "verification: PASS" in out.stdout and "result hash: sha256:" in out.stdout
 
-    bad = tmp_path / "bad.qasm"
-    bad.write_text(QASM2_BELL.replace("h q[0];", "hadamard q[0];"))
-    out = await aqbus("submit", str(bad), "--job-id", "cli-2", "--wait", url=url)
+    # A program that does not parse is refused by the CLI itself (tests/test_cli_errors.py);
+    # what only the bus can judge (which engines it runs) comes back as a rejection.
+    out = await aqbus(
+        "submit",
+        str(program),
+        "--engine",
+        "no-such-engine",
+        "--job-id",
+        "cli-2",
+        "--wait",
+        url=url,
+    )
     assert out.returncode == 1
-    assert "REJECTED [unknown_gate] at line 5, column 1" in out.stderr
+    assert "cli-2: REJECTED [unknown_engine]" in out.stderr, out.stderr
 
     out = await aqbus("status", "cli-1", url=url)
     assert out.returncode == 0, out.stderr
@@ -99,14 +108,6 @@ def test_schema_and_engines_commands(tmp_path: Path):
     out = qbus("engines")
     assert out.returncode == 0
     assert any(line.startswith("qiskit-aer") and "True" in line for line in out.stdout.splitlines())
-
-
-def test_unreachable_server_is_a_clear_error(tmp_path: Path):
-    program = tmp_path / "bell.qasm"
-    program.write_text(QASM2_BELL)
-    out = qbus("submit", str(program), url="nats://127.0.0.1:9", timeout=60)
-    assert out.returncode != 0
-    assert "cannot connect to NATS at nats://127.0.0.1:9" in out.stderr
 
 
 def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, list[str]]:

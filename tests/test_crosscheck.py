@@ -1,8 +1,9 @@
 """Cross-engine agreement: a deliberately wrong engine is caught by the second engine.
 
-The wrong engine is ``flipper`` (tests/plugins/qbus_flipper): qiskit-aer with bit 0 of
-every result flipped, installed by scripts/setup.sh as its own distribution so that it
-registers through the real ``qbus.engines`` entry point, like any third-party engine.
+The wrong engine is ``flipper`` (tests/plugins/site/qbus_flipper): qiskit-aer with bit 0
+of every result flipped, a distribution of its own (its dist-info folder sits beside it)
+that registers through the real ``qbus.engines`` entry point, like any third-party engine,
+but only for the test processes that have tests/plugins/site on their path (conftest.py).
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ def parse_qasm(text: str):
 def _flipper_entry_point():
     found = [ep for ep in entry_points(group="qbus.engines") if ep.name == "flipper"]
     assert found, (
-        "the test engine plugin is not installed: run scripts/setup.sh "
-        "(or .venv/bin/pip install -e tests/plugins/qbus_flipper)"
+        "the test engine plugin is not on the path: tests/conftest.py puts tests/plugins/site there"
     )
     return found[0]
 

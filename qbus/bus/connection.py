@@ -19,7 +19,7 @@ from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
 from qbus.bus.subjects import PRIORITIES, Subjects
-from qbus.errors import BusError
+from qbus.errors import BusUnreachableError
 from qbus.observability import tracing
 from qbus.schemas.events import (
     CircuitIngested,
@@ -131,7 +131,10 @@ class Bus:
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             reason = str(exc) or type(exc).__name__
-            raise BusError(f"cannot connect to NATS at {config.url}: {reason}") from exc
+            raise BusUnreachableError(
+                f"cannot connect to NATS at {config.url}: {reason}; start one with "
+                "'qbus up' or pass --url (or set QBUS_URL)"
+            ) from exc
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)

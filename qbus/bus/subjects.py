@@ -29,6 +29,9 @@ from qbus.schemas.events import (
 PRIORITIES = ("high", "normal", "low")
 """Job priorities, in the order executors drain them."""
 
+STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor", "control")
+"""The stages, each a durable consumer on the stream (``qbus stage NAME``)."""
+
 
 @dataclass(frozen=True)
 class Subjects:

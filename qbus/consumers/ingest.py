@@ -17,15 +17,13 @@ from qbus.consumers.ingest_open import check_open_system
 from qbus.consumers.tenants import TenantGate
 from qbus.engines.sweep import check_sweep
 from qbus.errors import CircuitError, QbusError, Reject
+from qbus.frontends.program import FORMATS, parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.observability import tracing
 from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_event_id
-from qbus.schemas.ir import Circuit, circuit_hash, decode_circuit, stats
-from qbus.schemas.qasm import detect_format, parse_qasm
-from qbus.schemas.quil import looks_like_quil, parse_quil
+from qbus.schemas.ir import Circuit, circuit_hash, stats
 
 METHODS = ("sample", "statevector", "expectation", "sweep", "dynamics")
-FORMATS = ("auto", "qasm2", "qasm3", "json", "quil")
 
 
 def default_seed(job_id: str) -> int:
@@ -112,18 +110,13 @@ class IngestHandler:
                 code="too_large",
                 where="$.source",
             )
-        fmt = detect_format(job.source) if job.format == "auto" else job.format
-        if job.format == "auto" and looks_like_quil(job.source):
-            fmt = "quil"
         try:
-            if fmt == "json":
-                return decode_circuit(job.source), "json"
-            if fmt == "quil":
-                return parse_quil(job.source, max_ops=limits.max_ops), "quil"
-            circuit, detected = parse_qasm(
-                job.source, max_bytes=limits.max_source_bytes, max_ops=limits.max_ops
+            return parse_program(
+                job.source,
+                job.format,
+                max_bytes=limits.max_source_bytes,
+                max_ops=limits.max_ops,
             )
-            return circuit, detected
         except QbusError as exc:
             raise Reject(exc.message, code=exc.code, where=exc.where) from exc
 

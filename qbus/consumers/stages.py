@@ -15,6 +15,7 @@ from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
+from qbus.bus.subjects import STAGE_NAMES
 from qbus.consumers.assemble import Assembler
 from qbus.consumers.audit import AuditStage
 from qbus.consumers.control import control_stage, execution_gate
@@ -29,8 +30,6 @@ from qbus.errors import ConfigError
 from qbus.router.priority import PriorityStageRunner
 from qbus.secrets.resolve import stage_bus_config
 from qbus.verifier.crosscheck import CrossChecker
-
-STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor", "control")
 
 log = logging.getLogger("qbus.stage")
 

@@ -6,69 +6,42 @@ An engine package declares itself in its ``pyproject.toml``::
     qiskit-aer = "qbus.engines.aer:AerEngine"
 
 Nothing is imported until an engine is asked for (Qiskit's plugin pattern): listing
-names reads package metadata only, and ``get_engine`` imports one engine module, whose
-heavy framework import may fail with ``MissingOptionalLibraryError``.
-
-qbus's own engines are also known from a built-in map, so a source checkout that is not
-pip-installed (no entry points yet) still finds them; an entry point of the same name
-wins over the built-in one.
+names reads package metadata only (``qbus.engines.catalog``), and ``get_engine`` imports
+one engine module, whose heavy framework import may fail with
+``MissingOptionalLibraryError``.
 """
 
 from __future__ import annotations
 
 import threading
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 import msgspec
 
 from qbus.engines.base import Engine
+from qbus.engines.catalog import (
+    BUILTIN_ENGINES,
+    EXTRAS,
+    GROUP,
+    available_engines,
+    engine_targets,
+)
 from qbus.errors import MissingOptionalLibraryError, QbusError, UnknownEngineError
 
-GROUP = "qbus.engines"
-"""The entry-point group engines register in."""
-
-BUILTIN_ENGINES: dict[str, str] = {
-    "qiskit-aer": "qbus.engines.aer:AerEngine",
-    "reference": "qbus.engines.reference:ReferenceEngine",
-    "cirq": "qbus.engines.cirq_engine:CirqEngine",
-    "qsim": "qbus.engines.cirq_engine:QsimEngine",
-    "braket": "qbus.engines.braket_engine:BraketEngine",
-    "pennylane": "qbus.engines.pennylane_engine:PennylaneEngine",
-    "qutip": "qbus.engines.qutip_engine:QutipEngine",
-    "jax": "qbus.engines.jax_engine:JaxEngine",
-    "quest": "qbus.engines.quest_engine:QuestEngine",
-}
-"""qbus's own engines, as ``module:attribute`` targets."""
-
-# The pip extra that provides each built-in engine's dependencies, for install hints.
-_EXTRAS = {
-    "qiskit-aer": "qiskit",
-    "cirq": "cirq",
-    "qsim": "cirq",
-    "braket": "braket",
-    "pennylane": "pennylane",
-    "qutip": "qutip",
-    "jax": "jax",
-    "quest": "quest",
-}
+__all__ = [
+    "BUILTIN_ENGINES",
+    "GROUP",
+    "EngineInfo",
+    "available_engines",
+    "engine_table",
+    "get_engine",
+]
 
 _instances: dict[str, Engine] = {}
 # Reentrant: an engine that wraps another (a plugin adding noise, say) may ask the registry
 # for it from its own constructor, which runs under this lock.
 _lock = threading.RLock()
-
-
-def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN_ENGINES)
-    for ep in entry_points(group=GROUP):
-        targets[ep.name] = ep.value
-    return targets
-
-
-def available_engines() -> list[str]:
-    """Names of the installed engines, sorted. Imports no engine module."""
-    return sorted(_targets())
 
 
 def _load(name: str, target: str) -> type[Engine]:
@@ -80,7 +53,7 @@ def _load(name: str, target: str) -> type[Engine]:
         # The engine module itself imported something that is not installed.
         library = getattr(exc, "name", None) or str(exc)
         raise MissingOptionalLibraryError(
-            library, _EXTRAS.get(name, name), f"the {name} engine"
+            library, EXTRAS.get(name, name), f"the {name} engine"
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Engine)):
         raise UnknownEngineError(
@@ -104,7 +77,7 @@ def get_engine(name: str) -> Engine:
     engine = _instances.get(name)
     if engine is not None:
         return engine
-    targets = _targets()
+    targets = engine_targets()
     target = targets.get(name)
     if target is None:
         raise UnknownEngineError(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.js.errors
 from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
+from qbus.errors import BusError
 from qbus.observability import tracing
 from qbus.schemas.events import (
     FINAL_EVENTS,
@@ -46,15 +48,26 @@ async def submit(bus: Bus, job: JobSubmitted, *, headers: dict[str, str] | None 
 
     Without a ``traceparent`` in ``headers`` and with tracing on, the publish is a
     PRODUCER span (child of the current span) whose context the job carries.
+
+    Raises:
+        BusError: No stream stores the submit subject on this server (a bare
+            nats-server that no qbus deployment has provisioned).
     """
-    if (headers and "traceparent" in headers) or not tracing.enabled():
-        return await bus.publish(job, headers=headers)
-    with tracing.produce(
-        bus.subjects.submit,
-        scope="qbus.producer",
-        attributes={tracing.JOB_ID: job.job_id, tracing.MESSAGE_ID: job.event_id},
-    ) as trace_headers:
-        return await bus.publish(job, headers={**(headers or {}), **trace_headers})
+    try:
+        if (headers and "traceparent" in headers) or not tracing.enabled():
+            return await bus.publish(job, headers=headers)
+        with tracing.produce(
+            bus.subjects.submit,
+            scope="qbus.producer",
+            attributes={tracing.JOB_ID: job.job_id, tracing.MESSAGE_ID: job.event_id},
+        ) as trace_headers:
+            return await bus.publish(job, headers={**(headers or {}), **trace_headers})
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise BusError(
+            f"no stream stores {bus.subjects.submit!r} on NATS at {bus.config.url}: qbus is not "
+            "set up on that server; start it with 'qbus up' (or run its stages, which "
+            "provision the stream)"
+        ) from exc
 
 
 async def events_of(

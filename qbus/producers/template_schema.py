@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import msgspec
 
 from qbus.errors import MissingOptionalLibraryError, SchemaError
+from qbus.schemas import schema_text
 from qbus.schemas.dynamics import CollapseOperator
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable, PauliTerm
@@ -413,7 +414,7 @@ def load_circuit_text(value: str, base_dir: Path | None) -> str:
 
 def template_json_schema() -> dict[str, Any]:
     """JSON Schema of ``JobTemplate`` (for other tools and for prompts)."""
-    return msgspec.json.schema(JobTemplate)
+    return schema_text.schema(JobTemplate)
 
 
 def parse_yaml(text: str) -> dict[str, Any]:

@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from qbus.schemas import schema_text
 from qbus.schemas.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -135,7 +134,7 @@ def asyncapi_document(prefix: str = "qbus") -> dict[str, Any]:
     Returns:
         The document as JSON-ready builtins, deterministic for a given code version.
     """
-    refs, components = msgspec.json.schema_components(
+    refs, components = schema_text.schema_components(
         EVENT_TYPES, ref_template="#/components/schemas/{name}"
     )
     messages: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from qbus.schemas import schema_text
 from qbus.schemas.ai import AiRewriteReport
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.ir import Circuit, CircuitStats
@@ -567,9 +568,9 @@ def json_schemas() -> dict[str, Any]:
     Each event's schema is its full object schema (not a ``$ref``), so a client can
     validate one event type with ``{**events[tag], "$defs": defs}``.
     """
-    refs, components = msgspec.json.schema_components(EVENT_TYPES, ref_template="#/$defs/{name}")
+    refs, components = schema_text.schema_components(EVENT_TYPES, ref_template="#/$defs/{name}")
     events = {
         tag_of(t): components[ref["$ref"].rsplit("/", 1)[1]]
         for t, ref in zip(EVENT_TYPES, refs, strict=True)
     }
-    return {"union": msgspec.json.schema(AnyEvent), "events": events, "$defs": components}
+    return {"union": schema_text.schema(AnyEvent), "events": events, "$defs": components}

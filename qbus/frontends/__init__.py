@@ -1,0 +1,1 @@
+"""Parsing front ends: program text in any accepted format → the IR (docs/architecture.md)."""
