@@ -245,10 +245,11 @@ def up(
         if endpoints:
             targets = write_targets(state / TARGETS_FILE, endpoints)
             click.echo(f"metrics targets (Prometheus file_sd, read by `qbus top`): {targets}")
-        click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
         # A service manager stops us with SIGTERM: stop the stages and nats-server as
-        # Ctrl-C does, rather than dying and leaving them running.
+        # Ctrl-C does, rather than dying and leaving them running. Installed before the
+        # ready line below, which is what a supervisor or a test waits for.
         signal.signal(signal.SIGTERM, _interrupt)
+        click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
         try:
             while server.running():
                 for name in sup.poll():

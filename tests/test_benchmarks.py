@@ -25,6 +25,8 @@ def test_bus_overhead_benchmark_runs_and_completes_every_job():
             jobs,
             "--sequential",
             "20",
+            "--repeats",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -33,10 +35,16 @@ def test_bus_overhead_benchmark_runs_and_completes_every_job():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "jobs not completed: 0" in out.stdout
-    for row in ("direct (parse + Aer run)", "bus, one job at a time", "bus, all at once"):
+    rows = ["direct (parse + Aer run)"]
+    rows += [f"{name}, turn {t}" for t in (1, 2) for name in ("bare pipeline", "qbus")]
+    for row in rows:
         line = next(ln for ln in out.stdout.splitlines() if ln.startswith(row))
-        rate, p50, p99 = (float(x) for x in line[len(row) :].split())
+        rate, p50, p99, *single = (float(x) for x in line[len(row) :].split())
         assert rate > 0 and 0 < p50 <= p99
+        assert all(x > 0 for x in single)
+    # Both ratios, from turns measured in the same run.
+    ratios = [ln for ln in out.stdout.splitlines() if "qbus / bare" in ln]
+    assert len(ratios) == 2 and all("median" in ln for ln in ratios)
 
 
 @pytest.mark.slow
