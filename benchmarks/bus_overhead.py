@@ -33,10 +33,9 @@ from bare_pipeline import measure as measure_bare
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.ingest import default_seed
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
-from qbus.schemas.events import JobSubmitted, decode, new_event_id, new_job_id
+from qbus.schemas.events import JobSubmitted, decode, default_seed, new_event_id, new_job_id
 from qbus.schemas.qasm import parse_qasm
 from qbus.supervisor import Supervisor
 

@@ -11,8 +11,8 @@ from qbus.bus.config import CacheConfig, Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.observability import metrics
-from qbus.router.cache import cache_key
-from qbus.schemas.events import JobCompleted, JobOptions
+from qbus.router.cache import cache_key, reusable
+from qbus.schemas.events import JobCompleted, JobOptions, default_seed
 from tests.jobs import QASM2_BELL, QASM3_GHZ, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,14 +111,18 @@ async def test_opt_out_and_unseeded_sampling_run_again(bus: Bus, pipeline: Pipel
     (again,) = await run_jobs(bus, [opted_out])
     assert isinstance(again, JobCompleted) and not again.cached
     assert await _ran(bus, opted_out.job_id) == 2
-    # Unseeded sample jobs get a seed from their job id: never the same key.
+    # Unseeded sample jobs get a seed from their job id: never the same key, so they are
+    # neither looked up nor stored (router/cache.py, `reusable`).
     a, b = await run_jobs(bus, [job(QASM3_GHZ, shots=300), job(QASM3_GHZ, shots=300)])
     (c,) = await run_jobs(bus, [job(QASM3_GHZ, shots=300)])
     assert not any(f.cached for f in (a, b, c))
     # A state vector does not depend on the seed: an unseeded rerun is a hit.
     unmeasured = QASM3_GHZ.replace("c = measure q;\n", "")
     (sv1,) = await run_jobs(bus, [job(unmeasured, method="statevector")])
-    await _until(lambda: _entries_at_least(bus, 3))
+    await _until(lambda: _entries_at_least(bus, 2))
+    # The feedback consumer reads results in log order: a, b and c came before sv1, and
+    # wrote nothing (the seeded job and sv1 are the two entries).
+    assert await _cache_entries(bus) == 2
     (sv2,) = await run_jobs(bus, [job(unmeasured, method="statevector")])
     assert not sv1.cached and sv2.cached and sv2.cached_from == sv1.job_id
     assert sv2.statevector == sv1.statevector
@@ -146,3 +150,13 @@ async def test_entries_expire_after_the_ttl(config: Config, bus: Bus):
         (second,) = await run_jobs(bus, [job(QASM2_BELL, shots=200, seed=3)])
         pipeline.check()
     assert isinstance(second, JobCompleted) and not second.cached
+
+
+def test_only_jobs_that_can_share_a_key_use_the_cache():
+    job_id = "a" * 32
+    derived = default_seed(job_id)
+    assert not reusable("sample", derived, job_id)  # nobody else can have this key
+    assert reusable("sample", derived + 1, job_id)  # an explicit seed
+    assert reusable("sweep", 7, job_id)
+    for method in ("statevector", "expectation", "dynamics"):
+        assert reusable(method, derived, job_id)  # the seed is not part of the key

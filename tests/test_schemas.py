@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import jsonschema
 import msgspec
 import pytest
 
-from qbus.schemas.events import EVENT_TYPES, JobSubmitted, decode, encode, json_schemas, tag_of
+from qbus.schemas.events import (
+    _DERIVED_NS,
+    EVENT_TYPES,
+    JobSubmitted,
+    decode,
+    derived_event_id,
+    encode,
+    json_schemas,
+    tag_of,
+)
 from qbus.schemas.ir import circuit_hash
 from tests.samples import BELL, sample_events
 
@@ -74,3 +84,10 @@ def test_circuit_hash_is_canonical():
 def test_job_options_roundtrip():
     job = JobSubmitted(event_id="x", job_id="j", source="s", shots=5, parameters={"a": 1.0})
     assert job.options().shots == 5 and job.options().parameters == {"a": 1.0}
+
+
+def test_derived_event_id_is_uuid5_of_its_name():
+    for causation in ("", "e1", "ü-ñ", uuid.uuid4().hex, "x" * 300):
+        for tag, index in (("job.completed", 0), ("execution.requested", 7)):
+            expected = str(uuid.uuid5(_DERIVED_NS, f"{causation}/{tag}/{index}"))
+            assert derived_event_id(causation, tag, index) == expected

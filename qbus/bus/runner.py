@@ -143,9 +143,16 @@ class StageRunner:
         """Finish the current batch, then return from ``run``."""
         self._stopping.set()
 
+    async def start_handler(self) -> None:
+        """Let the handler set up what it needs on the bus (a watch) before any message."""
+        start = getattr(self.handler, "start", None)
+        if start is not None:
+            await start()
+
     async def run(self) -> None:
         """Consume until ``stop()``."""
         await self.bus.ensure_consumer(self.durable, self.subjects)
+        await self.start_handler()
         consumer = await PullConsumer(self.bus, self.durable, batch=self.batch).start()
         log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
         watcher = self.dead_letter_watcher([self.durable])

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from qbus.bus.control_watch import ControlWatch
 from qbus.bus.jobstate import JobState
 from qbus.bus.ledger import ChunkDone, ChunkResult, Ledger, LedgerStore
 from qbus.observability import metrics
@@ -47,16 +48,25 @@ class Assembler:
     Args:
         ledgers: The chunk bucket.
         job_state: Job id → its state (the job-state KV), for whole-job generation checks.
+        watch: Jobs with control requests; a whole-job result of a job it vouches for
+            cannot be of an older generation, and its state is not read.
     """
 
     def __init__(
         self,
         ledgers: LedgerStore,
         job_state: Callable[[str], Awaitable[JobState | None]] | None = None,
+        watch: ControlWatch | None = None,
     ) -> None:
         self.ledgers = ledgers
         self.job_state = job_state
+        self.watch = watch
         self.dropped = 0
+
+    async def start(self) -> None:
+        """Start the control watch (before the first result, so it can vouch for it)."""
+        if self.watch is not None:
+            await self.watch.start()
 
     async def intercept(self, event: Event, complete: Complete) -> Sequence[Event] | None:
         """The events for ``event`` when this step handles it, or None to go on as usual."""
@@ -66,7 +76,9 @@ class Assembler:
             if isinstance(event, ExecutionFailed):
                 return await self._chunk_failed(event)
             return await self._chunk_completed(event, complete)
-        if self.job_state is not None:
+        if self.job_state is not None and not (
+            self.watch is not None and await self.watch.vouches_for(event.job_id, event.timestamp)
+        ):
             state = await self.job_state(event.job_id)
             if state is not None and state.generation > event.generation:
                 self._drop(event, f"generation {event.generation} < job's {state.generation}")

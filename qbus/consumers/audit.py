@@ -25,6 +25,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus.connection import Bus
+from qbus.bus.pull import take_arrived
 from qbus.observability import metrics
 from qbus.schemas.audit import (
     GENESIS,
@@ -120,19 +121,21 @@ class AuditStage:
                         raise
                     msg = None
                 if msg is not None:
-                    meta = msg.metadata
-                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
                     if not entries:
                         first_at = loop.time()
-                    entries.append(
-                        ChainEntry(
-                            meta.sequence.stream,
-                            msg_id,
-                            event_digest(msg.subject, msg_id, msg.data),
-                            msg.subject,
-                            _tag_of(msg.data),
+                    # What is queued behind it too, without a wait per message.
+                    room = max(self.max_batch - len(entries) - 1, 0)
+                    for got in [msg, *take_arrived(sub, room)]:
+                        msg_id = (got.headers or {}).get("Nats-Msg-Id", "")
+                        entries.append(
+                            ChainEntry(
+                                got.metadata.sequence.stream,
+                                msg_id,
+                                event_digest(got.subject, msg_id, got.data),
+                                got.subject,
+                                _tag_of(got.data),
+                            )
                         )
-                    )
                 # One record per batch or per flush interval, not per event: the chain
                 # costs a write every 0.2 s at most while events trickle in.
                 due = entries and (

@@ -31,6 +31,7 @@ from nats.js.errors import NotFoundError
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.control_watch import ControlWatch
 from qbus.bus.jobstate import FINAL_STATUSES, JobState
 from qbus.bus.ledger import JobStates, Ledger, LedgerStore
 from qbus.bus.runner import StageRunner
@@ -308,20 +309,44 @@ def _tag(event: Event) -> str:
     return event.__struct_config__.tag  # type: ignore[return-value]
 
 
-async def execution_gate(states: JobStates, event: ExecutionRequested) -> str | None:
-    """Why an executor should not run ``event`` (None: run it): the executors' cheap check.
+class ExecutionGate:
+    """Why an executor should not run a request (None: run it): the executors' cheap check.
 
     A job whose state is final (completed, failed — a cancel ends it so —, rejected)
     needs no more work; a request of an older generation than the job's was rerouted.
+    The state is read only for a job the control watch cannot vouch for (one with a
+    control request, or a request older than the watch) and for chunks of long jobs,
+    which end when one chunk fails: qbus/bus/control_watch.py.
+
+    Args:
+        states: The job-state bucket.
+        watch: The control watch (None: read the state for every request).
     """
-    state, _ = await states.read(event.job_id)
-    if state is None:
+
+    def __init__(self, states: JobStates, watch: ControlWatch | None = None) -> None:
+        self.states = states
+        self.watch = watch
+
+    async def start(self) -> None:
+        """Start the watch, before the first request, so that it can vouch for it."""
+        if self.watch is not None:
+            await self.watch.start()
+
+    async def __call__(self, event: ExecutionRequested) -> str | None:
+        if (
+            self.watch is not None
+            and event.chunk is None
+            and await self.watch.vouches_for(event.job_id, event.timestamp)
+        ):
+            return None
+        state, _ = await self.states.read(event.job_id)
+        if state is None:
+            return None
+        if state.status in FINAL_STATUSES:
+            return f"the job is {state.status}"
+        if state.generation > event.generation:
+            return f"generation {event.generation} is stale (the job is at {state.generation})"
         return None
-    if state.status in FINAL_STATUSES:
-        return f"the job is {state.status}"
-    if state.generation > event.generation:
-        return f"generation {event.generation} is stale (the job is at {state.generation})"
-    return None
 
 
 async def last_event(bus: Bus, kind: str, job_id: str) -> Event | None:
@@ -360,4 +385,4 @@ def control_stage(bus: Bus, config: Config) -> StageRunner:
     )
 
 
-__all__ = ["ControlHandler", "control_stage", "execution_gate", "last_event"]
+__all__ = ["ControlHandler", "ExecutionGate", "control_stage", "last_event"]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
 from qbus.bus.blobs import BlobStore, interleave, statevector_bytes
 from qbus.bus.config import HypervisorConfig, Limits
+from qbus.consumers.control import ExecutionGate
 from qbus.engines.base import Engine, RunRequest
 from qbus.engines.observables import expectation_values
 from qbus.engines.registry import get_engine
@@ -79,7 +80,7 @@ class ExecuteHandler:
         blobs: BlobStore | None,
         limits: Limits | None = None,
         hypervisor: HypervisorConfig | None = None,
-        gate: Callable[[ExecutionRequested], Awaitable[str | None]] | None = None,
+        gate: ExecutionGate | None = None,
     ):
         self.engine: Engine = get_engine(engine)
         # Says why a request is no longer wanted (job ended, cancelled, rerouted):
@@ -97,6 +98,11 @@ class ExecuteHandler:
             sandbox = make_sandbox(driver, self.hypervisor.pool_size, [engine_target(self.engine)])
             self.sandboxes[driver] = sandbox
         return sandbox
+
+    async def start(self) -> None:
+        """Start what the gate watches (the runner calls this before consuming)."""
+        if self.gate is not None:
+            await self.gate.start()
 
     def close(self) -> None:
         """Stop the sandboxes' worker processes."""

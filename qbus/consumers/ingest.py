@@ -7,7 +7,6 @@ the problem).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import msgspec
@@ -20,15 +19,16 @@ from qbus.errors import CircuitError, QbusError, Reject
 from qbus.frontends.program import FORMATS, parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.observability import tracing
-from qbus.schemas.events import CircuitIngested, Event, JobSubmitted, derived_event_id
+from qbus.schemas.events import (
+    CircuitIngested,
+    Event,
+    JobSubmitted,
+    default_seed,
+    derived_event_id,
+)
 from qbus.schemas.ir import Circuit, circuit_hash, stats
 
 METHODS = ("sample", "statevector", "expectation", "sweep", "dynamics")
-
-
-def default_seed(job_id: str) -> int:
-    """A seed derived from the job id, so a rerun of the job gives the same counts."""
-    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class IngestHandler:

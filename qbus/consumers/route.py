@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -27,7 +28,7 @@ from qbus.engines.density import NOISE_ENGINES
 from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import Reject
 from qbus.observability import metrics
-from qbus.router.cache import ResultCache, cache_key
+from qbus.router.cache import ResultCache, cache_key, reusable
 from qbus.router.capability import (
     DYNAMICS_ENGINES,
     capability_filter,
@@ -43,7 +44,9 @@ from qbus.schemas.events import (
     ExecutionCompleted,
     ExecutionRequested,
     JobCompleted,
+    JobFailed,
     JobOptions,
+    JobRejected,
     decode,
     derived_event_id,
 )
@@ -255,7 +258,11 @@ class RouteHandler:
     async def _cached(self, event: CircuitRewritten) -> JobCompleted | None:
         """The job's final event answered from the cache, or None on a miss."""
         opts = event.options
-        if self.cache is None or not opts.cache:
+        if (
+            self.cache is None
+            or not opts.cache
+            or not reusable(opts.method, opts.seed, event.job_id)
+        ):
             return None
         stored = await self.cache.get(cache_key(event.circuit_hash, opts, self.version_policy))
         if stored is not None and self.version_policy == "exact":
@@ -306,10 +313,25 @@ class RouteFeedback:
         self.version_policy = version_policy
         self.execution_of = execution_of
         self.cached_writes = 0
+        # The runs this consumer has just seen, by job: a JobCompleted comes after its
+        # ExecutionCompleted on the same consumer, so its cache key is usually here and
+        # the log need not be read (bounded; a miss reads the log as before).
+        self._runs: OrderedDict[str, ExecutionCompleted] = OrderedDict()
+
+    RECENT_RUNS = 4096
 
     async def handle(self, event: Event) -> Sequence[Event]:
         match event:
             case ExecutionCompleted():
+                if (
+                    self.cache is not None
+                    and event.chunk is None
+                    and reusable(event.options.method, event.options.seed, event.job_id)
+                ):
+                    self._runs[event.job_id] = event
+                    self._runs.move_to_end(event.job_id)
+                    if len(self._runs) > self.RECENT_RUNS:
+                        self._runs.popitem(last=False)
                 opts = event.options
                 # The model covers noiseless runs; density-matrix and dynamics runs
                 # would skew an engine's correction (docs/routing.md).
@@ -317,19 +339,24 @@ class RouteFeedback:
                     job = job_features(event.circuit, opts)
                     self.model.observe(event.engine, job, event.run_seconds, event.event_id)
             case JobCompleted():
-                await self._remember(event)
+                await self._remember(event, self._runs.pop(event.job_id, None))
+            case JobFailed() | JobRejected():
+                self._runs.pop(event.job_id, None)
         return []
 
-    async def _remember(self, event: JobCompleted) -> None:
+    async def _remember(self, event: JobCompleted, recent: ExecutionCompleted | None) -> None:
         if (
             self.cache is None
             or self.execution_of is None
             or event.cached
             or event.chunk_engines  # assembled from chunks: no single run to key it by
             or event.verification.verdict != "pass"
+            or not reusable(event.method, event.seed, event.job_id)
         ):
             return
-        run = await self.execution_of(event.job_id)
+        run: Event | None = recent
+        if run is None or run.event_id != event.causation_id:
+            run = await self.execution_of(event.job_id)
         if not isinstance(run, ExecutionCompleted) or run.event_id != event.causation_id:
             return  # not a plain run's answer (or the log moved on): nothing to key it by
         await self.cache.put(cache_key(run.circuit_hash, run.options, self.version_policy), event)

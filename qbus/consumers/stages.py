@@ -13,12 +13,13 @@ from qbus.bus import tenancy
 from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.control_watch import ControlWatch
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
 from qbus.bus.subjects import STAGE_NAMES
 from qbus.consumers.assemble import Assembler
 from qbus.consumers.audit import AuditStage
-from qbus.consumers.control import control_stage, execution_gate
+from qbus.consumers.control import ExecutionGate, control_stage
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.ingest import IngestHandler
 from qbus.consumers.retry import RetryPolicy, find_request, job_ended
@@ -81,7 +82,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 config.limits,
                 config.hypervisor,
                 # Skip work of an ended, cancelled or rerouted job: control.py.
-                gate=partial(execution_gate, JobStates(bus.js, bus.config.kv_jobs)),
+                gate=ExecutionGate(JobStates(bus.js, bus.config.kv_jobs), ControlWatch(bus)),
             )
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
             # One consumer per priority, high drained first (docs/routing.md).
@@ -107,6 +108,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                     assembler=Assembler(
                         LedgerStore(bus.js, bus.config.kv_chunks),
                         JobStates(bus.js, bus.config.kv_jobs).get,
+                        ControlWatch(bus),
                     ),
                     # Transient engine failures are run again (consumers/retry.py).
                     retry=RetryPolicy(

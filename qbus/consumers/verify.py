@@ -108,6 +108,11 @@ class VerifyHandler:
         self.retry = retry
         self._exact: OrderedDict[tuple, object] = OrderedDict()
 
+    async def start(self) -> None:
+        """Start the assembler's control watch (the runner calls this before consuming)."""
+        if self.assembler is not None:
+            await self.assembler.start()
+
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, ExecutionFailed) and self.retry is not None:
             # A transient failure (of a job or of one chunk) is asked for again with

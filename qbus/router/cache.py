@@ -23,7 +23,7 @@ import msgspec
 from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
-from qbus.schemas.events import JobCompleted, JobOptions, decode, encode
+from qbus.schemas.events import JobCompleted, JobOptions, decode, default_seed, encode
 
 log = logging.getLogger("qbus.cache")
 
@@ -32,6 +32,18 @@ DETERMINISTIC_METHODS = frozenset({"statevector", "expectation", "dynamics"})
 
 KEY_VERSION = 1
 _canonical = msgspec.json.Encoder(order="deterministic")
+
+
+def reusable(method: str, seed: int | None, job_id: str) -> bool:
+    """Whether a job's result could ever answer another job, or another's answer it.
+
+    A sampled job whose seed is the one ingest derived from its job id has a key no other
+    job can have: job ids are unique (a second submission of an id never gets past
+    ingest's first-only guard). Such a job is neither looked up nor stored, which saves
+    the route stage a KV read and a KV write per job (docs/architecture.md, "Operations
+    per job"). A user who gives that very seed by hand only misses a cache hit.
+    """
+    return method in DETERMINISTIC_METHODS or seed != default_seed(job_id)
 
 
 def cache_key(circuit_hash: str, options: JobOptions, version_policy: str) -> str:

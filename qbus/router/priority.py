@@ -105,6 +105,7 @@ class PriorityStageRunner(StageRunner):
                 durable, [self.bus.subjects.exec(self.engine, priority=priority)]
             )
             lanes.append(await _Lane(self.bus, durable, batch=self.batch, wake=wake).start())
+        await self.start_handler()
         log.info("executor %s consuming priorities %s", self.engine, ", ".join(PRIORITIES))
         # Messages the executors gave up on become dead letters (qbus/bus/deadletter.py).
         watcher = self.dead_letter_watcher(
