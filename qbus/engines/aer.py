@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
 from qbus.errors import EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
+from qbus.schemas.ir import Circuit
 
 try:
     import qiskit_aer
@@ -47,6 +50,9 @@ def _qiskit_name(ir_name: str) -> str:
 
 
 _PARALLEL_QUBITS = 14
+
+_PREPARED_CACHE = 256
+"""Distinct circuits whose converted ``QuantumCircuit`` the engine keeps."""
 
 # Aer 0.18 binds the parameters of controlled rotations wrongly (one result, with the
 # wrong state, for a two-point bind of ``cry``): circuits holding one run as a list of
@@ -79,6 +85,7 @@ class AerEngine(Engine):
         # controller, which is not documented as safe for concurrent calls. Aer already
         # spreads one run over all cores with OpenMP, so serialising costs little.
         self._lock = threading.Lock()
+        self._prepared_cache: OrderedDict[tuple, Any] = OrderedDict()
         config = self._sim.configuration()
         basis = set(config.basis_gates)
         # IR gates Aer does not execute itself: a circuit holding one is transpiled to
@@ -207,6 +214,32 @@ class AerEngine(Engine):
             sweep_results=points,
         )
 
+    def _prepared(self, circuit: Circuit, parameters: dict[str, float], sv: bool) -> Any:
+        """The ``QuantumCircuit`` Aer runs for ``circuit``, built once per distinct circuit.
+
+        Jobs repeat circuits (one circuit, many seeds, shot counts or users), and the
+        conversion was a seventh of a small job's run; Aer does not change the circuits it
+        runs, so the recent ones are kept (``_PREPARED_CACHE`` of them).
+        """
+        key = (circuit, tuple(sorted(parameters.items())), sv)
+        with self._lock:
+            qc = self._prepared_cache.get(key)
+            if qc is not None:
+                self._prepared_cache.move_to_end(key)
+                return qc
+        qc = to_qiskit(circuit, parameters, measurements=not sv)
+        if self._foreign and any(op.name in self._foreign for op in circuit.ops):
+            qc = transpile(qc, basis_gates=self._basis, optimization_level=0)
+        if sv:
+            # After transpiling: save_statevector is Aer's own instruction, unknown to
+            # the transpiler's standard basis.
+            qc._append(CircuitInstruction(SaveStatevector(qc.num_qubits), tuple(qc.qubits), ()))
+        with self._lock:
+            self._prepared_cache[key] = qc
+            if len(self._prepared_cache) > _PREPARED_CACHE:
+                self._prepared_cache.popitem(last=False)
+        return qc
+
     def run(self, request: RunRequest) -> EngineResult:
         """Validate, convert and run ``request`` on the engine's simulator.
 
@@ -223,13 +256,7 @@ class AerEngine(Engine):
         start = time.perf_counter()
         circuit = request.circuit
         sv = request.method == "statevector"
-        qc = to_qiskit(circuit, request.parameters, measurements=not sv)
-        if self._foreign and any(op.name in self._foreign for op in circuit.ops):
-            qc = transpile(qc, basis_gates=self._basis, optimization_level=0)
-        if sv:
-            # After transpiling: save_statevector is Aer's own instruction, unknown to
-            # the transpiler's standard basis.
-            qc._append(CircuitInstruction(SaveStatevector(qc.num_qubits), tuple(qc.qubits), ()))
+        qc = self._prepared(circuit, request.parameters, sv)
         shots = 1 if sv else request.shots
         with self._lock:
             result = self._sim.run(
