@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=1, help="processes per qbus stage")
     parser.add_argument("--repeats", type=int, default=3, help="bare/qbus turns")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
 
     direct = direct_calls(max(args.sequential, 200), args.shots)
     direct_p50 = statistics.median(direct)
@@ -201,7 +202,8 @@ def main() -> int:
     print(
         f"qbus bus overhead — {args.jobs} Bell jobs, {args.shots} shots, "
         f"{args.copies} process(es) per qbus stage, {args.repeats} turns bare/qbus, "
-        f"everything on this machine (load average before: {os.getloadavg()[0]:.2f})"
+        f"everything on this machine (load average: {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after)"
     )
     header = f"{'':30}{'jobs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'1-at-a-time p50':>17}"
     print(header)

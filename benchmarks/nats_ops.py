@@ -25,31 +25,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bus_overhead import make_job
+
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import CLOCK_MARGIN
 from qbus.bus.server import NatsServer
 from qbus.consumers.pipeline import Pipeline
 from qbus.observability.nats_ops import OPERATION_KINDS, count_operations
-from qbus.schemas.events import FINAL_EVENTS, JobSubmitted, decode, new_event_id, new_job_id
-
-BELL = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[2];
-creg c[2];
-h q[0];
-cx q[0], q[1];
-measure q -> c;
-"""
+from qbus.schemas.events import FINAL_EVENTS, decode
 
 # The per-job kinds that are round trips or stored writes: what the budget is about.
 BUDGETED = ("publish", "kv_put", "read", "api", "object", "ack")
-
-
-def job(shots: int) -> JobSubmitted:
-    return JobSubmitted(
-        event_id=new_event_id(), job_id=new_job_id(), producer="bench", source=BELL, shots=shots
-    )
 
 
 async def run(url: str, jobs: int, shots: int, state_dir: str) -> dict[str, dict[str, float]]:
@@ -69,7 +56,7 @@ async def run(url: str, jobs: int, shots: int, state_dir: str) -> dict[str, dict
 
         sub = await client.nc.subscribe(client.subjects.result(), cb=on_result)
         # Warm-up (first-use imports, consumers bound) outside the counted window.
-        warm = [job(shots) for _ in range(10)]
+        warm = [make_job(shots) for _ in range(10)]
         wanted.update(j.job_id for j in warm)
         await asyncio.gather(*[await client.publish_async(j) for j in warm])
         await asyncio.wait_for(done.wait(), 120)
@@ -78,7 +65,7 @@ async def run(url: str, jobs: int, shots: int, state_dir: str) -> dict[str, dict
         # (qbus/bus/control_watch.py): count a bus in its steady state, not its first second.
         await asyncio.sleep(CLOCK_MARGIN)
 
-        batch = [job(shots) for _ in range(jobs)]
+        batch = [make_job(shots) for _ in range(jobs)]
         done.clear()
         wanted.clear()
         wanted.update(j.job_id for j in batch)

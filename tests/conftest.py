@@ -25,6 +25,11 @@ if PLUGIN_SITE not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PLUGIN_SITE, os.environ.get("PYTHONPATH", "")) if p
 )
+# The benchmark scripts import their siblings by name (`python benchmarks/x.py` puts
+# benchmarks/ first on the path); tests that reuse a benchmark's code import it so too.
+BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
+if BENCHMARKS not in sys.path:
+    sys.path.append(BENCHMARKS)
 
 
 @pytest.fixture

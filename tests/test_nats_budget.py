@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
+from nats_ops import BUDGETED  # benchmarks/nats_ops.py (tests/conftest.py)
+from nats_ops import run as count_jobs
 
-from benchmarks.nats_ops import BUDGETED
-from benchmarks.nats_ops import run as count_jobs
 from qbus.bus.server import NatsServer
 from qbus.observability.nats_ops import classify
 
