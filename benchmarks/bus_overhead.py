@@ -167,6 +167,9 @@ def main() -> int:
     )
     parser.add_argument("--copies", type=int, default=1, help="processes per qbus stage")
     parser.add_argument("--repeats", type=int, default=3, help="bare/qbus turns")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="uncounted bare/qbus turns of 200 jobs first"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
 
@@ -187,6 +190,12 @@ def main() -> int:
         pids["nats-server"] = server.pid
         try:
             with BarePipeline(server.url, template=BusConfig().stream):
+                # One uncounted turn each first: a fresh stream and fresh stage processes
+                # were measured up to 40% slower in their first turn (the bare pipeline's
+                # more than qbus's), which would flatter whichever went first.
+                for _ in range(args.warmup):
+                    asyncio.run(measure_bare(server.url, 200, 10))
+                    asyncio.run(through_bus(server.url, 200, args.shots, 10, pids))
                 for _ in range(args.repeats):
                     bare_runs.append(
                         asyncio.run(measure_bare(server.url, args.jobs, args.sequential))
@@ -201,7 +210,8 @@ def main() -> int:
 
     print(
         f"qbus bus overhead — {args.jobs} Bell jobs, {args.shots} shots, "
-        f"{args.copies} process(es) per qbus stage, {args.repeats} turns bare/qbus, "
+        f"{args.copies} process(es) per qbus stage, {args.repeats} turns bare/qbus after "
+        f"{args.warmup} uncounted, "
         f"everything on this machine (load average: {load_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after)"
     )

@@ -27,6 +27,8 @@ def test_bus_overhead_benchmark_runs_and_completes_every_job():
             "20",
             "--repeats",
             "2",
+            "--warmup",
+            "0",
         ],
         capture_output=True,
         text=True,
