@@ -50,6 +50,23 @@ def test_bus_overhead_benchmark_runs_and_completes_every_job():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_hop_latency_benchmark_prints_every_hop():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hop_latency.py"), "--jobs", "5"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {ln.split()[0]: [float(x) for x in ln.split()[1:]] for ln in out.stdout.splitlines()[2:]}
+    assert list(rows) == ["ingested", "rewritten", "exec", "executed", "result"]
+    for hop, made, stored in rows.values():
+        assert 0 < made < hop and 0 < stored < hop
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sandbox_benchmark_prints_every_driver():
     out = subprocess.run(
