@@ -28,14 +28,20 @@ echo "resolving the newest releases into $work …" >&2
 import re
 import sys
 
+from packaging.markers import Marker  # in the test extra
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
 def pins(path):
+    """Name -> version of each pin whose environment marker holds for this Python."""
     found = {}
     for line in open(path, encoding="utf-8"):
-        m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;\\]+)(?:\s*;\s*([^\\#]+))?", line)
-        if m and (m.group(3) is None or "python_full_version < '3.12'" in m.group(3)
-                  or sys.version_info >= (3, 12)):
+        m = PIN.match(line.rstrip("\n"))
+        if m and (m.group(3) is None or Marker(m.group(3)).evaluate()):
             found[m.group(1).lower()] = m.group(2)
     return found
+
 
 locked, newest = pins(sys.argv[1]), pins(sys.argv[2])
 moved = sorted(n for n in locked.keys() & newest.keys() if locked[n] != newest[n])
