@@ -16,6 +16,7 @@ lint: setup
 	.venv/bin/ruff check qbus tests benchmarks
 	.venv/bin/ruff format --check qbus tests benchmarks
 	.venv/bin/deptry .
+	.venv/bin/lint-imports --no-cache
 
 schema: setup
 	.venv/bin/qbus schema --out schemas/

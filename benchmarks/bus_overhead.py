@@ -35,8 +35,8 @@ from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
+from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.events import JobSubmitted, decode, default_seed, new_event_id, new_job_id
-from qbus.schemas.qasm import parse_qasm
 from qbus.supervisor import Supervisor
 
 BELL = """OPENQASM 2.0;

@@ -16,9 +16,9 @@ import time
 
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
+from qbus.frontends.qasm import parse_qasm
 from qbus.hypervisor import make_sandbox
 from qbus.hypervisor.base import RunLimits
-from qbus.schemas.qasm import parse_qasm
 
 GHZ5 = """OPENQASM 2.0;
 include "qelib1.inc";

@@ -257,10 +257,8 @@ async def anchored_report(config: Config, job_id: str, timeout: float = 30.0) ->
         )
         try:
             msg = await sub.next_msg(timeout=timeout)
-        except Exception as exc:
-            if type(exc).__name__ == "TimeoutError":
-                return False, f"no ResultAnchored for {job_id} within {timeout:.0f} s"
-            raise
+        except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+            return False, f"no ResultAnchored for {job_id} within {timeout:.0f} s"
         finally:
             await sub.unsubscribe()
     event = decode(msg.data)

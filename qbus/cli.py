@@ -909,10 +909,10 @@ def doctor(as_json: bool) -> None:
 # Commands that live with their area register here, one line each (lazy imports inside
 # the command bodies keep `qbus --help` fast).
 cli.add_command(__import__("qbus.ai.cli", fromlist=["ai"]).ai)
-cli.add_command(__import__("qbus.observability.top", fromlist=["top"]).top)
+cli.add_command(__import__("qbus.top_cli", fromlist=["top"]).top)
 cli.add_command(__import__("qbus.chain_cli", fromlist=["chain"]).chain)
-cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["auth"]).auth)
-cli.add_command(__import__("qbus.bus.auth_cli", fromlist=["secrets"]).secrets)
+cli.add_command(__import__("qbus.auth_cli", fromlist=["auth"]).auth)
+cli.add_command(__import__("qbus.auth_cli", fromlist=["secrets"]).secrets)
 cli.add_command(__import__("qbus.audit_cli", fromlist=["audit"]).audit)
 cli.add_command(__import__("qbus.producers.template_cli", fromlist=["run"]).run)
 cli.add_command(__import__("qbus.dlq_cli", fromlist=["dlq"]).dlq)

@@ -218,8 +218,10 @@ class ResultStream:
                 raise StopAsyncIteration
             try:
                 msg = await sub.next_msg(timeout=self._idle_timeout)
-            except Exception as exc:  # nats' TimeoutError is not the builtin one
-                if type(exc).__name__ != "TimeoutError" and not self._closed:
+            except Exception as exc:
+                # The idle timeout (nats-py's TimeoutError subclasses the builtin), or
+                # any error once the stream was closed under us: the iteration ends.
+                if not isinstance(exc, TimeoutError) and not self._closed:
                     raise
                 await self.aclose()
                 raise StopAsyncIteration from None

@@ -8,4 +8,6 @@ bash scripts/setup.sh
 .venv/bin/ruff format --check qbus tests benchmarks
 # Every declared dependency imported, every import declared (pyproject.toml [tool.deptry]).
 .venv/bin/deptry .
+# The layer order of docs/architecture.md (pyproject.toml [tool.importlinter]).
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

@@ -21,8 +21,8 @@ from qbus.ai.extract import extract_qasm, extract_yaml
 from qbus.ai.prompting import load_prompt
 from qbus.bus.config import AiConfig, ConfigError, load_config
 from qbus.errors import SchemaError
+from qbus.frontends.qasm import parse_qasm
 from qbus.producers.template_schema import template_json_schema, validate_template
-from qbus.schemas.qasm import parse_qasm
 from tests.ollama_server import DIGEST, FakeOllama
 
 GHZ5 = """OPENQASM 3.0;

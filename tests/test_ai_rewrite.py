@@ -18,11 +18,11 @@ from qbus.ai.prompting import load_prompt
 from qbus.bus.config import AiConfig, Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
+from qbus.frontends.qasm import parse_qasm, to_qasm3
 from qbus.passes import optimize
 from qbus.producers.submit import events_of
 from qbus.schemas.events import CircuitRewritten, Event, ExecutionRequested, JobCompleted
 from qbus.schemas.ir import circuit_hash
-from qbus.schemas.qasm import parse_qasm, to_qasm3
 from tests.jobs import job, run_jobs
 from tests.ollama_server import DIGEST, FakeOllama
 

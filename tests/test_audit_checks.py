@@ -8,6 +8,7 @@ import msgspec
 from qbus.bus.subjects import Subjects
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.verify import VerifyHandler
+from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.audit import ChainEntry, event_digest
 from qbus.schemas.events import (
     CircuitIngested,
@@ -20,7 +21,6 @@ from qbus.schemas.events import (
     encode,
 )
 from qbus.schemas.ir import circuit_hash, stats
-from qbus.schemas.qasm import parse_qasm
 from qbus.verifier.audit_checks import LogChecker
 from tests.jobs import QASM2_BELL
 

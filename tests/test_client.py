@@ -70,7 +70,7 @@ def test_cirq_and_braket_circuits_become_the_same_ir_job():
     from braket.circuits import Circuit as BraketCircuit
 
     from qbus.engines.reference import probabilities
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     q = cirq.LineQubit.range(2)
     bell_cirq = cirq.Circuit([cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.measure(*q, key="m")])

@@ -19,9 +19,9 @@ from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
+from qbus.frontends.qasm import parse_qasm as _parse_qasm
 from qbus.schemas.events import JobCompleted, JobFailed, Observable
 from qbus.schemas.noise import NoiseModel
-from qbus.schemas.qasm import parse_qasm as _parse_qasm
 from qbus.verifier.crosscheck import compare_counts, compare_statevectors, sampled
 from tests.jobs import QASM2_BELL, job, run_jobs
 

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from qbus.errors import CircuitError
-from qbus.schemas import expr
-from qbus.schemas.expr import canonical, evaluate, fold, free_names, parse
+from qbus.frontends import expr
+from qbus.frontends.expr import canonical, evaluate, fold, free_names, parse
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,11 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.engines import registry
 from qbus.engines.base import RunRequest
 from qbus.errors import ConfigError, LimitError, SandboxFailure
+from qbus.frontends.qasm import parse_qasm
 from qbus.hypervisor import make_sandbox
 from qbus.hypervisor.base import RunLimits, Sandbox, choose_driver, run_limits
 from qbus.producers.submit import events_of, wait_final
 from qbus.schemas.events import ExecutionCompleted, JobCompleted, JobFailed, JobRejected
-from qbus.schemas.qasm import parse_qasm
 from tests import hostile_engine
 from tests.hostile_engine import HostileEngine
 from tests.jobs import QASM2_BELL, job, run_jobs

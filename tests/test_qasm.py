@@ -19,10 +19,10 @@ from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator
 
 from qbus.errors import CircuitError, QasmSyntaxError
-from qbus.schemas import expr
+from qbus.frontends import expr
+from qbus.frontends.qasm import detect_format, parse_qasm, to_qasm3
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, bind, circuit_hash
-from qbus.schemas.qasm import detect_format, parse_qasm, to_qasm3
 
 # -- helpers ----------------------------------------------------------------------------
 

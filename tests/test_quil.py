@@ -12,9 +12,12 @@ import random
 import sys
 import warnings
 
+import cirq
 import numpy as np
 import pytest
-from pyquil import Program
+from braket.circuits import Circuit as BraketCircuit
+from pyquil import Program, gates
+from pyquil.quilatom import MemoryReference
 from pyquil.simulation import matrices as quil_matrices
 
 from qbus.bus.config import Config
@@ -24,14 +27,14 @@ from qbus.consumers.ingest import IngestHandler
 from qbus.consumers.pipeline import Pipeline
 from qbus.engines import reference
 from qbus.errors import CircuitError, MissingOptionalLibraryError
+from qbus.frontends.qasm import parse_qasm
+from qbus.frontends.quil import looks_like_quil, parse_quil
 from qbus.schemas.events import (
     CircuitIngested,
     JobCompleted,
     JobRejected,
 )
 from qbus.schemas.ir import Circuit, Op, bind
-from qbus.schemas.qasm import parse_qasm
-from qbus.schemas.quil import looks_like_quil, parse_quil
 from tests.jobs import QASM2_BELL, QASM3_GHZ, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)
@@ -405,11 +408,8 @@ async def test_bad_quil_is_rejected_through_the_bus_and_ingest_keeps_running(
 
 
 async def test_client_submits_pyquil_cirq_and_braket_objects(config: Config, pipeline: Pipeline):
-    import cirq
-    from braket.circuits import Circuit as BraketCircuit
-    from pyquil import gates
-    from pyquil.quilatom import MemoryReference
-
+    # The frameworks are imported with the module: importing them here would block the
+    # event loop the in-process stages start on for seconds.
     quil = Program()
     ro = quil.declare("ro", "BIT", 2)
     quil += gates.H(0)

@@ -52,7 +52,7 @@ pytestmark = pytest.mark.timeout(240)
 
 def test_split_covers_every_point_once_with_whole_sweep_seeds():
     from qbus.engines.sweep import point_seed
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     circuit: Circuit = parse_qasm(PROGRAM)[0]
     whole = ExecutionRequested(
@@ -257,7 +257,7 @@ async def test_assembler_counts_each_chunk_once_and_drops_stale_results(bus: Bus
     from qbus.consumers.assemble import Assembler
     from qbus.consumers.execute import ExecuteHandler
     from qbus.consumers.verify import VerifyHandler
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     circuit: Circuit = parse_qasm(PROGRAM)[0]
     whole = ExecutionRequested(

@@ -95,7 +95,7 @@ OBSERVABLES = msgspec.convert(
 
 
 def _circuit(program: str = PROGRAM) -> Circuit:
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     circuit, _ = parse_qasm(program)
     return circuit

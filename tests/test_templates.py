@@ -22,12 +22,12 @@ from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.errors import CircuitError, SchemaError
+from qbus.frontends.qasm import parse_qasm
 from qbus.producers.ansatz import check_parameter_shift, hardware_efficient
 from qbus.producers.qaoa import brute_force_max_cut
 from qbus.producers.template_schema import Ansatz, to_observable, validate_template
 from qbus.producers.templates import TEMPLATES_DIR, load_template, run_template
 from qbus.producers.vqe import ground_energy, pauli_matrix
-from qbus.schemas.qasm import parse_qasm
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -22,6 +22,7 @@ from qbus.ai.extract import extract_qasm, extract_yaml
 from qbus.ai.prompting import load_prompt
 from qbus.bus.config import Limits
 from qbus.errors import LimitError, QbusError
+from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.events import (
     CircuitIngested,
     CircuitRewritten,
@@ -35,7 +36,6 @@ from qbus.schemas.events import (
     JobSubmitted,
 )
 from qbus.schemas.ir import Circuit
-from qbus.schemas.qasm import parse_qasm
 
 T = TypeVar("T")
 

@@ -26,9 +26,9 @@ from qbus.ai.extract import extract_qasm
 from qbus.ai.prompting import load_prompt
 from qbus.bus.config import AiConfig, Limits
 from qbus.errors import MissingOptionalLibraryError, QbusError
+from qbus.frontends.qasm import to_qasm3
 from qbus.schemas.ai import AiRewriteReport
 from qbus.schemas.ir import Circuit, CircuitStats, stats
-from qbus.schemas.qasm import to_qasm3
 
 log = logging.getLogger("qbus.ai.rewrite")
 

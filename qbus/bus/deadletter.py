@@ -244,10 +244,8 @@ class AdvisoryWatcher:
             while True:
                 try:
                     msgs = await sub.fetch(1, timeout=self.fetch_timeout)
-                except Exception as exc:  # nats' TimeoutError is not the builtin one
-                    if type(exc).__name__ == "TimeoutError":
-                        continue
-                    raise
+                except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+                    continue
                 for msg in msgs:
                     age = time.time() - msg.metadata.timestamp.timestamp()
                     if age < self.grace:
@@ -353,10 +351,8 @@ async def dead_letters(bus: Bus, timeout: float = 2.0) -> list[tuple[int, DeadLe
         while True:
             try:
                 msg = await sub.next_msg(timeout=timeout)
-            except Exception as exc:  # nats' TimeoutError is not the builtin one
-                if type(exc).__name__ == "TimeoutError":
-                    break
-                raise
+            except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+                break
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
                 event = decode(msg.data)
                 if isinstance(event, DeadLetter):

@@ -114,10 +114,8 @@ class PullConsumer:
         await self._request()
         try:
             first = await self._sub.next_msg(timeout=timeout)
-        except Exception as exc:  # nats' TimeoutError is not the builtin one
-            if type(exc).__name__ == "TimeoutError":
-                return []
-            raise
+        except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+            return []
         msgs: list[Msg] = []
         self._take(first, msgs)
         for msg in take_arrived(self._sub, self.batch - 1):

@@ -32,6 +32,7 @@ from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Reject, Retry
 from qbus.observability import metrics, tracing
 from qbus.schemas.events import (
+    EVENT_TYPES,
     FINAL_EVENTS,
     Event,
     JobFailed,
@@ -39,6 +40,7 @@ from qbus.schemas.events import (
     decode,
     derived_event_id,
     is_valid_job_id,
+    tag_of,
 )
 
 log = logging.getLogger("qbus.runner")
@@ -58,6 +60,22 @@ class _JobIdOnly(msgspec.Struct):
 
 
 _lenient = msgspec.json.Decoder(_JobIdOnly)
+
+
+class _TypeOnly(msgspec.Struct):
+    type: object = None
+
+
+_type_only = msgspec.json.Decoder(_TypeOnly)
+EVENT_TAGS = frozenset(tag_of(t) for t in EVENT_TYPES)
+
+
+def _tag_in(data: bytes) -> object:
+    """The ``type`` field of a JSON object that did not decode as an event (None: none)."""
+    try:
+        return _type_only.decode(data).type
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def fallback_job_id(msg: Msg) -> tuple[str, str]:
@@ -390,10 +408,10 @@ class StageRunner:
     def _undecodable(self, msg: Msg, exc: Exception) -> list[Event]:
         text = str(exc)
         job_id, event_id = fallback_job_id(msg)
-        if "at `$.type`" in text or "Missing required field `type`" in text:
-            code, message = "unknown_event_type", f"not a known qbus event: {text}"
-        elif not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
+        if not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
             code, message = "invalid_json", f"message is not valid JSON: {text}"
+        elif _tag_in(msg.data) not in EVENT_TAGS:
+            code, message = "unknown_event_type", f"not a known qbus event: {text}"
         else:
             code, message = "invalid_schema", f"event does not match its schema: {text}"
         where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None

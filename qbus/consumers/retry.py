@@ -163,10 +163,8 @@ async def find_request(
         while True:
             try:
                 msg = await sub.next_msg(timeout=timeout)
-            except Exception as exc:  # nats' TimeoutError is not the builtin one
-                if type(exc).__name__ == "TimeoutError":
-                    return None
-                raise
+            except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+                return None
             try:
                 event = decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):

@@ -50,7 +50,7 @@ def numeric_params(
     if not any(isinstance(p, str) for p in params):
         return tuple(float(p) for p in params)
     # Imported lazily: expressions are rare, and most jobs never need the evaluator.
-    from qbus.schemas.expr import evaluate
+    from qbus.frontends.expr import evaluate
 
     vals = dict(values or {})
     return tuple(evaluate(p, vals) if isinstance(p, str) else float(p) for p in params)

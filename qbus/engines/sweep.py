@@ -134,7 +134,7 @@ def slot_table(circuit: Circuit, sets: Sequence[Mapping[str, float]]) -> np.ndar
         else:
             out[:, j] = float(p)
     if exprs:
-        from qbus.schemas.expr import evaluate
+        from qbus.frontends.expr import evaluate
 
         for i, values in enumerate(sets):
             for j in exprs:

@@ -8,9 +8,9 @@ has the same message, code and line/column in both.
 from __future__ import annotations
 
 from qbus.errors import QbusError
+from qbus.frontends.qasm import detect_format, parse_qasm
+from qbus.frontends.quil import looks_like_quil, parse_quil
 from qbus.schemas.ir import Circuit, decode_circuit
-from qbus.schemas.qasm import detect_format, parse_qasm
-from qbus.schemas.quil import looks_like_quil, parse_quil
 
 __all__ = ["FORMATS", "parse_program"]
 

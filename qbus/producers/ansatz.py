@@ -55,7 +55,7 @@ def ansatz_circuit(ansatz: Ansatz) -> Circuit:
     """
     if ansatz.kind == "hardware_efficient":
         return hardware_efficient(ansatz)
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     assert ansatz.qasm is not None  # the schema requires it for 'custom'
     circuit, _ = parse_qasm(ansatz.qasm)
@@ -84,7 +84,7 @@ def check_parameter_shift(circuit: Circuit) -> None:
     Raises:
         SchemaError: Naming the first parameter that breaks the rule.
     """
-    from qbus.schemas.expr import free_names
+    from qbus.frontends.expr import free_names
 
     uses: dict[str, list[tuple[str, object]]] = {name: [] for name in circuit.parameters}
     for op in circuit.ops:

@@ -88,9 +88,7 @@ async def events_of(
         while True:
             try:
                 msg = await sub.next_msg(timeout=timeout)
-            except Exception as exc:  # nats' TimeoutError is not the builtin one
-                if type(exc).__name__ != "TimeoutError":
-                    raise
+            except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
                 if follow:
                     continue
                 return
@@ -118,10 +116,8 @@ async def wait_final(bus: Bus, job_id: str, timeout: float = 60.0) -> Event:
     )
     try:
         msg = await sub.next_msg(timeout=timeout)
-    except Exception as exc:
-        if type(exc).__name__ == "TimeoutError":
-            raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
-        raise
+    except TimeoutError as exc:
+        raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
     finally:
         await sub.unsubscribe()
     return decode(msg.data)

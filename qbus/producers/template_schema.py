@@ -457,7 +457,7 @@ def validate_data(data: dict[str, Any], base_dir: Path | None = None) -> JobTemp
         where = at.rstrip("`") or "$"
         raise SchemaError(f"invalid job template: {message}", where=where) from exc
     check_template(template)
-    from qbus.schemas.qasm import parse_qasm
+    from qbus.frontends.qasm import parse_qasm
 
     if template.circuit is not None:
         text = load_circuit_text(template.circuit, base_dir)

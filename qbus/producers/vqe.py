@@ -143,7 +143,7 @@ def run_vqe(session: Session, progress: Progress) -> TemplateResult:
     if t.ansatz is not None:
         circuit = ansatz_circuit(t.ansatz)
     else:
-        from qbus.schemas.qasm import parse_qasm
+        from qbus.frontends.qasm import parse_qasm
 
         assert t.circuit is not None
         circuit = without_measurements(parse_qasm(t.circuit)[0])

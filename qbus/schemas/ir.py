@@ -115,7 +115,7 @@ class Circuit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         for i, op in enumerate(self.ops):
             for p in op.params:
                 if isinstance(p, str):
-                    from qbus.schemas.expr import free_names
+                    from qbus.frontends.expr import free_names
 
                     unknown = free_names(p) - declared
                     if unknown:
@@ -210,7 +210,7 @@ def bind(circuit: Circuit, values: dict[str, float]) -> Circuit:
         CircuitError: When a parameter the circuit uses has no value.
     """
     from qbus.errors import CircuitError
-    from qbus.schemas.expr import evaluate
+    from qbus.frontends.expr import evaluate
 
     if not circuit.parameters:
         return circuit

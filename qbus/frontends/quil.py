@@ -40,7 +40,7 @@ Everything else is rejected with a ``CircuitError`` whose ``code`` is stable:
     converter does not know, ``MEASURE`` without a target, complex-valued parameters.
 ``unknown_gate``, ``wrong_arity``, ``duplicate_qubit``, ``unknown_register``,
 ``clbit_out_of_range``, ``invalid_parameter``, ``empty_program``, ``too_large``
-    As for OpenQASM (see :mod:`qbus.schemas.qasm`).
+    As for OpenQASM (see :mod:`qbus.frontends.qasm`).
 
 For an instruction-level problem ``where`` is ``line L`` when the instruction's text can be
 found in the source, else ``instruction N`` (1-based, in pyQuil's order: declarations first).
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from qbus.errors import CircuitError, MissingOptionalLibraryError
-from qbus.schemas.expr import CONSTANTS, FUNCTIONS, Expr, fold
+from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, fold
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
 # -- format detection (no pyQuil needed) -------------------------------------------------

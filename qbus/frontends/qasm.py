@@ -38,7 +38,7 @@ What the parser produces:
 
 * registers are flattened in declaration order into one qubit and one clbit index space;
 * user ``gate`` definitions are inlined with their parameters substituted, constant parts
-  folded (:func:`qbus.schemas.expr.fold`); a parameter that still depends on an ``input``
+  folded (:func:`qbus.frontends.expr.fold`); a parameter that still depends on an ``input``
   stays an expression string in canonical form;
 * ``measure`` and ``reset`` give one op per qubit (register broadcasts are expanded, as
   OpenQASM defines them); a ``barrier`` statement gives one op with all its qubits, and
@@ -65,8 +65,8 @@ from functools import lru_cache
 from typing import Any, NoReturn
 
 from qbus.errors import CircuitError, QasmSyntaxError
-from qbus.schemas import expr as _expr
-from qbus.schemas.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
+from qbus.frontends import expr as _expr
+from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 

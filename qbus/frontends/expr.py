@@ -15,7 +15,7 @@ because they are cheap to build, hashable (so trees can key caches) and compare 
 * ``("bin", op, left, right)`` with ``op`` one of ``+ - * / **``;
 * ``("call", function, argument)``.
 
-The OpenQASM parser (:mod:`qbus.schemas.qasm`) shares the grammar through
+The OpenQASM parser (:mod:`qbus.frontends.qasm`) shares the grammar through
 :func:`parse_tokens`, so both read ``-2**2`` the same way (as ``-(2**2)``, like Python).
 """
 
