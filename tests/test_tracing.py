@@ -157,6 +157,24 @@ async def test_a_job_is_one_trace_with_a_span_per_stage_in_causal_order(
     assert sent.startswith(f"00-{trace_id}-{verify_id}-")
 
 
+async def test_baggage_travels_with_the_trace_through_every_stage(
+    config: Config, bus: Bus, pipeline: Pipeline, spans: InMemorySpanExporter
+):
+    # Propagation goes through opentelemetry.propagate (OTEL_PROPAGATORS, default W3C trace
+    # context + baggage): a producer's baggage reaches every stage's outputs.
+    parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    j = job(QASM2_BELL)
+    await submit(bus, j, headers={"traceparent": parent, "baggage": "tenant=acme,run=7"})
+    final = await wait_final(bus, j.job_id, 60)
+    assert isinstance(final, JobCompleted)
+    headers = await _result_headers(bus, j.job_id)
+    assert headers["traceparent"].split("-")[1] == parent.split("-")[1]
+    assert dict(kv.split("=") for kv in headers["baggage"].split(",")) == {
+        "tenant": "acme",
+        "run": "7",
+    }
+
+
 async def test_a_rejected_job_ends_its_trace_at_ingest(
     config: Config, bus: Bus, pipeline: Pipeline, spans: InMemorySpanExporter
 ):
@@ -232,11 +250,12 @@ async def test_tracing_off_passes_the_trace_context_through_unchanged(
     assert not tracing.enabled()
     parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
     j = job(QASM2_BELL)
-    await submit(bus, j, headers={"traceparent": parent, "tracestate": "vendor=1"})
+    sent = {"traceparent": parent, "tracestate": "vendor=1", "baggage": "tenant=acme,run=7"}
+    await submit(bus, j, headers=sent)
     final = await wait_final(bus, j.job_id, 60)
     assert isinstance(final, JobCompleted)
     headers = await _result_headers(bus, j.job_id)
-    assert headers["traceparent"] == parent and headers["tracestate"] == "vendor=1"
+    assert {k: headers.get(k) for k in sent} == sent
 
 
 # -- a real stage process exporting over OTLP/HTTP -----------------------------------------

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
     NoOpTracerProvider,
@@ -48,7 +48,6 @@ from opentelemetry.trace import (
     Tracer,
     TracerProvider,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from qbus.errors import ConfigError, MissingOptionalLibraryError
 
@@ -61,8 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qbus.tracing")
 
-TRACE_HEADERS = ("traceparent", "tracestate")
-"""The NATS headers that carry the W3C trace context."""
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+"""The NATS headers that carry the W3C trace context and W3C baggage."""
 
 EXPORTERS = ("otlp", "console", "none")
 
@@ -76,8 +75,6 @@ DELIVERY_COUNT = "messaging.nats.delivery_count"
 JOB_ID = "qbus.job_id"
 EVENT_TYPE = "qbus.event_type"
 OUTCOME = "qbus.outcome"
-
-_propagator = TraceContextTextMapPropagator()
 
 
 class _HeaderGetter(Getter[Mapping[str, str]]):
@@ -288,16 +285,21 @@ def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
 
 
 def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
-    """The trace context in NATS ``headers`` (an empty context when there is none)."""
-    return _propagator.extract(headers or {}, getter=_getter)
+    """The trace context in NATS ``headers`` (an empty context when there is none).
+
+    Through OpenTelemetry's global propagator, so ``OTEL_PROPAGATORS`` applies (default:
+    W3C trace context and W3C baggage).
+    """
+    return propagate.extract(headers or {}, getter=_getter)
 
 
 def inject(
     headers: MutableMapping[str, str] | None = None, context: otel_context.Context | None = None
 ) -> MutableMapping[str, str]:
-    """Write the trace context (the current span's by default) into ``headers``."""
+    """Write the trace context (the current span's by default), and any baggage, into
+    ``headers``, through OpenTelemetry's global propagator."""
     headers = {} if headers is None else headers
-    _propagator.inject(headers, context=context)
+    propagate.inject(headers, context=context)
     return headers
 
 
@@ -394,21 +396,27 @@ def consume(
     """The CONSUMER span of one message's handling, child of the context in its headers.
 
     Made current, so the handler's own spans nest under it and ``inject()`` inside it
-    gives the context the stage's outputs carry.
+    gives the context the stage's outputs carry. The extracted context is made current
+    first, so its baggage travels on with the span.
     """
-    with tracer(f"qbus.{stage}").start_as_current_span(
-        f"qbus.{stage} process",
-        context=extract(headers),
-        kind=SpanKind.CONSUMER,
-        attributes={
-            MESSAGING_SYSTEM: "nats",
-            OPERATION: "process",
-            DESTINATION: subject,
-            CONSUMER_GROUP: consumer,
-            "qbus.stage": stage,
-        },
-    ) as current:
-        yield current
+    parent = extract(headers)
+    token = otel_context.attach(parent)
+    try:
+        with tracer(f"qbus.{stage}").start_as_current_span(
+            f"qbus.{stage} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                MESSAGING_SYSTEM: "nats",
+                OPERATION: "process",
+                DESTINATION: subject,
+                CONSUMER_GROUP: consumer,
+                "qbus.stage": stage,
+            },
+        ) as current:
+            yield current
+    finally:
+        otel_context.detach(token)
 
 
 @contextlib.contextmanager

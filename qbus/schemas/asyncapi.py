@@ -213,6 +213,10 @@ def asyncapi_document(prefix: str = "qbus") -> dict[str, Any]:
                                 "type": "string",
                                 "description": "W3C trace state, travels with traceparent.",
                             },
+                            "baggage": {
+                                "type": "string",
+                                "description": "W3C baggage, copied to caused events.",
+                            },
                         },
                         "required": ["Nats-Msg-Id"],
                     }
