@@ -2,7 +2,7 @@
 
 Every test here runs the real ``qbus`` command in its own process, without a server
 (one test starts a bare nats-server to see a timeout). The exit codes are the table in
-qbus/cli_exit.py and docs/operations.md.
+qbus/cli/exit.py and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qbus.bus.server import NatsServer
-from qbus.cli_exit import EXIT_CODES
+from qbus.cli.exit import EXIT_CODES
 from tests.jobs import QASM2_BELL
 
 pytestmark = pytest.mark.timeout(120)

@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
+from qbus.cli.top import Snapshot, parse_metrics, quantile, render
 from qbus.observability.endpoints import TARGETS_FILE, read_targets
 from qbus.supervisor import Supervisor
-from qbus.top_cli import Snapshot, parse_metrics, quantile, render
 from tests.jobs import QASM2_BELL, job, run_jobs
 
 pytestmark = pytest.mark.timeout(240)

@@ -15,12 +15,15 @@ import sys
 import click
 import msgspec
 
-from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-
-
-def _config(ctx: click.Context) -> Config:
-    return ctx.obj["config"]
+from qbus.bus.deadletter import (
+    DeadLetterNotFound,
+    dead_letters,
+    find_dead_letter,
+    original_message,
+    replay,
+)
+from qbus.cli.context import config_of
 
 
 def _when(timestamp: float) -> str:
@@ -38,10 +41,9 @@ def dlq(ctx: click.Context, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from qbus.bus.deadletter import dead_letters
 
     async def read():
-        async with await Bus.connect(_config(ctx).bus, name="qbus-dlq") as bus:
+        async with await Bus.connect(config_of(ctx).bus, name="qbus-dlq") as bus:
             return await dead_letters(bus)
 
     letters = [dl for _, dl in asyncio.run(read())]
@@ -65,10 +67,9 @@ def dlq(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def dlq_show(ctx: click.Context, ident: str, as_json: bool) -> None:
     """Show dead letter ID and the original message (its subject, headers and payload)."""
-    from qbus.bus.deadletter import DeadLetterNotFound, find_dead_letter, original_message
 
     async def read():
-        async with await Bus.connect(_config(ctx).bus, name="qbus-dlq") as bus:
+        async with await Bus.connect(config_of(ctx).bus, name="qbus-dlq") as bus:
             letter = await find_dead_letter(bus, ident)
             try:
                 stored = await original_message(bus, letter)
@@ -118,10 +119,8 @@ def dlq_replay(ctx: click.Context, ident: str) -> None:
     """
     from nats.js.errors import APIError
 
-    from qbus.bus.deadletter import DeadLetterNotFound, find_dead_letter, replay
-
     async def go():
-        async with await Bus.connect(_config(ctx).bus, name="qbus-dlq") as bus:
+        async with await Bus.connect(config_of(ctx).bus, name="qbus-dlq") as bus:
             letter = await find_dead_letter(bus, ident)
             return letter, await replay(bus, letter)
 

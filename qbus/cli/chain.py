@@ -16,10 +16,7 @@ from pathlib import Path
 import click
 
 from qbus.bus.config import Config
-
-
-def _config(ctx: click.Context) -> Config:
-    return ctx.obj["config"]
+from qbus.cli.context import config_of
 
 
 @click.group()
@@ -38,7 +35,7 @@ def deploy(ctx: click.Context, verifier: str | None) -> None:
     """Deploy QbusAnchor with the verifier key and print its address."""
     from qbus.verifier.chain import AnchorContract, close_connections, verifier_account
 
-    config = _config(ctx)
+    config = config_of(ctx)
 
     async def go() -> str:
         try:
@@ -57,7 +54,7 @@ def deploy(ctx: click.Context, verifier: str | None) -> None:
 def listen(ctx: click.Context, metrics_port: int | None) -> None:
     """Turn the contract's RunRequested logs into jobs until Ctrl-C."""
     logging.getLogger().setLevel(logging.INFO)
-    config = _config(ctx)
+    config = config_of(ctx)
     if metrics_port is not None:
         from qbus.observability.metrics import serve
 
@@ -99,7 +96,7 @@ def status(ctx: click.Context, contract: str | None, batch_id: int | None) -> No
     """Print the contract's batch and request counts (or one batch) as JSON."""
     from qbus.verifier.chain import AnchorContract, close_connections
 
-    config = _config(ctx)
+    config = config_of(ctx)
     address = contract or config.chain.contract
     if not address:
         raise click.ClickException("no contract: pass --contract or set [chain] contract")
@@ -147,7 +144,7 @@ def request(ctx: click.Context, path: str, shots: int, key_secret: str) -> None:
     from qbus.secrets import provider_from_config
     from qbus.verifier.chain import AnchorContract, account_from_key, close_connections
 
-    config = _config(ctx)
+    config = config_of(ctx)
     if not config.chain.contract:
         raise click.ClickException("no contract: set [chain] contract or QBUS_CHAIN_CONTRACT")
     account = account_from_key(provider_from_config(config).get(key_secret))

@@ -134,7 +134,7 @@ def ask(
     click.echo(draw_text(circuit))
     if not submit:
         return
-    from qbus.cli import _print_final, _submit_and_wait
+    from qbus.cli.jobs import _print_final, _submit_and_wait
     from qbus.schemas.events import JobSubmitted, new_event_id, new_job_id
 
     reply = answer.reply

@@ -17,6 +17,7 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.ledger import Ledger, LedgerStore
+from qbus.cli.context import config_of
 from qbus.schemas.events import (
     Cancel,
     ControlRejected,
@@ -27,10 +28,6 @@ from qbus.schemas.events import (
     decode,
     new_event_id,
 )
-
-
-def _config(ctx: click.Context) -> Config:
-    return ctx.obj["config"]
 
 
 async def send_control(bus: Bus, event: Reroute | Cancel, timeout: float) -> list[Event]:
@@ -116,7 +113,7 @@ def reroute(ctx: click.Context, job_id: str, engine: str, reason: str, timeout: 
     event = Reroute(
         event_id=new_event_id(), job_id=job_id, producer="cli", engine=engine, reason=reason
     )
-    sys.exit(_run(_config(ctx), event, timeout))
+    sys.exit(_run(config_of(ctx), event, timeout))
 
 
 @click.command()
@@ -127,7 +124,7 @@ def reroute(ctx: click.Context, job_id: str, engine: str, reason: str, timeout: 
 def cancel(ctx: click.Context, job_id: str, reason: str, timeout: float) -> None:
     """Cancel a job: it ends with JobFailed(cancelled); a finished job is left as it is."""
     event = Cancel(event_id=new_event_id(), job_id=job_id, producer="cli", reason=reason)
-    sys.exit(_run(_config(ctx), event, timeout))
+    sys.exit(_run(config_of(ctx), event, timeout))
 
 
 # -- progress (used by `qbus status` and `qbus watch`) -------------------------------

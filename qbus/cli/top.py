@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from qbus.bus.config import BusConfig
+from qbus.cli.context import config_of
 from qbus.observability.endpoints import TARGETS_FILE, read_targets
 
 Labels = tuple[tuple[str, str], ...]
@@ -322,7 +323,7 @@ def top(
     no_color: bool,
 ) -> None:
     """Live figures of the running stages: rates, latency, pending, engines, verdicts."""
-    config = ctx.obj["config"]
+    config = config_of(ctx)
     urls = endpoints_from(config.state_dir, endpoints)
     color = not no_color and sys.stdout.isatty()
     prev: Snapshot | None = None

@@ -11,12 +11,9 @@ import msgspec
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.cli.context import config_of
 
 _json = msgspec.json.Encoder()
-
-
-def _config(ctx: click.Context) -> Config:
-    return ctx.obj["config"]
 
 
 @click.group()
@@ -71,7 +68,7 @@ def audit_verify(ctx: click.Context, as_json: bool, chain: bool, require_chain: 
     checks every Merkle proof and (with a reachable chain) every anchored root. Exits 1
     when anything is wrong.
     """
-    report, _ = asyncio.run(_audit(_config(ctx), chain, keep_jobs=False))
+    report, _ = asyncio.run(_audit(config_of(ctx), chain, keep_jobs=False))
     chain_unchecked = report.anchors_checked > 0 and report.chain_status != "checked"
     failed = not report.ok or (require_chain and chain_unchecked)
     if as_json:
@@ -112,7 +109,7 @@ def audit_replay(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """
     from qbus.verifier.replay import replay_job
 
-    config = _config(ctx)
+    config = config_of(ctx)
 
     async def go():
         async with await Bus.connect(config.bus, name="qbus-audit") as bus:
@@ -159,7 +156,7 @@ def audit_export(ctx: click.Context, out: str | None, chain: bool) -> None:
     result hash, verification, anchor (proof, tx, block, proof and chain checks) and the
     problems found in its events. Exits 1 when the audit found problems.
     """
-    report, checker = asyncio.run(_audit(_config(ctx), chain, keep_jobs=True))
+    report, checker = asyncio.run(_audit(config_of(ctx), chain, keep_jobs=True))
     summary = {
         "kind": "summary",
         "ok": report.ok,

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
+from qbus.bus.auth import init_auth
+from qbus.cli.context import config_of
 from qbus.errors import QbusError
+from qbus.secrets import SecretError, provider_from_config
 
 
 @click.group()
@@ -30,9 +33,8 @@ def init(
     ctx: click.Context, directory: str | None, tenants: tuple[str, ...], tls: bool, rotate: bool
 ) -> None:
     """Write nats-auth.conf, each user's password, stage and tenant configs (and certs)."""
-    from qbus.bus.auth import init_auth
 
-    config = ctx.obj["config"]
+    config = config_of(ctx)
     out = Path(directory) if directory else Path(config.state_dir) / "auth"
     try:
         files = init_auth(
@@ -68,9 +70,8 @@ def secrets() -> None:
 @click.pass_context
 def check(ctx: click.Context, keys: tuple[str, ...]) -> None:
     """Say whether each secret KEY can be read — never its value."""
-    from qbus.secrets import SecretError, provider_from_config
 
-    provider = provider_from_config(ctx.obj["config"])
+    provider = provider_from_config(config_of(ctx))
     failed = False
     for key in keys:
         try:

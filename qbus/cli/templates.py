@@ -8,7 +8,9 @@ import sys
 
 import click
 
+from qbus.cli.context import config_of
 from qbus.errors import QbusError
+from qbus.producers.templates import load_template, run_template
 
 
 def _json_safe(value: object) -> object:
@@ -49,7 +51,6 @@ def run(
     Progress goes to stderr, one line per job or optimiser iteration; the summary to
     stdout. Exit status 1 when the template is invalid or one of its jobs fails.
     """
-    from qbus.producers.templates import load_template, run_template
 
     try:
         loaded = load_template(template, overrides)
@@ -58,7 +59,7 @@ def run(
     if check:
         click.echo(f"{template}: valid ({loaded.method} template '{loaded.name}')")
         return
-    config = ctx.obj["config"]
+    config = config_of(ctx)
 
     def progress(line: str) -> None:
         click.echo(line, err=True)

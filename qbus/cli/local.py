@@ -1,0 +1,313 @@
+"""``qbus stage``, ``qbus up`` and ``qbus demo``: run the bus on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import msgspec
+
+from qbus.bus.config import Config
+from qbus.bus.connection import Bus
+from qbus.bus.server import DEFAULT_CONFIG, NatsServer
+from qbus.bus.subjects import STAGE_NAMES
+from qbus.cli.chain import anchored_report, chain_for_up
+from qbus.cli.context import config_of
+from qbus.cli.jobs import _print_final, _submit_and_wait
+from qbus.observability import tracing
+from qbus.observability.endpoints import TARGETS_FILE, free_ports, write_targets
+from qbus.observability.metrics import serve
+from qbus.schemas.events import (
+    JobSubmitted,
+    new_event_id,
+    new_job_id,
+)
+from qbus.supervisor import Supervisor
+
+BELL_QASM = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[2] q;
+bit[2] c;
+h q[0];
+cx q[0], q[1];
+c = measure q;
+"""
+
+
+@click.command()
+@click.argument("name", type=click.Choice(STAGE_NAMES))
+@click.option(
+    "--engine",
+    default="qiskit-aer",
+    show_default=True,
+    help="For 'execute': the engine this executor runs.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics on this port.",
+)
+@click.pass_context
+def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
+    """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor, control) here."""
+    from qbus.consumers.stages import run_stage
+
+    config = config_of(ctx)
+    if name == "execute":
+        # The jax engine's compiled programs persist across its per-job worker children
+        # (qbus/engines/jax_engine.py, CACHE_DIR_ENV; named here so the CLI never
+        # imports jax).
+        cache = Path(config.state_dir, "jax-cache").resolve()
+        os.environ.setdefault("QBUS_JAX_CACHE_DIR", str(cache))
+    # Spans go where the OTEL_* variables say (none by default): docs/observability.md.
+    tracing.setup(f"qbus-{name}")
+    logging.getLogger().setLevel(logging.INFO)
+    if metrics_port is not None:
+        try:
+            serve(metrics_port, config.observability.metrics_addr)
+        except OSError as exc:
+            # The jobs matter more than their figures: run on, say so loudly.
+            logging.getLogger("qbus.metrics").error(
+                "cannot serve /metrics on port %s: %s; running without it", metrics_port, exc
+            )
+    _run_fast(run_stage(name, config, engine=engine))
+
+
+def _run_fast(coro) -> None:
+    """Run a stage on uvloop where it is installed: about a third less latency per hop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=int,
+    default=4222,
+    show_default=True,
+    help="NATS client port (-1: any free port).",
+)
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="JetStream store directory (default: <state_dir>/nats).",
+)
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    default=("qiskit-aer",),
+    show_default=True,
+    help="Engines to start an executor for (repeatable).",
+)
+@click.option("--copies", type=int, default=1, show_default=True, help="Processes per stage.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="First /metrics port; each stage process takes the next free one "
+    "(default: [observability] metrics_port, 9464; 0: any free port).",
+)
+@click.option("--no-metrics", is_flag=True, help="Serve no /metrics endpoints.")
+@click.option(
+    "--nats-config",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="nats-server config (default: the shipped nats.conf; auth mode: the "
+    "nats-auth.conf `qbus auth init` wrote, see docs/security.md).",
+)
+@click.option(
+    "--chain",
+    "chain_opt",
+    default=None,
+    help="Anchor results on a chain: 'anvil' (starts a local node) or an http(s) JSON-RPC "
+    "URL; adds the anchor stage and the chain listener (docs/chain.md).",
+)
+@click.pass_context
+def up(
+    ctx: click.Context,
+    port: int,
+    store: str | None,
+    engines: tuple[str, ...],
+    copies: int,
+    metrics_port: int | None,
+    no_metrics: bool,
+    chain_opt: str | None,
+    nats_config: str | None = None,
+) -> None:
+    """Start nats-server and every stage as separate processes; Ctrl-C stops all."""
+
+    config = config_of(ctx)
+    state = Path(config.state_dir)
+    obs = config.observability
+    base = obs.metrics_port if metrics_port is None else metrics_port
+    ports = None if no_metrics or base < 0 else free_ports(base, obs.metrics_addr)
+
+    with (
+        NatsServer(
+            store or state / "nats", port=port, config=nats_config or DEFAULT_CONFIG
+        ) as server,
+        chain_for_up(chain_opt, config, state) as chain_up,
+    ):
+        cfg = msgspec.structs.replace(
+            config, bus=msgspec.structs.replace(config.bus, url=server.url)
+        )
+        asyncio.run(_provision(cfg, engines))
+        sup = Supervisor(
+            server.url,
+            state / "logs",
+            engines=engines,
+            copies=copies,
+            metrics_ports=ports,
+            extra_env=chain_up.env,
+            extra_stages=chain_up.stages,
+        )
+        sup.start()
+        click.echo(f"nats-server  {server.url}  (store {server.store_dir}, pid {server.pid})")
+        if chain_up.summary:
+            click.echo(chain_up.summary)
+        for p in sup.processes:
+            metrics = (
+                f"  metrics http://{obs.metrics_addr}:{p.metrics_port}/metrics"
+                if p.metrics_port is not None
+                else ""
+            )
+            click.echo(f"stage {p.name:<24} pid {p.proc.pid if p.proc else '?'}{metrics}")
+        endpoints = [
+            (p.name, obs.metrics_addr, p.metrics_port)
+            for p in sup.processes
+            if p.metrics_port is not None
+        ]
+        if endpoints:
+            targets = write_targets(state / TARGETS_FILE, endpoints)
+            click.echo(f"metrics targets (Prometheus file_sd, read by `qbus top`): {targets}")
+        try:
+            # A service manager stops us with SIGTERM: stop the stages and nats-server as
+            # Ctrl-C does, rather than dying and leaving them running. Installed before
+            # the ready line below (what a supervisor or a test waits for), and inside
+            # this try, so a signal at any point from here on stops the stages.
+            signal.signal(signal.SIGTERM, _interrupt)
+            click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
+            while server.running():
+                for name in sup.poll():
+                    click.echo(f"restarted {name}", err=True)
+                time.sleep(0.5)
+            click.echo("nats-server exited; stopping stages", err=True)
+        except KeyboardInterrupt:
+            click.echo("\nstopping…")
+        finally:
+            sup.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:
+    async with await Bus.connect(config.bus) as bus:
+        await bus.provision(
+            cache_ttl=config.cache.ttl_seconds, chunks_ttl=config.chunks.ttl_seconds
+        )
+        for engine in engines:
+            await bus.ensure_executor(engine)
+
+
+@click.command()
+@click.option("--shots", type=int, default=1000, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the demo's store directory.")
+@click.option(
+    "--chain",
+    "chain_opt",
+    default=None,
+    help="Also anchor the result on a chain: 'anvil' (a local node) or an http(s) URL.",
+)
+@click.pass_context
+def demo(ctx: click.Context, shots: int, keep: bool, chain_opt: str | None) -> None:
+    """Start a local bus, run a Bell-state job to a verified result, stop everything."""
+
+    config = config_of(ctx)
+    workdir = Path(tempfile.mkdtemp(prefix="qbus-demo-"))
+    click.echo(f"starting nats-server (JetStream, store {workdir / 'nats'})")
+
+    try:
+        with (
+            NatsServer(workdir / "nats") as server,
+            chain_for_up(chain_opt, config, workdir) as chain_up,
+        ):
+            cfg = msgspec.structs.replace(
+                config, bus=msgspec.structs.replace(config.bus, url=server.url)
+            )
+            asyncio.run(_provision(cfg, ("qiskit-aer",)))
+            sup = Supervisor(
+                server.url,
+                workdir / "logs",
+                extra_env=chain_up.env,
+                extra_stages=chain_up.stages,
+            )
+            sup.start()
+            if chain_up.summary:
+                click.echo(chain_up.summary)
+            click.echo(
+                f"started {len(sup.processes)} stage processes: "
+                + ", ".join(p.name for p in sup.processes)
+            )
+            try:
+                job = JobSubmitted(
+                    event_id=new_event_id(),
+                    job_id=new_job_id(),
+                    producer="qbus.demo",
+                    source=BELL_QASM,
+                    shots=shots,
+                )
+                click.echo(f"submitting a Bell-state job ({shots} shots): {job.job_id}")
+                final = asyncio.run(_submit_and_wait(cfg, job, 120.0, echo_progress=True))
+                code = _print_final(final)
+                if code == 0:
+                    report = asyncio.run(_audit_when_chained(cfg))
+                    if report.ok:
+                        click.echo(f"audit: OK — {report.checked} events match the hash chain")
+                    else:
+                        click.echo(f"audit: FAILED — {report.problem}", err=True)
+                        code = 1
+                if code == 0 and chain_up.stages:
+                    chain_cfg = msgspec.structs.replace(
+                        cfg.chain, rpc_url=chain_up.env["QBUS_CHAIN_RPC_URL"]
+                    )
+                    ok, lines = asyncio.run(
+                        anchored_report(msgspec.structs.replace(cfg, chain=chain_cfg), job.job_id)
+                    )
+                    click.echo(lines, err=not ok)
+                    code = 0 if ok else 1
+            finally:
+                sup.stop()
+            sys.exit(code)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _audit_when_chained(config: Config, timeout: float = 15.0):
+    """Verify the log once the auditor has chained every event (it runs a moment behind)."""
+    from qbus.consumers.audit import verify_log
+
+    async with await Bus.connect(config.bus) as bus:
+        deadline = time.monotonic() + timeout
+        while True:
+            report = await verify_log(bus)
+            if not report.ok or report.unaudited == 0 or time.monotonic() > deadline:
+                return report
+            await asyncio.sleep(0.2)
