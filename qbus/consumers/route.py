@@ -23,8 +23,7 @@ import msgspec
 from qbus.bus.config import ChunksConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.runner import StageRunner
-from qbus.engines.base import Engine
-from qbus.engines.density import NOISE_ENGINES
+from qbus.engines.base import NOISE_ENGINES, Engine
 from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import Reject
 from qbus.observability import metrics

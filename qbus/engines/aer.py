@@ -35,11 +35,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("qiskit-aer", "qiskit", "the qiskit-aer engine") from exc
 
+from qbus.engines.base import loop_sweep
 from qbus.engines.convert_qiskit import GATE_CLASSES, to_qiskit
 from qbus.engines.density import check_noisy_request
 from qbus.engines.noise_aer import noise_names, run_noisy
 from qbus.engines.reference import check_terminal_measurements
-from qbus.engines.sweep import loop_sweep, point_parameters, point_seed, slot_table
+from qbus.engines.sweep import point_parameters, point_seed, slot_table
 from qbus.schemas.noise import is_noisy
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +20,8 @@ from typing import ClassVar
 import msgspec
 import numpy as np
 
+from qbus.engines.observables import expectation_values
+from qbus.engines.sweep import check_sweep, point_requests
 from qbus.errors import CircuitError, EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES
@@ -196,8 +199,6 @@ class Engine(abc.ABC):
         if not caps.noise and request.noise is not None and not request.noise.is_trivial():
             # Before the method check: a noisy expectation job asks for method
             # 'expectation', which only noise-capable engines list.
-            from qbus.engines.density import reject_noise
-
             raise reject_noise(self.name)
         if method not in caps.methods:
             raise EngineError(
@@ -254,8 +255,6 @@ class Engine(abc.ABC):
         """The ``sweep`` checks: the points themselves, then shots and measurements when
         the points are sampled (no observables)."""
         # Imported here: the sweep module imports this one.
-        from qbus.engines.sweep import check_sweep
-
         check_sweep(request.circuit, request.parameters, request.sweep)
         if request.observables:
             return
@@ -281,8 +280,6 @@ class Engine(abc.ABC):
         Raises:
             EngineError, CircuitError: As ``run``, for the first point that fails.
         """
-        from qbus.engines.sweep import loop_sweep
-
         return loop_sweep(self, request)
 
     @abc.abstractmethod
@@ -297,3 +294,37 @@ class Engine(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.version}>"
+
+
+NOISE_ENGINES = ("qiskit-aer", "cirq", "braket", "pennylane", "qutip")
+"""Engines shipped with qbus that simulate a noise model."""
+
+
+def reject_noise(engine: str) -> EngineError:
+    """The ``noise_unsupported`` error of an engine that cannot simulate noise."""
+    return EngineError(
+        f"engine '{engine}' cannot simulate a noise model; engines that can: "
+        f"{', '.join(NOISE_ENGINES)} (or leave engine 'auto')",
+        code="noise_unsupported",
+    )
+
+
+def loop_sweep(engine: Engine, request: RunRequest) -> EngineResult:
+    """Run a sweep point by point through ``engine.run``: the default ``run_sweep``."""
+    start = time.perf_counter()
+    points: list[SweepPoint] = []
+    for point in point_requests(request):
+        result = engine.run(point)
+        if request.observables:
+            assert result.statevector is not None  # a statevector run returns one
+            values = expectation_values(result.statevector, request.observables)
+            points.append(SweepPoint(expectations=values))
+        else:
+            points.append(SweepPoint(counts=result.counts))
+    return EngineResult(
+        counts=None,
+        statevector=None,
+        seed=request.seed,
+        run_seconds=time.perf_counter() - start,
+        sweep_results=points,
+    )

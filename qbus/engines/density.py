@@ -24,7 +24,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from qbus.engines.base import EngineResult, RunRequest, numeric_params
+from qbus.engines.base import (
+    NOISE_ENGINES,
+    EngineResult,
+    RunRequest,
+    numeric_params,
+    reject_noise,
+)
 from qbus.engines.reference import (
     _apply,
     _unbound,
@@ -36,9 +42,6 @@ from qbus.errors import EngineError, LimitError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import NoiseModel, is_noisy
 from qbus.schemas.pauli import Observable, PauliTerm
-
-NOISE_ENGINES = ("qiskit-aer", "cirq", "braket", "pennylane", "qutip")
-"""Engines shipped with qbus that simulate a noise model."""
 
 max_density_qubits = 10
 """Largest circuit the density-matrix reference (and so exact noisy verification) holds."""
@@ -52,15 +55,6 @@ _PAULIS = {
     "Y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
     "Z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
 }
-
-
-def reject_noise(engine: str) -> EngineError:
-    """The ``noise_unsupported`` error of an engine that cannot simulate noise."""
-    return EngineError(
-        f"engine '{engine}' cannot simulate a noise model; engines that can: "
-        f"{', '.join(NOISE_ENGINES)} (or leave engine 'auto')",
-        code="noise_unsupported",
-    )
 
 
 def check_noisy_request(engine: str, request: RunRequest, max_qubits: int) -> None:

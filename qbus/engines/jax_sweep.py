@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qbus.engines.jax_gates import jax_matrix
 from qbus.engines.reference import gate_matrix
 from qbus.schemas.gates import GATES
 from qbus.schemas.pauli import Observable
@@ -106,14 +107,13 @@ def _plan(structure: Structure) -> tuple[dict[int, list[_Gate]], list[_Step]]:
 
 def _batched_matrix(g: _Gate, angles: jax.Array, dtype: jnp.dtype) -> jax.Array:
     """``(points, 2**k, 2**k)`` matrices of gate ``g`` (its first qubit is bit 0)."""
-    from qbus.engines.jax_engine import _jax_matrix
 
     k = GATES[g.name].num_params
     if k == 0:
         m = jnp.asarray(gate_matrix(g.name), dtype=dtype)
         return jnp.broadcast_to(m, (angles.shape[0], *m.shape))
     cols = angles[:, g.offset : g.offset + k]
-    return jax.vmap(lambda p: _jax_matrix(g.name, [p[i] for i in range(k)], dtype))(cols)
+    return jax.vmap(lambda p: jax_matrix(g.name, [p[i] for i in range(k)], dtype))(cols)
 
 
 def _pattern(name: str) -> np.ndarray:

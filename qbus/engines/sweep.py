@@ -16,21 +16,18 @@ qiskit-aer: parameter binds in one call) override it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 
-from qbus.engines.observables import expectation_values
 from qbus.errors import CircuitError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
-from qbus.schemas.sweep import SweepPoint
 
 if TYPE_CHECKING:
-    from qbus.engines.base import Engine, EngineResult, RunRequest
+    from qbus.engines.base import RunRequest
 
 SEED_STRIDE = 2113
 """Point ``i`` of a sweep is seeded with ``seed + SEED_STRIDE * i`` (mod 2**63).
@@ -203,34 +200,10 @@ def point_requests(request: RunRequest) -> list[RunRequest]:
     ]
 
 
-def loop_sweep(engine: Engine, request: RunRequest) -> EngineResult:
-    """Run a sweep point by point through ``engine.run``: the default ``run_sweep``."""
-    from qbus.engines.base import EngineResult
-
-    start = time.perf_counter()
-    points: list[SweepPoint] = []
-    for point in point_requests(request):
-        result = engine.run(point)
-        if request.observables:
-            assert result.statevector is not None  # a statevector run returns one
-            values = expectation_values(result.statevector, request.observables)
-            points.append(SweepPoint(expectations=values))
-        else:
-            points.append(SweepPoint(counts=result.counts))
-    return EngineResult(
-        counts=None,
-        statevector=None,
-        seed=request.seed,
-        run_seconds=time.perf_counter() - start,
-        sweep_results=points,
-    )
-
-
 __all__ = [
     "SEED_STRIDE",
     "check_sweep",
     "expectation_matrix",
-    "loop_sweep",
     "point_parameters",
     "point_requests",
     "point_seed",

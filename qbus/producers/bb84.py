@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qbus.producers.template_result import Progress, TemplateResult
 from qbus.producers.template_schema import Bb84
 from qbus.schemas.ir import Circuit, Op
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from qbus.producers.templates import Progress, Session, TemplateResult
+    from qbus.producers.templates import Session
 
 
 def encode_measure(prepare: Sequence[tuple[int, int]], measure_bases: Sequence[int]) -> Circuit:
@@ -76,7 +77,6 @@ def _run_rounds(
 
 def run_bb84(session: Session, progress: Progress) -> TemplateResult:
     """Alice sends, (Eve intercepts,) Bob measures; sift and estimate the QBER."""
-    from qbus.producers.templates import TemplateResult
 
     t = session.template
     cfg = t.bb84 or Bb84()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qbus.producers.ansatz import qaoa_circuit, with_measurements
+from qbus.producers.template_result import Progress, TemplateResult
 from qbus.producers.template_schema import Optimizer
 from qbus.producers.vqe import initial_point, minimise
 from qbus.schemas.pauli import Observable, PauliTerm
@@ -21,7 +22,7 @@ from qbus.schemas.pauli import Observable, PauliTerm
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from qbus.producers.templates import Progress, Session, TemplateResult
+    from qbus.producers.templates import Session
 
 
 def cut_value(
@@ -51,7 +52,6 @@ def sides_of(bits: str, n: int) -> list[int]:
 
 def run_qaoa(session: Session, progress: Progress) -> TemplateResult:
     """Optimise the QAOA angles, sample, and compare with the brute-force maximum."""
-    from qbus.producers.templates import TemplateResult
 
     t = session.template
     q = t.qaoa

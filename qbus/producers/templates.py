@@ -17,8 +17,7 @@ loops live in ``qbus.producers.vqe``, ``qaoa`` and ``bb84``; the single-job meth
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,20 @@ import msgspec
 import numpy as np
 
 from qbus.errors import QbusError, SchemaError
+from qbus.producers.bb84 import run_bb84
+from qbus.producers.qaoa import run_qaoa
+from qbus.producers.template_result import Progress, TemplateResult
 from qbus.producers.template_schema import (
     JobTemplate,
     parse_yaml,
     to_observable,
     validate_data,
 )
+from qbus.producers.vqe import run_vqe
 from qbus.schemas.dynamics import DynamicsSpec
 from qbus.schemas.events import JobCompleted
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
-
-Progress = Callable[[str], None]
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 """The templates shipped in the package (``qbus run h2_vqe`` finds them by name)."""
@@ -47,31 +48,6 @@ class TemplateJobError(QbusError):
     """A job a template made ended without a result; ``code`` is the job's error code."""
 
     code = "template_job_failed"
-
-
-@dataclass
-class TemplateResult:
-    """What a template run produced.
-
-    Attributes:
-        name: The template's name.
-        method: The method that ran.
-        engine: The engine the jobs asked for.
-        summary: The method's figures, JSON-ready (energies, cut, QBER …).
-        lines: The summary for people, one line each.
-        jobs: Jobs submitted.
-        job_ids: Their ids, in submission order.
-        engines_used: Engines that ran them (from each JobCompleted).
-    """
-
-    name: str
-    method: str
-    engine: str
-    summary: dict[str, Any]
-    lines: list[str]
-    jobs: int = 0
-    job_ids: list[str] = field(default_factory=list)
-    engines_used: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------ loading
@@ -356,16 +332,10 @@ def run_with_session(session: Session, progress: Progress | None = None) -> Temp
     say = progress or (lambda _line: None)
     method = session.template.method
     if method == "vqe":
-        from qbus.producers.vqe import run_vqe
-
         result = run_vqe(session, say)
     elif method == "qaoa":
-        from qbus.producers.qaoa import run_qaoa
-
         result = run_qaoa(session, say)
     elif method == "bb84":
-        from qbus.producers.bb84 import run_bb84
-
         result = run_bb84(session, say)
     elif method == "dynamics":
         result = run_dynamics(session, say)

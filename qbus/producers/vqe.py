@@ -14,11 +14,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from qbus.producers.ansatz import ansatz_circuit, check_parameter_shift, without_measurements
+from qbus.producers.template_result import Progress, TemplateResult
 from qbus.producers.template_schema import Optimizer, to_observable
 from qbus.schemas.pauli import Observable
 
 if TYPE_CHECKING:
-    from qbus.producers.templates import Progress, Session, TemplateResult
+    from qbus.producers.templates import Session
     from qbus.schemas.ir import Circuit
 
 EXACT_LIMIT = 12
@@ -137,7 +138,6 @@ def minimise(
 
 def run_vqe(session: Session, progress: Progress) -> TemplateResult:
     """Minimise the Hamiltonian's energy over the ansatz (or parametrised circuit)."""
-    from qbus.producers.templates import TemplateResult
 
     t = session.template
     if t.ansatz is not None:

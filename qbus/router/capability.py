@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from qbus.engines.base import Engine, RunRequest
-from qbus.engines.density import NOISE_ENGINES
+from qbus.engines.base import NOISE_ENGINES, Engine, RunRequest
 from qbus.errors import QbusError, Reject
 from qbus.schemas.events import JobOptions
 from qbus.schemas.ir import Circuit

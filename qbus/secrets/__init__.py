@@ -10,14 +10,9 @@ never go into events, logs or traces (docs/security.md).
 
 from __future__ import annotations
 
-from qbus.secrets.base import (
-    EnvSecrets,
-    FileSecrets,
-    SecretError,
-    SecretsProvider,
-    provider_from_config,
-)
+from qbus.secrets.base import EnvSecrets, FileSecrets, SecretError, SecretsProvider
 from qbus.secrets.cached import CachedSecret
+from qbus.secrets.providers import provider_from_config
 from qbus.secrets.resolve import resolve_secrets, stage_bus_config
 
 __all__ = [

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from qbus.bus.config import Config
 from qbus.errors import QbusError
 
 
@@ -68,23 +67,3 @@ class FileSecrets:
             return path.read_text().strip()
         except OSError as exc:
             raise SecretError(f"secret {key!r} not readable at {path}: {exc}") from exc
-
-
-def provider_from_config(config: Config) -> SecretsProvider:
-    """The provider ``[secrets]`` names: ``env`` (default), ``file`` or ``vault``.
-
-    Raises:
-        SecretError: Unknown provider name.
-        MissingOptionalLibraryError: ``vault`` without ``hvac`` installed.
-    """
-    secrets = config.secrets
-    match secrets.provider:
-        case "env":
-            return EnvSecrets()
-        case "file":
-            return FileSecrets(secrets.directory)
-        case "vault":
-            from qbus.secrets.vault import VaultSecrets
-
-            return VaultSecrets(secrets.vault, cache_seconds=secrets.cache_seconds)
-    raise SecretError(f"unknown secrets provider {secrets.provider!r}; use env, file or vault")

@@ -7,7 +7,7 @@ import os
 import msgspec
 
 from qbus.bus.config import BusConfig, Config
-from qbus.secrets.base import provider_from_config
+from qbus.secrets.providers import provider_from_config
 
 
 def resolve_secrets(config: Config) -> Config:
