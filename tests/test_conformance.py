@@ -16,8 +16,9 @@ import pytest
 from qbus.engines import reference
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import BUILTIN_ENGINES, get_engine
+from qbus.frontends.parameters import bind
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit, Op, bind
+from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.statistics import check_counts
 from tests.jobs import engines_under_test
 

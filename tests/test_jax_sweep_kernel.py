@@ -18,8 +18,9 @@ from qbus.engines.base import RunRequest
 from qbus.engines.jax_engine import JaxEngine
 from qbus.engines.jax_sweep import _string_matrix, chunk_size, clifford_images
 from qbus.engines.observables import expectation_values
+from qbus.frontends.parameters import bind
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit, Op, bind
+from qbus.schemas.ir import Circuit, Op
 from qbus.schemas.pauli import Observable
 
 pytestmark = pytest.mark.timeout(600)

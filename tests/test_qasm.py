@@ -20,9 +20,10 @@ from qiskit.quantum_info import Operator
 
 from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr
+from qbus.frontends.parameters import bind
 from qbus.frontends.qasm import detect_format, parse_qasm, to_qasm3
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit, Op, bind, circuit_hash
+from qbus.schemas.ir import Circuit, Op, circuit_hash
 
 # -- helpers ----------------------------------------------------------------------------
 

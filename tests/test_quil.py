@@ -27,6 +27,7 @@ from qbus.consumers.ingest import IngestHandler
 from qbus.consumers.pipeline import Pipeline
 from qbus.engines import reference
 from qbus.errors import CircuitError, MissingOptionalLibraryError
+from qbus.frontends.parameters import bind
 from qbus.frontends.qasm import parse_qasm
 from qbus.frontends.quil import looks_like_quil, parse_quil
 from qbus.schemas.events import (
@@ -34,7 +35,7 @@ from qbus.schemas.events import (
     JobCompleted,
     JobRejected,
 )
-from qbus.schemas.ir import Circuit, Op, bind
+from qbus.schemas.ir import Circuit, Op
 from tests.jobs import QASM2_BELL, QASM3_GHZ, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)

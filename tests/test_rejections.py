@@ -7,9 +7,18 @@ import json
 import pytest
 
 from qbus.bus.connection import Bus
+from qbus.consumers.ingest import IngestHandler
 from qbus.consumers.pipeline import Pipeline
+from qbus.errors import Reject
 from qbus.producers.submit import wait_final
-from qbus.schemas.events import JobCompleted, JobRejected, new_event_id, new_job_id
+from qbus.schemas.events import (
+    JobCompleted,
+    JobRejected,
+    JobSubmitted,
+    new_event_id,
+    new_job_id,
+)
+from qbus.schemas.ir import decode_circuit
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)
@@ -104,3 +113,28 @@ async def test_unreadable_payload_on_submit_is_rejected_not_crashing(bus: Bus, p
     assert isinstance(rejected, JobRejected) and rejected.code == "unknown_event_type"
     (good,) = await run_jobs(bus, [job(QASM2_BELL)])
     assert isinstance(good, JobCompleted)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_an_undeclared_circuit_parameter_is_rejected_at_ingest(inline: bool):
+    # The IR types no longer parse expressions (schemas is types only): ingest checks that
+    # every name a gate uses is declared, for JSON IR text and for an inline circuit alike.
+    ir = {
+        "num_qubits": 1,
+        "num_clbits": 1,
+        "parameters": ["theta"],
+        "ops": [
+            {"name": "rx", "qubits": [0], "params": ["theta + phi"]},
+            {"name": "measure", "qubits": [0], "clbits": [0]},
+        ],
+    }
+    fields = {"circuit": decode_circuit(json.dumps(ir))} if inline else {"source": json.dumps(ir)}
+    submitted = JobSubmitted(event_id=new_event_id(), job_id=new_job_id(), producer="t", **fields)
+    with pytest.raises(Reject) as caught:
+        await IngestHandler().handle(submitted)
+    assert caught.value.code == "undeclared_parameter"
+    assert caught.value.where == "$.ops[0].params" and "['phi']" in caught.value.message
+    declared = {**ir, "parameters": ["phi", "theta"]}
+    fields = {"source": json.dumps(declared), "parameters": {"phi": 0.1, "theta": 0.2}}
+    ok = JobSubmitted(event_id=new_event_id(), job_id=new_job_id(), producer="t", **fields)
+    assert len(await IngestHandler().handle(ok)) == 1

@@ -34,6 +34,7 @@ from qbus.engines.sweep import (
     without_measurements,
 )
 from qbus.errors import CircuitError, EngineError
+from qbus.frontends.parameters import bind
 from qbus.schemas.events import (
     ExecutionCompleted,
     JobCompleted,
@@ -42,7 +43,7 @@ from qbus.schemas.events import (
     JobRejected,
     Observable,
 )
-from qbus.schemas.ir import Circuit, bind
+from qbus.schemas.ir import Circuit
 from qbus.schemas.sweep import SweepPoint
 from qbus.verifier.hashing import event_result_hash, result_hash
 from qbus.verifier.sweep import checked_points

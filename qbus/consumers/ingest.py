@@ -16,6 +16,7 @@ from qbus.consumers.ingest_open import check_open_system
 from qbus.consumers.tenants import TenantGate
 from qbus.engines.sweep import check_sweep
 from qbus.errors import CircuitError, QbusError, Reject
+from qbus.frontends.parameters import check_parameters
 from qbus.frontends.program import FORMATS, parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.observability import tracing
@@ -95,6 +96,10 @@ class IngestHandler:
         if job.circuit is not None and job.source is not None:
             raise Reject("give either 'source' or 'circuit', not both", code="ambiguous_input")
         if job.circuit is not None:
+            try:
+                check_parameters(job.circuit)
+            except QbusError as exc:
+                raise Reject(exc.message, code=exc.code, where=exc.where) from exc
             return job.circuit, "json"
         if job.source is None or not job.source.strip():
             raise Reject(

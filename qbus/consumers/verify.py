@@ -24,6 +24,7 @@ from qbus.consumers.retry import RetryPolicy
 from qbus.engines import reference
 from qbus.engines.observables import expectation_values
 from qbus.errors import CircuitError
+from qbus.frontends.parameters import bind
 from qbus.observability import metrics, tracing
 from qbus.schemas.events import (
     Event,
@@ -35,7 +36,7 @@ from qbus.schemas.events import (
     Verification,
     derived_event_id,
 )
-from qbus.schemas.ir import Circuit, bind
+from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 from qbus.verifier.crosscheck import CrossChecker
 from qbus.verifier.hashing import event_result_hash

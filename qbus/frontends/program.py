@@ -8,6 +8,7 @@ has the same message, code and line/column in both.
 from __future__ import annotations
 
 from qbus.errors import QbusError
+from qbus.frontends.parameters import check_parameters
 from qbus.frontends.qasm import detect_format, parse_qasm
 from qbus.frontends.quil import looks_like_quil, parse_quil
 from qbus.schemas.ir import Circuit, decode_circuit
@@ -47,7 +48,10 @@ def parse_program(
     if fmt == "auto" and looks_like_quil(source):
         detected = "quil"
     if detected == "json":
-        return decode_circuit(source), "json"
-    if detected == "quil":
-        return parse_quil(source, max_ops=max_ops), "quil"
-    return parse_qasm(source, max_bytes=max_bytes, max_ops=max_ops)
+        circuit, read_as = decode_circuit(source), "json"
+    elif detected == "quil":
+        circuit, read_as = parse_quil(source, max_ops=max_ops), "quil"
+    else:
+        circuit, read_as = parse_qasm(source, max_bytes=max_bytes, max_ops=max_ops)
+    check_parameters(circuit)
+    return circuit, read_as

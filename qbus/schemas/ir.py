@@ -111,18 +111,9 @@ class Circuit(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
                         f"ops[{i}] ('{op.name}') writes clbit {c}, but the circuit has "
                         f"{self.num_clbits}"
                     )
-        declared = set(self.parameters)
-        for i, op in enumerate(self.ops):
-            for p in op.params:
-                if isinstance(p, str):
-                    from qbus.frontends.expr import free_names
-
-                    unknown = free_names(p) - declared
-                    if unknown:
-                        raise ValueError(
-                            f"ops[{i}] ('{op.name}') uses undeclared parameter(s) "
-                            f"{sorted(unknown)}; declare them in 'parameters'"
-                        )
+        # That named parameters are declared is checked where program text is read
+        # (qbus.frontends.parameters.check_parameters): checking it needs the expression
+        # parser, which this module (types only) does not import.
 
 
 class CircuitStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,34 +192,6 @@ def stats(circuit: Circuit) -> CircuitStats:
         for q in op.qubits:
             level[q] = d
     return CircuitStats(gates=gates, two_qubit_gates=two, depth=max(level, default=0))
-
-
-def bind(circuit: Circuit, values: dict[str, float]) -> Circuit:
-    """Replace every named parameter by its value.
-
-    Raises:
-        CircuitError: When a parameter the circuit uses has no value.
-    """
-    from qbus.errors import CircuitError
-    from qbus.frontends.expr import evaluate
-
-    if not circuit.parameters:
-        return circuit
-    missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
-        raise CircuitError(
-            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-            code="unbound_parameter",
-        )
-    ops = tuple(
-        msgspec.structs.replace(
-            op, params=tuple(evaluate(p, values) if isinstance(p, str) else p for p in op.params)
-        )
-        if any(isinstance(p, str) for p in op.params)
-        else op
-        for op in circuit.ops
-    )
-    return msgspec.structs.replace(circuit, ops=ops, parameters=())
 
 
 def to_builtins(circuit: Circuit) -> dict[str, Any]:

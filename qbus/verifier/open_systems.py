@@ -19,9 +19,10 @@ import msgspec
 
 from qbus.engines import density, lindblad
 from qbus.errors import LimitError
+from qbus.frontends.parameters import bind
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.events import ExecutionCompleted, Observable, Verification
-from qbus.schemas.ir import Circuit, bind
+from qbus.schemas.ir import Circuit
 from qbus.verifier.statistics import check_counts
 
 DYNAMICS_TOLERANCE = 1e-6

@@ -24,8 +24,8 @@ import numpy as np
 from qbus.engines import reference
 from qbus.engines.observables import expectation_values
 from qbus.engines.sweep import point_parameters, without_measurements
+from qbus.frontends.parameters import bind
 from qbus.schemas.events import ExecutionCompleted, Verification
-from qbus.schemas.ir import bind
 from qbus.schemas.pauli import Observable
 from qbus.verifier.statistics import check_counts
 
