@@ -17,6 +17,7 @@ from qbus.errors import CircuitError, EngineError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.statistics import check_counts, check_statevector
+from tests.circuits import random_circuit
 
 ENGINES = {"cirq": CirqEngine, "qsim": QsimEngine}
 
@@ -24,25 +25,6 @@ ENGINES = {"cirq": CirqEngine, "qsim": QsimEngine}
 @pytest.fixture(scope="module", params=sorted(ENGINES))
 def engine(request: pytest.FixtureRequest) -> Engine:
     return ENGINES[request.param]()
-
-
-def random_circuit(rng: np.random.Generator, n: int, depth: int, measure: bool = False) -> Circuit:
-    names = [g for g in GATES if GATES[g].num_qubits <= n]
-    ops = []
-    for _ in range(depth):
-        if rng.random() < 0.05:
-            ops.append(
-                Op(name="barrier", qubits=tuple(sorted(int(q) for q in rng.permutation(n)[:2])))
-            )
-            continue
-        name = names[rng.integers(len(names))]
-        spec = GATES[name]
-        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
-        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
-        ops.append(Op(name=name, qubits=qubits, params=params))
-    if measure:
-        ops += [Op(name="measure", qubits=(q,), clbits=(n - 1 - q,)) for q in range(n)]
-    return Circuit(num_qubits=n, num_clbits=n if measure else 0, ops=tuple(ops))
 
 
 def ghz(n: int) -> Circuit:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -16,6 +14,7 @@ from qbus.errors import CircuitError, EngineError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.statistics import check_counts, check_statevector
+from tests.circuits import random_circuit
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +24,6 @@ def engine() -> JaxEngine:
 
 def _fidelity(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(np.vdot(a, b)) ** 2)
-
-
-def random_circuit(rng: np.random.Generator, n: int, depth: int) -> Circuit:
-    names = [g for g in GATES if GATES[g].num_qubits <= n]
-    ops = []
-    for _ in range(depth):
-        if rng.random() < 0.05:
-            ops.append(Op(name="barrier", qubits=tuple(range(n))))
-            continue
-        name = names[rng.integers(len(names))]
-        spec = GATES[name]
-        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
-        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
-        ops.append(Op(name=name, qubits=qubits, params=params))
-    return Circuit(num_qubits=n, ops=tuple(ops))
 
 
 @pytest.mark.parametrize("name", sorted(GATES))
@@ -61,13 +45,13 @@ def test_random_circuits_match_reference(engine: JaxEngine) -> None:
     rng = np.random.default_rng(7)
     for i in range(30):
         n = 1 + i % 10
-        circuit = random_circuit(rng, n, 25)
+        circuit = random_circuit(rng, n, 25, full_barriers=True)
         got = engine.run(RunRequest(circuit=circuit, method="statevector")).statevector
         assert _fidelity(got, reference.statevector(circuit)) >= 1 - 1e-6, (i, circuit)
 
 
 def test_unfused_and_complex64_agree(engine: JaxEngine) -> None:
-    circuit = random_circuit(np.random.default_rng(3), 6, 40)
+    circuit = random_circuit(np.random.default_rng(3), 6, 40, full_barriers=True)
     exact = reference.statevector(circuit)
     for other in (JaxEngine(max_fused_qubits=1), JaxEngine("complex64")):
         assert _fidelity(other.statevector(circuit), exact) >= 1 - 1e-5

@@ -20,26 +20,7 @@ from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError, 
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, circuit_hash
 from qbus.verifier.statistics import check_statevector
-
-
-def random_circuit(rng: np.random.Generator, n: int, depth: int, measure: bool = False) -> Circuit:
-    names = [g for g in GATES if GATES[g].num_qubits <= n]
-    ops = []
-    for _ in range(depth):
-        if rng.random() < 0.05:
-            ops.append(
-                Op(name="barrier", qubits=tuple(sorted(int(q) for q in rng.permutation(n)[:2])))
-            )
-            continue
-        name = names[rng.integers(len(names))]
-        spec = GATES[name]
-        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
-        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
-        ops.append(Op(name=name, qubits=qubits, params=params))
-    if measure:
-        ops += [Op(name="measure", qubits=(q,), clbits=(n - 1 - q,)) for q in range(n)]
-    return Circuit(num_qubits=n, num_clbits=n if measure else 0, ops=tuple(ops))
-
+from tests.circuits import random_circuit
 
 BELL = Circuit(
     num_qubits=2,

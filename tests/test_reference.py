@@ -15,6 +15,7 @@ from qbus.engines.reference import gate_matrix, probabilities, statevector
 from qbus.errors import CircuitError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
+from tests.circuits import random_circuit
 
 # Written out here rather than taken from convert_qiskit, so the test does not trust the
 # code it checks: the IR's gate definitions are those of these Qiskit classes.
@@ -56,19 +57,6 @@ QISKIT = {
 }
 
 
-def random_circuit(rng: np.random.Generator, n: int, depth: int) -> Circuit:
-    """Random gates from the whole library on random (permuted) qubits."""
-    names = [g for g in GATES if GATES[g].num_qubits <= n]
-    ops = []
-    for _ in range(depth):
-        name = names[rng.integers(len(names))]
-        spec = GATES[name]
-        qubits = tuple(int(q) for q in rng.permutation(n)[: spec.num_qubits])
-        params = tuple(float(a) for a in rng.uniform(-2 * math.pi, 2 * math.pi, spec.num_params))
-        ops.append(Op(name=name, qubits=qubits, params=params))
-    return Circuit(num_qubits=n, ops=tuple(ops))
-
-
 def test_every_gate_has_a_qiskit_reference() -> None:
     assert set(QISKIT) == set(GATES)
 
@@ -103,7 +91,7 @@ def test_gate_matrix_rejects_unknown_gate_and_wrong_arity() -> None:
 def test_statevector_equals_qiskit_on_random_circuits(n: int) -> None:
     rng = np.random.default_rng(1000 + n)
     for _ in range(8):
-        circuit = random_circuit(rng, n, depth=6 * n + 4)
+        circuit = random_circuit(rng, n, depth=6 * n + 4, barrier_rate=0)
         ours = statevector(circuit)
         theirs = Statevector(to_qiskit(circuit)).data
         np.testing.assert_allclose(ours, theirs, atol=1e-10)
@@ -139,7 +127,7 @@ def test_bell_probabilities() -> None:
 
 def test_probabilities_marginalise_and_map_clbits() -> None:
     rng = np.random.default_rng(7)
-    base = random_circuit(rng, 4, depth=30)
+    base = random_circuit(rng, 4, depth=30, barrier_rate=0)
     # qubit 2 -> clbit 0, qubit 0 -> clbit 2; qubits 1, 3 unmeasured; clbits 1, 3 unwritten.
     circuit = _measured(base, 4, [(2, 0), (0, 2)])
     probs = probabilities(circuit)
