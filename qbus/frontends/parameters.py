@@ -20,13 +20,22 @@ def check_parameters(circuit: Circuit) -> None:
     """Raise unless every name a gate parameter uses is in ``circuit.parameters``.
 
     Raises:
-        CircuitError: ``undeclared_parameter``, naming the op and the names.
+        CircuitError: ``undeclared_parameter``, naming the op and the names;
+            ``invalid_parameter`` for text that is no expression (or nests too deep).
     """
     declared = set(circuit.parameters)
     for i, op in enumerate(circuit.ops):
         for p in op.params:
             if isinstance(p, str):
-                unknown = free_names(p) - declared
+                try:
+                    names = free_names(p)
+                except ValueError as exc:  # too deep, or not an expression at all
+                    raise CircuitError(
+                        f"ops[{i}] ('{op.name}') has a bad expression {p[:80]!r}: {exc}",
+                        code="invalid_parameter",
+                        where=f"$.ops[{i}].params",
+                    ) from exc
+                unknown = names - declared
                 if unknown:
                     raise CircuitError(
                         f"ops[{i}] ('{op.name}') uses undeclared parameter(s) "

@@ -57,6 +57,7 @@ import numpy as np
 
 from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, fold
+from qbus.frontends.parameters import check_parameters
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
 # -- format detection (no pyQuil needed) -------------------------------------------------
@@ -400,18 +401,19 @@ class _Converter:
         every = Op(name="reset", qubits=tuple(range(self.num_qubits)))
         ops = tuple(every if op is None else op for op in self.ops)
         try:
-            return Circuit(
+            circuit = Circuit(
                 num_qubits=self.num_qubits,
                 num_clbits=self.num_clbits,
                 ops=ops,
                 parameters=tuple(sorted(self.used_parameters)),
             )
         except ValueError as exc:
-            # An expression pyQuil accepted can still break the IR's own limits (nesting
-            # depth): whether pyQuil's recursive parser or ours stops it first depends on
-            # the stack left, so both report it under the same code.
-            code = "invalid_parameter" if "bad expression" in str(exc) else None
-            raise CircuitError(f"the Quil program does not fit the IR: {exc}", code=code) from exc
+            raise CircuitError(f"the Quil program does not fit the IR: {exc}") from exc
+        # An expression pyQuil accepted can still break the IR's own limits (nesting
+        # depth): whether pyQuil's recursive parser or ours stops it first depends on the
+        # stack left, so both report it as invalid_parameter.
+        check_parameters(circuit)
+        return circuit
 
     # -- instructions ---------------------------------------------------------------------
 
