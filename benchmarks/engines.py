@@ -37,8 +37,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from qbus.engines.base import Engine, RunRequest
-from qbus.engines.base import loop_sweep
+from qbus.engines.base import Engine, RunRequest, loop_sweep
 from qbus.errors import QbusError
 from qbus.schemas.ir import Circuit, Op
 from qbus.schemas.pauli import Observable
