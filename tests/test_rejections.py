@@ -111,6 +111,15 @@ async def test_unreadable_payload_on_submit_is_rejected_not_crashing(bus: Bus, p
     )
     rejected = await wait_final(bus, "j9", timeout=30)
     assert isinstance(rejected, JobRejected) and rejected.code == "unknown_event_type"
+    # A `type` that is not even a string (unhashable): still an answer, not a crash.
+    await bus.js.publish(
+        bus.subjects.submit,
+        b'{"type": ["job.submitted"], "job_id": "j10", "event_id": 5}',
+        headers={"Nats-Msg-Id": "x3"},
+    )
+    odd = await wait_final(bus, "j10", timeout=30)
+    assert isinstance(odd, JobRejected) and odd.code == "unknown_event_type"
+    assert odd.causation_id == "x3"  # the event id was no string: the message id stands in
     (good,) = await run_jobs(bus, [job(QASM2_BELL)])
     assert isinstance(good, JobCompleted)
 

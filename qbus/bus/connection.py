@@ -131,10 +131,7 @@ class Bus:
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             reason = str(exc) or type(exc).__name__
-            raise BusUnreachableError(
-                f"cannot connect to NATS at {config.url}: {reason}; start one with "
-                "'qbus up' or pass --url (or set QBUS_URL)"
-            ) from exc
+            raise BusUnreachableError(f"cannot connect to NATS at {config.url}: {reason}") from exc
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)

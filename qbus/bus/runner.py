@@ -54,44 +54,37 @@ class Handler(Protocol):
     async def handle(self, event: Event) -> Sequence[Event]: ...
 
 
-class _JobIdOnly(msgspec.Struct):
-    job_id: str | None = None
-    event_id: str | None = None
+class _Envelope(msgspec.Struct):
+    """The envelope fields of a message that did not decode as an event, of any type."""
 
-
-_lenient = msgspec.json.Decoder(_JobIdOnly)
-
-
-class _TypeOnly(msgspec.Struct):
+    job_id: object = None
+    event_id: object = None
     type: object = None
 
 
-_type_only = msgspec.json.Decoder(_TypeOnly)
+_lenient = msgspec.json.Decoder(_Envelope)
 EVENT_TAGS = frozenset(tag_of(t) for t in EVENT_TYPES)
 
 
-def _tag_in(data: bytes) -> object:
-    """The ``type`` field of a JSON object that did not decode as an event (None: none)."""
+def _envelope(data: bytes) -> _Envelope:
+    """What can be read of an undecodable message's envelope (all None when nothing)."""
     try:
-        return _type_only.decode(data).type
+        return _lenient.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+        return _Envelope()
 
 
-def fallback_job_id(msg: Msg) -> tuple[str, str]:
+def fallback_job_id(msg: Msg, envelope: _Envelope | None = None) -> tuple[str, str]:
     """Best-effort (job id, event id) of a message that does not decode as an event.
 
     A rejection must still land on a subject the submitter can watch: use the job id in
     the JSON when it is usable, else the message id header, else the stream sequence.
     """
-    job_id = event_id = None
-    try:
-        partial = _lenient.decode(msg.data)
-        job_id, event_id = partial.job_id, partial.event_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
+    envelope = envelope or _envelope(msg.data)
+    job_id, event_id = envelope.job_id, envelope.event_id
     seq = msg.metadata.sequence.stream if msg.reply else 0
-    event_id = event_id or (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{seq}"
+    if not (isinstance(event_id, str) and event_id):
+        event_id = (msg.headers or {}).get("Nats-Msg-Id") or f"seq-{seq}"
     if not (isinstance(job_id, str) and is_valid_job_id(job_id)):
         job_id = f"invalid-{seq}"
     return job_id, event_id
@@ -407,10 +400,11 @@ class StageRunner:
 
     def _undecodable(self, msg: Msg, exc: Exception) -> list[Event]:
         text = str(exc)
-        job_id, event_id = fallback_job_id(msg)
+        envelope = _envelope(msg.data)  # read once: the job to answer and the event type
+        job_id, event_id = fallback_job_id(msg, envelope)
         if not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
             code, message = "invalid_json", f"message is not valid JSON: {text}"
-        elif _tag_in(msg.data) not in EVENT_TAGS:
+        elif not (isinstance(envelope.type, str) and envelope.type in EVENT_TAGS):
             code, message = "unknown_event_type", f"not a known qbus event: {text}"
         else:
             code, message = "invalid_schema", f"event does not match its schema: {text}"

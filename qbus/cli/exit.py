@@ -90,6 +90,10 @@ class QbusGroup(click.Group):
         except click.Abort:
             _error("interrupted")
             sys.exit(EXIT_CODES["interrupted"])
+        except BusUnreachableError as exc:
+            # The hint is the command line's: a library caller has no `qbus up` or --url.
+            _error(f"{exc}; start one with 'qbus up' or pass --url (or set QBUS_URL)")
+            sys.exit(exit_code_of(exc))
         except QbusError as exc:
             _error(str(exc))
             sys.exit(exit_code_of(exc))

@@ -14,6 +14,7 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.cli.context import config_of
+from qbus.cli.control import follow_progress, job_progress
 from qbus.cli.exit import EXIT_CODES, TimedOut
 from qbus.errors import QasmSyntaxError, QbusError
 from qbus.frontends.program import parse_program
@@ -400,8 +401,6 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
                 + (f", engine {state.engine}" if state.engine else "")
                 + ")"
             )
-            from qbus.cli.control import job_progress
-
             if (progress := await job_progress(bus, job_id)) is not None:
                 click.echo(f"  {progress}")  # a long job's chunks (docs/long-jobs.md)
             async for seq, subject, event in events_of(bus, job_id, timeout=1.0):
@@ -440,8 +439,6 @@ def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
         async with await Bus.connect(config.bus) as bus:
             background: list[asyncio.Task] = []
             if job_filter != "*" and not as_json:
-                from qbus.cli.control import follow_progress
-
                 background.append(asyncio.create_task(follow_progress(bus, job_filter)))
             sub = await bus.nc.subscribe(bus.subjects.result(job_filter))
             async for msg in sub.messages:

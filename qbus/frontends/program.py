@@ -48,10 +48,11 @@ def parse_program(
     if fmt == "auto" and looks_like_quil(source):
         detected = "quil"
     if detected == "json":
-        circuit, read_as = decode_circuit(source), "json"
-    elif detected == "quil":
-        circuit, read_as = parse_quil(source, max_ops=max_ops), "quil"
-    else:
-        circuit, read_as = parse_qasm(source, max_bytes=max_bytes, max_ops=max_ops)
-    check_parameters(circuit)
-    return circuit, read_as
+        # The text parsers resolve every name as they read it (QASM) or check it (Quil);
+        # JSON IR is only decoded, so its parameter names are checked here.
+        circuit = decode_circuit(source)
+        check_parameters(circuit)
+        return circuit, "json"
+    if detected == "quil":
+        return parse_quil(source, max_ops=max_ops), "quil"
+    return parse_qasm(source, max_bytes=max_bytes, max_ops=max_ops)
