@@ -47,6 +47,7 @@ def test_deploy_status_and_request_from_the_command_line(anvil: AnvilNode, tmp_p
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["owner"] == account_from_key(anvil.dev_keys[0]).address
+    assert status["pending_owner"] is None
     assert (status["requests"], status["batches"], status["batch"]) == (1, 0, None)
     # No key: a clear error naming the variable, not a traceback.
     out = qbus(
@@ -55,6 +56,41 @@ def test_deploy_status_and_request_from_the_command_line(anvil: AnvilNode, tmp_p
         env={"QBUS_CHAIN_RPC_URL": anvil.url, "QBUS_SECRET_CHAIN_VERIFIER_KEY": ""},
     )
     assert out.returncode != 0 and "Traceback" not in out.stderr
+
+
+def test_ownership_handover_from_the_command_line(anvil: AnvilNode):
+    owner, new, other = (account_from_key(k).address for k in anvil.dev_keys[:3])
+    env = {"QBUS_CHAIN_RPC_URL": anvil.url, "QBUS_SECRET_CHAIN_VERIFIER_KEY": anvil.dev_keys[0]}
+    out = qbus("chain", "deploy", env=env)
+    assert out.returncode == 0, out.stderr
+    env["QBUS_CHAIN_CONTRACT"] = out.stdout.strip()
+    env["QBUS_SECRET_CHAIN_NEW_OWNER_KEY"] = anvil.dev_keys[1]
+    env["QBUS_SECRET_CHAIN_OTHER_KEY"] = anvil.dev_keys[2]
+
+    out = qbus("chain", "transfer-ownership", new, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["owner"] == owner
+    assert json.loads(out.stdout)["pending_owner"] == new
+    status = json.loads(qbus("chain", "status", env=env).stdout)
+    assert (status["owner"], status["pending_owner"]) == (owner, new)
+
+    # A key that is not the pending owner's: a sentence naming the account, exit code 1.
+    out = qbus("chain", "accept-ownership", "--key-secret", "chain/other_key", env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{other} is not the pending owner" in out.stderr
+
+    out = qbus("chain", "accept-ownership", "--key-secret", "chain/new_owner_key", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) | {"tx_hash": None} == {
+        "owner": new,
+        "pending_owner": None,
+        "tx_hash": None,
+    }
+    # The old owner (the default key) is now refused.
+    out = qbus("chain", "transfer-ownership", "--cancel", env=env)
+    assert out.returncode == 1 and f"{owner} is not the contract's owner" in out.stderr
+    out = qbus("chain", "transfer-ownership", env=env)
+    assert out.returncode == 2 and "give either NEW_OWNER or --cancel" in out.stderr
 
 
 def test_up_with_anvil_anchors_results_and_ctrl_c_stops_the_node(tmp_path: Path):

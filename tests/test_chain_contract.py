@@ -14,6 +14,7 @@ from qbus.verifier.anvil import AnvilNode
 from qbus.verifier.chain import (
     ARTIFACT,
     AnchorContract,
+    ChainError,
     ChainRevert,
     account_from_key,
     fund_dev_account,
@@ -34,8 +35,9 @@ def test_committed_artifact_is_what_the_pinned_solc_compiles():
     node = shutil.which("node")
     if node is None:
         pytest.fail("Node.js is not installed: run `bash scripts/setup.sh`")
-    if not (ROOT / "tools/chain/node_modules/solc").is_dir():
-        pytest.fail("solc-js is missing: run `npm ci --prefix tools/chain` (scripts/setup.sh)")
+    for package in ("solc", "@openzeppelin/contracts"):
+        if not (ROOT / "tools/chain/node_modules" / package).is_dir():
+            pytest.fail(f"{package} is missing: run `npm ci --prefix tools/chain` (setup.sh)")
     out = subprocess.run(
         [node, str(ROOT / "qbus/verifier/contracts/compile.mjs")],
         capture_output=True,
@@ -56,7 +58,9 @@ async def test_only_the_verifier_role_anchors(anvil: AnvilNode, anchor_contract:
     # Only the owner manages the role.
     with pytest.raises(ChainRevert) as refused:
         await as_stranger.set_verifier(stranger.address, True)
-    assert refused.value.reason == "NotOwner"
+    assert refused.value.reason == "OwnableUnauthorizedAccount"
+    assert refused.value.error_args == (stranger.address,)
+    assert "is not the contract's owner" in str(refused.value)
     await anchor_contract.set_verifier(stranger.address, True)
     batch = await as_stranger.anchor(tree.root, 5)
     assert (batch.batch_id, batch.root, batch.count) == (1, tree.root, 5)
@@ -64,6 +68,72 @@ async def test_only_the_verifier_role_anchors(anvil: AnvilNode, anchor_contract:
     other = build_tree([leaf_hash(result_hash(9))])
     with pytest.raises(ChainRevert, match="NotVerifier"):
         await as_stranger.anchor(other.root, 1)
+
+
+async def test_ownership_moves_in_two_steps(anvil: AnvilNode, anchor_contract: AnchorContract):
+    old = anchor_contract  # the deployer: owner and verifier
+    new = anchor_contract.as_account(account_from_key(anvil.dev_keys[1]))
+    stranger = anchor_contract.as_account(account_from_key(anvil.dev_keys[2]))
+    old_address, new_address = old.account.address, new.account.address
+    assert (await old.owner(), await old.pending_owner()) == (old_address, None)
+
+    await old.transfer_ownership(new_address)
+    # Pending: nothing has moved yet, the old owner keeps its rights.
+    assert (await old.owner(), await old.pending_owner()) == (old_address, new_address)
+    with pytest.raises(ChainRevert) as refused:
+        await new.set_verifier(new_address, True)
+    assert refused.value.reason == "OwnableUnauthorizedAccount"
+    await old.set_verifier(stranger.account.address, True)
+    assert await old.is_verifier(stranger.account.address)
+
+    # Only the pending owner can accept.
+    with pytest.raises(ChainRevert, match="is not the pending owner") as refused:
+        await stranger.accept_ownership()
+    assert refused.value.error_args == (stranger.account.address,)
+    assert await old.owner() == old_address
+
+    await new.accept_ownership()
+    assert (await old.owner(), await old.pending_owner()) == (new_address, None)
+    # The old owner has lost every owner-only call; the new one has them.
+    for call in (
+        old.set_verifier(stranger.account.address, False),
+        old.transfer_ownership(old_address),
+        old.cancel_ownership_transfer(),
+    ):
+        with pytest.raises(ChainRevert, match="is not the contract's owner") as refused:
+            await call
+        assert refused.value.error_args == (old_address,)
+    with pytest.raises(ChainRevert, match="is not the pending owner"):
+        await old.accept_ownership()
+    await new.set_verifier(stranger.account.address, False)
+    assert not await new.is_verifier(stranger.account.address)
+    assert await old.is_verifier(old_address)  # the verifier role is separate from ownership
+
+
+async def test_ownership_transfer_can_be_called_off_and_not_renounced(
+    anvil: AnvilNode, anchor_contract: AnchorContract
+):
+    owner = anchor_contract
+    other = anchor_contract.as_account(account_from_key(anvil.dev_keys[1]))
+    await owner.transfer_ownership(other.account.address)
+    with pytest.raises(ChainRevert, match="is not the contract's owner"):
+        await other.cancel_ownership_transfer()
+    await owner.cancel_ownership_transfer()
+    assert await owner.pending_owner() is None
+    with pytest.raises(ChainRevert, match="is not the pending owner"):
+        await other.accept_ownership()
+    assert await owner.owner() == owner.account.address
+    # The zero address would read as "cancel" on chain: refused before anything is sent.
+    with pytest.raises(ChainError, match="zero address"):
+        await owner.transfer_ownership("0x" + "00" * 20)
+    with pytest.raises(ChainError, match="not an Ethereum address"):
+        await owner.transfer_ownership("0x1234")
+    # Renouncing would leave the verifier role unmanageable: refused, even to the owner.
+    renounce = owner.contract.functions.renounceOwnership()
+    with pytest.raises(ChainRevert, match="cannot be renounced") as refused:
+        await owner._transact(renounce, "renounce_ownership")
+    assert refused.value.reason == "RenounceDisabled"
+    assert await owner.owner() == owner.account.address
 
 
 async def test_anchor_is_once_per_root_and_batches_count_up(anchor_contract: AnchorContract):
@@ -170,3 +240,12 @@ async def test_the_in_process_chain_runs_the_same_contract():
     with pytest.raises(ChainRevert) as refused:
         await stranger.anchor(b"\x05" * 32, 1)
     assert refused.value.reason == "NotVerifier"
+    assert refused.value.error_args == (stranger.account.address,)
+    # Two-step ownership behaves the same on py-evm.
+    await contract.transfer_ownership(stranger.account.address)
+    assert await contract.owner() == account.address
+    await stranger.accept_ownership()
+    assert (await contract.owner(), await contract.pending_owner()) == (
+        stranger.account.address,
+        None,
+    )

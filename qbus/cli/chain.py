@@ -1,4 +1,4 @@
-"""``qbus chain …``: deploy the anchor contract, follow run requests, look at the chain.
+"""``qbus chain …``: deploy the anchor contract, hand over its ownership, follow requests.
 
 The verifier's key comes from the secrets provider (``[chain] key_secret``; with the env
 provider ``QBUS_SECRET_CHAIN_VERIFIER_KEY``). See docs/chain.md.
@@ -11,12 +11,31 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
+import msgspec
+from nats.js import api as js_api
 
 from qbus.bus.config import Config
+from qbus.bus.connection import Bus
 from qbus.cli.context import config_of
+from qbus.observability.metrics import serve
+from qbus.producers.chain_listener import ChainListener
+from qbus.schemas.events import ResultAnchored, decode
+from qbus.secrets import SecretError, provider_from_config
+from qbus.verifier.anvil import AnvilNode
+from qbus.verifier.chain import (
+    AnchorContract,
+    account_from_key,
+    close_connections,
+    open_contract,
+    read_batch,
+    verifier_account,
+)
+from qbus.verifier.merkle import leaf_hash, verify_proof
 
 
 @click.group()
@@ -33,8 +52,6 @@ def chain() -> None:
 @click.pass_context
 def deploy(ctx: click.Context, verifier: str | None) -> None:
     """Deploy QbusAnchor with the verifier key and print its address."""
-    from qbus.verifier.chain import AnchorContract, close_connections, verifier_account
-
     config = config_of(ctx)
 
     async def go() -> str:
@@ -56,8 +73,6 @@ def listen(ctx: click.Context, metrics_port: int | None) -> None:
     logging.getLogger().setLevel(logging.INFO)
     config = config_of(ctx)
     if metrics_port is not None:
-        from qbus.observability.metrics import serve
-
         try:
             serve(metrics_port, config.observability.metrics_addr)
         except OSError as exc:
@@ -68,10 +83,6 @@ def listen(ctx: click.Context, metrics_port: int | None) -> None:
 
 
 async def _listen(config: Config) -> None:
-    from qbus.bus.connection import Bus
-    from qbus.producers.chain_listener import ChainListener
-    from qbus.verifier.chain import close_connections, open_contract
-
     bus = await Bus.connect(config.bus, name="qbus-chain-listener")
     try:
         await bus.provision()
@@ -93,13 +104,12 @@ async def _listen(config: Config) -> None:
 @click.option("--batch", "batch_id", type=int, default=None, help="Show this batch.")
 @click.pass_context
 def status(ctx: click.Context, contract: str | None, batch_id: int | None) -> None:
-    """Print the contract's batch and request counts (or one batch) as JSON."""
-    from qbus.verifier.chain import AnchorContract, close_connections
+    """Print the contract's owner, batch and request counts (or one batch) as JSON.
 
+    ``pending_owner`` is the account a started ownership transfer waits on (null: none).
+    """
     config = config_of(ctx)
-    address = contract or config.chain.contract
-    if not address:
-        raise click.ClickException("no contract: pass --contract or set [chain] contract")
+    address = _contract_address(config, contract)
 
     async def go() -> dict:
         try:
@@ -108,7 +118,8 @@ def status(ctx: click.Context, contract: str | None, batch_id: int | None) -> No
             out: dict = {
                 "chain_id": handle.chain_id,
                 "contract": handle.address,
-                "owner": await fns.owner().call(),
+                "owner": await handle.owner(),
+                "pending_owner": await handle.pending_owner(),
                 "batches": await fns.batchCount().call(),
                 "requests": await fns.requestCount().call(),
             }
@@ -141,9 +152,6 @@ def status(ctx: click.Context, contract: str | None, batch_id: int | None) -> No
 @click.pass_context
 def request(ctx: click.Context, path: str, shots: int, key_secret: str) -> None:
     """Call requestRun with the OpenQASM program in PATH (as a user's contract call would)."""
-    from qbus.secrets import provider_from_config
-    from qbus.verifier.chain import AnchorContract, account_from_key, close_connections
-
     config = config_of(ctx)
     if not config.chain.contract:
         raise click.ClickException("no contract: set [chain] contract or QBUS_CHAIN_CONTRACT")
@@ -159,6 +167,93 @@ def request(ctx: click.Context, path: str, shots: int, key_secret: str) -> None:
 
     request_id, tx_hash = asyncio.run(go())
     click.echo(json.dumps({"request_id": request_id, "tx_hash": tx_hash}))
+
+
+_CONTRACT_OPTION = click.option(
+    "--contract", default=None, help="Contract address (default: [chain] contract)."
+)
+_KEY_SECRET_OPTION = click.option(
+    "--key-secret",
+    default=None,
+    help="Secret holding the signing account's private key (default: [chain] key_secret).",
+)
+
+
+@chain.command("transfer-ownership")
+@click.argument("new_owner", required=False)
+@click.option("--cancel", is_flag=True, help="Call off the pending transfer instead.")
+@_CONTRACT_OPTION
+@_KEY_SECRET_OPTION
+@click.pass_context
+def transfer_ownership(
+    ctx: click.Context,
+    new_owner: str | None,
+    cancel: bool,
+    contract: str | None,
+    key_secret: str | None,
+) -> None:
+    """Step 1 of 2, signed by the owner: name NEW_OWNER as the pending owner.
+
+    The owner keeps every right until NEW_OWNER runs `qbus chain accept-ownership`.
+    """
+    if cancel == (new_owner is not None):
+        raise click.UsageError("give either NEW_OWNER or --cancel")
+    config = config_of(ctx)
+    address = _contract_address(config, contract)
+    account = _signing_account(config, key_secret)
+
+    async def go(handle: AnchorContract) -> str:
+        if new_owner is None:
+            return (await handle.cancel_ownership_transfer()).tx_hash
+        return (await handle.transfer_ownership(new_owner)).tx_hash
+
+    click.echo(json.dumps(asyncio.run(_ownership_call(config, address, account, go))))
+
+
+@chain.command("accept-ownership")
+@_CONTRACT_OPTION
+@_KEY_SECRET_OPTION
+@click.pass_context
+def accept_ownership(ctx: click.Context, contract: str | None, key_secret: str | None) -> None:
+    """Step 2 of 2, signed by the pending owner: become the contract's owner."""
+    config = config_of(ctx)
+    address = _contract_address(config, contract)
+    account = _signing_account(config, key_secret)
+
+    async def go(handle: AnchorContract) -> str:
+        return (await handle.accept_ownership()).tx_hash
+
+    click.echo(json.dumps(asyncio.run(_ownership_call(config, address, account, go))))
+
+
+def _contract_address(config: Config, contract: str | None) -> str:
+    address = contract or config.chain.contract
+    if not address:
+        raise click.ClickException("no contract: pass --contract or set [chain] contract")
+    return address
+
+
+def _signing_account(config: Config, key_secret: str | None) -> Any:
+    return account_from_key(provider_from_config(config).get(key_secret or config.chain.key_secret))
+
+
+async def _ownership_call(
+    config: Config,
+    address: str,
+    account: Any,
+    send: Callable[[AnchorContract], Awaitable[str]],
+) -> dict[str, str | None]:
+    """Send one ownership transaction; the owner and pending owner after it, as JSON."""
+    try:
+        handle = await AnchorContract.connect(config.chain, address, account)
+        tx_hash = await send(handle)
+        return {
+            "owner": await handle.owner(),
+            "pending_owner": await handle.pending_owner(),
+            "tx_hash": tx_hash,
+        }
+    finally:
+        await close_connections()
 
 
 class ChainUp:
@@ -178,16 +273,10 @@ def chain_for_up(chain_opt: str | None, config: Config, state_dir: Path):
     With anvil and no verifier key configured, anvil's first development account signs
     (handed to the stages through ``QBUS_SECRET_CHAIN_VERIFIER_KEY``).
     """
-    import msgspec
-
     up = ChainUp()
     if not chain_opt:
         yield up
         return
-    from qbus.secrets import SecretError, provider_from_config
-    from qbus.verifier.anvil import AnvilNode
-    from qbus.verifier.chain import AnchorContract, account_from_key, close_connections
-
     node = None
     try:
         if chain_opt == "anvil":
@@ -238,13 +327,6 @@ async def anchored_report(config: Config, job_id: str, timeout: float = 30.0) ->
 
     Returns (ok, lines to print): for ``qbus demo --chain``.
     """
-    from nats.js import api as js_api
-
-    from qbus.bus.connection import Bus
-    from qbus.schemas.events import ResultAnchored, decode
-    from qbus.verifier.chain import close_connections, read_batch
-    from qbus.verifier.merkle import leaf_hash, verify_proof
-
     async with await Bus.connect(config.bus, name="qbus-demo-anchor") as bus:
         sub = await bus.js.subscribe(
             bus.subjects.anchored(job_id),

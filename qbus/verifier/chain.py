@@ -69,15 +69,19 @@ class ChainRevert(ChainError):
     """The contract refused a call.
 
     Attributes:
-        reason: The contract's custom error name (``NotVerifier``, ``AlreadyFulfilled`` …),
-            or the revert data when it is not one of the contract's errors.
+        reason: The contract's custom error name (``NotVerifier``, ``AlreadyFulfilled``,
+            OpenZeppelin's ``OwnableUnauthorizedAccount`` …), or the revert data when it
+            is not one of the contract's errors.
+        error_args: The error's arguments, decoded (addresses checksummed); empty when
+            the data could not be decoded.
     """
 
     code = "chain_revert"
 
-    def __init__(self, message: str, *, reason: str):
+    def __init__(self, message: str, *, reason: str, error_args: tuple[Any, ...] = ()):
         super().__init__(message)
         self.reason = reason
+        self.error_args = error_args
 
 
 @cache
@@ -411,6 +415,54 @@ class AnchorContract:
             batch_id, to_bytes32(result_hash), proof, index
         ).call()
 
+    # -- ownership (OpenZeppelin Ownable2Step) ---------------------------------------
+
+    async def owner(self) -> str:
+        """The owner: the account that manages the verifier role."""
+        return await self.contract.functions.owner().call()
+
+    async def pending_owner(self) -> str | None:
+        """The account a transfer waits on to accept (None: no transfer under way)."""
+        pending = await self.contract.functions.pendingOwner().call()
+        return None if int(pending, 16) == 0 else pending
+
+    async def transfer_ownership(self, new_owner: str) -> TxResult:
+        """Step 1 (owner only): name ``new_owner`` as the pending owner.
+
+        The signing account stays the owner, with all its rights, until ``new_owner``
+        calls ``accept_ownership``; naming another account replaces the pending one.
+
+        Raises:
+            ChainError: ``new_owner`` is not an address, or is the zero address (use
+                ``cancel_ownership_transfer``).
+            ChainRevert: The signing account is not the owner
+                (``OwnableUnauthorizedAccount``).
+        """
+        address = self._checksum(new_owner)
+        if int(address, 16) == 0:
+            raise ChainError(
+                "the new owner cannot be the zero address "
+                "(to call off a transfer, cancel it instead)"
+            )
+        return await self._transact(
+            self.contract.functions.transferOwnership(address), "transfer_ownership"
+        )
+
+    async def cancel_ownership_transfer(self) -> TxResult:
+        """Owner only: call off a pending transfer (the pending owner becomes zero)."""
+        return await self._transact(
+            self.contract.functions.transferOwnership(ZERO_ADDRESS), "cancel_ownership_transfer"
+        )
+
+    async def accept_ownership(self) -> TxResult:
+        """Step 2: the pending owner, signing, becomes the owner.
+
+        Raises:
+            ChainRevert: The signing account is not the pending owner
+                (``OwnableUnauthorizedAccount``).
+        """
+        return await self._transact(self.contract.functions.acceptOwnership(), "accept_ownership")
+
     # -- roles ----------------------------------------------------------------------
 
     async def set_verifier(self, account: str, enabled: bool) -> TxResult:
@@ -545,10 +597,33 @@ class AnchorContract:
 
     def _as_chain_error(self, exc: Exception, method: str) -> ChainError:
         data = _revert_data(exc)
-        if data is not None:
-            name = self._errors.get(data[:4].hex(), data.hex() or "revert")
+        if data is None:
+            return ChainError(f"{method} failed on {self.rpc_url}: {type(exc).__name__}: {exc}")
+        known = self._errors.get(data[:4].hex())
+        if known is None:
+            name = data.hex() or "revert"
             return ChainRevert(f"contract refused {method}: {name}", reason=name)
-        return ChainError(f"{method} failed on {self.rpc_url}: {type(exc).__name__}: {exc}")
+        name, types = known
+        args = self._decode_error_args(types, data[4:])
+        explained = _explain_revert(name, args, method)
+        message = f"contract refused {method}: {name}" + (f": {explained}" if explained else "")
+        return ChainRevert(message, reason=name, error_args=args)
+
+    def _decode_error_args(self, types: list[str], data: bytes) -> tuple[Any, ...]:
+        try:
+            values = self.w3.codec.decode(types, data)
+        except Exception:  # malformed revert data: the name alone still says what failed
+            return ()
+        return tuple(
+            self.w3.to_checksum_address(v) if t == "address" else v
+            for t, v in zip(types, values, strict=True)
+        )
+
+    def _checksum(self, address: str) -> str:
+        try:
+            return self.w3.to_checksum_address(address)
+        except (TypeError, ValueError):
+            raise ChainError(f"not an Ethereum address: {address!r}") from None
 
     async def mine(self, blocks: int = 1) -> None:
         """Mine empty blocks (anvil and the in-process chain only): for confirmations."""
@@ -586,15 +661,40 @@ async def _chain_id(w3: Any, rpc_url: str) -> int:
         raise ChainError(f"cannot reach the chain at {rpc_url}: {exc}") from exc
 
 
-def _error_selectors(abi: list[dict]) -> dict[str, str]:
+def _error_selectors(abi: list[dict]) -> dict[str, tuple[str, list[str]]]:
+    """Selector (4 bytes, hex) → the custom error's name and argument types."""
     from eth_utils import keccak
 
     out = {}
     for item in abi:
         if item.get("type") == "error":
-            signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-            out[keccak(text=signature)[:4].hex()] = item["name"]
+            types = [i["type"] for i in item["inputs"]]
+            signature = f"{item['name']}({','.join(types)})"
+            out[keccak(text=signature)[:4].hex()] = (item["name"], types)
     return out
+
+
+def _explain_revert(name: str, args: tuple[Any, ...], method: str) -> str:
+    """What a custom error means for the person who sent ``method`` ("": its name says it).
+
+    OpenZeppelin's Ownable errors are generic: ``OwnableUnauthorizedAccount`` is both
+    "not the owner" and, from ``acceptOwnership``, "not the pending owner".
+    """
+    who = args[0] if args else "the signing account"
+    if name == "OwnableUnauthorizedAccount":
+        if method == "accept_ownership":
+            return (
+                f"{who} is not the pending owner; only the account the owner named with "
+                "transferOwnership can accept (see pending_owner in `qbus chain status`)"
+            )
+        return f"{who} is not the contract's owner; {method} needs the owner's key"
+    if name == "OwnableInvalidOwner":
+        return f"{who} cannot own the contract"
+    if name == "NotVerifier":
+        return f"{who} does not have the verifier role"
+    if name == "RenounceDisabled":
+        return "ownership cannot be renounced: nobody could manage the verifier role after"
+    return ""
 
 
 def _revert_data(exc: BaseException) -> bytes | None:

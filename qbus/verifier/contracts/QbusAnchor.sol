@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+
 /// @title QbusAnchor: Merkle roots of verified quantum results, and run requests.
 /// @notice (a) The verifier role anchors the Merkle root of a batch of result hashes.
 ///         (b) Anyone requests a run: an OpenQASM program, or its keccak256 and a URI.
@@ -9,7 +12,10 @@ pragma solidity 0.8.30;
 ///         The Merkle convention is qbus/verifier/merkle.py's (docs/chain.md):
 ///         leaf = keccak256(0x00 ++ sha256 digest), node = keccak256(0x01 ++ left ++ right),
 ///         children in index order, a lone last node paired with itself.
-contract QbusAnchor {
+///         Ownership (role management) moves in two steps, OpenZeppelin's Ownable2Step:
+///         the owner names a pending owner, who must accept with its own key, so a
+///         mistyped address cannot take the contract out of reach.
+contract QbusAnchor is Ownable2Step {
     struct Batch {
         bytes32 root;
         uint64 count;
@@ -29,7 +35,6 @@ contract QbusAnchor {
         string uri;
     }
 
-    address public owner;
     mapping(address => bool) public isVerifier;
 
     /// Batch ids start at 1; batchCount is the newest.
@@ -42,7 +47,6 @@ contract QbusAnchor {
     uint256 public requestCount;
     mapping(uint256 => Request) private _requests;
 
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
     event VerifierSet(address indexed account, bool enabled);
     event Anchored(uint256 indexed batchId, bytes32 indexed root, uint64 count);
     event RunRequested(
@@ -55,7 +59,6 @@ contract QbusAnchor {
     );
     event RunFulfilled(uint256 indexed requestId, bytes32 resultHash, bytes32 anchorRoot);
 
-    error NotOwner(address account);
     error NotVerifier(address account);
     error EmptyBatch();
     error ZeroRoot();
@@ -67,11 +70,7 @@ contract QbusAnchor {
     error AlreadyFulfilled(uint256 requestId);
     error UnknownRoot(bytes32 root);
     error ZeroAddress();
-
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
-        _;
-    }
+    error RenounceDisabled();
 
     modifier onlyVerifier() {
         if (!isVerifier[msg.sender]) revert NotVerifier(msg.sender);
@@ -79,19 +78,17 @@ contract QbusAnchor {
     }
 
     /// @param verifier An account given the verifier role at once (address(0): none).
-    constructor(address verifier) {
-        owner = msg.sender;
-        emit OwnershipTransferred(address(0), msg.sender);
+    constructor(address verifier) Ownable(msg.sender) {
         if (verifier != address(0)) {
             isVerifier[verifier] = true;
             emit VerifierSet(verifier, true);
         }
     }
 
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
+    /// Always refused: without an owner nobody could grant or revoke the verifier role
+    /// again (no key rotation), so the contract would be stuck with today's verifiers.
+    function renounceOwnership() public pure override {
+        revert RenounceDisabled();
     }
 
     /// Grant (enabled) or revoke the verifier role.
