@@ -123,6 +123,7 @@ def sample_events() -> list[Event]:
             seed=7,
             verification=Verification(verdict="pass", test="chi2", statistic=0.16, p_value=0.69),
             result_hash=HASH,
+            hash_version=2,
             counts={"00": 52, "11": 48},
             **ENV,
         ),

@@ -39,7 +39,7 @@ from qbus.schemas.events import (
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 from qbus.verifier.crosscheck import CrossChecker
-from qbus.verifier.hashing import event_result_hash
+from qbus.verifier.hashing import HASH_VERSION, event_result_hash
 from qbus.verifier.open_systems import verify_dynamics, verify_noisy
 from qbus.verifier.statistics import check_counts, check_statevector
 from qbus.verifier.sweep import verify_sweep
@@ -211,7 +211,8 @@ class VerifyHandler:
             seed=event.seed,
             verification=verification,
             # One mapping of event fields onto the hash, shared with `qbus audit verify`.
-            result_hash=event_result_hash(event),
+            result_hash=event_result_hash(event, HASH_VERSION),
+            hash_version=HASH_VERSION,
             counts=event.counts,
             expectations=event.expectations,
             statevector=event.statevector,

@@ -375,6 +375,10 @@ class JobCompleted(Event, tag="job.completed"):
 
     ``chunk_engines`` is set for a job that ran in chunks (docs/long-jobs.md): chunk
     index (as a string) → the engine whose result was used for it.
+
+    ``result_hash`` (``sha256:<hex>``) is recomputable from this event alone with hash
+    version ``hash_version`` (docs/protocol.md): 2 hashes RFC 8785 canonical JSON; 1,
+    the default, is the legacy encoding of events written before the field existed.
     """
 
     engine: str
@@ -385,6 +389,8 @@ class JobCompleted(Event, tag="job.completed"):
     seed: int
     verification: Verification
     result_hash: str
+    # Absent in events written before version 2: those decode as version 1 hashes.
+    hash_version: int = 1
     counts: dict[str, int] | None = None
     statevector: list[float] | None = None
     statevector_ref: str | None = None

@@ -13,7 +13,8 @@ What it checks (docs/audit.md has the list with the codes):
   type and job belong on, and (for stage outputs) answers an event that is in the log;
 * every circuit hashes to its ``circuit_hash``; every ExecutionCompleted matches the
   ExecutionRequested it answers (engine, circuit, options);
-* every JobCompleted's result hash is re-derived twice: from its own fields and from the
+* every JobCompleted's result hash is re-derived twice, with the hash version it records
+  (``hash_version``; a log may hold both): from its own fields and from the
   ExecutionCompleted it answers (IR hash, engine and version, method, shots, seed,
   counts/state vector/expectations); a difference names the field;
 * a cached JobCompleted (``cached_from``) must carry the result of the original job's
@@ -49,7 +50,7 @@ from qbus.schemas.events import (
     decode,
 )
 from qbus.schemas.ir import circuit_hash
-from qbus.verifier.hashing import event_result_hash, statevector_digest
+from qbus.verifier.hashing import HASH_VERSIONS, event_result_hash, statevector_digest
 
 # Events a person or program may publish without answering anything in the log.
 _UNCAUSED = (JobSubmitted,)
@@ -124,6 +125,9 @@ class _Seen:
     job_id: str
     result_hash: str | None = None
     fields: dict[str, object] | None = None
+    # An engine's result until a JobCompleted answers it: hashed then, with the hash
+    # version that JobCompleted records (a log may hold version 1 and 2 hashes).
+    result: ExecutionCompleted | None = None
     request: tuple[str, str, bytes, int] | None = None
     circuit: str | None = None
 
@@ -231,7 +235,7 @@ class LogChecker:
             case ExecutionCompleted():
                 self._check_circuit(event, where)
                 self._check_against_request(event, where)
-                where.result_hash = event_result_hash(event)
+                where.result = event
                 where.fields = result_fields(event)
                 if event.chunk is not None and event.job_id not in self._completed:
                     # A stale chunk's result after the final event is never used: not kept.
@@ -387,6 +391,14 @@ class LogChecker:
 
     def _check_result(self, event: JobCompleted, where: _Seen) -> None:
         self.results_checked += 1
+        if event.hash_version not in HASH_VERSIONS:
+            self._problem(
+                "result_hash",
+                f"its result hash is of version {event.hash_version}, which this qbus "
+                f"cannot recompute (it knows versions {', '.join(map(str, HASH_VERSIONS))})",
+                where,
+            )
+            return
         own = event_result_hash(event)
         if own != event.result_hash:
             self._problem(
@@ -406,7 +418,7 @@ class LogChecker:
         # cached: docs/routing.md).
         self._final_fields[event.job_id] = mine
         cause = self._ids.get(event.causation_id or "")
-        if cause is None or cause.fields is None:
+        if cause is None or cause.fields is None or cause.result is None:
             if cause is not None and cause.type != "execution.completed":
                 self._problem(
                     "missing_cause",
@@ -420,6 +432,7 @@ class LogChecker:
             for name in mine
             if mine[name] != cause.fields.get(name)
         ]
+        cause.result_hash = event_result_hash(cause.result, event.hash_version)
         if diffs or cause.result_hash != event.result_hash:
             detail = "; ".join(diffs) if diffs else "the hashed fields"
             self._problem(
@@ -433,7 +446,7 @@ class LogChecker:
             )
         # A result is answered once (the final event is first-only): its fields, which
         # may hold many counts, are not needed any more.
-        cause.fields = None
+        cause.fields = cause.result = None
 
     def _check_cached(self, event: JobCompleted, where: _Seen) -> None:
         """A cached result is the original job's result, answering this job's circuit."""
@@ -490,7 +503,7 @@ class LogChecker:
 
         results = self._chunks.pop(event.job_id, [])
         for seen, _ in results:
-            seen.fields = None  # answered here; the points are in ``results``
+            seen.fields = seen.result = None  # answered here; the points are in ``results``
         cause = self._ids.get(event.causation_id or "")
         last = next((e for s, e in results if s is cause), None)
         if last is None or last.chunks is None:
@@ -523,7 +536,7 @@ class LogChecker:
         engines = {str(k): parts[k].engine for k in range(len(parts))}
         if event.chunk_engines != engines:
             diffs.append(describe_difference("chunk_engines", event.chunk_engines, engines))
-        derived = event_result_hash(whole)
+        derived = event_result_hash(whole, event.hash_version)
         if not diffs and derived == event.result_hash:
             return
         # Name the first chunk whose points the published result does not carry.

@@ -41,7 +41,7 @@ from qbus.schemas.events import (
 )
 from qbus.verifier.audit_checks import describe_difference, result_fields, winning_chunks
 from qbus.verifier.crosscheck import Agreement, compare_counts, compare_statevectors
-from qbus.verifier.hashing import event_result_hash
+from qbus.verifier.hashing import HASH_VERSION, HASH_VERSIONS, event_result_hash
 
 
 class ReplayReport(msgspec.Struct, kw_only=True):
@@ -126,6 +126,17 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
     final = next(
         ((s, e) for s, e in reversed(seen) if isinstance(e, (JobCompleted, JobFailed))), None
     )
+    # Every hash is compared at the version the job published (a log may hold both).
+    version = final[1].hash_version if final and isinstance(final[1], JobCompleted) else None
+    if version is not None and version not in HASH_VERSIONS:
+        return ReplayReport(
+            job_id=job_id,
+            status="not_replayable",
+            final_seq=final[0] if final else None,
+            published_hash=final[1].result_hash if final else None,
+            detail=f"its result hash is of version {version}, which this qbus cannot recompute",
+        )
+    version = version or HASH_VERSION
     if final is not None and isinstance(final[1], JobCompleted) and final[1].cached:
         return await _replay_cached(bus, job_id, (final[0], final[1]), config)
     if final is not None and isinstance(final[1], JobCompleted) and final[1].chunk_engines:
@@ -151,7 +162,7 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         recorded_version=rec.engine_version,
         recorded_seq=rec_seq,
         final_seq=final[0] if final else None,
-        recorded_hash=event_result_hash(rec),
+        recorded_hash=event_result_hash(rec, version),
     )
     if final is not None and isinstance(final[1], JobCompleted):
         report.published_hash = final[1].result_hash
@@ -179,7 +190,7 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
     # The recorded seed is what the engine reported; restore the recorded options so
     # the inline override is not counted as a difference.
     replayed = msgspec.structs.replace(replayed, options=rec.options)
-    report.replay_hash = event_result_hash(replayed)
+    report.replay_hash = event_result_hash(replayed, version)
     report.differences = await _differences(bus, handler.blobs, rec, replayed)
     same_version = report.replay_version == report.recorded_version
     if not same_version:
@@ -343,7 +354,7 @@ async def _replay_chunked(
     generation = max(e.generation for _, e in results)
     recorded = [winners[k][1] for k in range(last.chunks)]
     report.recorded_hash = event_result_hash(
-        join_chunks(last, [chunk_result(r) for r in recorded], generation)
+        join_chunks(last, [chunk_result(r) for r in recorded], generation), published.hash_version
     )
     handlers: dict[str, ExecuteHandler] = {}
     parts = []
@@ -393,7 +404,7 @@ async def _replay_chunked(
             handler.close()
     whole = join_chunks(last, parts, generation)
     report.replay_version = whole.engine_version
-    report.replay_hash = event_result_hash(whole)
+    report.replay_hash = event_result_hash(whole, published.hash_version)
     if published.result_hash != report.recorded_hash:
         report.differences.append(
             f"published result hash ({published.result_hash[:23]}… vs the joined recorded "
