@@ -27,6 +27,7 @@ from qbus.schemas.asyncapi import (
     schema_files,
     write_schema_files,
 )
+from qbus.schemas.enums import FORMATS, METHODS, PRIORITIES
 from qbus.schemas.events import EVENT_TYPES, tag_of
 from qbus.schemas.schema_text import normalize_descriptions
 
@@ -78,6 +79,25 @@ def test_golden_events_validate_against_the_committed_schema(tag: str):
     schema = json.loads((SCHEMAS / f"{tag}.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads((GOLDEN / f"{tag}.json").read_text()), schema)
+
+
+def test_closed_value_sets_are_enums_in_the_committed_schema():
+    schema = json.loads((SCHEMAS / "job.submitted.json").read_text())
+    fields, defs = schema["properties"], schema["$defs"]
+    # msgspec lists an enum's values sorted; the schema names exactly the Literal's values.
+    assert fields["method"]["enum"] == sorted(METHODS)
+    assert "teleport" not in METHODS and {"sample", "statevector", "dynamics"} <= set(METHODS)
+    assert fields["priority"] == {"default": "normal", "enum": ["high", "low", "normal"]}
+    assert fields["format"]["enum"] == sorted(FORMATS)
+    assert fields["hypervisor"]["enum"] == ["auto", "bwrap", "inline", "process"]
+    assert defs["JobOptions"]["properties"]["priority"]["enum"] == sorted(PRIORITIES)
+    verdict = defs["Verification"]["properties"]
+    assert verdict["verdict"]["enum"] == ["fail", "pass", "skipped"]
+    assert verdict["cross_verdict"]["anyOf"][0]["enum"] == ["fail", "pass", "skipped"]
+    # A value outside the set fails the committed schema, as it fails the decoder.
+    golden = json.loads((GOLDEN / "job.submitted.json").read_text())
+    with pytest.raises(jsonschema.ValidationError, match="'urgent' is not one of"):
+        jsonschema.validate({**golden, "priority": "urgent"}, schema)
 
 
 def _refs(node: object) -> list[str]:

@@ -147,3 +147,40 @@ async def test_an_undeclared_circuit_parameter_is_rejected_at_ingest(inline: boo
     fields = {"source": json.dumps(declared), "parameters": {"phi": 0.1, "theta": 0.2}}
     ok = JobSubmitted(event_id=new_event_id(), job_id=new_job_id(), producer="t", **fields)
     assert len(await IngestHandler().handle(ok)) == 1
+
+
+# (field, a value outside its set, the code, the allowed values as the message lists them)
+BAD_ENUM_VALUES = [
+    ("method", "teleport", "unknown_method", "sample, statevector, expectation, sweep, dynamics"),
+    ("priority", "urgent", "invalid_priority", "high, normal, low"),
+    ("format", "qasm4", "unknown_format", "auto, qasm2, qasm3, json, quil"),
+    ("hypervisor", "firecracker", "unknown_hypervisor", "auto, inline, process, bwrap"),
+]
+
+
+async def test_a_value_outside_a_closed_set_names_its_field_and_the_allowed_values(
+    bus: Bus, pipeline: Pipeline
+):
+    # The closed sets are Literal types: the decoder refuses the value with its path, and
+    # the rejection keeps the code ingest's hand checks used to give.
+    raws = [
+        {
+            "type": "job.submitted",
+            "event_id": new_event_id(),
+            "job_id": new_job_id(),
+            "source": QASM2_BELL,
+            field: value,
+        }
+        for field, value, _, _ in BAD_ENUM_VALUES
+    ]
+    for raw in raws:
+        await bus.js.publish(
+            bus.subjects.submit, json.dumps(raw).encode(), headers={"Nats-Msg-Id": raw["event_id"]}
+        )
+    for raw, (field, value, code, allowed) in zip(raws, BAD_ENUM_VALUES, strict=True):
+        final = await wait_final(bus, raw["job_id"], timeout=60)
+        assert isinstance(final, JobRejected), final
+        assert (final.code, final.where, final.stage) == (code, f"$.{field}", "ingest")
+        assert f"Invalid enum value '{value}' - at `$.{field}`" in final.message, final
+        assert final.message.endswith(f"{field} must be one of {allowed}"), final
+    pipeline.check()

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from qbus.errors import ConfigError
+from qbus.schemas.enums import DRIVERS
 
 
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -137,10 +138,6 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_ops: int = 100_000
     inline_statevector_qubits: int = 20
     max_sweep_points: int = 100_000
-
-
-DRIVERS = ("inline", "process", "bwrap")
-"""Sandbox drivers, weakest isolation first: ``minimum`` compares along this order."""
 
 
 class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -18,9 +18,10 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
-from qbus.bus.subjects import PRIORITIES, Subjects
+from qbus.bus.subjects import Subjects
 from qbus.errors import BusUnreachableError
 from qbus.observability import tracing
+from qbus.schemas.enums import PRIORITIES
 from qbus.schemas.events import (
     CircuitIngested,
     Event,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -31,6 +32,7 @@ from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Reject, Retry
 from qbus.observability import metrics, tracing
+from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
     EVENT_TYPES,
     FINAL_EVENTS,
@@ -63,7 +65,40 @@ class _Envelope(msgspec.Struct):
 
 
 _lenient = msgspec.json.Decoder(_Envelope)
-EVENT_TAGS = frozenset(tag_of(t) for t in EVENT_TYPES)
+EVENT_CLASSES = {tag_of(t): t for t in EVENT_TYPES}
+EVENT_TAGS = frozenset(EVENT_CLASSES)
+
+# A submission field outside its closed set (qbus/schemas/enums.py) fails the decode; it
+# keeps the code ingest gave it when it checked the field by hand, so clients see the
+# same codes (docs/protocol.md). Keys are error paths with list indices dropped.
+_ENUM_CODES = {
+    "$.method": "unknown_method",
+    "$.format": "unknown_format",
+    "$.hypervisor": "unknown_hypervisor",
+    "$.priority": "invalid_priority",
+    "$.dynamics.collapse[].kind": "invalid_dynamics",
+}
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def schema_rejection(tag: str, text: str, where: str | None) -> tuple[str, str]:
+    """The code and message for an event of a known ``tag`` that does not match its schema.
+
+    Args:
+        tag: The message's event type.
+        text: msgspec's error text (it ends with the path).
+        where: The path of the bad field, when the error names one.
+
+    Returns:
+        ``invalid_schema``, or for a field with a closed set of values its own code
+        (``unknown_method`` …) and a message listing the values it allows.
+    """
+    message = f"event does not match its schema: {text}"
+    allowed = allowed_values(EVENT_CLASSES[tag], where) if where else None
+    if where is None or allowed is None:
+        return "invalid_schema", message
+    code = _ENUM_CODES.get(_INDEX.sub("[]", where), "invalid_schema")
+    return code, f"{message}; {where.removeprefix('$.')} must be one of {', '.join(allowed)}"
 
 
 def _envelope(data: bytes) -> _Envelope:
@@ -402,13 +437,13 @@ class StageRunner:
         text = str(exc)
         envelope = _envelope(msg.data)  # read once: the job to answer and the event type
         job_id, event_id = fallback_job_id(msg, envelope)
+        where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None
         if not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
             code, message = "invalid_json", f"message is not valid JSON: {text}"
         elif not (isinstance(envelope.type, str) and envelope.type in EVENT_TAGS):
             code, message = "unknown_event_type", f"not a known qbus event: {text}"
         else:
-            code, message = "invalid_schema", f"event does not match its schema: {text}"
-        where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None
+            code, message = schema_rejection(envelope.type, text, where)
         metrics.REJECTIONS.labels(self.stage, code).inc()
         if self.bus.subjects.tenant_of_submit(msg.subject) is None:
             # An internal event we cannot read: a newer producer's tag or a bug. End the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qbus.schemas.enums import PRIORITIES
 from qbus.schemas.events import (
     Cancel,
     CircuitIngested,
@@ -25,9 +26,6 @@ from qbus.schemas.events import (
     Reroute,
     ResultAnchored,
 )
-
-PRIORITIES = ("high", "normal", "low")
-"""Job priorities, in the order executors drain them."""
 
 STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor", "control")
 """The stages, each a durable consumer on the stream (``qbus stage NAME``)."""

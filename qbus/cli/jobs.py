@@ -29,6 +29,7 @@ from qbus.producers.open_options import (
 )
 from qbus.producers.submit import events_of, job_from_file, wait_final
 from qbus.producers.submit import submit as submit_job
+from qbus.schemas.enums import HYPERVISORS, METHODS, PRIORITIES
 from qbus.schemas.events import (
     Event,
     JobCompleted,
@@ -140,7 +141,7 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--method",
     default="sample",
     show_default=True,
-    type=click.Choice(["sample", "statevector", "expectation", "sweep", "dynamics"]),
+    type=click.Choice(METHODS),
     help="sample: counts; statevector: the final state; expectation: exact values of the "
     "--observable(s); sweep: one result per --sweep point; dynamics: Lindblad evolution of "
     "the circuit's state (--dynamics).",
@@ -180,7 +181,7 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--hypervisor",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "inline", "process", "bwrap"]),
+    type=click.Choice(HYPERVISORS),
     help="Sandbox for the engine code (docs/hypervisor.md).",
 )
 @click.option(
@@ -239,7 +240,7 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--priority",
     default="normal",
     show_default=True,
-    type=click.Choice(["high", "normal", "low"]),
+    type=click.Choice(PRIORITIES),
     help="Executors fetch high before normal before low (docs/routing.md).",
 )
 @click.option(

@@ -54,8 +54,6 @@ from qbus.schemas.noise import is_noisy
 
 __all__ = ["DEFAULT_ENGINE", "RouteFeedback", "RouteHandler", "RouteStage", "job_features"]
 
-PRIORITY_NAMES = ("high", "normal", "low")
-
 
 def job_features(circuit: Circuit, options: JobOptions) -> JobFeatures:
     """What the cost model sees of a job."""
@@ -141,12 +139,6 @@ class RouteHandler:
         if not isinstance(event, CircuitRewritten):
             return []
         opts = event.options
-        if opts.priority not in PRIORITY_NAMES:
-            raise Reject(
-                f"unknown priority {opts.priority!r}; use one of {', '.join(PRIORITY_NAMES)}",
-                code="invalid_priority",
-                where="$.priority",
-            )
         if opts.engine not in (*self._installed, "auto"):
             # Reading entry points costs milliseconds: only on a name we have not seen.
             self._installed = available_engines()

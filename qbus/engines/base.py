@@ -30,9 +30,6 @@ from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint
 
-METHODS = ("sample", "statevector")
-"""Execution methods qbus knows: ``sample`` (shots -> counts) and ``statevector``."""
-
 # Seeds travel as JSON integers and are handed to simulators that take a signed 64-bit
 # seed; anything outside that range would be truncated differently by each engine.
 _MAX_SEED = 2**63 - 1

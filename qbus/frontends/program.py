@@ -11,12 +11,10 @@ from qbus.errors import QbusError
 from qbus.frontends.parameters import check_parameters
 from qbus.frontends.qasm import detect_format, parse_qasm
 from qbus.frontends.quil import looks_like_quil, parse_quil
+from qbus.schemas.enums import FORMATS
 from qbus.schemas.ir import Circuit, decode_circuit
 
-__all__ = ["FORMATS", "parse_program"]
-
-FORMATS = ("auto", "qasm2", "qasm3", "json", "quil")
-"""Values of JobSubmitted's ``format``; ``auto`` detects the format from the text."""
+__all__ = ["parse_program"]
 
 
 def parse_program(
@@ -26,7 +24,7 @@ def parse_program(
 
     Args:
         source: OpenQASM 2/3, Quil or JSON IR text.
-        fmt: One of ``FORMATS``.
+        fmt: One of ``qbus.schemas.enums.FORMATS`` (``auto`` detects it).
         max_bytes: Largest accepted OpenQASM text.
         max_ops: Most instructions in the circuit.
 

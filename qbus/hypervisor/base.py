@@ -14,9 +14,10 @@ from typing import Protocol
 
 import msgspec
 
-from qbus.bus.config import DRIVERS, HypervisorConfig
+from qbus.bus.config import HypervisorConfig
 from qbus.engines.base import Engine, EngineResult, RunRequest
 from qbus.errors import LimitError
+from qbus.schemas.enums import DRIVERS
 
 STATE_OVERHEAD_MB = 64
 """Memory a run needs beyond its state vector (interpreter, engine buffers), MiB."""

@@ -21,8 +21,8 @@ from nats.aio.msg import Msg
 from qbus.bus import deadletter
 from qbus.bus.pull import PullConsumer
 from qbus.bus.runner import StageRunner
-from qbus.bus.subjects import PRIORITIES
 from qbus.observability import metrics
+from qbus.schemas.enums import PRIORITIES
 
 log = logging.getLogger("qbus.priority")
 

@@ -13,10 +13,8 @@ from typing import Annotated
 
 import msgspec
 
+from qbus.schemas.enums import CollapseKind
 from qbus.schemas.pauli import Observable, PauliTerm
-
-COLLAPSE_KINDS = ("dephasing", "decay", "excitation", "pauli")
-"""Kinds of collapse operator: Z, σ⁻ = |0⟩⟨1|, σ⁺ = |1⟩⟨0| on one qubit, or a Pauli string."""
 
 MAX_TIMES = 10_000
 """Most report times one job may ask for."""
@@ -34,7 +32,7 @@ class CollapseOperator(msgspec.Struct, frozen=True, kw_only=True):
         pauli: The Pauli string for ``kind="pauli"``, e.g. ``"X0 X1"``.
     """
 
-    kind: str
+    kind: CollapseKind
     rate: Annotated[float, msgspec.Meta(ge=0.0)]
     qubit: int | None = None
     pauli: str = ""
@@ -103,12 +101,6 @@ class DynamicsSpec(msgspec.Struct, frozen=True, kw_only=True):
                         )
         for i, c in enumerate(self.collapse):
             where = f"$.dynamics.collapse[{i}]"
-            if c.kind not in COLLAPSE_KINDS:
-                return (
-                    f"unknown collapse operator kind {c.kind!r}; use one of "
-                    f"{', '.join(COLLAPSE_KINDS)}",
-                    f"{where}.kind",
-                )
             if not math.isfinite(c.rate):
                 return f"rate {c.rate!r} is not finite", f"{where}.rate"
             if c.kind == "pauli":

@@ -18,6 +18,16 @@ import msgspec
 from qbus.schemas import schema_text
 from qbus.schemas.ai import AiRewriteReport
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
+from qbus.schemas.enums import (
+    DeadLetterCause,
+    Hypervisor,
+    Method,
+    Priority,
+    ProgramFormat,
+    RanDriver,
+    SourceFormat,
+    Verdict,
+)
 from qbus.schemas.ir import Circuit, CircuitStats
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable, PauliTerm
@@ -110,7 +120,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How a job runs; set at submission and carried by every later event.
 
     Attributes:
-        method: ``sample`` (shots → counts) or ``statevector``.
+        method: ``sample`` (shots → counts), ``statevector``, ``expectation``,
+            ``sweep`` or ``dynamics`` (``qbus.schemas.enums.Method``).
         shots: Number of shots for ``sample``.
         seed: Simulator seed; when None, ingest derives one from the job id so that a
             rerun (redelivery, audit replay) gives the same counts.
@@ -144,13 +155,13 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
             (``qbus.submit.<tenant>``); empty for ``qbus.submit`` (docs/security.md).
     """
 
-    method: str = "sample"
+    method: Method = "sample"
     shots: int = 1024
     seed: int | None = None
     engine: str = "auto"
     optimize: bool = True
     parameters: dict[str, float] = {}
-    hypervisor: str = "auto"
+    hypervisor: Hypervisor = "auto"
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
@@ -160,7 +171,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     dynamics: DynamicsSpec | None = None
     cross_check: bool = False
     ai_optimize: bool = False
-    priority: str = "normal"
+    priority: Priority = "normal"
     tenant: str = ""
     cache: bool = True
     chunk_size: int | None = None
@@ -185,16 +196,16 @@ class JobSubmitted(Event, tag="job.submitted"):
     """
 
     source: str | None = None
-    format: str = "auto"
+    format: SourceFormat = "auto"
     circuit: Circuit | None = None
-    method: str = "sample"
+    method: Method = "sample"
     shots: int = 1024
     seed: int | None = None
     engine: str = "auto"
     optimize: bool = True
     parameters: dict[str, float] = {}
     labels: dict[str, str] = {}
-    hypervisor: str = "auto"
+    hypervisor: Hypervisor = "auto"
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
@@ -205,7 +216,7 @@ class JobSubmitted(Event, tag="job.submitted"):
     dynamics: DynamicsSpec | None = None
     cross_check: bool = False
     ai_optimize: bool = False
-    priority: str = "normal"
+    priority: Priority = "normal"
     tenant: str = ""
     cache: bool = True
     chunk_size: int | None = None
@@ -220,7 +231,7 @@ class CircuitIngested(Event, tag="circuit.ingested"):
 
     circuit: Circuit
     circuit_hash: str
-    source_format: str
+    source_format: ProgramFormat
     options: JobOptions
     stats: CircuitStats
 
@@ -307,7 +318,7 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     statevector_ref: str | None = None
     run_seconds: float = 0.0
     generation: int = 0
-    hypervisor: str = ""
+    hypervisor: RanDriver = ""
     peak_rss_mb: float | None = None
     cpu_seconds: float | None = None
     wall_seconds: float | None = None
@@ -351,11 +362,12 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
         tvd: Total variation distance between observed and exact distributions.
         detail: Human-readable explanation.
         cross_engine: The second engine of a cross-engine check, when one ran.
-        cross_verdict: ``pass`` or ``fail`` of the cross-engine agreement check.
+        cross_verdict: ``pass`` or ``fail`` of the cross-engine agreement check, or
+            ``skipped`` when it could not run (``cross_detail`` says why).
         cross_detail: What the cross-engine check found.
     """
 
-    verdict: str
+    verdict: Verdict
     test: str = ""
     statistic: float | None = None
     p_value: float | None = None
@@ -363,7 +375,7 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
     tvd: float | None = None
     detail: str = ""
     cross_engine: str | None = None
-    cross_verdict: str | None = None
+    cross_verdict: Verdict | None = None
     cross_detail: str = ""
 
 
@@ -384,7 +396,7 @@ class JobCompleted(Event, tag="job.completed"):
     engine: str
     engine_version: str
     circuit_hash: str
-    method: str
+    method: Method
     shots: int
     seed: int
     verification: Verification
@@ -508,7 +520,7 @@ class DeadLetter(Event, tag="dead.letter"):
     stream_seq: int
     deliveries: int
     reason: str
-    cause: str = "handler_error"
+    cause: DeadLetterCause = "handler_error"
     original_type: str = ""
 
 
