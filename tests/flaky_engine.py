@@ -10,6 +10,8 @@ Markers:
     ``transient:<counter file>``: fail retryably (``engine_throttled``) on the first
         ``value`` runs, then run normally.
     ``fatal:<counter file>``: always fail, not retryably (``engine_error``).
+    ``validations:<counter file>``: count each validation of the request (the engine's
+        ``_check`` hook, which ``Engine.validate`` calls once per validation).
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ class FlakyEngine(ReferenceEngine):
 
     name = "flaky"
 
-    def run(self, request: RunRequest) -> EngineResult:
+    def _check(self, request: RunRequest) -> None:
+        for key in request.parameters:
+            if key.startswith("validations:"):
+                _count(Path(key.removeprefix("validations:")))
+
+    def _run(self, request: RunRequest) -> EngineResult:
         for key, value in request.parameters.items():
             if key.startswith("transient:"):
                 before = _count(Path(key.removeprefix("transient:")))
@@ -46,4 +53,4 @@ class FlakyEngine(ReferenceEngine):
             elif key.startswith("fatal:"):
                 before = _count(Path(key.removeprefix("fatal:")))
                 raise EngineError(f"the device rejected the program (run {before + 1})")
-        return super().run(request)
+        return super()._run(request)

@@ -30,7 +30,7 @@ class HostileEngine(ReferenceEngine):
 
     name = "hostile"
 
-    def run(self, request: RunRequest) -> EngineResult:
+    def _run(self, request: RunRequest) -> EngineResult:
         for key, value in request.parameters.items():
             if key == "socket":
                 with socket.create_connection(("127.0.0.1", int(value)), timeout=2):
@@ -51,4 +51,4 @@ class HostileEngine(ReferenceEngine):
                 end = time.process_time() + value
                 while time.process_time() < end:
                     pass
-        return super().run(request)
+        return super()._run(request)

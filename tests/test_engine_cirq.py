@@ -13,7 +13,7 @@ pytest.importorskip("qsimcirq")
 from qbus.engines import reference
 from qbus.engines.base import Engine, RunRequest
 from qbus.engines.cirq_engine import CirqEngine, QsimEngine
-from qbus.errors import CircuitError, EngineError
+from qbus.errors import EngineError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.statistics import check_counts, check_statevector
@@ -182,7 +182,7 @@ def test_validate_rejects_before_compute(engine: Engine) -> None:
         num_clbits=1,
         ops=(Op(name="measure", qubits=(0,), clbits=(0,)), Op(name="x", qubits=(0,))),
     )
-    with pytest.raises(CircuitError) as cinfo:
+    with pytest.raises(EngineError) as cinfo:
         engine.run(RunRequest(circuit=mid, method="statevector"))
     assert cinfo.value.code == "mid_circuit_measurement"
 

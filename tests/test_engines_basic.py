@@ -174,8 +174,9 @@ def test_aer_samples_mid_circuit_measurements(aer: Engine) -> None:
         ),
     )
     assert aer.run(RunRequest(circuit=circuit, shots=20)).counts == {"01": 20}
-    with pytest.raises(CircuitError):
+    with pytest.raises(EngineError) as err:
         ReferenceEngine().validate(RunRequest(circuit=circuit, shots=20))
+    assert err.value.code == "mid_circuit_measurement"
 
 
 class _CliffordOnly(ReferenceEngine):
@@ -185,6 +186,32 @@ class _CliffordOnly(ReferenceEngine):
     capabilities = Capabilities(
         methods=("sample",), max_qubits={"sample": 5}, gates=("h", "cx", "s")
     )
+
+
+def test_an_engine_overriding_run_or_validate_is_refused() -> None:
+    assert getattr(Engine.run, "__final__", False)  # typing.final, for type checkers
+    with pytest.raises(TypeError, match=r"implement _run\(request\) instead"):
+
+        class _Unvalidated(ReferenceEngine):
+            name = "unvalidated"
+
+            def run(self, request: RunRequest) -> EngineResult:  # type: ignore[misc]
+                return self._run(request)
+
+    with pytest.raises(TypeError, match=r"put extra checks in _check\(request\)"):
+
+        class _OwnChecks(ReferenceEngine):
+            name = "own-checks"
+
+            def validate(self, request: RunRequest) -> None:  # type: ignore[misc]
+                return None
+
+    # Implementing _run is the way: run still validates first.
+    engine = _CliffordOnly()
+    circuit = Circuit(num_qubits=1, ops=(Op(name="t", qubits=(0,)),))
+    with pytest.raises(EngineError) as err:
+        engine.run(RunRequest(circuit=circuit, method="sample"))
+    assert err.value.code == "unsupported_gate"
 
 
 def test_unsupported_gate_is_rejected() -> None:

@@ -97,6 +97,18 @@ async def test_two_transient_failures_then_success(flaky: Bus, tmp_path: Path):
     assert report.problems == [], report.problems
 
 
+async def test_each_attempt_is_validated_exactly_once(flaky: Bus, tmp_path: Path):
+    # Through the real executor: the engine's run validates, the executor does not
+    # validate again, so one validation per run attempt, none skipped.
+    runs, validations = tmp_path / "runs", tmp_path / "validations"
+    parameters = {f"transient:{runs}": 1, f"validations:{validations}": 0}
+    submitted = job(QASM2_BELL, engine="flaky", shots=100, parameters=parameters)
+    (final,) = await run_jobs(flaky, [submitted])
+    assert isinstance(final, JobCompleted), final
+    assert _runs(runs) == 2
+    assert _runs(validations) == 2
+
+
 async def test_always_transient_fails_after_max_attempts(flaky: Bus, tmp_path: Path):
     counter = tmp_path / "runs"
     submitted = job(QASM2_BELL, engine="flaky", parameters={f"transient:{counter}": 1000})

@@ -137,9 +137,9 @@ class ExecuteHandler:
             dynamics=opts.dynamics,
         )
         try:
-            # Validation is cheap and happens before any compute; a bad request never
-            # reaches a worker thread.
-            self.engine.validate(request)
+            # No validation here: ``Engine.run`` validates the request once, before any
+            # compute, wherever the sandbox runs it; a refusal comes back as the
+            # engine's QbusError (from a worker process too).
             driver = choose_driver(opts.hypervisor, self.engine.name, self.hypervisor)
             limits = run_limits(
                 self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -37,9 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from qbus.engines.base import loop_sweep
 from qbus.engines.convert_qiskit import GATE_CLASSES, to_qiskit
-from qbus.engines.density import check_noisy_request
 from qbus.engines.noise_aer import noise_names, run_noisy
-from qbus.engines.reference import check_terminal_measurements
 from qbus.engines.sweep import point_parameters, point_seed, slot_table
 from qbus.schemas.noise import is_noisy
 from qbus.schemas.pauli import Observable
@@ -124,19 +123,9 @@ class AerEngine(Engine):
         self._noise_names = noise_names(native, self._noisy_foreign)
         # Aer sizes n_qubits from the machine's memory (statevector of complex128).
         width = int(config.n_qubits)
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep", "expectation"),
-            max_qubits={
-                "sample": width,
-                "statevector": width,
-                "sweep": width,
-                # Noisy expectation holds a density matrix: 4^n entries.
-                "expectation": width // 2,
-            },
-            gates=tuple(GATES),
-            noise=True,
-            batching=False,
-            device="cpu",
+        # Noisy expectation holds a density matrix: 4^n entries.
+        self.capabilities = Capabilities.state_vector(
+            width, {"expectation": width // 2}, noise=True
         )
 
     @property
@@ -144,23 +133,12 @@ class AerEngine(Engine):
         """The installed qiskit-aer version."""
         return str(qiskit_aer.__version__)
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks; for ``statevector`` also that measurements are terminal.
+    # 'sample' accepts mid-circuit measurements and resets: Aer runs them shot by shot.
+    mid_circuit_methods = frozenset({"sample"})
 
-        ``sample`` accepts mid-circuit measurements and resets: Aer runs them shot by
-        shot.
-
-        Raises:
-            EngineError: As ``Engine.validate``.
-            CircuitError: ``unbound_parameter``; ``mid_circuit_measurement`` for
-                ``statevector``.
-        """
-        super().validate(request)
-        if request.method == "statevector":
-            check_terminal_measurements(request.circuit)
-        if is_noisy(request.noise):
-            limits = self.capabilities.max_qubits
-            check_noisy_request(self.name, request, limits.get(request.method, 0))
+    def noisy_width(self, method: str) -> int:
+        """The method's own width: a noisy ``sample`` is Aer's choice of method."""
+        return self.capabilities.max_qubits.get(method, 0)
 
     def run_sweep(self, request: RunRequest) -> EngineResult:
         """Run every point of a sweep in one Aer call through parameter binds.
@@ -224,17 +202,9 @@ class AerEngine(Engine):
             seeds = [int(res.seed_simulator) for res in result.results]
             if seeds != [point_seed(request.seed, i) for i in range(len(sets))]:
                 return loop_sweep(self, request)
-            fmt = f"0{circuit.num_clbits}b"
             for res in result.results:
-                counts = {format(int(k, 16), fmt): int(c) for k, c in res.data.counts.items()}
-                points.append(SweepPoint(counts=counts))
-        return EngineResult(
-            counts=None,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-            sweep_results=points,
-        )
+                points.append(SweepPoint(counts=_counts(res.data.counts, circuit.num_clbits)))
+        return EngineResult.timed(request, start, sweep_results=points)
 
     def _prepared(self, circuit: Circuit, parameters: dict[str, float], sv: bool) -> Any:
         """The ``QuantumCircuit`` Aer runs for ``circuit``, built once per distinct circuit.
@@ -262,17 +232,12 @@ class AerEngine(Engine):
                 self._prepared_cache.popitem(last=False)
         return qc
 
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate, convert and run ``request`` on the engine's simulator.
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Convert and run ``request`` on the engine's simulator.
 
         Raises:
-            EngineError: From ``validate``; ``simulation_failed`` (retryable) when Aer
-                reports a failure.
-            CircuitError: From ``validate``.
+            EngineError: ``simulation_failed`` (retryable) when Aer reports a failure.
         """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
         if request.method == "expectation" or is_noisy(request.noise):
             return run_noisy(self._sim, self._lock, request, self._noisy_foreign, self._noise_names)
         start = time.perf_counter()
@@ -298,19 +263,12 @@ class AerEngine(Engine):
         data = result.results[0].data
         if sv:
             state = np.asarray(data.statevector, dtype=np.complex128)
-            return EngineResult(
-                counts=None,
-                statevector=state,
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
-            )
-        # Aer's raw counts are keyed by hex ("0x3"); with one classical register the
-        # integer's binary form, padded to the clbit count, is the IR's bitstring.
-        fmt = f"0{circuit.num_clbits}b"
-        counts = {format(int(key, 16), fmt): int(n) for key, n in data.counts.items()}
-        return EngineResult(
-            counts=counts,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+            return EngineResult.timed(request, start, statevector=state)
+        return EngineResult.timed(request, start, counts=_counts(data.counts, circuit.num_clbits))
+
+
+def _counts(raw: Mapping[str, int], num_clbits: int) -> dict[str, int]:
+    """Aer's counts as the IR's: Aer keys them by hex ("0x3"); with one classical register
+    the integer's binary form, padded to the clbit count, is the IR's bitstring."""
+    fmt = f"0{num_clbits}b"
+    return {format(int(key, 16), fmt): int(n) for key, n in raw.items()}

@@ -2,9 +2,10 @@
 
 An engine describes what it can do as data (``Capabilities``, like Qiskit's ``Target``),
 checks a request cheaply with ``validate`` before any compute starts (PennyLane's
-"validation before execution"), and runs it with ``run``. Shots, seed and parameter
-values ride on the ``RunRequest``, never on the engine, so one engine instance serves
-every job of a process.
+"validation before execution"), and runs it with ``run``: final in the base class, it
+validates once and calls the engine's ``_run`` (Qiskit's ``BackendV2.run``). Shots,
+seed and parameter values ride on the ``RunRequest``, never on the engine, so one engine
+instance serves every job of a process.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar, final
 
 import msgspec
 import numpy as np
 
+from qbus.engines.checks import check_bound, check_noisy_request, check_terminal_measurements
 from qbus.engines.observables import expectation_values
+from qbus.engines.params import numeric_params as numeric_params  # re-exported
 from qbus.engines.sweep import check_sweep, point_requests
 from qbus.errors import CircuitError, EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
-from qbus.schemas.gates import DIRECTIVES
-from qbus.schemas.ir import Circuit, Param
+from qbus.schemas.gates import DIRECTIVES, GATES
+from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint
@@ -33,27 +36,6 @@ from qbus.schemas.sweep import SweepPoint
 # Seeds travel as JSON integers and are handed to simulators that take a signed 64-bit
 # seed; anything outside that range would be truncated differently by each engine.
 _MAX_SEED = 2**63 - 1
-
-
-def numeric_params(
-    params: tuple[Param, ...], values: Mapping[str, float] | None = None
-) -> tuple[float, ...]:
-    """An op's angles as floats, evaluating expression strings against ``values``.
-
-    Args:
-        params: The op's parameters: numbers or expressions over named parameters.
-        values: Values of the named parameters.
-
-    Raises:
-        CircuitError: From the expression evaluator, for an unknown name or bad syntax.
-    """
-    if not any(isinstance(p, str) for p in params):
-        return tuple(float(p) for p in params)
-    # Imported lazily: expressions are rare, and most jobs never need the evaluator.
-    from qbus.frontends.expr import evaluate
-
-    vals = dict(values or {})
-    return tuple(evaluate(p, vals) if isinstance(p, str) else float(p) for p in params)
 
 
 def memory_width(bytes_per_amplitude: int, cap: int) -> int:
@@ -77,7 +59,8 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     Attributes:
         methods: Supported methods (``sample``, ``statevector``).
         max_qubits: Largest circuit width per method.
-        gates: IR gate names the engine accepts (directives are always accepted).
+        gates: IR gate names the engine accepts (directives are always accepted);
+            every gate of the IR unless given.
         noise: Whether the engine can apply a noise model.
         batching: Whether the engine runs several circuits in one call.
         device: ``cpu`` or ``gpu``.
@@ -85,10 +68,24 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     methods: tuple[str, ...]
     max_qubits: dict[str, int]
-    gates: tuple[str, ...]
+    gates: tuple[str, ...] = tuple(GATES)
     noise: bool = False
     batching: bool = False
     device: str = "cpu"
+
+    @classmethod
+    def state_vector(
+        cls, width: int, others: Mapping[str, int] | None = None, **fields: Any
+    ) -> Capabilities:
+        """A state-vector engine's: ``sample``, ``statevector`` and ``sweep`` up to ``width``.
+
+        Args:
+            width: Widest circuit of the three methods.
+            others: Further methods, each with its own widest circuit, listed after them.
+            **fields: The other fields (``noise``, ``batching``, ``device``, ``gates``).
+        """
+        max_qubits = {"sample": width, "statevector": width, "sweep": width, **(others or {})}
+        return cls(methods=tuple(max_qubits), max_qubits=max_qubits, **fields)
 
 
 class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,24 +148,78 @@ class EngineResult:
     dynamics: DynamicsResult | None = None
     expectations: list[float] | None = None
 
+    @classmethod
+    def timed(
+        cls,
+        request: RunRequest,
+        start: float,
+        *,
+        counts: dict[str, int] | None = None,
+        statevector: np.ndarray | None = None,
+        sweep_results: list[SweepPoint] | None = None,
+        expectations: list[float] | None = None,
+    ) -> EngineResult:
+        """The result of a run of ``request`` that began at ``perf_counter()`` time ``start``.
+
+        Args:
+            request: The request run (its seed is reported back).
+            start: ``time.perf_counter()`` when the run began.
+            counts: For ``sample``.
+            statevector: For ``statevector``.
+            sweep_results: For ``sweep``.
+            expectations: For a noisy ``expectation``.
+        """
+        return cls(
+            counts=counts,
+            statevector=statevector,
+            seed=request.seed,
+            run_seconds=time.perf_counter() - start,
+            sweep_results=sweep_results,
+            expectations=expectations,
+        )
+
 
 class Engine(abc.ABC):
     """Base of every engine.
 
     Subclasses set ``name`` and ``capabilities`` (a class attribute, or an instance
     attribute set in ``__init__`` when it depends on the machine), implement ``version``
-    and ``run``, and call ``self.validate(request)`` at the top of ``run``.
+    and ``_run``, and declare what differs from the shared checks through
+    ``mid_circuit_methods``, ``noisy_width`` and ``_check``. ``run`` is final: it
+    validates the request once, hands a ``sweep`` to ``run_sweep`` and everything else
+    to ``_run`` (like Qiskit's ``BackendV2.run`` and PennyLane's ``Device.execute``
+    after its preprocessing).
 
     Attributes:
         name: Registry name, also the subject token in ``qbus.exec.<engine>.<job>``.
         capabilities: What the engine can run.
         fork_safe: False for an engine whose runtime starts threads on first use (JAX):
             sandbox workers then create it in each job's forked child, never before.
+        mid_circuit_methods: Methods the engine runs with mid-circuit measurements and
+            resets (shot by shot) when the run is noiseless; every other run needs
+            terminal measurements (``mid_circuit_measurement``).
     """
 
     name: ClassVar[str]
     capabilities: Capabilities
     fork_safe: ClassVar[bool] = True
+    mid_circuit_methods: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # typing.final is only seen by type checkers; an engine that replaced ``run``
+        # (or ``validate``) could skip or repeat validation at run time, so it is
+        # refused when it is defined.
+        if "run" in cls.__dict__:
+            raise TypeError(
+                f"engine class {cls.__qualname__} overrides Engine.run, which is final: "
+                "implement _run(request) instead (run validates the request, then calls it)"
+            )
+        if "validate" in cls.__dict__:
+            raise TypeError(
+                f"engine class {cls.__qualname__} overrides Engine.validate, which is final: "
+                "declare capabilities, and put extra checks in _check(request)"
+            )
 
     @property
     @abc.abstractmethod
@@ -179,21 +230,26 @@ class Engine(abc.ABC):
     def _gate_set(self) -> frozenset[str]:
         return frozenset(self.capabilities.gates)
 
+    @final
     def validate(self, request: RunRequest) -> None:
         """Check that the engine can run ``request``, without computing anything.
 
-        Cost is one pass over the circuit's ops.
+        The shared checks, driven by ``capabilities``, ``mid_circuit_methods`` and
+        ``noisy_width``, then the engine's own ``_check``. Cost is one or two passes
+        over the circuit's ops.
 
         Raises:
             EngineError: ``unsupported_method``, ``too_many_qubits``, ``unsupported_gate``,
                 ``no_measurements`` (``sample`` of a circuit that measures nothing),
-                ``invalid_shots`` or ``invalid_seed``.
+                ``invalid_shots``, ``invalid_seed``, ``noise_unsupported``,
+                ``invalid_noise``, ``mid_circuit_measurement``, or the engine's own.
             CircuitError: ``unbound_parameter`` when a named parameter has no value;
                 ``invalid_sweep`` for a ``sweep`` whose points do not fit the circuit.
         """
         caps = self.capabilities
         method = request.method
-        if not caps.noise and request.noise is not None and not request.noise.is_trivial():
+        noisy = request.noise is not None and not request.noise.is_trivial()
+        if noisy and not caps.noise:
             # Before the method check: a noisy expectation job asks for method
             # 'expectation', which only noise-capable engines list.
             raise reject_noise(self.name)
@@ -215,6 +271,33 @@ class Engine(abc.ABC):
             raise EngineError(
                 f"seed must be in 0..2**63-1, got {request.seed}", code="invalid_seed"
             )
+        measures = self._check_gates(circuit)
+        if method == "sample":
+            _check_sampled(method, request.shots, measures)
+        if method == "sweep":
+            check_sweep(circuit, request.parameters, request.sweep)
+            if not request.observables:
+                _check_sampled(method, request.shots, measures)
+        else:
+            check_bound(circuit, request.parameters)
+        if noisy or method not in self.mid_circuit_methods:
+            try:
+                check_terminal_measurements(circuit)
+            except CircuitError as exc:
+                raise EngineError(
+                    f"engine '{self.name}' runs only terminal measurements: {exc}",
+                    code="mid_circuit_measurement",
+                ) from exc
+        if noisy and method != "dynamics":
+            check_noisy_request(self.name, request, self.noisy_width(method))
+        self._check(request)
+
+    def _check_gates(self, circuit: Circuit) -> bool:
+        """Check every op is a directive or a gate of the engine; whether any measures.
+
+        Raises:
+            EngineError: ``unsupported_gate``, naming the first op outside the gate set.
+        """
         gates = self._gate_set
         measures = False
         for i, op in enumerate(circuit.ops):
@@ -226,71 +309,86 @@ class Engine(abc.ABC):
                     f"engine '{self.name}' does not support gate '{name}' (at $.ops[{i}])",
                     code="unsupported_gate",
                 )
-        if method == "sample":
-            if request.shots < 1:
-                raise EngineError(
-                    f"method 'sample' needs at least 1 shot, got {request.shots}",
-                    code="invalid_shots",
-                )
-            if not measures:
-                raise EngineError(
-                    "method 'sample' needs a circuit that measures something; add "
-                    "measurements or use method 'statevector'",
-                    code="no_measurements",
-                )
-        if method == "sweep":
-            self._validate_sweep(request, measures)
-        elif circuit.parameters:
-            missing = sorted(set(circuit.parameters) - set(request.parameters))
-            if missing:
-                raise CircuitError(
-                    f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-                    code="unbound_parameter",
-                )
+        return measures
 
-    def _validate_sweep(self, request: RunRequest, measures: bool) -> None:
-        """The ``sweep`` checks: the points themselves, then shots and measurements when
-        the points are sampled (no observables)."""
-        # Imported here: the sweep module imports this one.
-        check_sweep(request.circuit, request.parameters, request.sweep)
-        if request.observables:
-            return
-        if request.shots < 1:
-            raise EngineError(
-                f"a sampled sweep needs at least 1 shot per point, got {request.shots}",
-                code="invalid_shots",
-            )
-        if not measures:
-            raise EngineError(
-                "a 'sweep' without observables samples every point and needs a circuit "
-                "that measures something; add measurements or give observables",
-                code="no_measurements",
-            )
+    def noisy_width(self, method: str) -> int:
+        """Widest circuit the engine simulates with noise under ``method``.
 
-    def run_sweep(self, request: RunRequest) -> EngineResult:
-        """Run a ``sweep`` request: one result per point, in ``EngineResult.sweep_results``.
+        The default is the width of ``expectation`` (a density matrix either way);
+        an engine whose noisy ``sample`` goes further overrides it.
+        """
+        return self.capabilities.max_qubits.get("expectation", 0)
 
-        The default runs the points one by one through ``run`` (see
-        ``qbus.engines.sweep``); engines that batch override it. ``run`` hands
-        ``method="sweep"`` requests here after validating them.
+    def _check(self, request: RunRequest) -> None:
+        """The engine's own checks, after the shared ones (default: none).
 
         Raises:
-            EngineError, CircuitError: As ``run``, for the first point that fails.
+            EngineError, CircuitError: What the engine refuses beyond ``validate``.
         """
-        return loop_sweep(self, request)
+        return None  # most engines need nothing beyond the shared checks
 
-    @abc.abstractmethod
+    @final
     def run(self, request: RunRequest) -> EngineResult:
-        """Run ``request`` and return its result.
+        """Validate ``request`` once, then run it.
+
+        A ``sweep`` goes to ``run_sweep``, every other method to ``_run``.
 
         Raises:
             EngineError: The request is outside the engine's capabilities (from
                 ``validate``) or the engine failed.
             CircuitError: The circuit cannot be run as given (unbound parameters …).
         """
+        self.validate(request)
+        if request.method == "sweep":
+            return self.run_sweep(request)
+        return self._run(request)
+
+    @abc.abstractmethod
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Run a validated, non-``sweep`` ``request`` and return its result.
+
+        Raises:
+            EngineError: The engine failed (``simulation_failed`` …).
+        """
+
+    def run_sweep(self, request: RunRequest) -> EngineResult:
+        """Run a validated ``sweep`` request: one result per point, in ``sweep_results``.
+
+        The default runs the points one by one through ``_run`` (see
+        ``qbus.engines.sweep``); engines that batch override it.
+
+        Raises:
+            EngineError, CircuitError: As ``_run``, for the first point that fails.
+        """
+        return loop_sweep(self, request)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.version}>"
+
+
+def _check_sampled(method: str, shots: int, measures: bool) -> None:
+    """The checks of a sampled run: at least one shot, and something measured.
+
+    Raises:
+        EngineError: ``invalid_shots``, ``no_measurements``.
+    """
+    sweep = method == "sweep"
+    if shots < 1:
+        what = (
+            "a sampled sweep needs at least 1 shot per point"
+            if sweep
+            else ("method 'sample' needs at least 1 shot")
+        )
+        raise EngineError(f"{what}, got {shots}", code="invalid_shots")
+    if not measures:
+        raise EngineError(
+            "a 'sweep' without observables samples every point and needs a circuit "
+            "that measures something; add measurements or give observables"
+            if sweep
+            else "method 'sample' needs a circuit that measures something; add "
+            "measurements or use method 'statevector'",
+            code="no_measurements",
+        )
 
 
 NOISE_ENGINES = ("qiskit-aer", "cirq", "braket", "pennylane", "qutip")
@@ -307,21 +405,18 @@ def reject_noise(engine: str) -> EngineError:
 
 
 def loop_sweep(engine: Engine, request: RunRequest) -> EngineResult:
-    """Run a sweep point by point through ``engine.run``: the default ``run_sweep``."""
+    """Run a validated sweep point by point through ``engine._run``: the default ``run_sweep``.
+
+    The points are not validated again: the sweep's validation covered each of them.
+    """
     start = time.perf_counter()
     points: list[SweepPoint] = []
     for point in point_requests(request):
-        result = engine.run(point)
+        result = engine._run(point)
         if request.observables:
             assert result.statevector is not None  # a statevector run returns one
             values = expectation_values(result.statevector, request.observables)
             points.append(SweepPoint(expectations=values))
         else:
             points.append(SweepPoint(counts=result.counts))
-    return EngineResult(
-        counts=None,
-        statevector=None,
-        seed=request.seed,
-        run_seconds=time.perf_counter() - start,
-        sweep_results=points,
-    )
+    return EngineResult.timed(request, start, sweep_results=points)

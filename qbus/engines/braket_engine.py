@@ -22,10 +22,9 @@ import time
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
-from qbus.engines.reference import check_terminal_measurements, counts_from_bits
-from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit
+from qbus.engines.kernels import little_endian
+from qbus.engines.reference import counts_from_bits
+from qbus.errors import EngineError, MissingOptionalLibraryError
 
 try:
     import braket._sdk
@@ -35,19 +34,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("amazon-braket-sdk", "braket", "the braket engine") from exc
 
 from qbus.engines.convert_braket import to_braket
-from qbus.engines.density import check_noisy_request
 from qbus.engines.noise_braket import check_braket_noise, run_noisy
 from qbus.schemas.noise import is_noisy
-
-
-def _terminal_only(engine: str, circuit: Circuit) -> None:
-    try:
-        check_terminal_measurements(circuit)
-    except CircuitError as exc:
-        raise EngineError(
-            f"engine '{engine}' runs only terminal measurements: {exc}",
-            code="mid_circuit_measurement",
-        ) from exc
 
 
 class BraketEngine(Engine):
@@ -73,18 +61,8 @@ class BraketEngine(Engine):
         # density-matrix simulator: 4^n entries, so at most 10 qubits here.
         self._dm_sim = LocalSimulator("braket_dm")
         noisy_width = min(10, int(self._dm_sim.properties.paradigm.qubitCount))
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep", "expectation"),
-            max_qubits={
-                "sample": width,
-                "statevector": width,
-                "sweep": width,
-                "expectation": noisy_width,
-            },
-            gates=tuple(GATES),
-            noise=True,
-            batching=False,
-            device="cpu",
+        self.capabilities = Capabilities.state_vector(
+            width, {"expectation": noisy_width}, noise=True
         )
         # Braket's simulator objects are not documented as thread-safe; a lock keeps
         # concurrent jobs from sharing one run's state.
@@ -95,30 +73,21 @@ class BraketEngine(Engine):
         """The installed Braket SDK and default-simulator versions."""
         return f"{braket._sdk.__version__}+sim{braket.default_simulator.__version__}"
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that every measurement is terminal.
+    def _check(self, request: RunRequest) -> None:
+        """That a noisy request's noise is one Braket's simulator runs.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
-                mid-circuit measurement or a reset after a gate.
-            CircuitError: ``unbound_parameter``.
+            EngineError: From ``check_braket_noise``.
         """
-        super().validate(request)
-        _terminal_only(self.name, request.circuit)
         if is_noisy(request.noise):
-            check_noisy_request(self.name, request, self.capabilities.max_qubits["expectation"])
             check_braket_noise(request)
 
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate, convert and run ``request`` on the local simulator.
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Convert and run ``request`` on the local simulator.
 
         Raises:
-            EngineError: From ``validate``; ``simulation_failed`` when Braket fails.
-            CircuitError: From ``validate``.
+            EngineError: ``simulation_failed`` when Braket fails.
         """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
         if request.method == "expectation" or is_noisy(request.noise):
             return run_noisy(self._dm_sim, self._lock, request)
         start = time.perf_counter()
@@ -134,21 +103,10 @@ class BraketEngine(Engine):
         except Exception as exc:  # Braket raises plain ValueError/RuntimeError
             raise EngineError(f"braket failed: {exc}", code="simulation_failed") from exc
         if sv:
-            # Big-endian (qubit 0 the MSB): as a [2]*n tensor qubit q is axis q; the IR
-            # wants it at axis n-1-q, so reverse the axes.
-            state = np.asarray(result.values[0], dtype=np.complex128)
-            state = state.reshape((2,) * n).transpose(range(n - 1, -1, -1)).reshape(-1)
-            return EngineResult(
-                counts=None,
-                statevector=np.ascontiguousarray(state),
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
+            # Braket's state is big-endian (qubit 0 the MSB).
+            return EngineResult.timed(
+                request, start, statevector=little_endian(result.values[0], n)
             )
         qubits = [int(q) for q in result.measured_qubits]
         counts = counts_from_bits(np.asarray(result.measurements), qubits, circuit)
-        return EngineResult(
-            counts=counts,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return EngineResult.timed(request, start, counts=counts)

@@ -26,10 +26,8 @@ from typing import Any
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
-from qbus.engines.density import check_noisy_request
 from qbus.engines.reference import check_terminal_measurements, clbit_sources
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 
@@ -39,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("cirq-core", "cirq", "the cirq engine") from exc
 
 from qbus.engines.convert_cirq import counts_from_records, line_qubits, to_cirq
+from qbus.engines.noise_cirq import MAX_NOISY_QUBITS, run_noisy
 
 # Below this width a run is too small to gain from threads (qsim's own advice); above
 # it qsim gets every core.
@@ -118,34 +117,9 @@ class _CirqBase(Engine):
     goes through the simulator's own ``run``, shot by shot, seeded from the request.
     """
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks; for ``statevector`` also that measurements are terminal.
-
-        ``sample`` accepts mid-circuit measurements and resets: the simulator then runs
-        the circuit shot by shot (slower, but exact).
-
-        Raises:
-            EngineError: As ``Engine.validate``.
-            CircuitError: ``unbound_parameter``; ``mid_circuit_measurement`` for
-                ``statevector``.
-        """
-        super().validate(request)
-        if request.method == "statevector":
-            check_terminal_measurements(request.circuit)
-        if request.method == "expectation" or is_noisy(request.noise):
-            # Only the cirq engine gets here: qsim lists neither noise nor 'expectation'.
-            from qbus.engines.noise_cirq import MAX_NOISY_QUBITS
-
-            if is_noisy(request.noise):
-                check_noisy_request(self.name, request, MAX_NOISY_QUBITS)
-            try:
-                check_terminal_measurements(request.circuit)
-            except CircuitError as exc:
-                raise EngineError(
-                    f"engine '{self.name}' runs noisy circuits with terminal measurements "
-                    f"only: {exc}",
-                    code="mid_circuit_measurement",
-                ) from exc
+    # 'sample' accepts mid-circuit measurements and resets: the simulator then runs
+    # the circuit shot by shot (slower, but exact).
+    mid_circuit_methods = frozenset({"sample"})
 
     def _final_state(self, program: Any, n: int) -> np.ndarray:
         """Final state of a measurement-free ``program``: complex128, qubit 0 the LSB."""
@@ -155,20 +129,14 @@ class _CirqBase(Engine):
         """A ``cirq.Sampler`` seeded from the request, for shot-by-shot runs."""
         raise NotImplementedError
 
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate, convert and run ``request``.
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Convert and run ``request``.
 
         Raises:
-            EngineError: From ``validate``; ``simulation_failed`` when the simulator
-                raises.
-            CircuitError: From ``validate``.
+            EngineError: ``simulation_failed`` when the simulator raises.
         """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
         if request.method == "expectation" or is_noisy(request.noise):
-            from qbus.engines.noise_cirq import run_noisy
-
+            # Only the cirq engine gets here: qsim lists neither noise nor 'expectation'.
             try:
                 return run_noisy(request)
             except (ValueError, RuntimeError, MemoryError) as exc:
@@ -191,12 +159,7 @@ class _CirqBase(Engine):
                 counts = counts_from_records(result.records, circuit.num_clbits)
         except (ValueError, RuntimeError, MemoryError) as exc:
             raise EngineError(f"{self.name} failed: {exc}", code="simulation_failed") from exc
-        return EngineResult(
-            counts=counts,
-            statevector=state,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return EngineResult.timed(request, start, counts=counts, statevector=state)
 
 
 class CirqEngine(_CirqBase):
@@ -214,14 +177,9 @@ class CirqEngine(_CirqBase):
         # complex128 state + Cirq's scratch buffer + the returned copy, and the
         # probabilities when sampling.
         width = _memory_width(56, cap=30)
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep", "expectation"),
-            # 'expectation' here is the noisy one, on a density matrix (noise_cirq).
-            max_qubits={"sample": width, "statevector": width, "sweep": width, "expectation": 12},
-            gates=tuple(GATES),
-            noise=True,
-            batching=False,
-            device="cpu",
+        # 'expectation' here is the noisy one, on a density matrix (noise_cirq).
+        self.capabilities = Capabilities.state_vector(
+            width, {"expectation": MAX_NOISY_QUBITS}, noise=True
         )
 
     @property
@@ -266,14 +224,7 @@ class QsimEngine(_CirqBase):
         self._qsimcirq = qsimcirq
         # complex64 state, the complex64 result, its complex128 copy, probabilities.
         width = _memory_width(40, cap=32)
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep"),
-            max_qubits={"sample": width, "statevector": width, "sweep": width},
-            gates=tuple(GATES),
-            noise=False,
-            batching=False,
-            device="cpu",
-        )
+        self.capabilities = Capabilities.state_vector(width)
 
     @property
     def version(self) -> str:

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from qbus.engines.base import numeric_params
+from qbus.engines.checks import check_bound
+from qbus.engines.params import numeric_params
 from qbus.engines.reference import gate_matrix
-from qbus.errors import CircuitError, MissingOptionalLibraryError
+from qbus.errors import MissingOptionalLibraryError
 from qbus.schemas.ir import Circuit
 
 try:
@@ -147,12 +148,7 @@ def to_cirq(
         CircuitError: ``unbound_parameter`` when a named parameter has no value.
     """
     values = values or {}
-    missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
-        raise CircuitError(
-            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-            code="unbound_parameter",
-        )
+    check_bound(circuit, values)
     qubits = line_qubits(circuit.num_qubits)
     fixed = FIXED_GATES
     ops: list[Any] = []

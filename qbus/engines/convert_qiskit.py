@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qbus.engines.base import numeric_params
+from qbus.engines.params import numeric_params
 from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES, canonical_gate_name
 from qbus.schemas.ir import Circuit, Op

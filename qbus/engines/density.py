@@ -7,7 +7,7 @@ engine's counts and expectation values to the exact *noisy* answer. Like
 ``reference``, it is written to be obviously right rather than fast: ρ is kept as a
 vector of ``4**n`` entries, viewed as a ``2n``-qubit state whose low ``n`` qubits are
 the column index and high ``n`` qubits the row index, so a channel is one call of the
-reference's ``_apply`` with its superoperator ``Σ K ⊗ K*``.
+``kernels.apply_matrix`` with its superoperator ``Σ K ⊗ K*``.
 
 The helpers that turn a diagonal into counts (``measured_distribution``,
 ``draw_counts``) and a density matrix into expectation values
@@ -18,27 +18,18 @@ their own simulators and then read it out the same way.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from qbus.engines.base import (
-    NOISE_ENGINES,
-    EngineResult,
-    RunRequest,
-    numeric_params,
-    reject_noise,
-)
-from qbus.engines.reference import (
-    _apply,
-    _unbound,
-    check_terminal_measurements,
-    clbit_sources,
-    gate_matrix,
-)
-from qbus.errors import EngineError, LimitError
+from qbus.engines.base import NOISE_ENGINES, EngineResult, RunRequest, reject_noise
+from qbus.engines.checks import check_bound, check_noisy_request, check_terminal_measurements
+from qbus.engines.kernels import apply_matrix, draw_counts
+from qbus.engines.observables import pauli_action
+from qbus.engines.params import numeric_params
+from qbus.engines.reference import clbit_sources, gate_matrix
+from qbus.errors import LimitError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import NoiseModel, is_noisy
 from qbus.schemas.pauli import Observable, PauliTerm
@@ -55,38 +46,6 @@ _PAULIS = {
     "Y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
     "Z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
 }
-
-
-def check_noisy_request(engine: str, request: RunRequest, max_qubits: int) -> None:
-    """Checks every noisy engine makes on a noisy request, before any compute.
-
-    Args:
-        engine: The engine's name, for messages.
-        request: The request (its noise model is non-trivial).
-        max_qubits: The engine's widest noisy (density-matrix) run.
-
-    Raises:
-        EngineError: ``unsupported_method`` for a noisy ``statevector`` (the state is a
-            density matrix, which qbus does not put on the wire); ``too_many_qubits``
-            past ``max_qubits``; ``invalid_noise`` for a readout qubit out of range.
-    """
-    if request.method == "statevector":
-        raise EngineError(
-            "a noisy state is a density matrix, which is not a result qbus returns; use "
-            "method 'sample' or 'expectation' with a noise model",
-            code="unsupported_method",
-        )
-    n = request.circuit.num_qubits
-    if n > max_qubits:
-        raise EngineError(
-            f"engine '{engine}' simulates noise on at most {max_qubits} qubits (a density "
-            f"matrix of n qubits holds 4^n entries), the circuit has {n}",
-            code="too_many_qubits",
-        )
-    assert request.noise is not None
-    problem = request.noise.problem(n)
-    if problem is not None:
-        raise EngineError(f"{problem[0]} (at {problem[1]})", code="invalid_noise")
 
 
 # ------------------------------------------------------------------------ channels
@@ -179,7 +138,7 @@ def density_matrix(
         LimitError: ``too_many_qubits`` past ``max_density_qubits``.
     """
     values = values or {}
-    _unbound(circuit, values)
+    check_bound(circuit, values)
     n = circuit.num_qubits
     if n > max_density_qubits:
         raise LimitError(
@@ -196,12 +155,12 @@ def density_matrix(
             continue
         u = gate_matrix(op.name, numeric_params(op.params, values))
         rows = tuple(q + n for q in op.qubits)
-        vec = _apply(vec, u, rows, 2 * n)
-        vec = _apply(vec, u.conj(), op.qubits, 2 * n)
+        vec = apply_matrix(vec, u, rows, 2 * n)
+        vec = apply_matrix(vec, u.conj(), op.qubits, 2 * n)
         if noisy:
             assert noise is not None
             for kraus, qs in gate_channels(noise, op.qubits):
-                vec = _apply(vec, _superoperator(kraus), (*qs, *(q + n for q in qs)), 2 * n)
+                vec = apply_matrix(vec, _superoperator(kraus), (*qs, *(q + n for q in qs)), 2 * n)
     return vec.reshape(dim, dim)
 
 
@@ -263,15 +222,6 @@ def noisy_probabilities(
     return measured_distribution(circuit, np.diagonal(rho).real, noise)
 
 
-def draw_counts(dist: Mapping[str, float], shots: int, seed: int) -> dict[str, int]:
-    """``shots`` draws from ``dist`` with ``numpy.random.default_rng(seed)``."""
-    keys = sorted(dist)
-    p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
-    p /= p.sum()  # multinomial insists on a sum of at most 1
-    draws = np.random.default_rng(seed).multinomial(shots, p)
-    return {k: int(c) for k, c in zip(keys, draws, strict=True) if c}
-
-
 # ---------------------------------------------------------------- expectation values
 
 
@@ -279,16 +229,7 @@ def pauli_trace(rho: np.ndarray, term: PauliTerm) -> float:
     """``Tr(ρ P)`` for the Pauli string of ``term`` (its coefficient not applied)."""
     dim = rho.shape[0]
     index = np.arange(dim)
-    flip = 0
-    phase = np.ones(dim, dtype=np.complex128)
-    for letter, qubit in term.factors():
-        bit = (index >> qubit) & 1
-        if letter in "XY":
-            flip |= 1 << qubit
-        if letter == "Z":
-            phase *= 1 - 2 * bit
-        elif letter == "Y":
-            phase *= np.where(bit == 1, 1j, -1j)
+    flip, phase = pauli_action(term.factors(), index)
     # P[i, i ^ flip] = phase[i], so Tr(ρP) = Σ_i ρ[i ^ flip, i] phase[i].
     return float(np.real(np.sum(rho[index ^ flip, index] * phase)))
 
@@ -325,20 +266,10 @@ def result_from_density(
     ``numpy.random.default_rng(seed)``; ``expectation`` evaluates the observables.
     """
     if request.method == "expectation":
-        return EngineResult(
-            counts=None,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-            expectations=density_expectations(rho, request.observables),
-        )
+        values = density_expectations(rho, request.observables)
+        return EngineResult.timed(request, start, expectations=values)
     dist = measured_distribution(request.circuit, np.diagonal(rho).real, noise)
-    return EngineResult(
-        counts=draw_counts(dist, request.shots, request.seed),
-        statevector=None,
-        seed=request.seed,
-        run_seconds=time.perf_counter() - start,
-    )
+    return EngineResult.timed(request, start, counts=draw_counts(dist, request.shots, request.seed))
 
 
 __all__ = [

@@ -33,17 +33,12 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from qbus.engines.base import (
-    Capabilities,
-    Engine,
-    EngineResult,
-    RunRequest,
-    memory_width,
-    numeric_params,
-)
-from qbus.engines.reference import check_terminal_measurements, clbit_sources
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
+from qbus.engines.params import numeric_params
+from qbus.engines.reference import clbit_sources
+from qbus.engines.results import state_result
 from qbus.engines.sweep import point_parameters, point_seed, slot_table
-from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
+from qbus.errors import MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
@@ -311,17 +306,10 @@ class JaxEngine(Engine):
         self._lock = threading.Lock()
         gpu = _has_gpu()
         width = _state_width(dtype, gpu)
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep", "dynamics"),
-            max_qubits={
-                "sample": width,
-                "statevector": width,
-                "sweep": width,
-                # Dense propagators (qbus/engines/jax_dynamics.py); open systems: 5.
-                "dynamics": MAX_CLOSED_QUBITS,
-            },
-            gates=tuple(GATES),
-            noise=False,
+        # Dense propagators for 'dynamics' (qbus/engines/jax_dynamics.py); open systems: 5.
+        self.capabilities = Capabilities.state_vector(
+            width,
+            {"dynamics": MAX_CLOSED_QUBITS},
             batching=True,
             device="gpu" if gpu else "cpu",
         )
@@ -331,43 +319,24 @@ class JaxEngine(Engine):
         """The installed jax version."""
         return str(jax.__version__)
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that measurements are terminal.
+    def _check(self, request: RunRequest) -> None:
+        """A ``dynamics`` request's spec (measurements are terminal: the base checks it).
 
         Raises:
-            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a gate or
-                reset after a measurement, or a reset after a gate (the engine is a pure
-                state-vector simulator).
-            CircuitError: ``unbound_parameter``.
+            EngineError: From ``check_dynamics_request``.
         """
-        super().validate(request)
-        try:
-            check_terminal_measurements(request.circuit)
-        except CircuitError as exc:
-            raise EngineError(
-                f"engine 'jax' runs terminal measurements only: {exc}",
-                code="mid_circuit_measurement",
-            ) from exc
         if request.method == "dynamics":
             check_dynamics_request(request)
 
     # -- compilation
 
     def _compiled(self, structure: Structure, batched: bool) -> Callable[[jax.Array], jax.Array]:
-        key = (structure, batched)
-        with self._lock:
-            fn = self._cache.get(key)
-            if fn is not None:
-                self._cache.move_to_end(key)
-                return fn
-            self.cache_misses += 1
+        def build() -> Callable[[jax.Array], jax.Array]:
             fused = min(self.max_fused_qubits, SWEEP_FUSED_QUBITS) if batched else None
             body = build_circuit_fn(structure, self.dtype, fused or self.max_fused_qubits)
-            fn = jax.jit(highest_precision(jax.vmap(body) if batched else body))
-            self._cache[key] = fn
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return fn
+            return jax.jit(highest_precision(jax.vmap(body) if batched else body))
+
+        return self._cached((structure, batched), build)
 
     def _angles(self, circuit: Circuit, values: Mapping[str, float] | None) -> np.ndarray:
         flat: list[float] = []
@@ -456,13 +425,7 @@ class JaxEngine(Engine):
                 for j, psi in enumerate(out):
                     seed = point_seed(request.seed, lo + j)
                     points.append(SweepPoint(counts=_sample(circuit, psi, request.shots, seed)))
-        return EngineResult(
-            counts=None,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-            sweep_results=points,
-        )
+        return EngineResult.timed(request, start, sweep_results=points)
 
     def _sweep_calls(
         self, circuit: Circuit, angles: np.ndarray, observables: Sequence[Observable]
@@ -513,35 +476,13 @@ class JaxEngine(Engine):
                 self._cache.popitem(last=False)
             return fn
 
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate and run ``request``.
-
-        Raises:
-            EngineError, CircuitError: As ``validate``, before any compute.
-        """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
+    def _run(self, request: RunRequest) -> EngineResult:
         if request.method == "dynamics":
             psi0 = self.statevector(request.circuit, request.parameters)
             return run_dynamics(request, psi0)
         start = time.perf_counter()
-        circuit = request.circuit
-        psi = self.statevector(circuit, request.parameters)
-        if request.method == "statevector":
-            return EngineResult(
-                counts=None,
-                statevector=psi,
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
-            )
-        counts = _sample(circuit, psi, request.shots, request.seed)
-        return EngineResult(
-            counts=counts,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        psi = self.statevector(request.circuit, request.parameters)
+        return state_result(request, psi, start, _sample)
 
 
 def _sample(circuit: Circuit, psi: np.ndarray, shots: int, seed: int) -> dict[str, int]:

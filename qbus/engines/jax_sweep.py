@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qbus.engines.jax_gates import jax_matrix
+from qbus.engines.observables import pauli_action
 from qbus.engines.reference import gate_matrix
 from qbus.schemas.gates import GATES
 from qbus.schemas.pauli import Observable
@@ -283,17 +284,7 @@ def _flip_groups(n: int, observables: Sequence[Sequence[Term]]) -> list[tuple[in
     groups: dict[int, np.ndarray] = {}
     for k, terms in enumerate(observables):
         for coeff, factors in terms:
-            flip = 0
-            phase = np.full(1 << n, coeff, dtype=np.complex128)
-            for letter, qubit in factors:
-                bit = (index >> qubit) & 1
-                if letter in "XY":
-                    flip |= 1 << qubit
-                if letter == "Z":
-                    phase *= 1 - 2 * bit
-                elif letter == "Y":
-                    # (Y psi)[x] = phase * psi[x ^ bit]: i for bit 1, -i for bit 0.
-                    phase *= np.where(bit == 1, 1j, -1j)
+            flip, phase = pauli_action(factors, index, coeff)
             w = groups.setdefault(flip, np.zeros((1 << n, len(observables)), np.complex128))
             w[:, k] += phase
     return list(groups.items())

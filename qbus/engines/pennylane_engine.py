@@ -20,16 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
-from qbus.engines.density import check_noisy_request
-from qbus.engines.reference import (
-    check_terminal_measurements,
-    clbit_sources,
-    counts_from_bits,
-    gate_matrix,
-)
-from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.gates import GATES
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.checks import check_bound
+from qbus.engines.kernels import big_endian_matrix, little_endian
+from qbus.engines.params import numeric_params
+from qbus.engines.reference import clbit_sources, counts_from_bits, gate_matrix
+from qbus.errors import EngineError, MissingOptionalLibraryError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 
@@ -90,12 +86,6 @@ NATIVE: dict[str, Callable[..., Any]] = {
 }
 
 
-def _big_endian(m: np.ndarray) -> np.ndarray:
-    k = m.shape[0].bit_length() - 1
-    axes = [*reversed(range(k)), *reversed(range(k, 2 * k))]
-    return np.asarray(m).reshape((2,) * (2 * k)).transpose(axes).reshape(m.shape)
-
-
 def to_pennylane(circuit: Circuit, values: Mapping[str, float] | None = None) -> list[Any]:
     """The PennyLane operations of ``circuit``'s gates, on wires equal to IR qubits.
 
@@ -110,12 +100,7 @@ def to_pennylane(circuit: Circuit, values: Mapping[str, float] | None = None) ->
         CircuitError: ``unbound_parameter`` when a named parameter has no value.
     """
     values = values or {}
-    missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
-        raise CircuitError(
-            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-            code="unbound_parameter",
-        )
+    check_bound(circuit, values)
     ops: list[Any] = []
     for op in circuit.ops:
         name = op.name
@@ -127,7 +112,7 @@ def to_pennylane(circuit: Circuit, values: Mapping[str, float] | None = None) ->
         if build is not None:
             ops.append(build(*params, wires=wires if len(wires) > 1 else wires[0]))
         else:
-            m = _big_endian(gate_matrix(name, params))
+            m = big_endian_matrix(gate_matrix(name, params))
             ops.append(qml.QubitUnitary(m, wires=wires))
     return ops
 
@@ -141,19 +126,9 @@ class PennylaneEngine(Engine):
     """
 
     name = "pennylane"
-    capabilities = Capabilities(
-        methods=("sample", "statevector", "sweep", "expectation"),
-        max_qubits={
-            "sample": _MAX_QUBITS,
-            "statevector": _MAX_QUBITS,
-            "sweep": _MAX_QUBITS,
-            # Only noisy jobs send 'expectation': a density matrix on default.mixed.
-            "expectation": MAX_NOISY_QUBITS,
-        },
-        gates=tuple(GATES),
-        noise=True,
-        batching=False,
-        device="cpu",
+    # Only noisy jobs send 'expectation': a density matrix on default.mixed.
+    capabilities = Capabilities.state_vector(
+        _MAX_QUBITS, {"expectation": MAX_NOISY_QUBITS}, noise=True
     )
 
     @property
@@ -161,35 +136,12 @@ class PennylaneEngine(Engine):
         """The installed PennyLane version."""
         return str(qml.__version__)
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that every measurement is terminal.
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Convert and run ``request`` on a fresh seeded ``default.qubit``.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
-                mid-circuit measurement or a reset after a gate.
-            CircuitError: ``unbound_parameter``.
+            EngineError: ``simulation_failed`` when PennyLane fails.
         """
-        super().validate(request)
-        try:
-            check_terminal_measurements(request.circuit)
-        except CircuitError as exc:
-            raise EngineError(
-                f"engine '{self.name}' runs only terminal measurements: {exc}",
-                code="mid_circuit_measurement",
-            ) from exc
-        if is_noisy(request.noise):
-            check_noisy_request(self.name, request, MAX_NOISY_QUBITS)
-
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate, convert and run ``request`` on a fresh seeded ``default.qubit``.
-
-        Raises:
-            EngineError: From ``validate``; ``simulation_failed`` when PennyLane fails.
-            CircuitError: From ``validate``.
-        """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
         if request.method == "expectation" or is_noisy(request.noise):
             return run_noisy(request, to_pennylane(request.circuit, request.parameters))
         start = time.perf_counter()
@@ -209,19 +161,7 @@ class PennylaneEngine(Engine):
         except Exception as exc:  # PennyLane raises many types; none is the caller's fault
             raise EngineError(f"pennylane failed: {exc}", code="simulation_failed") from exc
         if sv:
-            # Wire 0 the MSB: as a [2]*n tensor wire q is axis q; reverse for the IR.
-            state = np.asarray(out, dtype=np.complex128).reshape((2,) * n)
-            state = state.transpose(range(n - 1, -1, -1)).reshape(-1)
-            return EngineResult(
-                counts=None,
-                statevector=np.ascontiguousarray(state),
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
-            )
+            # Wire 0 is the MSB of PennyLane's state.
+            return EngineResult.timed(request, start, statevector=little_endian(out, n))
         bits = np.asarray(out).reshape(request.shots, len(qubits))
-        return EngineResult(
-            counts=counts_from_bits(bits, qubits, circuit),
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return EngineResult.timed(request, start, counts=counts_from_bits(bits, qubits, circuit))

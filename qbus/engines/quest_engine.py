@@ -33,17 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from qbus.engines.base import (
-    Capabilities,
-    Engine,
-    EngineResult,
-    RunRequest,
-    memory_width,
-    numeric_params,
-)
-from qbus.engines.reference import check_terminal_measurements, clbit_sources, gate_matrix
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
+from qbus.engines.params import numeric_params
+from qbus.engines.reference import clbit_sources, gate_matrix
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
 
 try:
@@ -193,46 +186,19 @@ class QuestEngine(Engine):
         # QuEST's complex128 state, the state handed back as a Python list of complex
         # numbers (about 56 B an amplitude) and the numpy copy made of it.
         width = memory_width(96, cap=26)
-        self.capabilities = Capabilities(
-            methods=("sample", "statevector", "sweep"),
-            max_qubits={"sample": width, "statevector": width, "sweep": width},
-            gates=tuple(GATES),
-            noise=False,
-            batching=False,
-            device="cpu",
-        )
+        self.capabilities = Capabilities.state_vector(width)
 
     @property
     def version(self) -> str:
         """The installed qoqo-quest and qoqo versions."""
         return f"{_dist_version('qoqo-quest')}+qoqo{_dist_version('qoqo')}"
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that every measurement is terminal.
+    def _run(self, request: RunRequest) -> EngineResult:
+        """Convert and run ``request``.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``mid_circuit_measurement``.
-            CircuitError: ``unbound_parameter``.
+            EngineError: ``simulation_failed`` when QuEST raises.
         """
-        super().validate(request)
-        try:
-            check_terminal_measurements(request.circuit)
-        except CircuitError as exc:
-            raise EngineError(
-                f"engine 'quest' runs only terminal measurements: {exc}",
-                code="mid_circuit_measurement",
-            ) from exc
-
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate, convert and run ``request``.
-
-        Raises:
-            EngineError: From ``validate``; ``simulation_failed`` when QuEST raises.
-            CircuitError: From ``validate``.
-        """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
         start = time.perf_counter()
         circuit = request.circuit
         program = QoqoCircuit()
@@ -261,12 +227,7 @@ class QuestEngine(Engine):
             state = np.asarray(complexes["psi"][0], dtype=np.complex128)
         else:
             counts = _counts(bits["ro"], circuit)
-        return EngineResult(
-            counts=counts,
-            statevector=state,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return EngineResult.timed(request, start, counts=counts, statevector=state)
 
 
 def _counts(shots: list[list[bool]], circuit: Circuit) -> dict[str, int]:

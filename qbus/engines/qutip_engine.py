@@ -20,11 +20,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
-from qbus.engines.density import check_noisy_request
-from qbus.engines.reference import check_terminal_measurements, distribution, gate_matrix
-from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.gates import GATES
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.checks import check_bound
+from qbus.engines.kernels import big_endian_matrix
+from qbus.engines.params import numeric_params
+from qbus.engines.reference import gate_matrix, sample_state
+from qbus.engines.results import state_result
+from qbus.errors import EngineError, MissingOptionalLibraryError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 
@@ -44,12 +46,6 @@ from qbus.engines.qutip_open import (  # noqa: E402 - after the optional import 
 )
 
 
-def _big_endian(m: np.ndarray) -> np.ndarray:
-    k = m.shape[0].bit_length() - 1
-    axes = [*reversed(range(k)), *reversed(range(k, 2 * k))]
-    return np.asarray(m).reshape((2,) * (2 * k)).transpose(axes).reshape(m.shape)
-
-
 def final_state(circuit: Circuit, values: Mapping[str, float] | None = None) -> qutip.Qobj:
     """The final ket of ``circuit`` from ``|0...0>``, measurements and resets skipped.
 
@@ -64,12 +60,7 @@ def final_state(circuit: Circuit, values: Mapping[str, float] | None = None) -> 
         CircuitError: ``unbound_parameter`` when a named parameter has no value.
     """
     values = values or {}
-    missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
-        raise CircuitError(
-            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-            code="unbound_parameter",
-        )
+    check_bound(circuit, values)
     n = circuit.num_qubits
     dims = [2] * n
     psi = qutip.basis(dims, [0] * n)
@@ -77,7 +68,7 @@ def final_state(circuit: Circuit, values: Mapping[str, float] | None = None) -> 
         if op.name in ("measure", "reset", "barrier"):
             continue
         k = len(op.qubits)
-        m = _big_endian(gate_matrix(op.name, numeric_params(op.params, values)))
+        m = big_endian_matrix(gate_matrix(op.name, numeric_params(op.params, values)))
         gate = qutip.Qobj(m, dims=[[2] * k, [2] * k])
         targets = [n - 1 - q for q in op.qubits]
         psi = qutip.expand_operator(gate, dims=dims, targets=targets) @ psi
@@ -93,20 +84,11 @@ class QutipEngine(Engine):
     """
 
     name = "qutip"
-    capabilities = Capabilities(
-        methods=("sample", "statevector", "sweep", "expectation", "dynamics"),
-        max_qubits={
-            "sample": _MAX_QUBITS,
-            "statevector": _MAX_QUBITS,
-            "sweep": _MAX_QUBITS,
-            # Density matrices: the noisy 'expectation' and the Lindblad 'dynamics'.
-            "expectation": MAX_NOISY_QUBITS,
-            "dynamics": MAX_DYNAMICS_QUBITS,
-        },
-        gates=tuple(GATES),
+    # Density matrices: the noisy 'expectation' and the Lindblad 'dynamics'.
+    capabilities = Capabilities.state_vector(
+        _MAX_QUBITS,
+        {"expectation": MAX_NOISY_QUBITS, "dynamics": MAX_DYNAMICS_QUBITS},
         noise=True,
-        batching=False,
-        device="cpu",
     )
 
     @property
@@ -114,22 +96,12 @@ class QutipEngine(Engine):
         """The installed QuTiP version."""
         return str(qutip.__version__)
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that every measurement is terminal.
+    def _check(self, request: RunRequest) -> None:
+        """A ``dynamics`` request's spec, and that it brings no noise model.
 
         Raises:
-            EngineError: As ``Engine.validate``; ``mid_circuit_measurement`` for a
-                mid-circuit measurement or a reset after a gate.
-            CircuitError: ``unbound_parameter``.
+            EngineError: ``invalid_dynamics``.
         """
-        super().validate(request)
-        try:
-            check_terminal_measurements(request.circuit)
-        except CircuitError as exc:
-            raise EngineError(
-                f"engine '{self.name}' runs only terminal measurements: {exc}",
-                code="mid_circuit_measurement",
-            ) from exc
         if request.method == "dynamics":
             check_spec(self.name, request)
             if is_noisy(request.noise):
@@ -137,42 +109,13 @@ class QutipEngine(Engine):
                     "a 'dynamics' job takes its noise as collapse operators, not a noise model",
                     code="invalid_dynamics",
                 )
-        elif is_noisy(request.noise):
-            limit = self.capabilities.max_qubits["expectation"]
-            check_noisy_request(self.name, request, limit)
 
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate and run ``request``.
-
-        Raises:
-            EngineError, CircuitError: As ``validate``, before any compute.
-        """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
+    def _run(self, request: RunRequest) -> EngineResult:
         if request.method == "dynamics":
             return run_dynamics(request, final_state(request.circuit, request.parameters))
         if request.method == "expectation" or is_noisy(request.noise):
             return run_noisy(request)
         start = time.perf_counter()
-        circuit = request.circuit
-        psi = final_state(circuit, request.parameters)
+        psi = final_state(request.circuit, request.parameters)
         state = np.asarray(psi.full(), dtype=np.complex128).reshape(-1)
-        if request.method == "statevector":
-            return EngineResult(
-                counts=None,
-                statevector=state,
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
-            )
-        dist = distribution(circuit, state)
-        keys = sorted(dist)
-        p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
-        p /= p.sum()
-        draws = np.random.default_rng(request.seed).multinomial(request.shots, p)
-        return EngineResult(
-            counts={k: int(c) for k, c in zip(keys, draws, strict=True) if c},
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return state_result(request, state, start, sample_state)

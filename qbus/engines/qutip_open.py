@@ -24,8 +24,10 @@ import time
 import numpy as np
 import qutip
 
-from qbus.engines.base import EngineResult, RunRequest, numeric_params
+from qbus.engines.base import EngineResult, RunRequest
 from qbus.engines.density import gate_channels, result_from_density
+from qbus.engines.kernels import big_endian_matrix
+from qbus.engines.params import numeric_params
 from qbus.engines.reference import gate_matrix
 from qbus.errors import EngineError
 from qbus.schemas.dynamics import CollapseOperator, DynamicsResult, DynamicsSpec
@@ -123,12 +125,6 @@ def run_dynamics(request: RunRequest, initial: qutip.Qobj) -> EngineResult:
     )
 
 
-def _big_endian(m: np.ndarray) -> np.ndarray:
-    k = m.shape[0].bit_length() - 1
-    axes = [*reversed(range(k)), *reversed(range(k, 2 * k))]
-    return np.asarray(m).reshape((2,) * (2 * k)).transpose(axes).reshape(m.shape)
-
-
 def noisy_density_matrix(
     circuit: Circuit, values: dict[str, float], noise: NoiseModel
 ) -> np.ndarray:
@@ -140,7 +136,7 @@ def noisy_density_matrix(
         if op.name in ("measure", "reset", "barrier"):
             continue
         k = len(op.qubits)
-        m = _big_endian(gate_matrix(op.name, numeric_params(op.params, values)))
+        m = big_endian_matrix(gate_matrix(op.name, numeric_params(op.params, values)))
         targets = [n - 1 - q for q in op.qubits]
         u = qutip.expand_operator(
             qutip.Qobj(m, dims=[[2] * k, [2] * k]), dims=dims, targets=targets
@@ -151,7 +147,9 @@ def noisy_density_matrix(
             tq = [n - 1 - q for q in qs]
             full = [
                 qutip.expand_operator(
-                    qutip.Qobj(_big_endian(kr), dims=[[2] * kk, [2] * kk]), dims=dims, targets=tq
+                    qutip.Qobj(big_endian_matrix(kr), dims=[[2] * kk, [2] * kk]),
+                    dims=dims,
+                    targets=tq,
                 )
                 for kr in kraus
             ]

@@ -23,7 +23,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 import qbus
-from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, numeric_params
+from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.checks import check_bound, check_terminal_measurements
+from qbus.engines.kernels import apply_matrix, draw_counts
+from qbus.engines.params import numeric_params
+from qbus.engines.results import state_result
 from qbus.errors import CircuitError, LimitError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit
@@ -212,90 +216,12 @@ def gate_matrix(name: str, params: Sequence[float] = ()) -> np.ndarray:
     return _PARAMETRISED[name](*(float(p) for p in params))
 
 
-def _apply(psi: np.ndarray, m: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
-    """Apply matrix ``m`` to ``qubits`` of the flat state ``psi`` (returns a new flat array)."""
-    k = len(qubits)
-    if k == 1:
-        q = qubits[0]
-        if q < 4:
-            # Few low bits: matmul's broadcast stack would be of tiny (2, 2^q) products.
-            # One dense (N / 2^(q+1), 2^(q+1)) product with kron(m, I) is far faster.
-            low = 1 << q
-            big = np.kron(m, np.eye(low)) if low > 1 else m
-            return (psi.reshape(-1, 2 * low) @ big.T).reshape(-1)
-        # (high bits, this qubit, low bits); matmul broadcasts m over the leading axis.
-        view = psi.reshape(1 << (n - 1 - q), 2, 1 << q)
-        return np.matmul(m, view).reshape(-1)
-    if k == 2:
-        a, b = qubits
-        hi, lo = (a, b) if a > b else (b, a)
-        view = psi.reshape(1 << (n - 1 - hi), 2, 1 << (hi - lo - 1), 2, 1 << lo)
-        # m.reshape(2,2,2,2) has axes (out_q1, out_q0, in_q1, in_q0); order them (hi, lo).
-        m4 = m.reshape(2, 2, 2, 2)
-        if a > b:  # q0 is the high qubit: swap the two qubit roles
-            m4 = m4.transpose(1, 0, 3, 2)
-        out = np.tensordot(m4, view, axes=([2, 3], [1, 3]))  # (hi, lo, A, B, C)
-        return out.transpose(2, 0, 3, 1, 4).reshape(-1)
-    # General case on the [2]*n tensor: m's input axes are (q_{k-1}, ..., q0).
-    tensor = psi.reshape((2,) * n)
-    axes = [n - 1 - q for q in reversed(qubits)]
-    out = np.tensordot(m.reshape((2,) * (2 * k)), tensor, axes=(list(range(k, 2 * k)), axes))
-    return np.moveaxis(out, list(range(k)), axes).reshape(-1)
-
-
 def _check_size(n: int) -> None:
     if n > _HARD_MAX_QUBITS:
         raise LimitError(
             f"the reference simulator holds at most {_HARD_MAX_QUBITS} qubits, got {n}",
             code="too_many_qubits",
         )
-
-
-def _unbound(circuit: Circuit, values: Mapping[str, float]) -> None:
-    missing = sorted(set(circuit.parameters) - set(values))
-    if missing:
-        raise CircuitError(
-            f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
-            code="unbound_parameter",
-        )
-
-
-def check_terminal_measurements(circuit: Circuit) -> None:
-    """Check that the circuit's measurements are terminal, in one pass over its ops.
-
-    Raises:
-        CircuitError: ``mid_circuit_measurement`` when a gate or reset acts on a qubit
-            after it was measured, or a reset follows a gate on its qubit (a reset is
-            only supported as the no-op it is on a fresh qubit).
-    """
-    touched = [False] * circuit.num_qubits  # a gate acted on it: a reset is no no-op
-    measured = [False] * circuit.num_qubits
-    for i, op in enumerate(circuit.ops):
-        name = op.name
-        if name == "barrier":
-            continue
-        if name == "measure":
-            for q in op.qubits:
-                measured[q] = True
-            continue
-        for q in op.qubits:
-            if measured[q]:
-                raise CircuitError(
-                    f"'{name}' acts on qubit {q} after it was measured; only terminal "
-                    "measurements are supported",
-                    code="mid_circuit_measurement",
-                    where=f"$.ops[{i}]",
-                )
-            if name == "reset":
-                if touched[q]:
-                    raise CircuitError(
-                        f"reset of qubit {q} after a gate acted on it is not supported; "
-                        "only a reset of a fresh qubit (a no-op) is",
-                        code="mid_circuit_measurement",
-                        where=f"$.ops[{i}]",
-                    )
-            else:
-                touched[q] = True
 
 
 def statevector(circuit: Circuit, values: Mapping[str, float] | None = None) -> np.ndarray:
@@ -318,7 +244,7 @@ def statevector(circuit: Circuit, values: Mapping[str, float] | None = None) -> 
         LimitError: ``too_many_qubits`` past the simulator's hard memory bound.
     """
     values = values or {}
-    _unbound(circuit, values)
+    check_bound(circuit, values)
     n = circuit.num_qubits
     _check_size(n)
     check_terminal_measurements(circuit)
@@ -328,7 +254,7 @@ def statevector(circuit: Circuit, values: Mapping[str, float] | None = None) -> 
         if op.name in _SKIP:
             continue
         m = gate_matrix(op.name, numeric_params(op.params, values))
-        psi = _apply(psi, m, op.qubits, n)
+        psi = apply_matrix(psi, m, op.qubits, n)
     return psi
 
 
@@ -410,64 +336,26 @@ class ReferenceEngine(Engine):
     """
 
     name = "reference"
-    capabilities = Capabilities(
-        methods=("sample", "statevector", "sweep"),
-        max_qubits={
-            "sample": max_reference_qubits,
-            "statevector": max_reference_qubits,
-            "sweep": max_reference_qubits,
-        },
-        gates=tuple(GATES),
-        noise=False,
-        batching=False,
-        device="cpu",
-    )
+    capabilities = Capabilities.state_vector(max_reference_qubits)
 
     @property
     def version(self) -> str:
         """The qbus version: this engine ships with the package."""
         return qbus.__version__
 
-    def validate(self, request: RunRequest) -> None:
-        """The base checks, then that every measurement is terminal.
-
-        Raises:
-            EngineError: As ``Engine.validate``.
-            CircuitError: ``unbound_parameter``, ``mid_circuit_measurement``.
-        """
-        super().validate(request)
-        check_terminal_measurements(request.circuit)
-
-    def run(self, request: RunRequest) -> EngineResult:
-        """Validate and run ``request``.
-
-        Raises:
-            EngineError, CircuitError: As ``validate``, before any compute.
-        """
-        self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
+    def _run(self, request: RunRequest) -> EngineResult:
         start = time.perf_counter()
         psi = statevector(request.circuit, request.parameters)
-        if request.method == "statevector":
-            return EngineResult(
-                counts=None,
-                statevector=psi,
-                seed=request.seed,
-                run_seconds=time.perf_counter() - start,
-            )
-        dist = distribution(request.circuit, psi)
-        keys = sorted(dist)
-        p = np.fromiter((dist[k] for k in keys), dtype=np.float64, count=len(keys))
-        p /= p.sum()  # multinomial insists on a sum of exactly <= 1
-        draws = np.random.default_rng(request.seed).multinomial(request.shots, p)
-        counts = {k: int(c) for k, c in zip(keys, draws, strict=True) if c}
-        return EngineResult(
-            counts=counts,
-            statevector=None,
-            seed=request.seed,
-            run_seconds=time.perf_counter() - start,
-        )
+        return state_result(request, psi, start, sample_state)
+
+
+def sample_state(circuit: Circuit, psi: np.ndarray, shots: int, seed: int) -> dict[str, int]:
+    """``shots`` counts drawn from the exact distribution of ``circuit``'s final state ``psi``.
+
+    ``draw_counts`` of ``distribution``: the same counts for the same state and seed on
+    every engine that samples this way.
+    """
+    return draw_counts(distribution(circuit, psi), shots, seed)
 
 
 __all__ = [
@@ -477,5 +365,6 @@ __all__ = [
     "gate_matrix",
     "max_reference_qubits",
     "probabilities",
+    "sample_state",
     "statevector",
 ]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
+from qbus.engines.observables import pauli_action
 from qbus.errors import CircuitError
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
@@ -155,16 +156,7 @@ def expectation_matrix(states: np.ndarray, observables: Sequence[Observable]) ->
     groups: dict[int, list[tuple[int, float, np.ndarray]]] = {}
     for k, obs in enumerate(observables):
         for term in obs.terms:
-            flip = 0
-            phase = np.ones(dim, dtype=np.complex128)
-            for letter, qubit in term.factors():
-                bit = (index >> qubit) & 1
-                if letter in "XY":
-                    flip |= 1 << qubit
-                if letter == "Z":
-                    phase *= 1 - 2 * bit
-                elif letter == "Y":
-                    phase *= np.where(bit == 1, 1j, -1j)
+            flip, phase = pauli_action(term.factors(), index)
             groups.setdefault(flip, []).append((k, term.coeff, phase))
     out = np.zeros((points, len(observables)), dtype=np.float64)
     for flip, terms in groups.items():

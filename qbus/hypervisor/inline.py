@@ -13,7 +13,7 @@ __all__ = ["InlineSandbox", "Sandbox"]
 
 
 class InlineSandbox:
-    """No isolation and no limits: the engine runs in this process (the caller validated).
+    """No isolation and no limits: the engine runs in this process (``run`` validates).
 
     Limits are not enforced: a runaway job here holds the executor. It is the default for
     qbus's own engines because it adds nothing to a job's latency.
