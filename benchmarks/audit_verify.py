@@ -26,10 +26,10 @@ from pathlib import Path
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import _read_all, verify_log
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.audit import event_digest
 from qbus.schemas.events import JobSubmitted, new_event_id, new_job_id
+from qbus.verifier.log_audit import read_all, verify_log
 
 BELL = """OPENQASM 2.0;
 include "qelib1.inc";
@@ -43,7 +43,7 @@ measure q -> c;
 
 async def _read(bus: Bus) -> int:
     n = 0
-    async for _ in _read_all(bus, bus.config.stream, bus.subjects.all):
+    async for _ in read_all(bus, bus.config.stream, bus.subjects.all):
         n += 1
     return n
 
@@ -51,7 +51,7 @@ async def _read(bus: Bus) -> int:
 async def _chain_only(bus: Bus) -> int:
     # The digest work of the chain check alone: what verify did before the semantic checks.
     n = 0
-    async for msg in _read_all(bus, bus.config.stream, bus.subjects.all):
+    async for msg in read_all(bus, bus.config.stream, bus.subjects.all):
         msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
         event_digest(msg.subject, msg_id, msg.data)
         n += 1

@@ -33,10 +33,11 @@ from nats.js import api as js_api
 
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
 from qbus.bus.tenancy import wait_tenant_result
-from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError
+from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError, validation_path
 from qbus.observability import tracing
-from qbus.producers.submit import events_of, submit, wait_final
+from qbus.producers.submit import submit, wait_final
 from qbus.schemas.events import (
     Event,
     JobSubmitted,
@@ -89,10 +90,10 @@ def circuit_fields(circuit: Any, format: str = "auto") -> dict[str, Any]:
         try:
             return {"circuit": msgspec.convert(dict(circuit), Circuit)}
         except msgspec.ValidationError as exc:
-            where = str(exc).split(" - at `", 1)[1].rstrip("`") if " - at `" in str(exc) else None
-            raise SchemaError(f"invalid JSON IR: {exc}", where=where) from exc
+            raise SchemaError(f"invalid JSON IR: {exc}", where=validation_path(exc)) from exc
     module = type(circuit).__module__.split(".", 1)[0]
     if module == "qiskit":
+        # Deferred: convert_qiskit imports qiskit, an optional extra.
         from qbus.engines.convert_qiskit import from_qiskit
 
         return {"circuit": from_qiskit(circuit)}

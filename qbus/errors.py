@@ -6,6 +6,26 @@ clients branch on them, so a code is never renamed or reused.
 
 from __future__ import annotations
 
+_PATH_MARKER = " - at `"
+
+
+def validation_path(exc: Exception) -> str | None:
+    """The field path (``$.ops[2].qubits``) of a msgspec ``ValidationError``, or None.
+
+    msgspec puts the path only into the message (``Expected `int`, got `str` - at
+    `$.shots```); this is the one place that reads it, so a change in msgspec's wording
+    breaks one function and its test, not every caller.
+    """
+    text = str(exc)
+    if _PATH_MARKER not in text:
+        return None
+    return text.split(_PATH_MARKER, 1)[1].rstrip("`")
+
+
+def validation_message(exc: Exception) -> str:
+    """A msgspec ``ValidationError``'s message without its path suffix."""
+    return str(exc).partition(_PATH_MARKER)[0]
+
 
 class QbusWarning(UserWarning):
     """Warnings raised by qbus itself (tests turn them into errors)."""

@@ -19,10 +19,11 @@ from qbus.ai.draw import _draw, draw_text
 from qbus.ai.errors import AiAnswerError, AiModelMissing, AiUnavailable
 from qbus.ai.extract import extract_qasm, extract_yaml
 from qbus.ai.prompting import load_prompt
-from qbus.bus.config import AiConfig, ConfigError, load_config
+from qbus.bus.config import AiConfig, ConfigError
 from qbus.errors import SchemaError
+from qbus.frontends.job_template import template_json_schema, validate_template
 from qbus.frontends.qasm import parse_qasm
-from qbus.producers.template_schema import template_json_schema, validate_template
+from qbus.secrets import load_config
 from tests.ollama_server import DIGEST, FakeOllama
 
 GHZ5 = """OPENQASM 3.0;

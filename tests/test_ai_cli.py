@@ -13,9 +13,9 @@ import yaml
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
 from qbus.consumers.pipeline import Pipeline
-from qbus.producers.submit import events_of
-from qbus.producers.template_schema import validate_template
+from qbus.frontends.job_template import validate_template
 from qbus.schemas.events import JobSubmitted, decode
 from tests.ollama_server import FakeOllama
 from tests.test_ai import GHZ5, GHZ5_ANSWER, GHZ5_WRONG_GATE, H2_PLAN, free_port

@@ -17,10 +17,10 @@ import pytest
 from qbus.ai.prompting import load_prompt
 from qbus.bus.config import AiConfig, Config
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
 from qbus.consumers.pipeline import Pipeline
 from qbus.frontends.qasm import parse_qasm, to_qasm3
 from qbus.passes import optimize
-from qbus.producers.submit import events_of
 from qbus.schemas.events import CircuitRewritten, Event, ExecutionRequested, JobCompleted
 from qbus.schemas.ir import circuit_hash
 from tests.jobs import job, run_jobs

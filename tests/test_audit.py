@@ -11,9 +11,10 @@ import pytest
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import AuditStage, verify_log
+from qbus.consumers.audit import AuditStage
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.events import decode, encode
+from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, QASM3_GHZ, job, run_jobs
 
 pytestmark = pytest.mark.timeout(120)

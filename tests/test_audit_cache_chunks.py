@@ -18,11 +18,12 @@ import pytest
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import verify_log
+from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.pipeline import Pipeline
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import ExecutionCompleted, JobCompleted, Reroute, encode, new_event_id
 from qbus.schemas.sweep import SweepPoint
+from qbus.verifier.log_audit import verify_log
 from qbus.verifier.replay import replay_job
 from tests.jobs import QASM2_BELL, job, run_jobs
 from tests.longjobs import (
@@ -127,7 +128,7 @@ async def test_cached_job_passes_verify_and_replays_its_original_run(
     assert report.ok, report.problems
     assert report.results_checked == 2
 
-    replay = await replay_job(bus, cached.job_id, config)
+    replay = await replay_job(bus, cached.job_id, config, executor=ExecuteHandler)
     assert replay.status == "match" and replay.ok, replay.detail
     assert replay.cached_from == original.job_id
     assert replay.replay_hash == replay.recorded_hash == cached.result_hash
@@ -164,7 +165,7 @@ async def test_altered_cached_result_is_reported_against_its_original(
         async with await Bus.connect(BusConfig(url=other.url)) as restored:
             await restore_copy(bus, restored, edit, rechain=True)
             report = await verify_log(restored)
-            replay = await replay_job(restored, cached.job_id)
+            replay = await replay_job(restored, cached.job_id, executor=ExecuteHandler)
     assert [p.check for p in report.problems] == ["cache_mismatch"]
     p = report.problems[0]
     assert (p.seq, p.type, p.event_id) == (victim.seq, "job.completed", victim.event.event_id)
@@ -200,7 +201,7 @@ async def test_chunked_sweep_passes_verify_and_replays_every_chunk(
     assert report.ok, report.problems
     assert report.results_checked == 1
 
-    replay = await replay_job(bus, final.job_id, config)
+    replay = await replay_job(bus, final.job_id, config, executor=ExecuteHandler)
     assert replay.status == "match" and replay.ok, replay.detail
     assert replay.chunks == len(POINTS) // CHUNK
     assert replay.replay_hash == replay.recorded_hash == final.result_hash
@@ -238,7 +239,7 @@ async def test_tampered_chunk_result_is_reported_at_its_event(
         async with await Bus.connect(BusConfig(url=other.url)) as restored:
             await restore_copy(bus, restored, edit, rechain=True)
             report = await verify_log(restored)
-            replay = await replay_job(restored, final.job_id)
+            replay = await replay_job(restored, final.job_id, executor=ExecuteHandler)
     assert [p.check for p in report.problems] == ["result_mismatch"]
     p = report.problems[0]
     assert (p.seq, p.type, p.event_id) == (answer.seq, "job.completed", answer.event.event_id)
@@ -333,7 +334,7 @@ async def test_rerouted_chunked_sweep_audits_clean_with_a_stale_result_in_the_lo
     assert set(final.chunk_engines.values()) == {FIRST, SECOND}
     report = await verify_log(bus)
     assert report.ok, report.problems
-    replay = await replay_job(bus, final.job_id, config)
+    replay = await replay_job(bus, final.job_id, config, executor=ExecuteHandler)
     assert replay.status == "match" and replay.ok, replay.detail
     assert replay.chunks == 64 and replay.engine == f"{FIRST}+{SECOND}"
     assert replay.replay_hash == replay.recorded_hash == final.result_hash

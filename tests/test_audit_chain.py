@@ -19,7 +19,6 @@ from nats.js import api as js_api
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import audit_log, verify_log
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.events import (
     ExecutionCompleted,
@@ -30,6 +29,7 @@ from qbus.schemas.events import (
 )
 from qbus.verifier.anchor_check import chain_root_reader
 from qbus.verifier.chain import close_connections, hex32
+from qbus.verifier.log_audit import audit_log, verify_log
 from qbus.verifier.merkle import leaf_hash
 from tests.jobs import QASM2_BELL, job, run_jobs
 from tests.test_audit_verify import (

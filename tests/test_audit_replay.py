@@ -11,11 +11,12 @@ import pytest
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import verify_log
+from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.events import ExecutionCompleted, JobCompleted, encode
 from qbus.schemas.noise import NoiseModel
 from qbus.verifier.hashing import event_result_hash
+from qbus.verifier.log_audit import verify_log
 from qbus.verifier.replay import replay_job
 from tests.jobs import QASM2_BELL, job, run_jobs
 from tests.test_audit_verify import (
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(180)
 async def test_every_method_replays_bit_for_bit(bus: Bus, pipeline: Pipeline, config: Config):
     finals = await run_audited(bus, pipeline)
     for final in finals:
-        report = await replay_job(bus, final.job_id, config)
+        report = await replay_job(bus, final.job_id, config, executor=ExecuteHandler)
         assert report.status == "match", report.detail
         assert report.ok and report.differences == [] and report.warnings == []
         assert report.replay_hash == report.recorded_hash == final.result_hash
@@ -68,7 +69,7 @@ async def test_consistently_forged_counts_pass_the_log_checks_but_not_the_replay
         async with await Bus.connect(BusConfig(url=other.url)) as restored:
             await restore_copy(bus, restored, edit, rechain=True)
             log_report = await verify_log(restored)
-            report = await replay_job(restored, job_id)
+            report = await replay_job(restored, job_id, executor=ExecuteHandler)
             out = await asyncio.to_thread(qbus_cli, "audit", "replay", job_id, url=other.url)
     assert log_report.ok, log_report.problems  # only an anchor (or a replay) can tell
     assert report.status == "mismatch" and not report.ok
@@ -97,7 +98,7 @@ async def test_engine_version_change_is_warned_about(bus: Bus, pipeline: Pipelin
         async with await Bus.connect(BusConfig(url=other.url)) as restored:
             await restore_copy(bus, restored, edit, rechain=True)
             assert (await verify_log(restored)).ok
-            report = await replay_job(restored, job_id)
+            report = await replay_job(restored, job_id, executor=ExecuteHandler)
     assert report.recorded_version == "0.0.1-old"
     assert report.replay_version == finals[1].engine_version
     assert any("engine version changed" in w for w in report.warnings)
@@ -107,10 +108,12 @@ async def test_engine_version_change_is_warned_about(bus: Bus, pipeline: Pipelin
 
 async def test_replay_of_unknown_or_rejected_job_says_why(bus: Bus, pipeline: Pipeline):
     (rejected,) = await run_jobs(bus, [job("not qasm at all")])
-    report = await replay_job(bus, rejected.job_id)
+    report = await replay_job(bus, rejected.job_id, executor=ExecuteHandler)
     assert report.status == "not_replayable" and not report.ok
     assert "never ran an engine" in report.detail
-    assert (await replay_job(bus, "no-such-job")).detail == "no such job in the log"
+    assert (
+        await replay_job(bus, "no-such-job", executor=ExecuteHandler)
+    ).detail == "no such job in the log"
 
 
 SWEPT = """OPENQASM 3.0;
@@ -144,6 +147,6 @@ async def test_noisy_and_sweep_jobs_audit_clean_and_replay_bit_for_bit(
     assert report.ok, report.problems
     assert report.results_checked == 2
     for final in finals:
-        replay = await replay_job(bus, final.job_id, config)
+        replay = await replay_job(bus, final.job_id, config, executor=ExecuteHandler)
         assert replay.status == "match", replay.detail
         assert replay.replay_hash == final.result_hash

@@ -30,7 +30,7 @@ import pytest
 from qbus.bus.config import BusConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import AuditReport, AuditStage, verify_log
+from qbus.consumers.audit import AuditStage
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.events import (
     Event,
@@ -41,6 +41,7 @@ from qbus.schemas.events import (
     encode,
 )
 from qbus.verifier.hashing import event_result_hash
+from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.jobs import QASM2_BELL, QASM3_GHZ, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)

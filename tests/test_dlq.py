@@ -21,12 +21,13 @@ import pytest
 from qbus.bus.config import BusConfig, RetriesConfig
 from qbus.bus.connection import Bus
 from qbus.bus.deadletter import DEAD_LETTERED, REPLAY_HEADER, dead_letters
+from qbus.bus.job_log import events_of
 from qbus.bus.runner import StageRunner
 from qbus.bus.server import NatsServer
-from qbus.consumers.audit import verify_log
 from qbus.errors import Fail
-from qbus.producers.submit import events_of, wait_final
+from qbus.producers.submit import wait_final
 from qbus.schemas.events import DeadLetter, Event, JobFailed, decode
+from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, count_results, job
 
 pytestmark = pytest.mark.timeout(120)

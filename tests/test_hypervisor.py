@@ -18,8 +18,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from qbus.bus.config import Config, HypervisorConfig, load_config
+from qbus.bus.config import Config, HypervisorConfig
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
 from qbus.consumers.pipeline import Pipeline
 from qbus.engines import registry
 from qbus.engines.base import RunRequest
@@ -27,8 +28,9 @@ from qbus.errors import ConfigError, LimitError, SandboxFailure
 from qbus.frontends.qasm import parse_qasm
 from qbus.hypervisor import make_sandbox
 from qbus.hypervisor.base import RunLimits, Sandbox, choose_driver, run_limits
-from qbus.producers.submit import events_of, wait_final
+from qbus.producers.submit import wait_final
 from qbus.schemas.events import ExecutionCompleted, JobCompleted, JobFailed, JobRejected
+from qbus.secrets import load_config
 from tests import hostile_engine
 from tests.hostile_engine import HostileEngine
 from tests.jobs import QASM2_BELL, job, run_jobs

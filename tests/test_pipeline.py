@@ -73,7 +73,7 @@ async def test_unknown_engine_is_rejected_with_the_installed_list(bus: Bus, pipe
 
 
 async def test_job_state_and_event_order(bus: Bus, pipeline: Pipeline):
-    from qbus.producers.submit import events_of
+    from qbus.bus.job_log import events_of
 
     j = job(QASM2_BELL)
     await run_jobs(bus, [j])

@@ -382,7 +382,7 @@ async def test_quil_bell_ghz_and_parametric_jobs_complete_verified(bus: Bus, pip
 
 
 async def _events(bus: Bus, job_id: str):
-    from qbus.producers.submit import events_of
+    from qbus.bus.job_log import events_of
 
     async for item in events_of(bus, job_id, follow=False, timeout=10):
         yield item

@@ -114,7 +114,7 @@ async def test_long_sweep_runs_in_chunks_and_equals_the_one_piece_run(config: Co
     ledger = await ledger_of(bus, chunked.job_id)
     assert ledger is not None and ledger.complete and len(ledger.done) == 64
     # The audit checks the assembled result's hash and finds nothing wrong.
-    from qbus.consumers.audit import audit_log
+    from qbus.verifier.log_audit import audit_log
 
     report, _ = await audit_log(bus)
     assert not [p for p in report.problems if p.job_id == chunked.job_id], report.problems

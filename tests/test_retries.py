@@ -16,12 +16,11 @@ import pytest
 
 from qbus.bus.config import Config, RetriesConfig
 from qbus.bus.connection import Bus
-from qbus.consumers.audit import verify_log
+from qbus.bus.job_log import events_of
 from qbus.consumers.pipeline import Pipeline
 from qbus.consumers.retry import RetryPolicy, find_request, job_ended
 from qbus.engines import registry
 from qbus.errors import Retry
-from qbus.producers.submit import events_of
 from qbus.schemas.events import (
     Event,
     ExecutionFailed,
@@ -32,6 +31,7 @@ from qbus.schemas.events import (
     new_event_id,
 )
 from qbus.schemas.ir import circuit_hash
+from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 from tests.samples import BELL, OPTS
 

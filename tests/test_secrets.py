@@ -18,7 +18,6 @@ from qbus.bus.config import (
     Config,
     SecretsConfig,
     VaultConfig,
-    load_config,
 )
 from qbus.bus.connection import Bus
 from qbus.bus.runner import StageRunner
@@ -31,6 +30,7 @@ from qbus.secrets import (
     EnvSecrets,
     FileSecrets,
     SecretError,
+    load_config,
     provider_from_config,
     resolve_secrets,
 )

@@ -20,12 +20,14 @@ import scipy.linalg
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.client import SyncClient
 from qbus.consumers.pipeline import Pipeline
 from qbus.errors import CircuitError, SchemaError
+from qbus.frontends.job_template import Ansatz, JobTemplate, to_observable, validate_template
 from qbus.frontends.qasm import parse_qasm
 from qbus.producers.ansatz import check_parameter_shift, hardware_efficient
 from qbus.producers.qaoa import brute_force_max_cut
-from qbus.producers.template_schema import Ansatz, to_observable, validate_template
+from qbus.producers.template_result import TemplateResult
 from qbus.producers.templates import TEMPLATES_DIR, load_template, run_template
 from qbus.producers.vqe import ground_energy, pauli_matrix
 
@@ -204,6 +206,12 @@ def _lindblad_reference(template) -> dict[str, np.ndarray]:
     return out
 
 
+def run_on(template: JobTemplate, url: str, **options: object) -> TemplateResult:
+    """``run_template`` on a client of its own (what ``qbus run`` does)."""
+    with SyncClient(url) as client:
+        return run_template(template, client=client, **options)
+
+
 def to_observable_single(letter: str, qubit: int):
     from qbus.schemas.pauli import Observable, PauliTerm
 
@@ -220,11 +228,11 @@ async def test_vqe_reaches_the_h2_ground_energy_on_two_engines_and_dynamics_runs
             template = load_template("h2_vqe", {"optimizer.maxiter": 30})
             lines: list[str] = []
             results[engine] = await asyncio.to_thread(
-                run_template, template, url=url, engine=engine, progress=lines.append
+                run_on, template, url=url, engine=engine, progress=lines.append
             )
             assert any(line.startswith("iter ") for line in lines)
         dynamics_template = load_template("tfim_dynamics", {"dynamics.steps": 20})
-        dynamics = await asyncio.to_thread(run_template, dynamics_template, url=url)
+        dynamics = await asyncio.to_thread(run_on, dynamics_template, url=url)
         pipeline.check()
     for engine, result in results.items():
         s = result.summary
@@ -264,19 +272,19 @@ async def test_qaoa_and_bb84_run_end_to_end(config: Config, bus: Bus) -> None:
     url = config.bus.url
     async with Pipeline(config) as pipeline:
         sample = await asyncio.to_thread(
-            run_template, validate_template(BELL_TEMPLATE.replace("METHOD", "sample")), url=url
+            run_on, validate_template(BELL_TEMPLATE.replace("METHOD", "sample")), url=url
         )
         expectation = await asyncio.to_thread(
-            run_template,
+            run_on,
             validate_template(BELL_TEMPLATE.replace("METHOD", "expectation")),
             url=url,
         )
         qaoa = await asyncio.to_thread(
-            run_template, load_template("qaoa_maxcut", {"optimizer.maxiter": 40}), url=url
+            run_on, load_template("qaoa_maxcut", {"optimizer.maxiter": 40}), url=url
         )
-        with_eve = await asyncio.to_thread(run_template, load_template("bb84"), url=url)
+        with_eve = await asyncio.to_thread(run_on, load_template("bb84"), url=url)
         without = await asyncio.to_thread(
-            run_template, load_template("bb84", ["bb84.eavesdropper=false"]), url=url
+            run_on, load_template("bb84", ["bb84.eavesdropper=false"]), url=url
         )
         pipeline.check()
     counts = sample.summary["counts"]

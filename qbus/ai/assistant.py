@@ -22,6 +22,7 @@ from qbus.ai.extract import extract_qasm, extract_yaml
 from qbus.ai.prompting import load_prompt
 from qbus.bus.config import Limits
 from qbus.errors import LimitError, QbusError
+from qbus.frontends.job_template import validate_template
 from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.events import (
     CircuitIngested,
@@ -167,8 +168,6 @@ async def plan_template(
         AiAnswerError: No valid template after ``max_retries`` retries.
         AiUnavailable, AiModelMissing: From the client.
     """
-    from qbus.producers.template_schema import validate_template
-
     prompt = load_prompt("plan")
     return await ask_until_valid(
         client,

@@ -45,6 +45,7 @@ def draw_text(circuit: Circuit) -> str:
     Uses Qiskit's text drawer when Qiskit is installed, our own otherwise.
     """
     try:
+        # Deferred: convert_qiskit imports qiskit, an optional extra.
         from qbus.engines.convert_qiskit import to_qiskit
 
         return str(to_qiskit(circuit).draw(output="text", fold=-1))

@@ -1,6 +1,7 @@
 """Configuration: frozen structs from a TOML file and ``QBUS_*`` environment variables.
 
-Nothing is read at import time; ``load_config`` is called by the CLI and by stages.
+Nothing is read at import time. ``read_config`` parses; ``qbus.secrets.load_config``
+(the CLI's and the stages' entry) parses and then reads the secrets the settings name.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         url: NATS server URL.
         user, password, token, creds: Optional NATS credentials.
         password_secret, token_secret: Names of secrets (``nats/ingest``) holding the
-            password or token, read from the secrets provider by ``load_config`` so the
+            password or token, read from the secrets provider by ``qbus.secrets.load_config`` so the
             value itself stays out of the TOML (docs/security.md).
         tls_ca: CA bundle that signs the server's certificate: connect with TLS.
         tls_cert, tls_key: Client certificate and key, for servers that verify clients.
@@ -562,8 +563,11 @@ _ENV_MAP = {
 }
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+def read_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Read settings from a TOML file (``QBUS_CONFIG`` or ``path``) then ``QBUS_*`` variables.
+
+    Secrets the settings name are not read here (``qbus.secrets.load_config`` does both):
+    the secrets providers are configured by these settings, so they sit above them.
 
     Raises:
         ConfigError: Unknown keys, wrong types or impossible combinations, naming the field.
@@ -583,11 +587,6 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
                 node = node.setdefault(key, {})
             node[keys[-1]] = env[var]
     try:
-        config = msgspec.convert(raw, Config)
+        return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
-    # Secrets named in the config (NATS password/token, cloud keys) are read here, from
-    # the provider the config names; imported late since qbus.secrets imports this module.
-    from qbus.secrets.resolve import resolve_secrets
-
-    return resolve_secrets(config)

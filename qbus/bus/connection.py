@@ -207,45 +207,23 @@ class Bus:
                 "turned into dead letters by the stages (qbus/bus/deadletter.py)",
             )
         )
-        try:
-            await self.js.key_value(cfg.kv_jobs)
-        except BucketNotFoundError:
-            await self.js.create_key_value(
-                js_api.KeyValueConfig(
-                    bucket=cfg.kv_jobs,
-                    history=8,
-                    storage=js_api.StorageType.FILE,
-                    description="qbus job state",
-                )
-            )
-        try:
-            await self.js.key_value(cfg.kv_chain)
-        except BucketNotFoundError:
-            await self.js.create_key_value(
-                js_api.KeyValueConfig(
-                    bucket=cfg.kv_chain,
-                    history=1,
-                    storage=js_api.StorageType.FILE,
-                    description="qbus chain listener cursor and pending anchor batches",
-                )
-            )
-        try:
-            await self.js.key_value(cfg.kv_cache)
-        except BucketNotFoundError:
+        buckets = (
+            (cfg.kv_jobs, 8, None, "qbus job state"),
+            (cfg.kv_chain, 1, None, "qbus chain listener cursor and pending anchor batches"),
             # The result cache (docs/routing.md); its TTL is fixed when it is created.
-            await self.js.create_key_value(
+            (cfg.kv_cache, 1, cache_ttl, "qbus result cache"),
+        )
+        for bucket, history, ttl, description in buckets:
+            await self._ensure_bucket(
                 js_api.KeyValueConfig(
-                    bucket=cfg.kv_cache,
-                    history=1,
-                    ttl=cache_ttl,
+                    bucket=bucket,
+                    history=history,
+                    ttl=ttl,
                     storage=js_api.StorageType.FILE,
-                    description="qbus result cache",
+                    description=description,
                 )
             )
-        try:
-            await self.js.key_value(cfg.kv_chunks)
-        except BucketNotFoundError:
-            await self.js.create_key_value(chunks_bucket_config(cfg.kv_chunks, chunks_ttl))
+        await self._ensure_bucket(chunks_bucket_config(cfg.kv_chunks, chunks_ttl))
         try:
             await self.js.object_store(cfg.object_store)
         except (BucketNotFoundError, NotFoundError):
@@ -253,6 +231,14 @@ class Bus:
                 cfg.object_store,
                 js_api.ObjectStoreConfig(bucket=cfg.object_store, storage=js_api.StorageType.FILE),
             )
+
+    async def _ensure_bucket(self, config: js_api.KeyValueConfig) -> None:
+        # Created once, never updated: a bucket's settings (TTL, history) are fixed at
+        # creation, and an operator may have tuned them since.
+        try:
+            await self.js.key_value(config.bucket)
+        except BucketNotFoundError:
+            await self.js.create_key_value(config)
 
     async def _ensure_stream(self, config: js_api.StreamConfig) -> None:
         try:

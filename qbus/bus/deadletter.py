@@ -38,6 +38,7 @@ from qbus.schemas.events import (
     DeadLetter,
     Event,
     JobFailed,
+    answer,
     decode,
     derived_event_id,
     encode,
@@ -119,11 +120,10 @@ def dead_letter_events(
     )
     if not known_job:
         return [letter]
-    failed = JobFailed(
-        event_id=derived_event_id(letter.event_id, "job.failed"),
-        job_id=letter.job_id,
-        causation_id=letter.event_id,
-        producer=producer,
+    failed = answer(
+        letter,
+        JobFailed,
+        producer,
         code=DEAD_LETTERED,
         message=f"{stage} gave up on {event_id or subject} after {deliveries} deliveries: "
         f"{reason} (dead letter {letter.event_id})",

@@ -25,12 +25,12 @@ from nats.js import api as js_api
 from nats.js.errors import (
     APIError,
     BucketNotFoundError,
-    KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
 from nats.js.kv import KeyValue
 
 from qbus.bus.jobstate import JobState, decode_state
+from qbus.bus.kv import read_entry
 from qbus.schemas.sweep import SweepPoint
 
 log = logging.getLogger("qbus.ledger")
@@ -147,14 +147,8 @@ class LedgerStore:
 
     async def read(self, job_id: str) -> tuple[Ledger | None, int | None]:
         """A job's ledger and its revision (None, None when there is none)."""
-        kv = await self.kv()
-        try:
-            entry = await kv.get(job_id)
-        except KeyNotFoundError:
-            return None, None
-        if entry.value is None:
-            return None, None
-        return _ledger_decoder.decode(entry.value), entry.revision
+        value, revision = await read_entry(await self.kv(), job_id)
+        return (None, None) if value is None else (_ledger_decoder.decode(value), revision)
 
     async def change(
         self, job_id: str, fn: Callable[[Ledger | None], Ledger | None]
@@ -218,14 +212,8 @@ class JobStates:
 
     async def read(self, job_id: str) -> tuple[JobState | None, int | None]:
         """A job's state and its revision (None, None when the bus never saw the job)."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(job_id)
-        except KeyNotFoundError:
-            return None, None
-        if entry.value is None:
-            return None, None
-        return decode_state(entry.value), entry.revision
+        value, revision = await read_entry(await self._bucket(), job_id)
+        return (None, None) if value is None else (decode_state(value), revision)
 
     async def get(self, job_id: str) -> JobState | None:
         """A job's state (None when the bus never saw the job)."""

@@ -30,7 +30,7 @@ from qbus.bus.config import RetriesConfig
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
-from qbus.errors import Fail, Reject, Retry
+from qbus.errors import Fail, Reject, Retry, validation_path
 from qbus.observability import metrics, tracing
 from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
@@ -39,6 +39,7 @@ from qbus.schemas.events import (
     Event,
     JobFailed,
     JobRejected,
+    answer,
     decode,
     derived_event_id,
     is_valid_job_id,
@@ -185,6 +186,29 @@ class StageRunner:
         )
         return asyncio.create_task(watcher.run(), name=f"dlq-{self.stage}")
 
+    def consumer_poller(self) -> asyncio.Task | None:
+        """Start exporting this stage's consumer lag every ``consumer_poll`` seconds (None
+        when that is off); cancel the task to stop."""
+        if self.consumer_poll <= 0:
+            return None
+        return asyncio.create_task(
+            metrics.poll_consumer(
+                self.bus.js, self.bus.config.stream, self.stage, self.durable, self.consumer_poll
+            )
+        )
+
+    async def stop_helpers(self, poller: asyncio.Task | None, watcher: asyncio.Task | None) -> None:
+        """Stop what ``consumer_poller`` and ``dead_letter_watcher`` started."""
+        if poller is not None:
+            poller.cancel()
+        await deadletter.stop_watcher(watcher)
+
+    def close_handler(self) -> None:
+        """Let the handler release what it owns (the executor's sandbox workers)."""
+        close = getattr(self.handler, "close", None)
+        if close is not None:
+            close()
+
     def stop(self) -> None:
         """Finish the current batch, then return from ``run``."""
         self._stopping.set()
@@ -202,31 +226,16 @@ class StageRunner:
         consumer = await PullConsumer(self.bus, self.durable, batch=self.batch).start()
         log.info("stage %s consuming %s as %s", self.stage, self.subjects, self.durable)
         watcher = self.dead_letter_watcher([self.durable])
-        poller = None
-        if self.consumer_poll > 0:
-            poller = asyncio.create_task(
-                metrics.poll_consumer(
-                    self.bus.js,
-                    self.bus.config.stream,
-                    self.stage,
-                    self.durable,
-                    self.consumer_poll,
-                )
-            )
+        poller = self.consumer_poller()
         try:
             while not self._stopping.is_set():
                 msgs = await consumer.next_batch(timeout=0.5)
                 if msgs:
                     await self.process(msgs)
         finally:
-            if poller is not None:
-                poller.cancel()
-            await deadletter.stop_watcher(watcher)
+            await self.stop_helpers(poller, watcher)
             await consumer.stop()
-            # A handler may own processes (the executor's sandbox workers).
-            close = getattr(self.handler, "close", None)
-            if close is not None:
-                close()
+            self.close_handler()
 
     async def process(self, msgs: list[Msg]) -> None:
         """Handle a batch; publish outputs, then their job states; then settle each input."""
@@ -437,7 +446,7 @@ class StageRunner:
         text = str(exc)
         envelope = _envelope(msg.data)  # read once: the job to answer and the event type
         job_id, event_id = fallback_job_id(msg, envelope)
-        where = text.split(" - at `", 1)[1].rstrip("`") if " - at `" in text else None
+        where = validation_path(exc)
         if not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
             code, message = "invalid_json", f"message is not valid JSON: {text}"
         elif not (isinstance(envelope.type, str) and envelope.type in EVENT_TAGS):
@@ -467,11 +476,10 @@ class StageRunner:
         ]
 
     def _rejected(self, event: Event, code: str, message: str, where: str | None) -> JobRejected:
-        return JobRejected(
-            event_id=derived_event_id(event.event_id, "job.rejected"),
-            job_id=event.job_id,
-            causation_id=event.event_id,
-            producer=self.producer,
+        return answer(
+            event,
+            JobRejected,
+            self.producer,
             code=code,
             message=message,
             stage=self.stage,
@@ -480,11 +488,10 @@ class StageRunner:
         )
 
     def _failed(self, event: Event, code: str, message: str) -> JobFailed:
-        return JobFailed(
-            event_id=derived_event_id(event.event_id, "job.failed"),
-            job_id=event.job_id,
-            causation_id=event.event_id,
-            producer=self.producer,
+        return answer(
+            event,
+            JobFailed,
+            self.producer,
             code=code,
             message=message,
             stage=self.stage,

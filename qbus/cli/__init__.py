@@ -1,7 +1,7 @@
 """The ``qbus`` command: a root group whose commands load only when they are run.
 
 Each command group is a module of this package (``jobs``: submit, status, watch;
-``local``: stage, up, demo; ``info``: schema, engines, doctor; ``audit``, ``chain``,
+``local``: up, demo; ``stage``; ``info``: schema, engines; ``doctor``; ``audit``, ``chain``,
 ``dlq``, ``control``, ``auth``, ``top``, ``ai``, ``templates``). ``COMMANDS`` maps a
 command name to where it lives, and the group imports that module when the command is
 invoked, so ``qbus engines`` does not pay for the chain, AI or stage code, and each
@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 import msgspec
 
-from qbus.bus.config import load_config
 from qbus.cli.exit import QbusGroup
+from qbus.secrets import load_config
 
 __all__ = ["COMMANDS", "cli", "main"]
 
@@ -27,12 +27,12 @@ COMMANDS = {
     "submit": "qbus.cli.jobs:submit",
     "status": "qbus.cli.jobs:status",
     "watch": "qbus.cli.jobs:watch",
-    "stage": "qbus.cli.local:stage",
+    "stage": "qbus.cli.stage:stage",
     "up": "qbus.cli.local:up",
     "demo": "qbus.cli.local:demo",
     "schema": "qbus.cli.info:schema",
     "engines": "qbus.cli.info:engines",
-    "doctor": "qbus.cli.info:doctor",
+    "doctor": "qbus.cli.doctor:doctor",
     "audit": "qbus.cli.audit:audit",
     "chain": "qbus.cli.chain:chain",
     "dlq": "qbus.cli.dlq:dlq",

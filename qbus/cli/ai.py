@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 import msgspec
 
+from qbus.ai.assistant import circuit_from_text, explain_job, plan_template, summarise_events
+from qbus.ai.client import OllamaClient
+from qbus.ai.draw import draw_text
 from qbus.ai.errors import AiError
 from qbus.bus.config import AiConfig, Config
+from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
+from qbus.cli.jobs import print_final, submit_and_wait
 from qbus.errors import MissingOptionalLibraryError, QbusError
+from qbus.schemas.events import JobSubmitted, new_event_id, new_job_id
 
 T = TypeVar("T")
 
@@ -45,6 +52,22 @@ def _run(coro: Awaitable[T]) -> T:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (AiError, MissingOptionalLibraryError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+async def _asking(cfg: AiConfig, call: Callable[[OllamaClient], Awaitable[T]]) -> T:
+    """``call`` on a client of the configured model, all within ``[ai] timeout``."""
+    async with asyncio.timeout(cfg.timeout), OllamaClient(cfg) as client:
+        return await call(client)
+
+
+def _ask(cfg: AiConfig, call: Callable[[OllamaClient], Awaitable[T]]) -> T:
+    """``_asking`` from a command: no model, no answer or no answer in time ends it."""
+    try:
+        return _run(_asking(cfg, call))
+    except TimeoutError as exc:
+        raise click.ClickException(
+            f"the model did not answer within {cfg.timeout:g} s (--timeout / [ai] timeout)"
+        ) from exc
 
 
 def _provenance(reply: Any, attempts: int | None = None) -> str:
@@ -107,25 +130,16 @@ def ask(
     timeout: float | None,
 ) -> None:
     """Ask the model for the OpenQASM 3 program DESCRIPTION describes; check and show it."""
-    from qbus.ai.assistant import circuit_from_text
-    from qbus.ai.client import OllamaClient
-    from qbus.ai.draw import draw_text
 
     config, cfg = _ai_config(ctx, model=model, host=host, timeout=timeout, max_retries=retries)
     text = " ".join(description)
 
-    async def go() -> Any:
-        async with asyncio.timeout(cfg.timeout), OllamaClient(cfg) as client:
-            return await circuit_from_text(
-                client, text, max_retries=cfg.max_retries, limits=config.limits
-            )
-
-    try:
-        answer, circuit = _run(go())
-    except TimeoutError as exc:
-        raise click.ClickException(
-            f"the model did not answer within {cfg.timeout:g} s (--timeout / [ai] timeout)"
-        ) from exc
+    answer, circuit = _ask(
+        cfg,
+        lambda client: circuit_from_text(
+            client, text, max_retries=cfg.max_retries, limits=config.limits
+        ),
+    )
     click.echo(f"# {_provenance(answer.reply, answer.attempts)}")
     for i, error in enumerate(answer.errors, 1):
         click.echo(f"# attempt {i} rejected: {error}")
@@ -134,8 +148,6 @@ def ask(
     click.echo(draw_text(circuit))
     if not submit:
         return
-    from qbus.cli.jobs import _print_final, _submit_and_wait
-    from qbus.schemas.events import JobSubmitted, new_event_id, new_job_id
 
     reply = answer.reply
     job = JobSubmitted(
@@ -157,10 +169,10 @@ def ask(
     )
     click.echo(f"\nsubmitted {job.job_id}", err=True)
     try:
-        final = asyncio.run(_submit_and_wait(config, job, wait_timeout))
+        final = asyncio.run(submit_and_wait(config, job, wait_timeout))
     except (TimeoutError, QbusError) as exc:
         raise click.ClickException(str(exc)) from exc
-    sys.exit(_print_final(final))
+    sys.exit(print_final(final))
 
 
 @ai.command()
@@ -177,10 +189,6 @@ def explain(
     timeout: float | None,
 ) -> None:
     """Summarise a job from its events: engine and why, timings, verification."""
-    from qbus.ai.assistant import explain_job, summarise_events
-    from qbus.ai.client import OllamaClient
-    from qbus.bus.connection import Bus
-    from qbus.producers.submit import events_of
 
     config, cfg = _ai_config(ctx, model=model, host=host, timeout=timeout)
 
@@ -195,13 +203,8 @@ def explain(
     if not events:
         raise click.ClickException(f"job {job_id}: no events on this bus")
     if not no_ai:
-
-        async def ask_model() -> Any:
-            async with asyncio.timeout(cfg.timeout), OllamaClient(cfg) as client:
-                return await explain_job(client, events)
-
         try:
-            reply = asyncio.run(ask_model())
+            reply = asyncio.run(_asking(cfg, lambda client: explain_job(client, events)))
         except (AiError, MissingOptionalLibraryError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {cfg.timeout:g} s"
             click.echo(f"(AI unavailable: {reason}; deterministic summary follows)", err=True)
@@ -228,23 +231,14 @@ def plan(
     timeout: float | None,
 ) -> None:
     """Propose a YAML job template for a simulation, validated against the template schema."""
-    from qbus.ai.assistant import plan_template
-    from qbus.ai.client import OllamaClient
 
     _, cfg = _ai_config(ctx, model=model, host=host, timeout=timeout, max_retries=retries)
     text = " ".join(description)
 
-    async def go() -> Any:
-        async with asyncio.timeout(cfg.timeout), OllamaClient(cfg) as client:
-            return await plan_template(client, text, max_retries=cfg.max_retries)
-
-    try:
-        answer, _ = _run(go())
-    except TimeoutError as exc:
-        raise click.ClickException(f"the model did not answer within {cfg.timeout:g} s") from exc
+    answer, _ = _ask(cfg, lambda client: plan_template(client, text, max_retries=cfg.max_retries))
     document = (
         f"# proposed by {_provenance(answer.reply, answer.attempts)}\n"
-        "# valid against qbus/producers/template_schema.py; run it with: qbus run FILE\n"
+        "# valid against qbus/frontends/job_template.py; run it with: qbus run FILE\n"
         + answer.text.rstrip()
         + "\n"
     )

@@ -12,6 +12,11 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.cli.context import config_of
+from qbus.consumers.execute import ExecuteHandler
+from qbus.verifier.anchor_check import chain_root_reader
+from qbus.verifier.chain import close_connections
+from qbus.verifier.log_audit import audit_log
+from qbus.verifier.replay import replay_job
 
 _json = msgspec.json.Encoder()
 
@@ -22,24 +27,18 @@ def audit() -> None:
 
 
 def _root_reader(config: Config, chain: bool):
-    from qbus.verifier.anchor_check import chain_root_reader
-
     if not chain:
         return None, "--no-chain given"
     return chain_root_reader(config.chain)
 
 
 async def _audit(config: Config, chain: bool, keep_jobs: bool):
-    from qbus.consumers.audit import audit_log
-
     reader, note = _root_reader(config, chain)
     async with await Bus.connect(config.bus, name="qbus-audit") as bus:
         try:
             return await audit_log(bus, root_reader=reader, keep_jobs=keep_jobs, chain_note=note)
         finally:
             if reader is not None:
-                from qbus.verifier.chain import close_connections
-
                 await close_connections()
 
 
@@ -107,13 +106,11 @@ def audit_replay(ctx: click.Context, job_id: str, as_json: bool) -> None:
     On the recorded engine version a seeded result must match bit for bit. Exits 1 on a
     mismatch or when the job cannot be replayed.
     """
-    from qbus.verifier.replay import replay_job
-
     config = config_of(ctx)
 
     async def go():
         async with await Bus.connect(config.bus, name="qbus-audit") as bus:
-            return await replay_job(bus, job_id, config)
+            return await replay_job(bus, job_id, config, executor=ExecuteHandler)
 
     report = asyncio.run(go())
     if as_json:

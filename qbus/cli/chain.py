@@ -22,7 +22,7 @@ from nats.js import api as js_api
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.cli.context import config_of
-from qbus.observability.metrics import serve
+from qbus.observability.metrics import serve_or_warn
 from qbus.producers.chain_listener import ChainListener
 from qbus.schemas.events import ResultAnchored, decode
 from qbus.secrets import SecretError, provider_from_config
@@ -72,13 +72,7 @@ def listen(ctx: click.Context, metrics_port: int | None) -> None:
     """Turn the contract's RunRequested logs into jobs until Ctrl-C."""
     logging.getLogger().setLevel(logging.INFO)
     config = config_of(ctx)
-    if metrics_port is not None:
-        try:
-            serve(metrics_port, config.observability.metrics_addr)
-        except OSError as exc:
-            logging.getLogger("qbus.metrics").error(
-                "cannot serve /metrics on port %s: %s; running without it", metrics_port, exc
-            )
+    serve_or_warn(metrics_port, config.observability.metrics_addr)
     asyncio.run(_listen(config))
 
 

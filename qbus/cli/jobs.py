@@ -13,6 +13,7 @@ import msgspec
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
 from qbus.cli.context import config_of
 from qbus.cli.control import follow_progress, job_progress
 from qbus.cli.exit import EXIT_CODES, TimedOut
@@ -27,7 +28,7 @@ from qbus.producers.open_options import (
     observable_from_text,
     observables_from_file,
 )
-from qbus.producers.submit import events_of, job_from_file, wait_final
+from qbus.producers.submit import job_from_file, wait_final
 from qbus.producers.submit import submit as submit_job
 from qbus.schemas.enums import HYPERVISORS, METHODS, PRIORITIES
 from qbus.schemas.events import (
@@ -41,7 +42,7 @@ from qbus.schemas.events import (
 from qbus.schemas.sweep import SweepPoint
 
 
-async def _submit_and_wait(
+async def submit_and_wait(
     config: Config, job: JobSubmitted, timeout: float, echo_progress: bool = False
 ) -> Event:
 
@@ -62,7 +63,7 @@ async def _submit_and_wait(
         return final
 
 
-def _print_final(event: Event) -> int:
+def print_final(event: Event) -> int:
     match event:
         case JobCompleted():
             v = event.verification
@@ -353,10 +354,10 @@ def submit(
         click.echo(f"{job.job_id}  (event log #{seq})")
         return
     try:
-        final = asyncio.run(_submit_and_wait(config, job, timeout))
+        final = asyncio.run(submit_and_wait(config, job, timeout))
     except TimeoutError as exc:
         raise TimedOut(f"{exc}; the job may still finish: qbus status {job.job_id}") from exc
-    sys.exit(_print_final(final))
+    sys.exit(print_final(final))
 
 
 def _check_program_locally(file: str, job: JobSubmitted, config: Config) -> None:

@@ -1,10 +1,8 @@
-"""``qbus stage``, ``qbus up`` and ``qbus demo``: run the bus on this machine."""
+"""``qbus up`` and ``qbus demo``: run the bus on this machine (``qbus stage``: stage.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import shutil
 import signal
 import sys
@@ -18,19 +16,17 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import DEFAULT_CONFIG, NatsServer
-from qbus.bus.subjects import STAGE_NAMES
 from qbus.cli.chain import anchored_report, chain_for_up
 from qbus.cli.context import config_of
-from qbus.cli.jobs import _print_final, _submit_and_wait
-from qbus.observability import tracing
+from qbus.cli.jobs import print_final, submit_and_wait
 from qbus.observability.endpoints import TARGETS_FILE, free_ports, write_targets
-from qbus.observability.metrics import serve
 from qbus.schemas.events import (
     JobSubmitted,
     new_event_id,
     new_job_id,
 )
 from qbus.supervisor import Supervisor
+from qbus.verifier.log_audit import verify_log
 
 BELL_QASM = """OPENQASM 3.0;
 include "stdgates.inc";
@@ -40,56 +36,6 @@ h q[0];
 cx q[0], q[1];
 c = measure q;
 """
-
-
-@click.command()
-@click.argument("name", type=click.Choice(STAGE_NAMES))
-@click.option(
-    "--engine",
-    default="qiskit-aer",
-    show_default=True,
-    help="For 'execute': the engine this executor runs.",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve /metrics on this port.",
-)
-@click.pass_context
-def stage(ctx: click.Context, name: str, engine: str, metrics_port: int | None) -> None:
-    """Run one stage (ingest, rewrite, route, execute, verify, audit, anchor, control) here."""
-    from qbus.consumers.stages import run_stage
-
-    config = config_of(ctx)
-    if name == "execute":
-        # The jax engine's compiled programs persist across its per-job worker children
-        # (qbus/engines/jax_engine.py, CACHE_DIR_ENV; named here so the CLI never
-        # imports jax).
-        cache = Path(config.state_dir, "jax-cache").resolve()
-        os.environ.setdefault("QBUS_JAX_CACHE_DIR", str(cache))
-    # Spans go where the OTEL_* variables say (none by default): docs/observability.md.
-    tracing.setup(f"qbus-{name}")
-    logging.getLogger().setLevel(logging.INFO)
-    if metrics_port is not None:
-        try:
-            serve(metrics_port, config.observability.metrics_addr)
-        except OSError as exc:
-            # The jobs matter more than their figures: run on, say so loudly.
-            logging.getLogger("qbus.metrics").error(
-                "cannot serve /metrics on port %s: %s; running without it", metrics_port, exc
-            )
-    _run_fast(run_stage(name, config, engine=engine))
-
-
-def _run_fast(coro) -> None:
-    """Run a stage on uvloop where it is installed: about a third less latency per hop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
 
 
 @click.command()
@@ -274,8 +220,8 @@ def demo(ctx: click.Context, shots: int, keep: bool, chain_opt: str | None) -> N
                     shots=shots,
                 )
                 click.echo(f"submitting a Bell-state job ({shots} shots): {job.job_id}")
-                final = asyncio.run(_submit_and_wait(cfg, job, 120.0, echo_progress=True))
-                code = _print_final(final)
+                final = asyncio.run(submit_and_wait(cfg, job, 120.0, echo_progress=True))
+                code = print_final(final)
                 if code == 0:
                     report = asyncio.run(_audit_when_chained(cfg))
                     if report.ok:
@@ -302,8 +248,6 @@ def demo(ctx: click.Context, shots: int, keep: bool, chain_opt: str | None) -> N
 
 async def _audit_when_chained(config: Config, timeout: float = 15.0):
     """Verify the log once the auditor has chained every event (it runs a moment behind)."""
-    from qbus.consumers.audit import verify_log
-
     async with await Bus.connect(config.bus) as bus:
         deadline = time.monotonic() + timeout
         while True:

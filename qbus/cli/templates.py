@@ -9,6 +9,7 @@ import sys
 import click
 
 from qbus.cli.context import config_of
+from qbus.client import SyncClient
 from qbus.errors import QbusError
 from qbus.producers.templates import load_template, run_template
 
@@ -65,15 +66,10 @@ def run(
         click.echo(line, err=True)
 
     try:
-        result = run_template(
-            loaded,
-            url=config.bus.url,
-            engine=engine,
-            progress=progress,
-            timeout=timeout,
-            config=config.bus,
-            producer="qbus.run",
-        )
+        with SyncClient(config.bus.url, config=config.bus, producer="qbus.run") as client:
+            result = run_template(
+                loaded, client=client, engine=engine, progress=progress, timeout=timeout
+            )
     except (QbusError, TimeoutError) as exc:
         code = getattr(exc, "code", "timeout")
         raise click.ClickException(f"[{code}] {exc}") from exc

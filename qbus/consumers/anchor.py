@@ -44,9 +44,10 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.kv import read_value
 from qbus.bus.pull import PullConsumer
 from qbus.observability import metrics, tracing
-from qbus.schemas.events import JobCompleted, ResultAnchored, decode, derived_event_id
+from qbus.schemas.events import JobCompleted, ResultAnchored, answer, decode
 from qbus.secrets import provider_from_config
 from qbus.secrets.base import SecretError
 from qbus.secrets.cached import CachedSecret
@@ -99,11 +100,10 @@ def anchored_events(
 ) -> list[ResultAnchored]:
     """One ResultAnchored per member, its id derived from the member's JobCompleted."""
     return [
-        ResultAnchored(
-            event_id=derived_event_id(m.event_id, "result.anchored"),
-            job_id=m.job_id,
-            causation_id=m.event_id,
-            producer=PRODUCER,
+        answer(
+            m,
+            ResultAnchored,
+            PRODUCER,
             result_hash=m.result_hash,
             batch_id=anchored.batch_id,
             root=batch.root,
@@ -469,11 +469,8 @@ class AnchorStage:
         for key in keys:
             if not key.startswith(PENDING_PREFIX):
                 continue
-            try:
-                raw = (await self._kv.get(key)).value
-            except KeyNotFoundError:
-                continue
-            if not raw:
+            raw = await read_value(self._kv, key)
+            if raw is None:
                 continue
             batch = _pending_decoder.decode(raw)
             tree = build_tree([leaf_hash(m.result_hash) for m in batch.members])

@@ -26,15 +26,15 @@ import msgspec
 from qbus.bus.control_watch import ControlWatch
 from qbus.bus.jobstate import JobState
 from qbus.bus.ledger import ChunkDone, ChunkResult, Ledger, LedgerStore
+from qbus.consumers.engine_failure import engine_failed
 from qbus.observability import metrics
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
     ExecutionFailed,
     JobCompleted,
-    JobFailed,
-    derived_event_id,
 )
+from qbus.verifier.chunks import chunk_result, join_chunks
 
 log = logging.getLogger("qbus.assemble")
 
@@ -108,11 +108,8 @@ class Assembler:
         def accept(ledger: Ledger | None) -> Ledger | None:
             verdict.clear()
             ledger = ledger or Ledger(chunks=event.chunks or 0, engine=event.engine)
-            if ledger.status != "running":
-                verdict.append(f"job is {ledger.status}")
-                return None
-            if event.generation < ledger.generation:
-                verdict.append(f"generation {event.generation} < job's {ledger.generation}")
+            if (why := _not_current(ledger, event.generation)) is not None:
+                verdict.append(why)
                 return None
             done = ledger.done.get(key)
             if done is not None:
@@ -167,11 +164,8 @@ class Assembler:
         def fail(ledger: Ledger | None) -> Ledger | None:
             verdict.clear()
             ledger = ledger or Ledger(chunks=0, engine=event.engine)
-            if ledger.status != "running":
-                verdict.append(f"job is {ledger.status}")
-                return None
-            if event.generation < ledger.generation:
-                verdict.append(f"generation {event.generation} < job's {ledger.generation}")
+            if (why := _not_current(ledger, event.generation)) is not None:
+                verdict.append(why)
                 return None
             if str(event.chunk) in ledger.done:
                 verdict.append("chunk done")
@@ -182,67 +176,16 @@ class Assembler:
         if verdict and not verdict[0].startswith("job is failed"):
             self._drop(event, verdict[0])
             return []
-        return [
-            JobFailed(
-                event_id=derived_event_id(event.event_id, "job.failed"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.verify",
-                code=event.code,
-                message=f"{event.engine}: chunk {event.chunk}: {event.message}",
-                stage="execute",
-            )
-        ]
+        return [engine_failed(event, f"chunk {event.chunk}: {event.message}")]
 
 
-def chunk_result(event: ExecutionCompleted) -> ChunkResult:
-    """What the ledger keeps of one chunk's result (its points, as its engine ran them)."""
-    return ChunkResult(
-        engine=event.engine,
-        engine_version=event.engine_version,
-        generation=event.generation,
-        event_id=event.event_id,
-        seed=event.seed,
-        run_seconds=event.run_seconds,
-        sweep=list(event.options.sweep),
-        sweep_results=list(event.sweep_results or []),
-    )
+def _not_current(ledger: Ledger, generation: int) -> str | None:
+    """Why a chunk result of ``generation`` no longer counts for the job, or None."""
+    if ledger.status != "running":
+        return f"job is {ledger.status}"
+    if generation < ledger.generation:
+        return f"generation {generation} < job's {ledger.generation}"
+    return None
 
 
-def join_chunks(
-    last: ExecutionCompleted, parts: Sequence[ChunkResult], generation: int
-) -> ExecutionCompleted:
-    """The whole job's result: every chunk's points joined in point order.
-
-    Pure, so the audit (qbus/verifier/audit_checks.py) re-derives an assembled result
-    exactly the way the assembler made it.
-
-    Args:
-        last: The chunk result that completed the job (the base of the joined event).
-        parts: One accepted result per chunk, in chunk order.
-        generation: The job's generation when it was assembled.
-    """
-    engines = list(dict.fromkeys(p.engine for p in parts))
-    versions = list(dict.fromkeys(p.engine_version for p in parts))
-    return msgspec.structs.replace(
-        last,
-        engine="+".join(engines),
-        engine_version="+".join(versions),
-        # Chunk 0 starts at point 0: its seed is the job's.
-        seed=parts[0].seed,
-        options=msgspec.structs.replace(
-            last.options,
-            sweep=[point for p in parts for point in p.sweep],
-            seed=parts[0].seed,
-        ),
-        sweep_results=[point for p in parts for point in p.sweep_results],
-        run_seconds=sum(p.run_seconds for p in parts),
-        generation=generation,
-        chunk=None,
-        chunks=None,
-        point_start=None,
-        point_stop=None,
-    )
-
-
-__all__ = ["Assembler", "chunk_result", "join_chunks"]
+__all__ = ["Assembler"]

@@ -46,8 +46,8 @@ from qbus.schemas.events import (
     ExecutionRequested,
     JobFailed,
     Reroute,
+    answer,
     decode,
-    derived_event_id,
 )
 
 log = logging.getLogger("qbus.control")
@@ -279,11 +279,10 @@ class ControlHandler:
         last = await self.fetch("exec", event.job_id)
         tenant = last.options.tenant if isinstance(last, ExecutionRequested) else ""
         return [
-            JobFailed(
-                event_id=derived_event_id(event.event_id, "job.failed"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.control",
+            answer(
+                event,
+                JobFailed,
+                "qbus.control",
                 code="cancelled",
                 message="cancelled" + (f": {event.reason}" if event.reason else " by request"),
                 stage="control",
@@ -294,11 +293,10 @@ class ControlHandler:
 
 def _rejected(event: Reroute | Cancel, code: str, message: str) -> ControlRejected:
     log.info("job %s: %s refused (%s): %s", event.job_id, _tag(event), code, message)
-    return ControlRejected(
-        event_id=derived_event_id(event.event_id, "control.rejected"),
-        job_id=event.job_id,
-        causation_id=event.event_id,
-        producer="qbus.control",
+    return answer(
+        event,
+        ControlRejected,
+        "qbus.control",
         code=code,
         message=message,
         request=_tag(event),

@@ -24,8 +24,8 @@ from qbus.schemas.events import (
     CircuitIngested,
     Event,
     JobSubmitted,
+    answer,
     default_seed,
-    derived_event_id,
 )
 from qbus.schemas.ir import Circuit, circuit_hash, stats
 
@@ -70,11 +70,10 @@ class IngestHandler:
         if options.seed is None:
             options = msgspec.structs.replace(options, seed=default_seed(event.job_id))
         return [
-            CircuitIngested(
-                event_id=derived_event_id(event.event_id, "circuit.ingested"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.ingest",
+            answer(
+                event,
+                CircuitIngested,
+                "qbus.ingest",
                 circuit=circuit,
                 circuit_hash=circuit_hash(circuit),
                 source_format=source_format,

@@ -25,6 +25,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from qbus.bus.config import RetriesConfig
+from qbus.consumers.engine_failure import engine_failed
 from qbus.errors import Retry
 from qbus.observability import metrics
 from qbus.schemas.events import (
@@ -117,16 +118,7 @@ class RetryPolicy:
         ]
 
     def _give_up(self, failed: ExecutionFailed, why: str) -> JobFailed:
-        # The engine's own code: clients branch on the cause, not on the retrying.
-        return JobFailed(
-            event_id=derived_event_id(failed.event_id, "job.failed"),
-            job_id=failed.job_id,
-            causation_id=failed.event_id,
-            producer="qbus.verify",
-            code=failed.code,
-            message=f"{failed.engine}: {why}; last error: {failed.message}",
-            stage="execute",
-        )
+        return engine_failed(failed, f"{why}; last error: {failed.message}")
 
 
 async def job_ended(bus: Bus, job_id: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from qbus.ai.rewrite import AiRewriter
 from qbus.bus.config import AiConfig, Limits
 from qbus.observability import tracing
 from qbus.passes import optimize
@@ -20,7 +21,7 @@ from qbus.schemas.events import (
     CircuitRewritten,
     Event,
     PassReport,
-    derived_event_id,
+    answer,
 )
 from qbus.schemas.ir import circuit_hash, stats
 
@@ -49,19 +50,16 @@ class RewriteHandler:
                 tracing.set_attributes(span, {"qbus.ops_after": len(circuit.ops)})
         ai: AiRewriteReport | None = None
         if event.options.ai_optimize:
-            from qbus.ai.rewrite import AiRewriter
-
             proposed, ai = await AiRewriter(self.ai, self.limits).rewrite(circuit)
             if proposed is not None:
                 removed = stats(circuit).gates - stats(proposed).gates
                 passes = [*passes, PassReport(name="ai_rewrite", removed=removed)]
                 circuit = proposed
         return [
-            CircuitRewritten(
-                event_id=derived_event_id(event.event_id, "circuit.rewritten"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.rewrite",
+            answer(
+                event,
+                CircuitRewritten,
+                "qbus.rewrite",
                 circuit=circuit,
                 circuit_hash=circuit_hash(circuit) if passes else event.circuit_hash,
                 original_hash=event.circuit_hash,

@@ -46,6 +46,7 @@ from qbus.schemas.events import (
     JobFailed,
     JobOptions,
     JobRejected,
+    answer,
     decode,
     derived_event_id,
 )
@@ -171,11 +172,10 @@ class RouteHandler:
             predicted = self.model.predict(engine, job_features(event.circuit, opts))
         # A long job goes out as one request per chunk (docs/long-jobs.md).
         return split(
-            ExecutionRequested(
-                event_id=derived_event_id(event.event_id, "execution.requested"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.route",
+            answer(
+                event,
+                ExecutionRequested,
+                "qbus.route",
                 engine=engine,
                 circuit=event.circuit,
                 circuit_hash=event.circuit_hash,

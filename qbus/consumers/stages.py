@@ -17,6 +17,7 @@ from qbus.bus.control_watch import ControlWatch
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
 from qbus.bus.subjects import STAGE_NAMES
+from qbus.consumers.anchor import AnchorStage
 from qbus.consumers.assemble import Assembler
 from qbus.consumers.audit import AuditStage
 from qbus.consumers.control import ExecutionGate, control_stage
@@ -124,9 +125,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
             # Reroute and cancel (docs/long-jobs.md).
             return control_stage(bus, config)
         case "anchor":
-            # Needs the chain extra (web3) and the verifier key: imported only when used.
-            from qbus.consumers.anchor import AnchorStage
-
+            # web3 (the chain extra) loads when the stage connects, not at import.
             return AnchorStage(bus, config)
     raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
 

@@ -20,9 +20,11 @@ import numpy as np
 
 from qbus.bus.blobs import deinterleave
 from qbus.consumers.assemble import Assembler
+from qbus.consumers.engine_failure import engine_failed
 from qbus.consumers.retry import RetryPolicy
 from qbus.engines import reference
 from qbus.engines.observables import expectation_values
+from qbus.engines.sweep import without_measurements
 from qbus.errors import CircuitError
 from qbus.frontends.parameters import bind
 from qbus.observability import metrics, tracing
@@ -32,51 +34,19 @@ from qbus.schemas.events import (
     ExecutionFailed,
     JobCompleted,
     JobFailed,
-    Observable,
     Verification,
-    derived_event_id,
+    answer,
 )
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
 from qbus.verifier.crosscheck import CrossChecker
+from qbus.verifier.expectations import check_expectations
 from qbus.verifier.hashing import HASH_VERSION, event_result_hash
 from qbus.verifier.open_systems import verify_dynamics, verify_noisy
 from qbus.verifier.statistics import check_counts, check_statevector
 from qbus.verifier.sweep import verify_sweep
 
 _CACHE_SIZE = 256
-
-
-def _unmeasured(circuit: Circuit) -> Circuit:
-    ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
-    return msgspec.structs.replace(circuit, ops=ops)
-
-
-def check_expectations(
-    got: list[float], exact: list[float], observables: list[Observable], tol: float = 1e-6
-) -> Verification:
-    """Each expectation value within ``tol`` times the observable's norm bound of exact."""
-    if len(got) != len(exact):
-        return Verification(
-            verdict="fail",
-            test="expectation",
-            detail=f"{len(got)} values for {len(exact)} observables",
-        )
-    worst, worst_i = 0.0, 0
-    for i, (g, e, obs) in enumerate(zip(got, exact, observables, strict=True)):
-        scale = 1.0 + sum(abs(t.coeff) for t in obs.terms)
-        err = abs(g - e) / scale
-        if err > worst:
-            worst, worst_i = err, i
-    verdict = "pass" if worst <= tol else "fail"
-    return Verification(
-        verdict=verdict,
-        test="expectation",
-        statistic=worst,
-        threshold=tol,
-        detail=f"largest scaled error {worst:.3g} (observable {worst_i}) "
-        f"{'<=' if verdict == 'pass' else '>'} {tol:g} against the exact reference",
-    )
 
 
 class VerifyHandler:
@@ -129,17 +99,7 @@ class VerifyHandler:
             case ExecutionCompleted():
                 return [self._complete(event, await self._cross_check(event))]
             case ExecutionFailed():
-                return [
-                    JobFailed(
-                        event_id=derived_event_id(event.event_id, "job.failed"),
-                        job_id=event.job_id,
-                        causation_id=event.event_id,
-                        producer="qbus.verify",
-                        code=event.code,
-                        message=f"{event.engine}: {event.message}",
-                        stage="execute",
-                    )
-                ]
+                return [engine_failed(event, event.message)]
         return []
 
     async def _cross_check(self, event: ExecutionCompleted) -> Verification | None:
@@ -177,32 +137,29 @@ class VerifyHandler:
                 cross_detail=cross.cross_detail,
             )
             if cross.cross_verdict == "fail" and verification.verdict != "fail":
-                return JobFailed(
-                    event_id=derived_event_id(event.event_id, "job.failed"),
-                    job_id=event.job_id,
-                    causation_id=event.event_id,
-                    producer="qbus.verify",
+                return answer(
+                    event,
+                    JobFailed,
+                    "qbus.verify",
                     code="cross_engine_disagreement",
                     message=f"{event.engine} and {cross.cross_engine} disagree: "
                     f"{cross.cross_detail}",
                     stage="verify",
                 )
         if verification.verdict == "fail":
-            return JobFailed(
-                event_id=derived_event_id(event.event_id, "job.failed"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer="qbus.verify",
+            return answer(
+                event,
+                JobFailed,
+                "qbus.verify",
                 code="verification_failed",
                 message=f"{event.engine} result failed verification: {verification.detail}",
                 stage="verify",
             )
         opts = event.options
-        return JobCompleted(
-            event_id=derived_event_id(event.event_id, "job.completed"),
-            job_id=event.job_id,
-            causation_id=event.event_id,
-            producer="qbus.verify",
+        return answer(
+            event,
+            JobCompleted,
+            "qbus.verify",
             engine=event.engine,
             engine_version=event.engine_version,
             circuit_hash=event.circuit_hash,
@@ -236,13 +193,13 @@ class VerifyHandler:
             if event.options.method == "dynamics":
                 return verify_dynamics(event)
             if is_noisy(event.options.noise):
-                return verify_noisy(event, self.alpha, check_expectations)
+                return verify_noisy(event, self.alpha)
             if event.options.method == "sweep":
                 # Per point, against the reference (qbus/verifier/sweep.py states the policy).
                 return verify_sweep(event, self.alpha)
             bound = bind(circuit, event.options.parameters)
             if event.options.method == "expectation":
-                state = reference.statevector(_unmeasured(bound))
+                state = reference.statevector(without_measurements(bound))
                 exact = expectation_values(state, event.options.observables)
                 return check_expectations(
                     event.expectations or [], exact, event.options.observables

@@ -30,7 +30,7 @@ from qiskit_aer.noise import ReadoutError as AerReadoutError
 from qiskit_aer.noise import amplitude_damping_error, depolarizing_error
 
 from qbus.engines.base import EngineResult, RunRequest
-from qbus.engines.convert_qiskit import to_qiskit
+from qbus.engines.convert_qiskit import GATE_CLASSES, to_qiskit
 from qbus.engines.density import density_expectations, depolarizing_lambda
 from qbus.errors import EngineError
 from qbus.schemas.gates import GATES
@@ -160,6 +160,5 @@ def run_noisy(
 @lru_cache(maxsize=4)
 def foreign_qiskit_names(foreign: frozenset[str]) -> dict[str, str]:
     """Qiskit name -> IR name of the IR gates Aer does not run natively."""
-    from qbus.engines.convert_qiskit import GATE_CLASSES
 
     return {GATE_CLASSES[n](*([0.0] * GATES[n].num_params)).name: n for n in foreign}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from qbus.frontends.expr import evaluate
 from qbus.schemas.ir import Param
 
 
@@ -21,9 +22,6 @@ def numeric_params(
     """
     if not any(isinstance(p, str) for p in params):
         return tuple(float(p) for p in params)
-    # Imported lazily: expressions are rare, and most jobs never need the evaluator.
-    from qbus.frontends.expr import evaluate
-
     vals = dict(values or {})
     return tuple(evaluate(p, vals) if isinstance(p, str) else float(p) for p in params)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from qbus.engines.observables import pauli_action
 from qbus.errors import CircuitError
+from qbus.frontends.expr import evaluate
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
 
@@ -132,8 +133,6 @@ def slot_table(circuit: Circuit, sets: Sequence[Mapping[str, float]]) -> np.ndar
         else:
             out[:, j] = float(p)
     if exprs:
-        from qbus.frontends.expr import evaluate
-
         for i, values in enumerate(sets):
             for j in exprs:
                 out[i, j] = evaluate(slots[j], dict(values))  # type: ignore[arg-type]

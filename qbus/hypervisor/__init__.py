@@ -6,6 +6,9 @@ See docs/hypervisor.md for what each driver isolates and how a job's driver is c
 from __future__ import annotations
 
 from qbus.hypervisor.base import RunLimits, Sandbox, choose_driver, run_limits
+from qbus.hypervisor.bwrap import BwrapSandbox
+from qbus.hypervisor.inline import InlineSandbox
+from qbus.hypervisor.process import ProcessSandbox
 
 __all__ = ["RunLimits", "Sandbox", "choose_driver", "make_sandbox", "run_limits"]
 
@@ -18,15 +21,9 @@ def make_sandbox(driver: str, pool_size: int = 2, preload: list[str] | None = No
     """
     match driver:
         case "inline":
-            from qbus.hypervisor.inline import InlineSandbox
-
             return InlineSandbox()
         case "process":
-            from qbus.hypervisor.process import ProcessSandbox
-
             return ProcessSandbox(pool_size, preload)
         case "bwrap":
-            from qbus.hypervisor.bwrap import BwrapSandbox
-
             return BwrapSandbox(pool_size, preload)
     raise ValueError(f"unknown sandbox driver {driver!r}")

@@ -15,7 +15,9 @@ import msgspec
 from qbus.engines.base import RunRequest
 from qbus.engines.reference import ReferenceEngine
 from qbus.errors import QbusError
+from qbus.hypervisor import make_sandbox
 from qbus.hypervisor.base import RunLimits
+from qbus.hypervisor.bwrap import INSTALL_HINT, check_python
 from qbus.schemas.ir import Circuit, Op
 
 # A one-qubit job on the reference engine: no optional framework needed.
@@ -53,8 +55,6 @@ class DriverCheck(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _run_job(driver: str) -> DriverCheck:
-    from qbus.hypervisor import make_sandbox
-
     sandbox = make_sandbox(driver, 1, ["qbus.engines.reference:ReferenceEngine"])
     try:
         start = time.perf_counter()
@@ -76,8 +76,6 @@ def _run_job(driver: str) -> DriverCheck:
 
 def check_drivers() -> list[DriverCheck]:
     """Try every driver; never raises."""
-    from qbus.hypervisor.bwrap import INSTALL_HINT, check_python
-
     checks = [
         DriverCheck(driver="inline", works=True, detail="in the executor; no isolation"),
         _run_job("process"),

@@ -32,7 +32,9 @@ from typing import Any
 import msgspec
 
 from qbus.engines.base import Engine, RunRequest
+from qbus.errors import CircuitError, EngineError, QbusError
 from qbus.schemas.dynamics import DynamicsResult
+from qbus.schemas.ir import Circuit, Op
 from qbus.schemas.sweep import SweepPoint
 
 _HEADER = struct.Struct(">I")
@@ -146,8 +148,6 @@ def _warm_up(engine: Engine) -> None:
     Engines initialise lazily (Aer builds its simulator and transpiler state on first
     use): without this each job's fresh child would pay that again, ~10 ms a job.
     """
-    from qbus.schemas.ir import Circuit, Op
-
     probe = RunRequest(
         circuit=Circuit(
             num_qubits=1,
@@ -209,8 +209,6 @@ def _set_limits(limits: RunLimitsMsg) -> None:
 
 
 def _classify(exc: BaseException) -> Outcome:
-    from qbus.errors import CircuitError, EngineError, QbusError
-
     if isinstance(exc, MemoryError) or "bad_alloc" in str(exc):
         return Outcome(kind="sandbox", code="memory_limit", message="the run ran out of memory")
     if isinstance(exc, EngineError):

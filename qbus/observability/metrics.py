@@ -173,6 +173,18 @@ def serve(port: int, addr: str = "127.0.0.1") -> None:
     start_http_server(port, addr=addr)
 
 
+def serve_or_warn(port: int | None, addr: str = "127.0.0.1") -> None:
+    """``serve``, for a long-running process: a port that cannot be bound is logged and
+    the process runs on without ``/metrics`` (the jobs matter more than their figures).
+    None serves nothing."""
+    if port is None:
+        return
+    try:
+        serve(port, addr)
+    except OSError as exc:
+        log.error("cannot serve /metrics on port %s: %s; running without it", port, exc)
+
+
 async def poll_consumer(
     js: Any, stream: str, stage: str, consumer: str, interval: float = 5.0
 ) -> None:

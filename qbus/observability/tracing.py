@@ -50,6 +50,7 @@ from opentelemetry.trace import (
 )
 
 from qbus.errors import ConfigError, MissingOptionalLibraryError
+from qbus.observability import metrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -367,8 +368,6 @@ def chain_tx(chain: str, operation: str = "anchor", **attributes: Any) -> Iterat
     time goes to ``qbus_chain_tx_seconds{outcome}`` whether or not tracing is on; an
     exception marks the outcome ``error`` and propagates.
     """
-    from qbus.observability import metrics
-
     started = time.perf_counter()
     outcome = "error"
     attrs = {"qbus.chain": chain, "qbus.chain.operation": operation}

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 import msgspec
 
 from qbus.errors import SchemaError
-from qbus.producers.template_schema import Ansatz
+from qbus.frontends.expr import free_names
+from qbus.frontends.job_template import Ansatz
+from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.ir import Circuit, Op
 
 SHIFT_GATES = frozenset(("rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz"))
@@ -55,8 +57,6 @@ def ansatz_circuit(ansatz: Ansatz) -> Circuit:
     """
     if ansatz.kind == "hardware_efficient":
         return hardware_efficient(ansatz)
-    from qbus.frontends.qasm import parse_qasm
-
     assert ansatz.qasm is not None  # the schema requires it for 'custom'
     circuit, _ = parse_qasm(ansatz.qasm)
     return without_measurements(circuit)
@@ -84,8 +84,6 @@ def check_parameter_shift(circuit: Circuit) -> None:
     Raises:
         SchemaError: Naming the first parameter that breaks the rule.
     """
-    from qbus.frontends.expr import free_names
-
     uses: dict[str, list[tuple[str, object]]] = {name: [] for name in circuit.parameters}
     for op in circuit.ops:
         for p in op.params:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qbus.frontends.job_template import Bb84
 from qbus.producers.template_result import Progress, TemplateResult
-from qbus.producers.template_schema import Bb84
 from qbus.schemas.ir import Circuit, Op
 
 if TYPE_CHECKING:

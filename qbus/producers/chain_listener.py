@@ -26,10 +26,11 @@ import logging
 import urllib.request
 from typing import Any
 
-from nats.js.errors import APIError, KeyNotFoundError
+from nats.js.errors import APIError
 
 from qbus.bus.config import Config
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
+from qbus.bus.kv import read_value
 from qbus.observability import metrics
 from qbus.schemas.events import (
     JobRejected,
@@ -131,12 +132,9 @@ class ChainListener:
 
     async def cursor(self) -> int:
         """The next block to scan (``start_block`` when nothing was scanned yet)."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(cursor_key(self.contract.chain_id, self.contract.address))
-        except KeyNotFoundError:
-            return self.chain.start_block
-        return int(entry.value.decode()) if entry.value else self.chain.start_block
+        key = cursor_key(self.contract.chain_id, self.contract.address)
+        value = await read_value(await self._bucket(), key)
+        return int(value.decode()) if value else self.chain.start_block
 
     async def poll_once(self) -> int:
         """Scan the confirmed blocks after the cursor (at most ``MAX_BLOCK_RANGE``);

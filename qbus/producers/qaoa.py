@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qbus.frontends.job_template import Optimizer
 from qbus.producers.ansatz import qaoa_circuit, with_measurements
 from qbus.producers.template_result import Progress, TemplateResult
-from qbus.producers.template_schema import Optimizer
 from qbus.producers.vqe import initial_point, minimise
 from qbus.schemas.pauli import Observable, PauliTerm
 

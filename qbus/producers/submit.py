@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats.js.errors
@@ -12,7 +11,6 @@ from qbus.bus.connection import Bus
 from qbus.errors import BusError
 from qbus.observability import tracing
 from qbus.schemas.events import (
-    FINAL_EVENTS,
     Event,
     JobSubmitted,
     decode,
@@ -68,38 +66,6 @@ async def submit(bus: Bus, job: JobSubmitted, *, headers: dict[str, str] | None 
             "set up on that server; start it with 'qbus up' (or run its stages, which "
             "provision the stream)"
         ) from exc
-
-
-async def events_of(
-    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
-) -> AsyncIterator[tuple[int, str, Event]]:
-    """Yield (sequence, subject, event) of every stored event of a job, in log order.
-
-    With ``follow`` the iterator waits for new events until the job's final event.
-    """
-    sub = await bus.js.subscribe(
-        bus.subjects.result(job_id),
-        stream=bus.config.stream,
-        ordered_consumer=True,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-        config=js_api.ConsumerConfig(filter_subjects=bus.subjects.of_job(job_id)),
-    )
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=timeout)
-            except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
-                if follow:
-                    continue
-                return
-            event = decode(msg.data)
-            yield msg.metadata.sequence.stream, msg.subject, event
-            if isinstance(event, FINAL_EVENTS):
-                return
-            if not follow and msg.metadata.num_pending == 0:
-                return
-    finally:
-        await sub.unsubscribe()
 
 
 async def wait_final(bus: Bus, job_id: str, timeout: float = 60.0) -> Event:

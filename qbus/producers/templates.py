@@ -1,15 +1,18 @@
 """Run job templates: every method's jobs go through the bus like any other submission.
 
 ```python
+from qbus.client import SyncClient
 from qbus.producers.templates import load_template, run_template
 
 template = load_template("qbus/templates/h2_vqe.yaml", overrides={"optimizer.maxiter": 40})
-result = run_template(template, url="nats://127.0.0.1:4222", engine="jax", progress=print)
+with SyncClient("nats://127.0.0.1:4222") as client:
+    result = run_template(template, client=client, engine="jax", progress=print)
 print(result.summary["energy"])
 ```
 
 ``run_template`` is synchronous (scipy's optimisers call the energy function
-synchronously): it opens a ``SyncClient`` of its own unless one is given. The per-method
+synchronously) and runs on the ``SyncClient`` it is given: the client publishes, the
+template decides what; this module never imports the client. The per-method
 loops live in ``qbus.producers.vqe``, ``qaoa`` and ``bb84``; the single-job methods
 (``sample``, ``statevector``, ``expectation``, ``sweep``, ``dynamics``) are here.
 """
@@ -19,26 +22,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from qbus.errors import QbusError, SchemaError
-from qbus.producers.bb84 import run_bb84
-from qbus.producers.qaoa import run_qaoa
-from qbus.producers.template_result import Progress, TemplateResult
-from qbus.producers.template_schema import (
+from qbus.frontends.job_template import (
     JobTemplate,
+    engine_name,
     parse_yaml,
     to_observable,
     validate_data,
 )
+from qbus.producers.ansatz import ansatz_circuit
+from qbus.producers.bb84 import run_bb84
+from qbus.producers.qaoa import run_qaoa
+from qbus.producers.template_result import Progress, TemplateResult
 from qbus.producers.vqe import run_vqe
 from qbus.schemas.dynamics import DynamicsSpec
 from qbus.schemas.events import JobCompleted
 from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
+
+if TYPE_CHECKING:
+    # For annotations only: the caller hands in the client (see the module docstring).
+    from qbus.client import SyncClient
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 """The templates shipped in the package (``qbus run h2_vqe`` finds them by name)."""
@@ -146,7 +155,9 @@ class Session:
         timeout: Seconds to wait for each job's final event.
     """
 
-    def __init__(self, client: Any, template: JobTemplate, engine: str, timeout: float = 120.0):
+    def __init__(
+        self, client: SyncClient, template: JobTemplate, engine: str, timeout: float = 120.0
+    ):
         self.client = client
         self.template = template
         self.engine = engine
@@ -228,8 +239,6 @@ def _circuit(template: JobTemplate) -> Circuit | str:
     if template.circuit is not None:
         return template.circuit
     assert template.ansatz is not None
-    from qbus.producers.ansatz import ansatz_circuit
-
     return ansatz_circuit(template.ansatz)
 
 
@@ -350,34 +359,23 @@ def run_with_session(session: Session, progress: Progress | None = None) -> Temp
 def run_template(
     template: JobTemplate,
     *,
-    url: str = "nats://127.0.0.1:4222",
-    client: Any = None,
+    client: SyncClient,
     engine: str | None = None,
     progress: Progress | None = None,
     timeout: float = 120.0,
-    **client_options: Any,
 ) -> TemplateResult:
     """Run a template through the bus and return its summary.
 
     Args:
         template: A validated template (``load_template``).
-        url: NATS URL, used when no ``client`` is given.
-        client: An open ``SyncClient`` to use (not closed here).
+        client: An open ``SyncClient`` (not closed here).
         engine: Engine for every job, overriding ``on_job.backend`` (aliases allowed).
         progress: Called with one line per job or optimiser iteration.
         timeout: Seconds to wait for each job.
-        **client_options: Passed to ``SyncClient`` (``bus_config``, ``tenant`` …).
 
     Raises:
         TemplateJobError: A job was rejected or failed.
         SchemaError: The template cannot run as given (e.g. gradients it cannot take).
     """
-    from qbus.producers.template_schema import engine_name
-
     chosen = engine_name(engine) if engine else template.on_job.engine_name
-    if client is not None:
-        return run_with_session(Session(client, template, chosen, timeout), progress)
-    from qbus.client import SyncClient
-
-    with SyncClient(url, **client_options) as own:
-        return run_with_session(Session(own, template, chosen, timeout), progress)
+    return run_with_session(Session(client, template, chosen, timeout), progress)

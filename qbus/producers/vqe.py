@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.optimize import minimize
 
+from qbus.errors import SchemaError
+from qbus.frontends.job_template import Optimizer, to_observable
+from qbus.frontends.qasm import parse_qasm
 from qbus.producers.ansatz import ansatz_circuit, check_parameter_shift, without_measurements
 from qbus.producers.template_result import Progress, TemplateResult
-from qbus.producers.template_schema import Optimizer, to_observable
 from qbus.schemas.pauli import Observable
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ def initial_point(optimizer: Optimizer, size: int, low: float, high: float) -> n
     """
     if optimizer.initial_point is not None:
         if len(optimizer.initial_point) != size:
-            from qbus.errors import SchemaError
-
             raise SchemaError(
                 f"initial_point has {len(optimizer.initial_point)} values; the circuit has "
                 f"{size} parameters",
@@ -143,13 +143,9 @@ def run_vqe(session: Session, progress: Progress) -> TemplateResult:
     if t.ansatz is not None:
         circuit = ansatz_circuit(t.ansatz)
     else:
-        from qbus.frontends.qasm import parse_qasm
-
         assert t.circuit is not None
         circuit = without_measurements(parse_qasm(t.circuit)[0])
     if not circuit.parameters:
-        from qbus.errors import SchemaError
-
         raise SchemaError("VQE needs a circuit with named parameters", where="$.circuit")
     observable = to_observable(t.hamiltonian, "hamiltonian")
     optimizer = t.optimizer or Optimizer()

@@ -21,8 +21,9 @@ import logging
 
 import msgspec
 from nats.js import api as js_api
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError
 
+from qbus.bus.kv import read_value
 from qbus.schemas.events import JobCompleted, JobOptions, decode, default_seed, encode
 
 log = logging.getLogger("qbus.cache")
@@ -123,15 +124,11 @@ class ResultCache:
 
     async def get(self, key: str) -> JobCompleted | None:
         """The cached final event under ``key``, or None."""
-        kv = await self._bucket()
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
+        value = await read_value(await self._bucket(), key)
+        if value is None:
             return None
         try:
-            event = decode(entry.value)
+            event = decode(value)
         except (msgspec.ValidationError, msgspec.DecodeError):
             log.warning("cache: unreadable entry %s ignored", key)
             return None

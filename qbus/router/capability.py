@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from qbus.engines.base import NOISE_ENGINES, Engine, RunRequest
+from qbus.engines.registry import get_engine
 from qbus.errors import QbusError, Reject
 from qbus.schemas.events import JobOptions
 from qbus.schemas.ir import Circuit
@@ -31,8 +32,6 @@ def _simulates_noise(engine: str) -> bool:
     if engine in NOISELESS_ENGINES:
         return False
     # A third-party engine: its capabilities say (loading it costs once per process).
-    from qbus.engines.registry import get_engine
-
     try:
         return get_engine(engine).capabilities.noise
     except Exception:  # an engine that does not load cannot run the job either
@@ -165,8 +164,7 @@ def capability_filter(
         memory_cap_mb: The hypervisor's memory cap in MiB.
         load: Engine name -> instance (the registry's ``get_engine`` by default).
     """
-    if load is None:
-        from qbus.engines.registry import get_engine as load
+    load = load or get_engine
     request = run_request(circuit, options)
     limit_mb = min(options.memory_mb or memory_cap_mb, memory_cap_mb)
     need = state_bytes(circuit.num_qubits, is_noisy(options.noise))

@@ -18,10 +18,8 @@ from collections import deque
 
 from nats.aio.msg import Msg
 
-from qbus.bus import deadletter
 from qbus.bus.pull import PullConsumer
 from qbus.bus.runner import StageRunner
-from qbus.observability import metrics
 from qbus.schemas.enums import PRIORITIES
 
 log = logging.getLogger("qbus.priority")
@@ -111,17 +109,7 @@ class PriorityStageRunner(StageRunner):
         watcher = self.dead_letter_watcher(
             [self.bus.executor_durable(self.engine, p) for p in PRIORITIES]
         )
-        poller = None
-        if self.consumer_poll > 0:
-            poller = asyncio.create_task(
-                metrics.poll_consumer(
-                    self.bus.js,
-                    self.bus.config.stream,
-                    self.stage,
-                    self.durable,
-                    self.consumer_poll,
-                )
-            )
+        poller = self.consumer_poller()
         try:
             while not self._stopping.is_set():
                 for lane in lanes:
@@ -146,11 +134,7 @@ class PriorityStageRunner(StageRunner):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=0.5)
         finally:
-            if poller is not None:
-                poller.cancel()
-            await deadletter.stop_watcher(watcher)
+            await self.stop_helpers(poller, watcher)
             for lane in lanes:
                 await lane.stop()
-            close = getattr(self.handler, "close", None)
-            if close is not None:
-                close()
+            self.close_handler()

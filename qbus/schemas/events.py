@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -80,6 +80,28 @@ def derived_event_id(causation_id: str, tag: str, index: int = 0) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def answer(cause: Event, event_type: type[E], producer: str, **fields: Any) -> E:
+    """The event a stage publishes in answer to ``cause``.
+
+    Same job, caused by ``cause``, with the id ``derived_event_id(cause, tag)``: a
+    redelivered ``cause`` gets an answer with the same id, which the server drops as a
+    duplicate (``Nats-Msg-Id``), so each stage answers an event once.
+
+    Args:
+        cause: The event answered.
+        event_type: The answer's class (``JobFailed`` …).
+        producer: Who answers (``qbus.verify`` …).
+        **fields: The answer's own fields.
+    """
+    return event_type(
+        event_id=derived_event_id(cause.event_id, tag_of(event_type)),
+        job_id=cause.job_id,
+        causation_id=cause.event_id,
+        producer=producer,
+        **fields,
+    )
+
+
 def default_seed(job_id: str) -> int:
     """The seed of a job that gives none: derived from its job id, so a rerun of the job
     gives the same counts (ingest fills it in)."""
@@ -114,6 +136,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     schema_version: int = SCHEMA_VERSION
     timestamp: float = msgspec.field(default_factory=time.time)
     producer: str = ""
+
+
+E = TypeVar("E", bound=Event)
+"""Any event class (``answer``'s return type)."""
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):

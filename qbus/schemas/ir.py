@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from qbus.errors import SchemaError, validation_path
 from qbus.schemas.gates import DIRECTIVES, GATES
 
 Param = float | str
@@ -157,22 +158,12 @@ def decode_circuit(data: bytes | str) -> Circuit:
     Raises:
         SchemaError: With the failing field path in ``where``.
     """
-    from qbus.errors import SchemaError
-
     try:
         return _circuit_decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise SchemaError(f"invalid JSON IR: {exc}", where=_path_of(exc)) from exc
+        raise SchemaError(f"invalid JSON IR: {exc}", where=validation_path(exc)) from exc
     except msgspec.DecodeError as exc:
         raise SchemaError(f"JSON IR is not valid JSON: {exc}") from exc
-
-
-def _path_of(exc: msgspec.ValidationError) -> str | None:
-    text = str(exc)
-    marker = " - at `"
-    if marker in text:
-        return text.split(marker, 1)[1].rstrip("`")
-    return None
 
 
 def stats(circuit: Circuit) -> CircuitStats:

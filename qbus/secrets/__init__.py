@@ -13,7 +13,7 @@ from __future__ import annotations
 from qbus.secrets.base import EnvSecrets, FileSecrets, SecretError, SecretsProvider
 from qbus.secrets.cached import CachedSecret
 from qbus.secrets.providers import provider_from_config
-from qbus.secrets.resolve import resolve_secrets, stage_bus_config
+from qbus.secrets.resolve import load_config, resolve_secrets, stage_bus_config
 
 __all__ = [
     "CachedSecret",
@@ -21,6 +21,7 @@ __all__ = [
     "FileSecrets",
     "SecretError",
     "SecretsProvider",
+    "load_config",
     "provider_from_config",
     "resolve_secrets",
     "stage_bus_config",

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import msgspec
 
-from qbus.bus.config import BusConfig, Config
+from qbus.bus.config import BusConfig, Config, read_config
 from qbus.secrets.providers import provider_from_config
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Settings from a TOML file (``QBUS_CONFIG`` or ``path``) and ``QBUS_*`` variables,
+    with the secrets they name read from the provider they name (``resolve_secrets``).
+
+    Raises:
+        ConfigError: Unknown keys, wrong types or impossible combinations, naming the field.
+        SecretError: A named secret cannot be read.
+    """
+    return resolve_secrets(read_config(path, env))
 
 
 def resolve_secrets(config: Config) -> Config:

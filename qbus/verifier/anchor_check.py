@@ -9,8 +9,9 @@ verifier key can anchor a root, and an anchored root cannot be changed.
 from __future__ import annotations
 
 from qbus.bus.config import ChainConfig
-from qbus.consumers.audit import RootReader
 from qbus.schemas.events import ResultAnchored
+from qbus.verifier.chain import AnchorContract, hex32
+from qbus.verifier.log_audit import RootReader
 
 
 def chain_root_reader(
@@ -33,11 +34,9 @@ def chain_root_reader(
             "process that anchored; set [chain] rpc_url to a node (anvil, a network) to "
             "compare roots"
         )
-    handles: dict[str, object] = {}
+    handles: dict[str, AnchorContract] = {}
 
     async def read(event: ResultAnchored) -> tuple[str, int] | None:
-        from qbus.verifier.chain import AnchorContract, hex32
-
         handle = handles.get(event.contract.lower())
         if handle is None:
             handle = await AnchorContract.connect(chain, event.contract)

@@ -21,7 +21,8 @@ What it checks (docs/audit.md has the list with the codes):
   JobCompleted, earlier in the log, field for field and hash for hash;
 * an assembled JobCompleted (``chunk_engines``) is re-derived from its chunks'
   ExecutionCompleted events: one per chunk, the latest generation's, first in the log
-  (the ledger's rule), joined in point order by the assembler's own ``join_chunks``;
+  (the ledger's rule), joined in point order by the assembler's own ``join_chunks``
+  (qbus/verifier/chunks.py);
 * every ResultAnchored names the job's real result hash and its Merkle proof leads from
   that hash to the root it names (the on-chain root is compared by the caller, which
   owns the chain connection: see ``anchors``).
@@ -50,6 +51,8 @@ from qbus.schemas.events import (
     decode,
 )
 from qbus.schemas.ir import circuit_hash
+from qbus.verifier import merkle
+from qbus.verifier.chunks import chunk_result, join_chunks
 from qbus.verifier.hashing import HASH_VERSIONS, event_result_hash, statevector_digest
 
 # Events a person or program may publish without answering anything in the log.
@@ -499,8 +502,6 @@ class LogChecker:
 
     def _check_assembled(self, event: JobCompleted, where: _Seen) -> None:
         """Re-derive an assembled result from its chunks, the way the assembler did."""
-        from qbus.consumers.assemble import chunk_result, join_chunks
-
         results = self._chunks.pop(event.job_id, [])
         for seen, _ in results:
             seen.fields = seen.result = None  # answered here; the points are in ``results``
@@ -612,8 +613,6 @@ class LogChecker:
     def _proof_ok(self, result_hash: str, event: ResultAnchored) -> bool | None:
         if not self.proof_check:
             return None
-        from qbus.verifier import merkle
-
         try:
             return merkle.verify_proof(
                 merkle.leaf_hash(result_hash),

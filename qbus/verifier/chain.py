@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from qbus.bus.config import ChainConfig
+from qbus.bus.kv import read_value
 from qbus.errors import MissingOptionalLibraryError, QbusError
 from qbus.observability import metrics, tracing
+from qbus.secrets import provider_from_config
 from qbus.verifier.merkle import digest_bytes
 
 log = logging.getLogger("qbus.chain")
@@ -163,8 +165,6 @@ def account_from_key(key: str) -> Any:
 
 def verifier_account(config: Any) -> Any:
     """The verifier's account, its key read from the configured secrets provider."""
-    from qbus.secrets import provider_from_config
-
     return account_from_key(provider_from_config(config).get(config.chain.key_secret))
 
 
@@ -760,10 +760,5 @@ async def open_contract(config: Any, kv: Any = None, account: Any = None) -> Anc
 
 
 async def _kv_text(kv: Any, key: str) -> str | None:
-    from nats.js.errors import KeyNotFoundError
-
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:
-        return None
-    return entry.value.decode() if entry.value else None
+    value = await read_value(kv, key)
+    return value.decode() if value else None

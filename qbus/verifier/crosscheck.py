@@ -34,7 +34,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 from scipy import special
 
@@ -43,9 +42,9 @@ from qbus.bus.config import VerifyConfig
 from qbus.engines.base import Engine, RunRequest
 from qbus.engines.observables import expectation_values
 from qbus.engines.registry import get_engine
+from qbus.engines.sweep import without_measurements
 from qbus.errors import QbusError
 from qbus.schemas.events import ExecutionCompleted, Verification
-from qbus.schemas.ir import Circuit
 from qbus.schemas.pauli import Observable
 
 MIN_EXPECTED = 5.0
@@ -172,11 +171,6 @@ def sampled(job_id: str, rate: float) -> bool:
     return draw / 2**64 < rate
 
 
-def _unmeasured(circuit: Circuit) -> Circuit:
-    ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
-    return msgspec.structs.replace(circuit, ops=ops)
-
-
 def run_request(event: ExecutionCompleted) -> RunRequest:
     """The request the executor ran for ``event``, as the second engine gets it.
 
@@ -186,7 +180,7 @@ def run_request(event: ExecutionCompleted) -> RunRequest:
     opts = event.options
     expectation = opts.method == "expectation"
     return RunRequest(
-        circuit=_unmeasured(event.circuit) if expectation else event.circuit,
+        circuit=without_measurements(event.circuit) if expectation else event.circuit,
         method="statevector" if expectation else opts.method,
         shots=opts.shots,
         seed=event.seed,

@@ -19,18 +19,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 import rfc8785
 
 from qbus.schemas.dynamics import DynamicsResult
+from qbus.schemas.events import ExecutionCompleted, JobCompleted
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.sweep import SweepPoint
-
-if TYPE_CHECKING:
-    from qbus.schemas.events import ExecutionCompleted, JobCompleted
 
 HASH_VERSION = 2
 """The version a fresh result is hashed with: part of the hashed document (``v``), and
@@ -211,8 +208,6 @@ def event_result_hash(event: ExecutionCompleted | JobCompleted, version: int | N
     Raises:
         ValueError: The version is not one of ``HASH_VERSIONS``.
     """
-    from qbus.schemas.events import ExecutionCompleted
-
     if isinstance(event, ExecutionCompleted):
         method, shots = event.options.method, event.options.shots
         noise = event.options.noise

@@ -13,38 +13,30 @@ Above the references' sizes the verdict is ``skipped``, with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import msgspec
 
 from qbus.engines import density, lindblad
+from qbus.engines.sweep import without_measurements
 from qbus.errors import LimitError
 from qbus.frontends.parameters import bind
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
-from qbus.schemas.events import ExecutionCompleted, Observable, Verification
-from qbus.schemas.ir import Circuit
+from qbus.schemas.events import ExecutionCompleted, Verification
+from qbus.verifier.expectations import check_expectations
 from qbus.verifier.statistics import check_counts
 
 DYNAMICS_TOLERANCE = 1e-6
 """Largest error of a dynamics value, relative to ``1 + Σ|coeff|`` of its observable."""
 
 
-def _unmeasured(circuit: Circuit) -> Circuit:
-    ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
-    return msgspec.structs.replace(circuit, ops=ops)
-
-
 def verify_noisy(
     event: ExecutionCompleted,
     alpha: float,
-    check_expectations: Callable[[list[float], list[float], list[Observable]], Verification],
 ) -> Verification:
     """Verify a result that ran under a non-trivial noise model.
 
     Args:
         event: The engine's result.
         alpha: Significance level of the counts test.
-        check_expectations: The verifier's expectation-value comparison.
 
     Raises:
         CircuitError: No exact reference for this circuit (mid-circuit measurement …).
@@ -63,7 +55,9 @@ def verify_noisy(
         )
     bound = bind(circuit, opts.parameters)
     if opts.method == "expectation":
-        exact = density.noisy_expectations(_unmeasured(bound), opts.observables, None, opts.noise)
+        exact = density.noisy_expectations(
+            without_measurements(bound), opts.observables, None, opts.noise
+        )
         got = check_expectations(event.expectations or [], exact, opts.observables)
         return msgspec.structs.replace(got, detail=f"{got.detail} (noisy density-matrix reference)")
     probs = density.noisy_probabilities(bound, None, opts.noise)

@@ -2,8 +2,9 @@
 
 The replay reads the job's events from the log, takes the ExecutionRequested that the
 recorded result answers (its IR, options, seed, parameters, noise … exactly as the
-executor saw them) and runs it through the executor's own handler
-(``ExecuteHandler``), in this process and without a sandbox (the sandbox changes where
+executor saw them) and runs it through the executor's own handler (the caller passes
+``ExecuteHandler``: the audit sits below the stages and takes the stage's code as an
+argument instead of importing it), in this process and without a sandbox (the sandbox changes where
 engine code runs, never what it returns). The new ExecutionCompleted is compared with
 the recorded one field by field and through the result hash:
 
@@ -18,19 +19,22 @@ A cached job (``cached_from``) never ran an engine: its original job's execution
 replayed, and the cached result must be that execution's result field for field. A
 chunked job replays every chunk on the engine that recorded it (the chunk the ledger
 accepted: ``winning_chunks``), joins the replayed chunks with the assembler's own
-``join_chunks`` and compares the joined result with the published one.
+``join_chunks`` (qbus/verifier/chunks.py) and compares the joined result with the published one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
 import msgspec
 
-from qbus.bus.blobs import ObjectStoreBlobs, deinterleave
-from qbus.bus.config import Config, HypervisorConfig
+from qbus.bus.blobs import BlobStore, ObjectStoreBlobs, deinterleave
+from qbus.bus.config import Config, Limits
 from qbus.bus.connection import Bus
-from qbus.consumers.assemble import chunk_result, join_chunks
+from qbus.bus.job_log import events_of
+from qbus.engines.base import Engine
 from qbus.errors import QbusError
-from qbus.producers.submit import events_of
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
@@ -40,8 +44,24 @@ from qbus.schemas.events import (
     decode,
 )
 from qbus.verifier.audit_checks import describe_difference, result_fields, winning_chunks
+from qbus.verifier.chunks import chunk_result, join_chunks
 from qbus.verifier.crosscheck import Agreement, compare_counts, compare_statevectors
 from qbus.verifier.hashing import HASH_VERSION, HASH_VERSIONS, event_result_hash
+
+
+class Executor(Protocol):
+    """What the replay needs of the execute stage's handler (``ExecuteHandler``)."""
+
+    engine: Engine
+    blobs: BlobStore
+
+    async def handle(self, event: Event) -> Sequence[Event]: ...
+
+    def close(self) -> None: ...
+
+
+ExecutorFactory = Callable[[str, BlobStore, Limits], Executor]
+"""Makes the executor of one engine: ``ExecuteHandler(engine, blobs, limits)``."""
 
 
 class ReplayReport(msgspec.Struct, kw_only=True):
@@ -105,7 +125,9 @@ class _MemoryBlobs:
         return self.data[ref]
 
 
-async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> ReplayReport:
+async def replay_job(
+    bus: Bus, job_id: str, config: Config | None = None, *, executor: ExecutorFactory
+) -> ReplayReport:
     """Re-execute ``job_id`` from the log and compare with its recorded result.
 
     Args:
@@ -113,9 +135,8 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         job_id: The job.
         config: Settings (the inline state-vector limit must be the one the job ran
             with for an identical result representation); default ``Config()``.
+        executor: Makes the execute stage's handler for an engine (``ExecuteHandler``).
     """
-    from qbus.consumers.execute import ExecuteHandler
-
     config = config or Config()
     seen: list[tuple[int, Event]] = [
         (seq, event) async for seq, _, event in events_of(bus, job_id, timeout=1.0)
@@ -138,9 +159,9 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         )
     version = version or HASH_VERSION
     if final is not None and isinstance(final[1], JobCompleted) and final[1].cached:
-        return await _replay_cached(bus, job_id, (final[0], final[1]), config)
+        return await _replay_cached(bus, job_id, (final[0], final[1]), config, executor)
     if final is not None and isinstance(final[1], JobCompleted) and final[1].chunk_engines:
-        return await _replay_chunked(bus, job_id, seen, (final[0], final[1]), config)
+        return await _replay_chunked(bus, job_id, seen, (final[0], final[1]), config, executor)
     recorded = by_id.get(final[1].causation_id or "") if final else None
     if recorded is None or not isinstance(recorded[1], ExecutionCompleted):
         recorded = next(
@@ -168,9 +189,7 @@ async def replay_job(bus: Bus, job_id: str, config: Config | None = None) -> Rep
         report.published_hash = final[1].result_hash
     report.request_seq, request = _request_for(rec, by_id, report.warnings)
     try:
-        handler = ExecuteHandler(
-            request.engine, _MemoryBlobs(bus.config.object_store), config.limits, HypervisorConfig()
-        )
+        handler = executor(request.engine, _MemoryBlobs(bus.config.object_store), config.limits)
     except (ImportError, QbusError) as exc:
         report.status = "not_replayable"
         report.detail = f"engine {request.engine} cannot be loaded here: {exc}"
@@ -255,16 +274,20 @@ def _request_for(
     )
 
 
-async def _run_inline(handler: object, request: ExecutionRequested) -> list[Event]:
+async def _run_inline(handler: Executor, request: ExecutionRequested) -> list[Event]:
     # Inline: the sandbox decides where engine code runs, never what it returns.
     inline = msgspec.structs.replace(
         request, options=msgspec.structs.replace(request.options, hypervisor="inline")
     )
-    return list(await handler.handle(inline))  # type: ignore[attr-defined]
+    return list(await handler.handle(inline))
 
 
 async def _replay_cached(
-    bus: Bus, job_id: str, final: tuple[int, JobCompleted], config: Config
+    bus: Bus,
+    job_id: str,
+    final: tuple[int, JobCompleted],
+    config: Config,
+    executor: ExecutorFactory,
 ) -> ReplayReport:
     """Replay the run a cached result came from; the cached result must be that run's."""
     final_seq, cached = final
@@ -278,7 +301,7 @@ async def _replay_cached(
             cached_from=origin_id or None,
             detail="a cached result that names no other job it was cached from",
         )
-    report = await replay_job(bus, origin_id, config)
+    report = await replay_job(bus, origin_id, config, executor=executor)
     report.job_id, report.cached_from, report.final_seq = job_id, origin_id, final_seq
     original_hash, report.published_hash = report.published_hash, cached.result_hash
     if report.recorded_seq is None:
@@ -325,10 +348,9 @@ async def _replay_chunked(
     seen: list[tuple[int, Event]],
     final: tuple[int, JobCompleted],
     config: Config,
+    executor: ExecutorFactory,
 ) -> ReplayReport:
     """Replay every accepted chunk on its recorded engine; compare chunks and the join."""
-    from qbus.consumers.execute import ExecuteHandler
-
     final_seq, published = final
     by_id = {event.event_id: (seq, event) for seq, event in seen}
     results = [(s, e) for s, e in seen if isinstance(e, ExecutionCompleted) and e.chunk is not None]
@@ -356,7 +378,7 @@ async def _replay_chunked(
     report.recorded_hash = event_result_hash(
         join_chunks(last, [chunk_result(r) for r in recorded], generation), published.hash_version
     )
-    handlers: dict[str, ExecuteHandler] = {}
+    handlers: dict[str, Executor] = {}
     parts = []
     changed = False
     try:
@@ -368,11 +390,8 @@ async def _replay_chunked(
             handler = handlers.get(rec.engine)
             if handler is None:
                 try:
-                    handler = handlers[rec.engine] = ExecuteHandler(
-                        rec.engine,
-                        _MemoryBlobs(bus.config.object_store),
-                        config.limits,
-                        HypervisorConfig(),
+                    handler = handlers[rec.engine] = executor(
+                        rec.engine, _MemoryBlobs(bus.config.object_store), config.limits
                     )
                 except (ImportError, QbusError) as exc:
                     report.detail = f"engine {rec.engine} cannot be loaded here: {exc}"

@@ -17,7 +17,6 @@ Policy, stated in each verdict's detail:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from qbus.engines.observables import expectation_values
 from qbus.engines.sweep import point_parameters, without_measurements
 from qbus.frontends.parameters import bind
 from qbus.schemas.events import ExecutionCompleted, Verification
-from qbus.schemas.pauli import Observable
+from qbus.verifier.expectations import check_expectations
 from qbus.verifier.statistics import check_counts
 
 MAX_CHECKED_POINTS = 64
@@ -55,9 +54,6 @@ def verify_sweep(
     Raises:
         CircuitError: When a point cannot be simulated exactly (the caller skips).
     """
-    # Imported here: verify.py imports this module.
-    from qbus.consumers.verify import check_expectations
-
     opts = event.options
     results = event.sweep_results or []
     if len(results) != len(opts.sweep):
@@ -74,7 +70,7 @@ def verify_sweep(
         else f"{len(indices)} of {len(results)} points (a uniform sample seeded by the job id)"
     )
     if opts.observables:
-        return _expectations(event, indices, sets, which, check_expectations)
+        return _expectations(event, indices, sets, which)
     level = alpha / len(indices)
     worst: Verification | None = None
     worst_i = -1
@@ -118,7 +114,6 @@ def _expectations(
     indices: list[int],
     sets: list[dict[str, float]],
     which: str,
-    check_expectations: Callable[[list[float], list[float], list[Observable]], Verification],
 ) -> Verification:
     opts = event.options
     results = event.sweep_results or []

@@ -20,8 +20,14 @@ from typing import Annotated, Any
 
 import msgspec
 
-from qbus.errors import MissingOptionalLibraryError, SchemaError
-from qbus.schemas import schema_text
+from qbus.errors import (
+    MissingOptionalLibraryError,
+    SchemaError,
+    validation_message,
+    validation_path,
+)
+from qbus.frontends.qasm import parse_qasm
+from qbus.schemas import enums, schema_text
 from qbus.schemas.dynamics import CollapseOperator
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable, PauliTerm
@@ -29,15 +35,15 @@ from qbus.schemas.pauli import Observable, PauliTerm
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Count = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 
-METHODS = ("sample", "statevector", "expectation", "sweep", "vqe", "qaoa", "dynamics", "bb84")
-"""``sample``/``statevector``/``expectation``/``sweep`` make one job; the others are
-loops of jobs run by ``qbus.producers.templates``."""
-HYPERVISORS = ("auto", "inline", "process", "bwrap")
+METHODS = (*enums.METHODS, "vqe", "qaoa", "bb84")
+"""The bus's methods make one job each; ``vqe``, ``qaoa`` and ``bb84`` are loops of jobs
+run by ``qbus.producers.templates``."""
+HYPERVISORS = enums.HYPERVISORS
 ANSATZ_KINDS = ("hardware_efficient", "custom")
 ROTATIONS = ("rx", "ry", "rz")
 ENTANGLERS = ("cx", "cz")
 OPTIMIZERS = ("COBYLA", "Nelder-Mead", "L-BFGS-B")
-PRIORITIES = ("high", "normal", "low")
+PRIORITIES = enums.PRIORITIES
 ENGINE_ALIASES = {"qiskit": "qiskit-aer", "aer": "qiskit-aer"}
 """Short names a template may use for an engine (the bus knows only the full name)."""
 
@@ -453,12 +459,10 @@ def validate_data(data: dict[str, Any], base_dir: Path | None = None) -> JobTemp
         # Lax mode: YAML 1.1 reads ``1e-6`` (no dot) as a string; numbers in strings pass.
         template = msgspec.convert(data, JobTemplate, strict=False)
     except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `")
-        where = at.rstrip("`") or "$"
-        raise SchemaError(f"invalid job template: {message}", where=where) from exc
+        raise SchemaError(
+            f"invalid job template: {validation_message(exc)}", where=validation_path(exc) or "$"
+        ) from exc
     check_template(template)
-    from qbus.frontends.qasm import parse_qasm
-
     if template.circuit is not None:
         text = load_circuit_text(template.circuit, base_dir)
         parse_qasm(text)

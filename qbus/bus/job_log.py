@@ -1,0 +1,46 @@
+"""One job's events as the log stores them: the read every audit, client and CLI shares.
+
+Lives in the bus layer because the offline tools (replay, audit) and the producers
+(client, CLI ``status``/``watch``) all read a job's history the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from nats.js import api as js_api
+
+from qbus.bus.connection import Bus
+from qbus.schemas.events import FINAL_EVENTS, Event, decode
+
+
+async def events_of(
+    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
+) -> AsyncIterator[tuple[int, str, Event]]:
+    """Yield (sequence, subject, event) of every stored event of a job, in log order.
+
+    With ``follow`` the iterator waits for new events until the job's final event.
+    """
+    sub = await bus.js.subscribe(
+        bus.subjects.result(job_id),
+        stream=bus.config.stream,
+        ordered_consumer=True,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        config=js_api.ConsumerConfig(filter_subjects=bus.subjects.of_job(job_id)),
+    )
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=timeout)
+            except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+                if follow:
+                    continue
+                return
+            event = decode(msg.data)
+            yield msg.metadata.sequence.stream, msg.subject, event
+            if isinstance(event, FINAL_EVENTS):
+                return
+            if not follow and msg.metadata.num_pending == 0:
+                return
+    finally:
+        await sub.unsubscribe()
