@@ -44,3 +44,23 @@ async def events_of(
                 return
     finally:
         await sub.unsubscribe()
+
+
+async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
+    """The first event stored on ``subject`` (a job's result, its anchor …), waiting up to
+    ``timeout`` seconds for one to arrive.
+
+    Raises:
+        TimeoutError: Nothing stored there within ``timeout`` seconds.
+    """
+    sub = await bus.js.subscribe(
+        subject,
+        stream=bus.config.stream,
+        ordered_consumer=True,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+    )
+    try:
+        msg = await sub.next_msg(timeout=timeout)  # nats-py's TimeoutError is the builtin's
+    finally:
+        await sub.unsubscribe()
+    return decode(msg.data)

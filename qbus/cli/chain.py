@@ -17,14 +17,14 @@ from typing import Any
 
 import click
 import msgspec
-from nats.js import api as js_api
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import first_stored
 from qbus.cli.context import config_of
 from qbus.observability.metrics import serve_or_warn
 from qbus.producers.chain_listener import ChainListener
-from qbus.schemas.events import ResultAnchored, decode
+from qbus.schemas.events import ResultAnchored
 from qbus.secrets import SecretError, provider_from_config
 from qbus.verifier.anvil import AnvilNode
 from qbus.verifier.chain import (
@@ -322,19 +322,10 @@ async def anchored_report(config: Config, job_id: str, timeout: float = 30.0) ->
     Returns (ok, lines to print): for ``qbus demo --chain``.
     """
     async with await Bus.connect(config.bus, name="qbus-demo-anchor") as bus:
-        sub = await bus.js.subscribe(
-            bus.subjects.anchored(job_id),
-            stream=bus.config.stream,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-        )
         try:
-            msg = await sub.next_msg(timeout=timeout)
+            event = await first_stored(bus, bus.subjects.anchored(job_id), timeout)
         except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
             return False, f"no ResultAnchored for {job_id} within {timeout:.0f} s"
-        finally:
-            await sub.unsubscribe()
-    event = decode(msg.data)
     assert isinstance(event, ResultAnchored)
     try:
         batch = await read_batch(config.chain, event.contract, event.batch_id)

@@ -34,7 +34,7 @@ from qbus.schemas.events import (
     ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
-    derived_event_id,
+    answer,
 )
 from qbus.schemas.ir import Circuit
 from qbus.schemas.noise import is_noisy
@@ -204,11 +204,10 @@ class ExecuteHandler:
                     )
                 ]
         return [
-            ExecutionCompleted(
-                event_id=derived_event_id(event.event_id, "execution.completed"),
-                job_id=event.job_id,
-                causation_id=event.event_id,
-                producer=f"qbus.execute.{self.engine.name}",
+            answer(
+                event,
+                ExecutionCompleted,
+                f"qbus.execute.{self.engine.name}",
                 engine=self.engine.name,
                 engine_version=self.engine.version,
                 circuit=event.circuit,
@@ -246,11 +245,10 @@ class ExecuteHandler:
     def _failed(
         self, event: ExecutionRequested, code: str, message: str, retryable: bool
     ) -> ExecutionFailed:
-        return ExecutionFailed(
-            event_id=derived_event_id(event.event_id, "execution.failed"),
-            job_id=event.job_id,
-            causation_id=event.event_id,
-            producer=f"qbus.execute.{self.engine.name}",
+        return answer(
+            event,
+            ExecutionFailed,
+            f"qbus.execute.{self.engine.name}",
             engine=self.engine.name,
             code=code,
             message=message,

@@ -43,7 +43,7 @@ from qbus.verifier.crosscheck import CrossChecker
 from qbus.verifier.expectations import check_expectations
 from qbus.verifier.hashing import HASH_VERSION, event_result_hash
 from qbus.verifier.open_systems import verify_dynamics, verify_noisy
-from qbus.verifier.statistics import check_counts, check_statevector
+from qbus.verifier.statistics import check_counts, check_statevector, too_wide
 from qbus.verifier.sweep import verify_sweep
 
 _CACHE_SIZE = 256
@@ -182,12 +182,9 @@ class VerifyHandler:
 
     def _verify(self, event: ExecutionCompleted) -> Verification:
         circuit = event.circuit
-        if circuit.num_qubits > self.max_reference_qubits:
-            return Verification(
-                verdict="skipped",
-                detail=f"{circuit.num_qubits} qubits is above the exact-reference limit "
-                f"({self.max_reference_qubits})",
-            )
+        wide = too_wide(circuit.num_qubits, self.max_reference_qubits, "exact-reference")
+        if wide is not None:
+            return wide
         try:
             # Noise and dynamics have their own exact references (verifier/open_systems.py).
             if event.options.method == "dynamics":

@@ -22,7 +22,15 @@ import numpy as np
 from qbus.engines.base import Engine, EngineResult, RunRequest
 from qbus.errors import CircuitError, EngineError, QbusError, SandboxFailure
 from qbus.hypervisor.base import RunLimits
-from qbus.hypervisor.worker import Job, Outcome, Ready, RunLimitsMsg, read_frame, write_frame
+from qbus.hypervisor.worker import (
+    RESULT_FIELDS,
+    Job,
+    Outcome,
+    Ready,
+    RunLimitsMsg,
+    read_frame,
+    write_frame,
+)
 
 # A worker's start-up (interpreter + engine imports) must fit this, or it is given up.
 START_TIMEOUT = 120.0
@@ -49,46 +57,30 @@ def engine_target(engine: Engine | type[Engine]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _locations(targets: list[str]) -> list[Path]:
+    """The top-level package directory (or module file) of qbus and each target."""
+    found: list[Path] = []
+    for target in ["qbus", *targets]:
+        spec = importlib.util.find_spec(target.partition(":")[0].split(".")[0])
+        if spec is not None and spec.submodule_search_locations:
+            found.append(Path(next(iter(spec.submodule_search_locations))))
+        elif spec is not None and spec.origin:
+            found.append(Path(spec.origin))
+    return list(dict.fromkeys(found))
+
+
 def module_roots(targets: list[str]) -> list[Path]:
     """Directories that must be on a worker's ``sys.path`` to import ``targets`` and qbus.
 
     For ``tests.hostile_engine:X`` in a checkout this is the checkout root; for an
     installed package it is its site-packages.
     """
-    roots: list[Path] = []
-    for target in ["qbus", *targets]:
-        top = target.partition(":")[0].split(".")[0]
-        spec = importlib.util.find_spec(top)
-        if spec is None:
-            continue
-        if spec.submodule_search_locations:
-            where = Path(next(iter(spec.submodule_search_locations))).parent
-        elif spec.origin:
-            where = Path(spec.origin).parent
-        else:
-            continue
-        if where not in roots:
-            roots.append(where)
-    return roots
+    return list(dict.fromkeys(path.parent for path in _locations(targets)))
 
 
 def module_dirs(targets: list[str]) -> list[Path]:
     """The top-level package directory (or module file) of qbus and each target."""
-    found: list[Path] = []
-    for target in ["qbus", *targets]:
-        top = target.partition(":")[0].split(".")[0]
-        spec = importlib.util.find_spec(top)
-        if spec is None:
-            continue
-        if spec.submodule_search_locations:
-            path = Path(next(iter(spec.submodule_search_locations)))
-        elif spec.origin:
-            path = Path(spec.origin)
-        else:
-            continue
-        if path not in found:
-            found.append(path)
-    return found
+    return _locations(targets)
 
 
 class Worker:
@@ -267,16 +259,11 @@ class ProcessSandbox:
             case "ok":
                 sv = None if o.statevector is None else np.frombuffer(o.statevector, np.complex128)
                 return EngineResult(
-                    counts=o.counts,
                     statevector=sv,
-                    seed=o.seed,
-                    run_seconds=o.run_seconds,
                     peak_rss_mb=o.peak_rss_mb,
                     cpu_seconds=o.cpu_seconds,
                     wall_seconds=o.wall_seconds,
-                    sweep_results=o.sweep_results,
-                    dynamics=o.dynamics,
-                    expectations=o.expectations,
+                    **{name: getattr(o, name) for name in RESULT_FIELDS},
                 )
             case "engine":
                 raise EngineError(o.message, code=o.code, retryable=o.retryable)

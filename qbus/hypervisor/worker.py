@@ -64,6 +64,11 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
     error: str = ""
 
 
+RESULT_FIELDS = ("counts", "seed", "run_seconds", "sweep_results", "dynamics", "expectations")
+"""What an ``EngineResult`` and an ``Outcome`` both carry, by the same name (the state
+vector travels as bytes; the resource figures are the driver's, not the child's)."""
+
+
 class Outcome(msgspec.Struct, kw_only=True, tag="outcome"):
     """Worker → driver: one job's result or why it has none.
 
@@ -241,13 +246,8 @@ def _child(engine: Engine | type[Engine], job: Job, out_fd: int) -> None:
         result = engine.run(job.request)
         sv = result.statevector
         outcome = Outcome(
-            counts=result.counts,
             statevector=None if sv is None else sv.astype("complex128", copy=False).tobytes(),
-            seed=result.seed,
-            run_seconds=result.run_seconds,
-            sweep_results=result.sweep_results,
-            dynamics=result.dynamics,
-            expectations=result.expectations,
+            **{name: getattr(result, name) for name in RESULT_FIELDS},
         )
     except BaseException as exc:  # every failure becomes a verdict
         outcome = _classify(exc)

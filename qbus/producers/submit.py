@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import nats.js.errors
-from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import first_stored
 from qbus.errors import BusError
 from qbus.observability import tracing
 from qbus.schemas.events import (
     Event,
     JobSubmitted,
-    decode,
     new_event_id,
     new_job_id,
 )
@@ -74,16 +73,7 @@ async def wait_final(bus: Bus, job_id: str, timeout: float = 60.0) -> Event:
     Raises:
         TimeoutError: Nothing final within ``timeout`` seconds.
     """
-    sub = await bus.js.subscribe(
-        bus.subjects.result(job_id),
-        stream=bus.config.stream,
-        ordered_consumer=True,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-    )
     try:
-        msg = await sub.next_msg(timeout=timeout)
+        return await first_stored(bus, bus.subjects.result(job_id), timeout)
     except TimeoutError as exc:
         raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
-    finally:
-        await sub.unsubscribe()
-    return decode(msg.data)

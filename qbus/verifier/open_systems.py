@@ -22,7 +22,7 @@ from qbus.frontends.parameters import bind
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.events import ExecutionCompleted, Verification
 from qbus.verifier.expectations import check_expectations
-from qbus.verifier.statistics import check_counts
+from qbus.verifier.statistics import check_counts, too_wide
 
 DYNAMICS_TOLERANCE = 1e-6
 """Largest error of a dynamics value, relative to ``1 + Σ|coeff|`` of its observable."""
@@ -43,12 +43,9 @@ def verify_noisy(
     """
     opts = event.options
     circuit = event.circuit
-    if circuit.num_qubits > density.max_density_qubits:
-        return Verification(
-            verdict="skipped",
-            detail=f"noisy: {circuit.num_qubits} qubits is above the density-matrix "
-            f"reference limit ({density.max_density_qubits})",
-        )
+    wide = too_wide(circuit.num_qubits, density.max_density_qubits, "noisy density-matrix")
+    if wide is not None:
+        return wide
     if opts.method not in ("sample", "expectation"):
         return Verification(
             verdict="skipped", detail=f"no exact noisy reference for method '{opts.method}'"

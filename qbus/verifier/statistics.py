@@ -24,6 +24,17 @@ MIN_EXPECTED = 5.0
 """Bins with a smaller expected count are pooled (the chi-square approximation's rule)."""
 
 
+def too_wide(num_qubits: int, limit: int, reference: str) -> Verification | None:
+    """A ``skipped`` verdict when ``num_qubits`` is above what ``reference`` can compute
+    exactly (``limit`` qubits); None when it is within."""
+    if num_qubits <= limit:
+        return None
+    return Verification(
+        verdict="skipped",
+        detail=f"{num_qubits} qubits is above the {reference} limit ({limit})",
+    )
+
+
 def _tvd(counts: Mapping[str, int], exact: Mapping[str, float], shots: int) -> float:
     keys = set(counts) | set(exact)
     return 0.5 * sum(abs(counts.get(k, 0) / shots - exact.get(k, 0.0)) for k in keys)
