@@ -15,7 +15,6 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special
 
-from qbus.consumers import ingest  # noqa: F401  (test: an upward import)
 from qbus.schemas.events import Verification
 
 IMPOSSIBLE = 1e-12
