@@ -15,7 +15,6 @@ import re
 import pytest
 import qiskit.qasm2
 from qiskit import QuantumCircuit
-from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator
 
 from qbus.errors import CircuitError, QasmSyntaxError
@@ -24,49 +23,13 @@ from qbus.frontends.parameters import bind
 from qbus.frontends.qasm import detect_format, parse_qasm, to_qasm3
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, circuit_hash
+from tests.qiskit_gates import QISKIT_GATES
 
 # -- helpers ----------------------------------------------------------------------------
 
-_QISKIT_GATES = {
-    "id": lib.IGate,
-    "x": lib.XGate,
-    "y": lib.YGate,
-    "z": lib.ZGate,
-    "h": lib.HGate,
-    "s": lib.SGate,
-    "sdg": lib.SdgGate,
-    "t": lib.TGate,
-    "tdg": lib.TdgGate,
-    "sx": lib.SXGate,
-    "sxdg": lib.SXdgGate,
-    "rx": lib.RXGate,
-    "ry": lib.RYGate,
-    "rz": lib.RZGate,
-    "p": lib.PhaseGate,
-    "u1": lib.PhaseGate,  # same matrix as U1Gate
-    "u2": lambda phi, lam: lib.UGate(math.pi / 2, phi, lam),  # same matrix as U2Gate
-    "u": lib.UGate,
-    "cx": lib.CXGate,
-    "cy": lib.CYGate,
-    "cz": lib.CZGate,
-    "ch": lib.CHGate,
-    "swap": lib.SwapGate,
-    "csx": lib.CSXGate,
-    "cp": lib.CPhaseGate,
-    "crx": lib.CRXGate,
-    "cry": lib.CRYGate,
-    "crz": lib.CRZGate,
-    "cu": lib.CUGate,
-    "rxx": lib.RXXGate,
-    "ryy": lib.RYYGate,
-    "rzz": lib.RZZGate,
-    "ccx": lib.CCXGate,
-    "cswap": lib.CSwapGate,
-}
-
 
 def test_helper_covers_every_ir_gate() -> None:
-    assert set(_QISKIT_GATES) == set(GATES)
+    assert set(QISKIT_GATES) == set(GATES)
 
 
 def ir_unitary(circuit: Circuit, values: dict[str, float] | None = None) -> Operator:
@@ -77,7 +40,7 @@ def ir_unitary(circuit: Circuit, values: dict[str, float] | None = None) -> Oper
     for op in circuit.ops:
         if op.name in ("measure", "barrier", "reset"):
             continue
-        qc.append(_QISKIT_GATES[op.name](*op.params), list(op.qubits))
+        qc.append(QISKIT_GATES[op.name](*op.params), list(op.qubits))
     return Operator(qc)
 
 

@@ -7,7 +7,6 @@ import zlib
 
 import numpy as np
 import pytest
-from qiskit.circuit import library as lib
 from qiskit.quantum_info import Operator, Statevector
 
 from qbus.engines.convert_qiskit import to_qiskit
@@ -16,49 +15,11 @@ from qbus.errors import CircuitError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
 from tests.circuits import random_circuit
-
-# Written out here rather than taken from convert_qiskit, so the test does not trust the
-# code it checks: the IR's gate definitions are those of these Qiskit classes.
-QISKIT = {
-    "id": lib.IGate,
-    "x": lib.XGate,
-    "y": lib.YGate,
-    "z": lib.ZGate,
-    "h": lib.HGate,
-    "s": lib.SGate,
-    "sdg": lib.SdgGate,
-    "t": lib.TGate,
-    "tdg": lib.TdgGate,
-    "sx": lib.SXGate,
-    "sxdg": lib.SXdgGate,
-    "rx": lib.RXGate,
-    "ry": lib.RYGate,
-    "rz": lib.RZGate,
-    "p": lib.PhaseGate,
-    "u1": lib.PhaseGate,
-    "u2": lib.U2Gate,
-    "u": lib.UGate,
-    "cx": lib.CXGate,
-    "cy": lib.CYGate,
-    "cz": lib.CZGate,
-    "ch": lib.CHGate,
-    "swap": lib.SwapGate,
-    "csx": lib.CSXGate,
-    "cp": lib.CPhaseGate,
-    "crx": lib.CRXGate,
-    "cry": lib.CRYGate,
-    "crz": lib.CRZGate,
-    "cu": lib.CUGate,
-    "rxx": lib.RXXGate,
-    "ryy": lib.RYYGate,
-    "rzz": lib.RZZGate,
-    "ccx": lib.CCXGate,
-    "cswap": lib.CSwapGate,
-}
+from tests.qiskit_gates import QISKIT_GATES
 
 
 def test_every_gate_has_a_qiskit_reference() -> None:
-    assert set(QISKIT) == set(GATES)
+    assert set(QISKIT_GATES) == set(GATES)
 
 
 @pytest.mark.parametrize("name", sorted(GATES))
@@ -67,7 +28,7 @@ def test_gate_matrix_equals_qiskit_operator(name: str) -> None:
     for _ in range(5):
         params = rng.uniform(-3 * math.pi, 3 * math.pi, GATES[name].num_params)
         ours = gate_matrix(name, tuple(params))
-        theirs = Operator(QISKIT[name](*params)).data
+        theirs = Operator(QISKIT_GATES[name](*params)).data
         assert ours.dtype == np.complex128
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
