@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from qbus.errors import Fail
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import DeadLetter, Event, JobFailed, decode
 from qbus.verifier.log_audit import verify_log
+from tests.crashing_stage import HANDLED, STAGE
 from tests.jobs import QASM2_BELL, count_results, job
 
 pytestmark = pytest.mark.timeout(120)
@@ -246,3 +248,59 @@ async def test_message_finished_within_the_grace_is_not_dead_lettered(dlq_bus: B
         assert await count_results(bus, submitted.job_id) == 1
     finally:
         await _stop(runner, task)
+
+
+async def test_a_message_that_kills_its_stage_and_its_batch_mate_are_both_dead_lettered(
+    dlq_bus: Bus,
+):
+    """A submission that segfaults the stage process takes its batch-mate down with it on
+    every delivery; both must end with a dead letter even after later traffic is acked
+    (which moves the consumer's ack floor past them)."""
+    bus = dlq_bus
+    poison = job(QASM2_BELL, labels={"crash": "segv"})
+    mate = job(QASM2_BELL)  # valid; only unlucky to share the poison's batch
+    await bus.publish(poison)
+    mate_seq = await bus.publish(mate)
+    args = [
+        "-m",
+        "tests.crashing_stage",
+        bus.config.url,
+        str(bus.config.ack_wait),
+        str(MAX_DELIVER),
+    ]
+    # Each start fetches [poison, mate] (redelivered after the ack wait: a start takes
+    # longer) and dies on the poison before the mate's outcome is stored.
+    for _ in range(MAX_DELIVER):
+        dying = await asyncio.create_subprocess_exec(sys.executable, *args, "60")
+        assert await asyncio.wait_for(dying.wait(), 60) == -signal.SIGSEGV
+    # A copy that lives, with a grace long enough that a later job is acked first.
+    survivor = await asyncio.create_subprocess_exec(sys.executable, *args, "3")
+    try:
+        # The server gives up on both when the last ack wait runs out, and says so.
+        deadline = time.monotonic() + 30
+        while (await bus.js.stream_info(bus.config.advisory_stream)).state.messages < 2:
+            assert time.monotonic() < deadline, "the server never gave up on the messages"
+            await asyncio.sleep(0.1)
+        later = job(QASM2_BELL)
+        await bus.publish(later)
+        final = await wait_final(bus, later.job_id, 30)
+        assert isinstance(final, JobFailed) and final.code == HANDLED, final
+        # The server moves the ack floor past both (what the old check took for "acked").
+        while (
+            await bus.js.consumer_info(bus.config.stream, STAGE)
+        ).ack_floor.stream_seq <= mate_seq:
+            assert time.monotonic() < deadline, "the ack floor never passed the lost messages"
+            await asyncio.sleep(0.05)
+
+        for lost in (poison, mate):
+            final = await wait_final(bus, lost.job_id, 30)
+            assert isinstance(final, JobFailed) and final.code == DEAD_LETTERED, final
+        letters = await _letters(bus, 2)
+        assert sorted(dl.job_id for dl in letters) == sorted([poison.job_id, mate.job_id])
+        assert all(dl.cause == "max_deliveries" for dl in letters)
+        assert all(dl.deliveries == MAX_DELIVER for dl in letters)
+        for submitted in (poison, mate, later):
+            assert await count_results(bus, submitted.job_id) == 1
+    finally:
+        survivor.terminate()
+        await survivor.wait()

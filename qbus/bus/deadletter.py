@@ -8,7 +8,9 @@ A message becomes a dead letter after ``[bus] max_deliver`` deliveries without a
 * no outcome came at all (the handler hung past ``ack_wait``, the stage process died on
   the message, or the outputs could not be stored): the server publishes a
   max-deliveries advisory, the ``<stream>_ADVISORIES`` stream keeps it, and an
-  ``AdvisoryWatcher`` run by every copy of the stage turns it into the same two events.
+  ``AdvisoryWatcher`` run by every copy of the stage turns it into the same two events,
+  unless the job has ended or the log holds an event the message caused (never judged
+  by the consumer's ack floor, which the server moves past such messages).
 
 Both paths derive the events' ids from (consumer, stream sequence), so when both fire the
 server's dedupe and the final-event guard keep one of each. The DeadLetter is on
@@ -69,9 +71,17 @@ class _JobIdOnly(msgspec.Struct):
 _lenient = msgspec.json.Decoder(_JobIdOnly)
 
 
+class _CauseOnly(msgspec.Struct):
+    causation_id: str | None = None
+
+
+_caused = msgspec.json.Decoder(_CauseOnly)
+
+
 def dead_letter_id(consumer: str, stream: str, seq: int) -> str:
     """The DeadLetter id of message ``seq`` of ``stream`` given up by ``consumer``."""
-    return derived_event_id(f"{stream}/{seq}/{consumer}", "dead.letter")
+    # The stream sequence names the message alone: no job or tenant scope is needed.
+    return derived_event_id(f"{stream}/{seq}/{consumer}", "dead.letter", job_id="")
 
 
 def dead_letter_events(
@@ -187,7 +197,7 @@ class AdvisoryWatcher:
         grace: Seconds after the advisory before the message counts as lost: the server
             gives up when a delivery's ack wait runs out, but a holder whose "still
             working" signals were late (a starved machine) may yet finish it. A message
-            acked by then, or whose job has ended by then, is left alone.
+            whose outcome is in the log by then, or whose job has ended, is left alone.
         fetch_timeout: Seconds one pull request waits for an advisory.
     """
 
@@ -263,25 +273,54 @@ class AdvisoryWatcher:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _settled(self, stream: str, consumer: str, seq: int, data: bytes | None) -> bool:
-        """Whether the message got an outcome after the server gave up on it: acked (the
-        consumer's ack floor passed it), or its job has ended."""
-        with contextlib.suppress(NotFoundError):
-            info = await self.bus.js.consumer_info(stream, consumer)
-            if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq:
-                return True
+    async def _settled(self, data: bytes | None) -> bool:
+        """Whether the message got its outcome after the server gave up on it: its job
+        has ended, or the log holds an event it caused (what the stage made of it).
+
+        Never the consumer's ack floor: the server moves the floor past a message that
+        ran out of deliveries as soon as a later one is acked, so a message that killed
+        its stage (and its batch-mates, which died with it) would look acked.
+        """
         if data is None:
             return False
-        job_id = None
         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-            job_id = _lenient.decode(data).job_id
-        if not (isinstance(job_id, str) and is_valid_job_id(job_id)):
-            return False
+            partial = _lenient.decode(data)
+            if isinstance(partial.job_id, str) and is_valid_job_id(partial.job_id):
+                return await self._has_final(partial.job_id) or (
+                    isinstance(partial.event_id, str)
+                    and await self._caused_any(partial.job_id, partial.event_id)
+                )
+        return False
+
+    async def _has_final(self, job_id: str) -> bool:
         try:
             await self.bus.js.get_last_msg(self.bus.config.stream, self.bus.subjects.result(job_id))
         except NotFoundError:
             return False
         return True
+
+    async def _caused_any(self, job_id: str, event_id: str) -> bool:
+        """Whether any stored event of ``job_id`` names ``event_id`` as its cause."""
+        sub = await self.bus.js.subscribe(
+            self.bus.subjects.result(job_id),
+            stream=self.bus.config.stream,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            config=js_api.ConsumerConfig(filter_subjects=self.bus.subjects.of_job(job_id)),
+        )
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=self.fetch_timeout)
+                except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
+                    return False
+                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                    if _caused.decode(msg.data).causation_id == event_id:
+                        return True
+                if msg.metadata.num_pending == 0:
+                    return False
+        finally:
+            await sub.unsubscribe()
 
     async def handle(self, advisory: Mapping[str, object]) -> list[Event]:
         """Publish the dead letter (and JobFailed) for one max-deliveries advisory."""
@@ -295,7 +334,7 @@ class AdvisoryWatcher:
             subject, data = stored.subject or "", stored.data
         except NotFoundError:
             pass  # purged or aged out of the log: the letter says so
-        if await self._settled(stream, consumer, seq, data):
+        if await self._settled(data):
             log.info("stage %s: %s #%d was settled after all", self.stage, stream, seq)
             return []
         reason = self.last_errors.get(consumer, seq) or (
