@@ -31,6 +31,7 @@ from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Reject, Retry, validation_path
+from qbus.frontends.bounds import TooDeep, check_json_depth, shallow
 from qbus.observability import metrics, tracing
 from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
@@ -105,7 +106,8 @@ def schema_rejection(tag: str, text: str, where: str | None) -> tuple[str, str]:
 def _envelope(data: bytes) -> _Envelope:
     """What can be read of an undecodable message's envelope (all None when nothing)."""
     try:
-        return _lenient.decode(data)
+        # Of a payload nested too deep, only the top level: it decodes without recursing.
+        return _lenient.decode(shallow(data))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _Envelope()
 
@@ -341,8 +343,10 @@ class StageRunner:
     ) -> tuple[Sequence[Event], Callable[[Msg], Awaitable[None]]]:
         started = time.perf_counter()
         try:
+            # Bounded before msgspec's recursive decoder sees it (qbus/frontends/bounds.py).
+            check_json_depth(msg.data)
             event = decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
             events = self._undecodable(msg, exc)
             metrics.EVENTS_PROCESSED.labels(self.stage, "unknown", "undecodable").inc()
             if span is not None:
@@ -447,7 +451,9 @@ class StageRunner:
         envelope = _envelope(msg.data)  # read once: the job to answer and the event type
         job_id, event_id = fallback_job_id(msg, envelope)
         where = validation_path(exc)
-        if not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
+        if isinstance(exc, TooDeep):
+            code, message = TooDeep.code, text
+        elif not isinstance(exc, msgspec.ValidationError):  # a ValidationError is a DecodeError
             code, message = "invalid_json", f"message is not valid JSON: {text}"
         elif not (isinstance(envelope.type, str) and envelope.type in EVENT_TAGS):
             code, message = "unknown_event_type", f"not a known qbus event: {text}"

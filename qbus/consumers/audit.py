@@ -23,6 +23,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus.connection import Bus
 from qbus.bus.pull import take_arrived
+from qbus.frontends.bounds import shallow
 from qbus.observability import metrics
 from qbus.schemas.audit import (
     GENESIS,
@@ -191,7 +192,9 @@ _tag_decoder = msgspec.json.Decoder(_Tag)
 def _tag_of(data: bytes) -> str:
     """The event's ``type`` tag, "" when the payload is not a JSON object with one."""
     try:
-        tag = _tag_decoder.decode(data).type
+        # Even skipping the other fields recurses: too deep a payload would raise a
+        # RecursionError here and stop the chain (qbus/frontends/bounds.py).
+        tag = _tag_decoder.decode(shallow(data)).type
     except (msgspec.ValidationError, msgspec.DecodeError):
         return ""
     return tag if isinstance(tag, str) else ""

@@ -7,6 +7,7 @@ the problem).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import msgspec
@@ -16,6 +17,7 @@ from qbus.consumers.ingest_open import check_open_system
 from qbus.consumers.tenants import TenantGate
 from qbus.engines.sweep import check_sweep
 from qbus.errors import CircuitError, QbusError, Reject
+from qbus.frontends.bounds import clipped
 from qbus.frontends.parameters import check_parameters
 from qbus.frontends.program import parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
@@ -28,6 +30,8 @@ from qbus.schemas.events import (
     default_seed,
 )
 from qbus.schemas.ir import Circuit, circuit_hash, stats
+
+log = logging.getLogger("qbus.ingest")
 
 
 class IngestHandler:
@@ -115,6 +119,16 @@ class IngestHandler:
             )
         except QbusError as exc:
             raise Reject(exc.message, code=exc.code, where=exc.where) from exc
+        except Exception as exc:
+            # What a parser does depends on the text alone: a redelivery would fail the
+            # same way until the job is dead-lettered, so any other error is a rejection
+            # now (and a parser bug to fix: logged with its traceback).
+            log.exception("ingest: parsing job %s raised", job.job_id)
+            raise Reject(
+                f"the program could not be parsed: {type(exc).__name__}: {clipped(str(exc))}",
+                code="parser_error",
+                where="$.source",
+            ) from exc
 
     def _check(self, job: JobSubmitted, circuit: Circuit) -> None:
         limits = self.limits

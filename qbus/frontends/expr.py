@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 
 from qbus.errors import CircuitError
+from qbus.frontends.bounds import clipped
 
 Expr: TypeAlias = tuple[Any, ...]
 
@@ -163,7 +164,7 @@ class _Parser:
         if is_number_token(t):
             value = float(t)
             if not math.isfinite(value):
-                raise ExprSyntaxError(f"number {t} is too large", self.i)
+                raise ExprSyntaxError(f"number {clipped(t)} is too large", self.i)
             self.i += 1
             return ("num", value)
         if t == "(":

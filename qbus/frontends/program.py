@@ -8,6 +8,7 @@ has the same message, code and line/column in both.
 from __future__ import annotations
 
 from qbus.errors import QbusError
+from qbus.frontends.bounds import check_json_depth
 from qbus.frontends.parameters import check_parameters
 from qbus.frontends.qasm import detect_format, parse_qasm
 from qbus.frontends.quil import looks_like_quil, parse_quil
@@ -33,8 +34,9 @@ def parse_program(
         ``quil``).
 
     Raises:
-        QbusError: The text does not parse or breaks a limit; a ``QasmSyntaxError``
-            carries the line and column.
+        QbusError: The text does not parse or breaks a limit (``too_deep``: JSON IR or
+            Quil nested deeper than ``qbus.frontends.bounds`` allows); a
+            ``QasmSyntaxError`` carries the line and column.
     """
     if fmt not in FORMATS:
         raise QbusError(
@@ -47,10 +49,12 @@ def parse_program(
         detected = "quil"
     if detected == "json":
         # The text parsers resolve every name as they read it (QASM) or check it (Quil);
-        # JSON IR is only decoded, so its parameter names are checked here.
+        # JSON IR is only decoded, so its parameter names are checked here; its depth is
+        # bounded first, as msgspec's decoder recurses (qbus/frontends/bounds.py).
+        check_json_depth(source.encode())
         circuit = decode_circuit(source)
         check_parameters(circuit)
         return circuit, "json"
     if detected == "quil":
-        return parse_quil(source, max_ops=max_ops), "quil"
+        return parse_quil(source, max_ops=max_ops, max_bytes=max_bytes), "quil"
     return parse_qasm(source, max_bytes=max_bytes, max_ops=max_ops)

@@ -66,6 +66,7 @@ from typing import Any, NoReturn
 
 from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr as _expr
+from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
@@ -334,6 +335,9 @@ _NATIVE_TOKENS = {name: _TOKEN_RE.findall(text)[:-1] for name, text in _NATIVE_D
 # Bound on a parameter expression's size after gate inlining (see expr.node_count); real
 # programs stay far below it.
 _MAX_EXPRESSION_NODES = 1000
+# Longest integer literal read as a size or an index: far beyond any register, and far
+# below the 4,300 digits where Python's int() refuses the text with a ValueError.
+_MAX_INT_DIGITS = 32
 
 
 class _GateDef:
@@ -354,7 +358,7 @@ class _GateDef:
 
 
 def _describe(token: str) -> str:
-    return f"'{token}'" if token else "the end of the program"
+    return f"'{clipped(token)}'" if token else "the end of the program"
 
 
 def _plural(n: int, word: str) -> str:
@@ -402,6 +406,17 @@ class _Parser:
         line, column = self.position(index)
         raise QasmSyntaxError(message, line=line, column=column, code=code)
 
+    def integer(self, index: int) -> int:
+        """The value of the digits token at ``index``, refused when it is too long."""
+        t = self.toks[index]
+        if len(t) > _MAX_INT_DIGITS:
+            self.fail(
+                f"an integer of {len(t):,} digits is too long; at most {_MAX_INT_DIGITS} "
+                "digits are read",
+                index,
+            )
+        return int(t)
+
     def expect(self, token: str) -> None:
         t = self.toks[self.i]
         if t != token:
@@ -448,7 +463,7 @@ class _Parser:
             self.reserved = _QASM2_RESERVED
         elif major != "3":
             self.fail(
-                f"OpenQASM version {version} is not supported (2.0 and 3 are)",
+                f"OpenQASM version {clipped(version)} is not supported (2.0 and 3 are)",
                 1,
                 "unsupported_feature",
             )
@@ -495,7 +510,7 @@ class _Parser:
         t = self.toks[index]
         if not t.isdigit() or not t.isascii():
             self.fail(f"expected the {what} size (an integer) but found {_describe(t)}", index)
-        value = int(t)
+        value = self.integer(index)
         if value < 1:
             self.fail(f"a {what} needs at least one element", index)
         return value
@@ -621,7 +636,7 @@ class _Parser:
                     "indexing with a variable is not supported", self.i, "unsupported_feature"
                 )
             self.fail(f"expected an integer index but found {_describe(t)}", self.i)
-        value = -int(t) if negative else int(t)
+        value = -self.integer(self.i) if negative else self.integer(self.i)
         self.i += 1
         self.expect("]")
         return value
@@ -642,7 +657,8 @@ class _Parser:
         if toks[index + 1] == "[":
             t = toks[index + 2]
             # Fast path for the common ``q[3]``; anything else takes the careful path below.
-            if toks[index + 3] == "]" and t.isdigit() and t.isascii() and not single:
+            short = len(t) <= _MAX_INT_DIGITS
+            if toks[index + 3] == "]" and t.isdigit() and t.isascii() and short and not single:
                 k = int(t)
                 if k < size:
                     self.i = index + 4

@@ -41,6 +41,10 @@ Everything else is rejected with a ``CircuitError`` whose ``code`` is stable:
 ``unknown_gate``, ``wrong_arity``, ``duplicate_qubit``, ``unknown_register``,
 ``clbit_out_of_range``, ``invalid_parameter``, ``empty_program``, ``too_large``
     As for OpenQASM (see :mod:`qbus.frontends.qasm`).
+``too_deep``
+    Parentheses nested more than ``MAX_QUIL_NESTING`` (64) deep, refused before pyQuil
+    sees the text: its native parser crashes the whole process (SIGSEGV) on about 20,000
+    levels, and no program needs more than a few.
 
 For an instruction-level problem ``where`` is ``line L`` when the instruction's text can be
 found in the source, else ``instruction N`` (1-based, in pyQuil's order: declarations first).
@@ -56,7 +60,8 @@ from typing import Any
 import numpy as np
 
 from qbus.errors import CircuitError, MissingOptionalLibraryError
-from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, fold
+from qbus.frontends.bounds import TooDeep, clipped, nested_deeper_than
+from qbus.frontends.expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expr, fold
 from qbus.frontends.parameters import check_parameters
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
@@ -91,6 +96,9 @@ def looks_like_quil(text: str) -> bool:
 
 # -- conversion --------------------------------------------------------------------------
 
+# Longest pyQuil error text passed on (its found-token part quotes the input).
+_MAX_MESSAGE = 300
+
 
 def _pyquil() -> Any:
     try:
@@ -101,7 +109,8 @@ def _pyquil() -> Any:
 
 
 def _syntax_error(text: str, exc: Exception) -> CircuitError:
-    message = str(exc).removeprefix("error while parsing: ")
+    # pyQuil quotes the text it stopped at, however long: a person needs its start.
+    message = clipped(str(exc).removeprefix("error while parsing: "), _MAX_MESSAGE)
     match = re.search(r"at line (\d+), column (\d+)", message)
     if match is None:
         return CircuitError(f"Quil syntax error: {message}", code="quil_syntax")
@@ -122,12 +131,18 @@ def _syntax_error(text: str, exc: Exception) -> CircuitError:
     )
 
 
-def parse_quil(text: str, *, max_ops: int = 1_000_000) -> Circuit:
+# Deepest parenthesis nesting handed to pyQuil: that of an OpenQASM expression.
+MAX_QUIL_NESTING = MAX_DEPTH
+
+
+def parse_quil(text: str, *, max_ops: int = 1_000_000, max_bytes: int = 1_000_000) -> Circuit:
     """Parse a Quil program into the IR.
 
     Args:
         text: The program.
         max_ops: Most IR ops the program may expand to.
+        max_bytes: Largest accepted program text (it is bounded before pyQuil's native
+            parser reads it).
 
     Returns:
         The circuit.
@@ -141,6 +156,16 @@ def parse_quil(text: str, *, max_ops: int = 1_000_000) -> Circuit:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise CircuitError("the Quil program is empty", code="empty_program")
+    data = text.encode()
+    if len(data) > max_bytes:
+        raise CircuitError(
+            f"the program is {len(data):,} bytes; the limit is {max_bytes:,}", code="too_large"
+        )
+    if nested_deeper_than(data, MAX_QUIL_NESTING, opens=b"(", closes=b")"):
+        raise TooDeep(
+            f"parentheses are nested more than {MAX_QUIL_NESTING} deep; the limit is "
+            f"{MAX_QUIL_NESTING} (deeper nesting would crash the Quil parser)"
+        )
     try:
         program = pyquil.Program(text)
     except Exception as exc:  # quil.PyProgramError (a ValueError) and any other refusal

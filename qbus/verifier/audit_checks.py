@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from qbus.bus.subjects import Subjects
+from qbus.frontends.bounds import TooDeep, check_json_depth
 from qbus.schemas.audit import AnchorStatus, AuditProblem, ChainEntry, EventRef, JobAudit
 from qbus.schemas.events import (
     CircuitIngested,
@@ -200,8 +201,11 @@ class LogChecker:
         self.events += 1
         self._present.add(seq)
         try:
+            # Bounded first: a payload nested too deep would stop the whole check with a
+            # RecursionError; it is reported like any other undecodable payload instead.
+            check_json_depth(data)
             event: Event | None = decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
             event = None
             error = str(exc)
         where = _Seen(

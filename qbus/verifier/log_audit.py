@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
+from qbus.frontends.bounds import TooDeep, check_json_depth
 from qbus.schemas.audit import (
     GENESIS,
     AuditProblem,
@@ -132,8 +133,9 @@ async def audit_log(
     async for msg in read_all(bus, cfg.audit_stream, cfg.audit_subject):
         seq = msg.metadata.sequence.stream
         try:
+            check_json_depth(msg.data)  # a forged record must not crash the check
             record = record_decoder.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
             record_problems.append(
                 AuditProblem(
                     check="chain_record",
