@@ -135,6 +135,14 @@ class Reject(QbusError):
     code = "rejected"
 
 
+class Refuse(Reject):
+    """Raised by a stage handler: refuse a message that holds no job (a job id already
+    in use). The JobRejected goes to the refusal subject keyed by the message, never to
+    the result subject of the job id it names, which is another submission's job."""
+
+    code = "refused"
+
+
 class Fail(QbusError):
     """Raised by a stage handler: the job ends without a result (→ JobFailed, input acked)."""
 

@@ -165,7 +165,11 @@ async def test_redelivered_input_does_not_duplicate_outputs(config: Config, bus:
     handler = IngestHandler()
     (ingested,) = await handler.handle(j)
     again = (await handler.handle(j))[0]
-    assert again.event_id == ingested.event_id == derived_event_id(j.event_id, "circuit.ingested")
+    assert (
+        again.event_id
+        == ingested.event_id
+        == derived_event_id(j.event_id, "circuit.ingested", job_id=j.job_id)
+    )
     first = await bus.js.publish(
         bus.subjects.for_event(ingested), b"{}", headers={"Nats-Msg-Id": ingested.event_id}
     )

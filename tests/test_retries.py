@@ -79,7 +79,9 @@ async def test_two_transient_failures_then_success(flaky: Bus, tmp_path: Path):
     for failure, retry in zip(failures, requests[1:], strict=True):
         # The retry answers the failure, under an id derived from it (idempotent).
         assert retry.causation_id == failure.event_id
-        assert retry.event_id == derived_event_id(failure.event_id, "execution.requested")
+        assert retry.event_id == derived_event_id(
+            failure.event_id, "execution.requested", job_id=failure.job_id
+        )
         assert retry.producer == "qbus.verify"
         # Same work as the first request: only the envelope and the attempt differ.
         assert (retry.engine, retry.circuit_hash, retry.options) == (

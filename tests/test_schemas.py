@@ -14,7 +14,9 @@ import pytest
 from qbus.schemas.events import (
     _DERIVED_NS,
     EVENT_TYPES,
+    JobRejected,
     JobSubmitted,
+    answer,
     decode,
     derived_event_id,
     encode,
@@ -89,5 +91,25 @@ def test_job_options_roundtrip():
 def test_derived_event_id_is_uuid5_of_its_name():
     for causation in ("", "e1", "ü-ñ", uuid.uuid4().hex, "x" * 300):
         for tag, index in (("job.completed", 0), ("execution.requested", 7)):
-            expected = str(uuid.uuid5(_DERIVED_NS, f"{causation}/{tag}/{index}"))
-            assert derived_event_id(causation, tag, index) == expected
+            for job, tenant in (("j1", ""), ("j1", "acme"), ("", "")):
+                name = f"{tenant}/{job}/{causation}/{tag}/{index}"
+                expected = str(uuid.uuid5(_DERIVED_NS, name))
+                assert (
+                    derived_event_id(causation, tag, index, job_id=job, tenant=tenant) == expected
+                )
+
+
+def test_derived_event_ids_differ_across_jobs_and_tenants():
+    # Issue 17: two jobs whose submissions share an event id once derived the same ids
+    # for every later event, and the server's duplicate window dropped the second's.
+    ids = {
+        derived_event_id("same-cause", "circuit.ingested", job_id=job, tenant=tenant)
+        for job in ("job-a", "job-b")
+        for tenant in ("", "a", "b")
+    }
+    assert len(ids) == 6
+    first = JobSubmitted(event_id="same-cause", job_id="job-a", source="s")
+    second = JobSubmitted(event_id="same-cause", job_id="job-b", source="s")
+    assert answer(first, JobRejected, "p", code="c", message="m").event_id != (
+        answer(second, JobRejected, "p", code="c", message="m").event_id
+    )

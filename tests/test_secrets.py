@@ -180,7 +180,7 @@ class _KeyedHandler:
         key = await self.secret.require()
         return [
             JobFailed(
-                event_id=derived_event_id(event.event_id, "job.failed"),
+                event_id=derived_event_id(event.event_id, "job.failed", job_id=event.job_id),
                 job_id=event.job_id,
                 causation_id=event.event_id,
                 producer="tests.keyed",

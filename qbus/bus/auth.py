@@ -58,7 +58,8 @@ def _stage_outputs(stage: str, s: Subjects) -> list[str]:
     final = [s.result(), s.tenant_result("*", "*"), s.dlq_all()]
     match stage:
         case "ingest":
-            return [s.ingested(), *final]
+            # Refusals: answers to messages on a submit subject that hold no job.
+            return [s.ingested(), s.refused(), s.tenant_refused(), *final]
         case "rewrite":
             return [s.rewritten(), *final]
         case "route":

@@ -357,10 +357,21 @@ class Bus:
             )
         )
 
-    async def put_state_async(self, job_id: str, state: JobState) -> asyncio.Future:
-        """Write a job's state to the KV bucket without waiting for the ack."""
+    async def put_state_async(
+        self, job_id: str, state: JobState, *, only_new: bool = False
+    ) -> asyncio.Future:
+        """Write a job's state to the KV bucket without waiting for the ack.
+
+        With ``only_new`` the server refuses the write (``WRONG_LAST_SEQUENCE``) when the
+        job has a state already.
+        """
+        headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if only_new else None
         return asyncio.ensure_future(
-            self.js.publish(f"$KV.{self.config.kv_jobs}.{job_id}", _state_encoder.encode(state))
+            self.js.publish(
+                f"$KV.{self.config.kv_jobs}.{job_id}",
+                _state_encoder.encode(state),
+                headers=headers,
+            )
         )
 
     async def job_state(self, job_id: str) -> JobState | None:

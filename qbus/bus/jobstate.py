@@ -66,6 +66,10 @@ def state_for(event: Event, stage: str) -> JobState | None:
             )
         case JobFailed():
             return JobState(status="failed", stage=stage, event_id=event.event_id, updated=now)
+        case JobRejected(refusal=str()):
+            # A refusal answers a message, not a job: the job id it names may be another
+            # sender's job, whose state it must not touch.
+            return None
         case JobRejected():
             return JobState(status="rejected", stage=stage, event_id=event.event_id, updated=now)
     return None

@@ -30,7 +30,7 @@ from qbus.bus.config import RetriesConfig
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
-from qbus.errors import Fail, Reject, Retry, validation_path
+from qbus.errors import Fail, Refuse, Reject, Retry, validation_path
 from qbus.frontends.bounds import TooDeep, check_json_depth, shallow
 from qbus.observability import metrics, tracing
 from qbus.schemas.enums import allowed_values
@@ -126,6 +126,20 @@ def fallback_job_id(msg: Msg, envelope: _Envelope | None = None) -> tuple[str, s
     if not (isinstance(job_id, str) and is_valid_job_id(job_id)):
         job_id = f"invalid-{seq}"
     return job_id, event_id
+
+
+def refusal_key(msg: Msg) -> str:
+    """The key a refusal of ``msg`` is published under (``<prefix>.refused.<key>``).
+
+    The message's ``Nats-Msg-Id`` when it is a subject token like a job id
+    (``[A-Za-z0-9_-]{1,64}``) and does not start with ``seq-``; else ``seq-<N>``, the
+    message's stream sequence, which the sender's publish ack reports.
+    """
+    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+    if is_valid_job_id(msg_id) and not msg_id.startswith("seq-"):
+        return msg_id
+    seq = msg.metadata.sequence.stream if msg.reply else 0
+    return f"seq-{seq}"
 
 
 class StageRunner:
@@ -254,14 +268,21 @@ class StageRunner:
         results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
         failed: set[int] = set()
         stored: list[tuple[int, Event]] = []
+        # Events the log already held (a redelivered or resent input): their state was
+        # written when they were first stored and may have moved on since; written again
+        # only where the job has none, so a resent submission cannot undo "completed".
+        repeated: set[str] = set()
         for (index, event, _), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
                 stored.append((index, event))
+                if getattr(result, "duplicate", False):
+                    repeated.add(event.event_id)
             elif _is_first_only_conflict(result):
                 # The subject already holds this job's one ingested/final event.
                 existing = await self._existing(event)
                 if existing is not None and existing.event_id == event.event_id:
                     stored.append((index, event))  # our own copy, from before a crash
+                    repeated.add(event.event_id)
                 else:
                     if isinstance(existing, FINAL_EVENTS):
                         # Keep the job's state that of its real end, not of this run.
@@ -274,6 +295,11 @@ class StageRunner:
                         _tag(event),
                         event.event_id,
                     )
+                    refusal = await self._refuse_duplicate(outcomes[index][0], event)
+                    if refusal is False:
+                        failed.add(index)
+                    elif refusal is not None:
+                        stored.append((index, refusal))
             else:
                 failed.add(index)
         # State after the event: a refused duplicate must not overwrite the real job's state.
@@ -281,7 +307,9 @@ class StageRunner:
         for index, event in stored:
             state = state_for(event, self.stage)
             if state is not None and index not in failed:
-                states.append((index, await self.bus.put_state_async(event.job_id, state)))
+                only_new = event.event_id in repeated
+                put = await self.bus.put_state_async(event.job_id, state, only_new=only_new)
+                states.append((index, put))
             if index not in failed:
                 # A tenant's running-job index and its copy of the final event.
                 states.extend((index, f) for f in await tenancy.tenant_writes(self.bus, event))
@@ -289,7 +317,8 @@ class StageRunner:
         failed |= {
             i
             for (i, _), r in zip(states, state_results, strict=True)
-            if isinstance(r, BaseException)
+            # A refused only-new state write: the job has a state already, as intended.
+            if isinstance(r, BaseException) and not _is_first_only_conflict(r)
         }
         now = time.time()
         for index, (msg, events, settle, _) in enumerate(outcomes):
@@ -312,6 +341,45 @@ class StageRunner:
                 stored_at = msg.metadata.timestamp.timestamp()
                 self._latency.observe(max(0.0, now - stored_at))
         self.processed += len(msgs)
+
+    async def _refuse_duplicate(self, msg: Msg, event: Event) -> JobRejected | bool | None:
+        """Answer a submission whose output lost the race for its job id.
+
+        Two submissions under one job id that arrive together both pass ingest's check;
+        the server stores one job's ``circuit.ingested`` (or final event) and refuses the
+        other's. The loser's sender gets a ``duplicate_job_id`` refusal, not silence.
+
+        Returns:
+            The refusal, once stored; None when ``msg`` is no submission (nothing to
+            answer: a stage racing another); False when it could not be stored.
+        """
+        if not self.bus.subjects.is_submission(msg.subject):
+            return None
+        if isinstance(event, JobRejected) and event.refusal is not None:
+            return None  # a refusal's key was used before: its first answer stands
+        try:
+            cause = decode(msg.data).event_id
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            cause = event.causation_id or ""
+        refusal = self._refusal(
+            msg,
+            cause,
+            event.job_id,
+            "duplicate_job_id",
+            f"job id {event.job_id!r} is already used by another submission; "
+            "submit under a new job id",
+            "$.job_id",
+        )
+        metrics.REJECTIONS.labels(self.stage, "duplicate_job_id").inc()
+        try:
+            await self.bus.publish(refusal)
+        except APIError as exc:
+            if not _is_first_only_conflict(exc):  # a conflict: stored by an earlier try
+                return False
+        except Exception:
+            log.warning("stage %s: cannot store a refusal", self.stage, exc_info=True)
+            return False
+        return refusal
 
     async def _existing(self, event: Event) -> Event | None:
         """The event already on ``event``'s subject (None when it cannot be read)."""
@@ -357,6 +425,15 @@ class StageRunner:
         event = tenancy.trusted_submission(event, msg.subject, self.bus.subjects)
         tag = _tag(event)
         metrics.EVENTS_IN.labels(self.stage, tag).inc()
+        if self._unknown_submit_subject(msg.subject):
+            metrics.REJECTIONS.labels(self.stage, "unknown_subject").inc()
+            message = (
+                f"{msg.subject} is not a submit subject: publish on {self.bus.subjects.submit} "
+                f"or {self.bus.subjects.submit_for('<tenant>')}"
+            )
+            return [
+                self._refusal(msg, event.event_id, event.job_id, "unknown_subject", message)
+            ], _ack
         delivered = msg.metadata.num_delivered
         if span is not None:
             tracing.set_attributes(
@@ -371,6 +448,13 @@ class StageRunner:
         outcome = "ok"
         try:
             events = [tenancy.stamp(e, event) for e in await self.handler.handle(event)]
+            settle = _ack
+        except Refuse as exc:
+            outcome = "rejected"
+            metrics.REJECTIONS.labels(self.stage, exc.code).inc()
+            events = [
+                self._refusal(msg, event.event_id, event.job_id, exc.code, exc.message, exc.where)
+            ]
             settle = _ack
         except Reject as exc:
             outcome = "rejected"
@@ -460,26 +544,64 @@ class StageRunner:
         else:
             code, message = schema_rejection(envelope.type, text, where)
         metrics.REJECTIONS.labels(self.stage, code).inc()
-        if self.bus.subjects.tenant_of_submit(msg.subject) is None:
+        if not self.bus.subjects.is_submission(msg.subject):
             # An internal event we cannot read: a newer producer's tag or a bug. End the
             # message with a reason rather than crash or fail someone's job by guesswork.
             log.error(
                 "stage %s: dropping unreadable %s (%s): %s", self.stage, msg.subject, code, text
             )
             return []
-        return [
-            JobRejected(
-                event_id=derived_event_id(event_id, "job.rejected"),
-                job_id=job_id,
-                causation_id=event_id,
-                producer=self.producer,
-                code=code,
-                message=message,
-                stage=self.stage,
-                where=where,
-                tenant=self.bus.subjects.tenant_of_submit(msg.subject) or "",
-            )
-        ]
+        readable = isinstance(envelope.job_id, str) and is_valid_job_id(envelope.job_id)
+        if not readable or self._unknown_submit_subject(msg.subject):
+            # No job to answer on (or a subject no job can start from): the sender finds
+            # the answer under its message id (docs/protocol.md, "Answers").
+            return [self._refusal(msg, event_id, job_id, code, message, where)]
+        return [self._refusal(msg, event_id, job_id, code, message, where, refused=False)]
+
+    def _unknown_submit_subject(self, subject: str) -> bool:
+        """Under ``<prefix>.submit`` but neither it nor a tenant's ``submit.<tenant>``."""
+        subjects = self.bus.subjects
+        return subjects.is_submission(subject) and subjects.tenant_of_submit(subject) is None
+
+    def _refusal(
+        self,
+        msg: Msg,
+        cause: str,
+        job_id: str,
+        code: str,
+        message: str,
+        where: str | None = None,
+        *,
+        refused: bool = True,
+    ) -> JobRejected:
+        """The answer to a message on a submit subject that holds no job.
+
+        It goes to ``<prefix>.refused.<key>`` (and the tenant's copy), keyed by the
+        message (``refusal_key``), never to the result subject of ``job_id``: that job,
+        if any, is another submission's. Its id is derived from the key, so a redelivery
+        gets the same answer and two messages never share one. With ``refused`` False
+        it is the rejection of the job ``job_id`` (an undecodable submission that names
+        one), on that job's result subject.
+        """
+        key = refusal_key(msg)
+        tenant = self.bus.subjects.tenant_of_submit(msg.subject) or ""
+        job = job_id if is_valid_job_id(job_id) else key
+        return JobRejected(
+            event_id=(
+                derived_event_id(key, "job.refused", job_id=job, tenant=tenant)
+                if refused
+                else derived_event_id(cause, "job.rejected", job_id=job, tenant=tenant)
+            ),
+            job_id=job,
+            causation_id=cause,
+            producer=self.producer,
+            code=code,
+            message=message,
+            stage=self.stage,
+            where=where,
+            tenant=tenant,
+            refusal=key if refused else None,
+        )
 
     def _rejected(self, event: Event, code: str, message: str, where: str | None) -> JobRejected:
         return answer(

@@ -52,6 +52,26 @@ class Subjects:
         here, so ingest takes the job's tenant from this subject (docs/security.md)."""
         return f"{self.prefix}.submit.{tenant}"
 
+    @property
+    def submit_all(self) -> str:
+        """Every subject under ``<prefix>.submit.``: what ingest consumes besides
+        ``submit``, so a message on an unknown one (``qbus.submit.a.b``) is answered with
+        a refusal instead of lying in the log unread."""
+        return f"{self.prefix}.submit.>"
+
+    def is_submission(self, subject: str) -> bool:
+        """``<prefix>.submit`` or any subject under it, known tenant subject or not."""
+        return subject == self.submit or subject.startswith(self.submit + ".")
+
+    def refused(self, key: str = "*") -> str:
+        """Where the refusal of a message that holds no job goes, keyed by the message's
+        ``Nats-Msg-Id`` (else ``seq-<stream sequence>``): docs/protocol.md, "Answers"."""
+        return f"{self.prefix}.refused.{key}"
+
+    def tenant_refused(self, tenant: str = "*", key: str = "*") -> str:
+        """A tenant's copy of a refusal of its message, readable by that tenant alone."""
+        return f"{self.prefix}_tenant.{tenant}.refused.{key}"
+
     def tenant_of_submit(self, subject: str) -> str | None:
         """The tenant of a submit subject: "" for ``<prefix>.submit``, None for others."""
         if subject == self.submit:
@@ -139,6 +159,8 @@ class Subjects:
                 return self.exec(event.engine, event.job_id, event.options.priority)
             case ExecutionCompleted() | ExecutionFailed():
                 return self.executed(event.job_id)
+            case JobRejected(refusal=str(key)):
+                return self.refused(key)
             case JobCompleted() | JobFailed() | JobRejected():
                 return self.result(event.job_id)
             case ResultAnchored():

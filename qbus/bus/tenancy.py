@@ -24,6 +24,7 @@ from qbus.schemas.events import (
     FINAL_EVENTS,
     CircuitIngested,
     Event,
+    JobRejected,
     JobSubmitted,
     decode,
     encode,
@@ -81,6 +82,15 @@ async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
     tenant = tenant_of(event)
     if not tenant:
         return []
+    if isinstance(event, JobRejected) and event.refusal is not None:
+        # A refusal holds no job: no index key to drop, and the copy goes to the
+        # tenant's refusal subject, not to the result subject of a job it may not own.
+        subject = bus.subjects.tenant_refused(tenant, event.refusal)
+        return [
+            asyncio.ensure_future(
+                bus.js.publish(subject, encode(event), headers={"Nats-Msg-Id": event.event_id})
+            )
+        ]
     kv_subject = f"$KV.{bus.config.kv_jobs}.{index_key(tenant, event.job_id)}"
     if isinstance(event, CircuitIngested):
         return [asyncio.ensure_future(bus.js.publish(kv_subject, b"running"))]

@@ -109,7 +109,9 @@ class RetryPolicy:
         return [
             msgspec.structs.replace(
                 request,
-                event_id=derived_event_id(failed.event_id, "execution.requested"),
+                event_id=derived_event_id(
+                    failed.event_id, "execution.requested", job_id=failed.job_id
+                ),
                 causation_id=failed.event_id,
                 producer="qbus.verify",
                 timestamp=self.clock(),

@@ -268,7 +268,7 @@ class RouteHandler:
             return None
         return msgspec.structs.replace(
             stored,
-            event_id=derived_event_id(event.event_id, "job.completed"),
+            event_id=derived_event_id(event.event_id, "job.completed", job_id=event.job_id),
             job_id=event.job_id,
             causation_id=event.event_id,
             producer="qbus.route",

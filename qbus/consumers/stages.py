@@ -14,6 +14,7 @@ from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
+from qbus.bus.job_ids import JobIds
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
 from qbus.bus.subjects import STAGE_NAMES
@@ -55,11 +56,14 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 bus,
                 stage=name,
                 durable="ingest",
-                subjects=[s.submit, s.submit_for()],
+                # submit.>, not submit.*: a message on an unknown submit subject is
+                # refused (unknown_subject) rather than left unread in the log.
+                subjects=[s.submit, s.submit_all],
                 handler=IngestHandler(
                     config.limits,
                     config.hypervisor,
                     TenantGate(config.tenants, partial(tenancy.running_jobs, bus)),
+                    JobIds(bus).held_by_other,
                 ),
             )
         case "rewrite":

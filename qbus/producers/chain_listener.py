@@ -60,7 +60,9 @@ def job_for_request(request: RunRequest, chain_id: int, contract: str, source: s
     """The JobSubmitted of a request, with ids derived from (chain, contract, request)."""
     job_id = request_job_id(chain_id, contract, request.request_id)
     return JobSubmitted(
-        event_id=derived_event_id(_origin(chain_id, contract), "job.submitted", request.request_id),
+        event_id=derived_event_id(
+            _origin(chain_id, contract), "job.submitted", request.request_id, job_id=job_id
+        ),
         job_id=job_id,
         producer=PRODUCER,
         source=source,
@@ -83,7 +85,9 @@ def rejection_for_request(
     """The JobRejected of a request that cannot become a job."""
     job_id = request_job_id(chain_id, contract, request.request_id)
     return JobRejected(
-        event_id=derived_event_id(_origin(chain_id, contract), "job.rejected", request.request_id),
+        event_id=derived_event_id(
+            _origin(chain_id, contract), "job.rejected", request.request_id, job_id=job_id
+        ),
         job_id=job_id,
         producer=PRODUCER,
         code=code,

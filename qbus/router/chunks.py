@@ -119,7 +119,9 @@ def split(
             request,
             chunks,
             k,
-            event_id=derived_event_id(request.event_id, "execution.requested.chunk", k),
+            event_id=derived_event_id(
+                request.event_id, "execution.requested.chunk", k, job_id=request.job_id
+            ),
             generation=request.generation,
             engine=request.engine,
             causation_id=request.causation_id or request.event_id,
@@ -157,7 +159,7 @@ def rerouted(
         return [
             msgspec.structs.replace(
                 request,
-                event_id=derived_event_id(reroute_id, "execution.requested"),
+                event_id=derived_event_id(reroute_id, "execution.requested", job_id=request.job_id),
                 causation_id=reroute_id,
                 producer="qbus.control",
                 engine=engine,
@@ -170,7 +172,9 @@ def rerouted(
             request,
             chunks,
             k,
-            event_id=derived_event_id(reroute_id, "execution.requested.chunk", k),
+            event_id=derived_event_id(
+                reroute_id, "execution.requested.chunk", k, job_id=request.job_id
+            ),
             generation=generation,
             engine=engine,
             causation_id=reroute_id,

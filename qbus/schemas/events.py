@@ -64,16 +64,20 @@ def new_event_id() -> str:
 _DERIVED_NS_BYTES = _DERIVED_NS.bytes
 
 
-def derived_event_id(causation_id: str, tag: str, index: int = 0) -> str:
-    """The id of the ``index``-th event of kind ``tag`` caused by ``causation_id``.
+def derived_event_id(
+    causation_id: str, tag: str, index: int = 0, *, job_id: str, tenant: str = ""
+) -> str:
+    """The id of the ``index``-th event of kind ``tag`` of ``job_id`` caused by ``causation_id``.
 
-    ``uuid.uuid5(_DERIVED_NS, f"{causation_id}/{tag}/{index}")`` as text, computed
-    directly: every stage derives several ids per job, and building a ``UUID`` object
-    cost three times as much as the hash (tests/test_schemas.py checks both agree).
+    ``uuid.uuid5(_DERIVED_NS, f"{tenant}/{job_id}/{causation_id}/{tag}/{index}")`` as
+    text, computed directly: every stage derives several ids per job, and building a
+    ``UUID`` object cost three times as much as the hash (tests/test_schemas.py checks
+    both agree). The job and tenant are part of the name so that two jobs (or tenants)
+    whose inputs share an event id never derive the same ids: the server's duplicate
+    window would drop the second job's events (issue 17). Neither can hold a ``/``.
     """
-    digest = bytearray(
-        hashlib.sha1(_DERIVED_NS_BYTES + f"{causation_id}/{tag}/{index}".encode()).digest()[:16]
-    )
+    name = f"{tenant}/{job_id}/{causation_id}/{tag}/{index}"
+    digest = bytearray(hashlib.sha1(_DERIVED_NS_BYTES + name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
@@ -83,9 +87,10 @@ def derived_event_id(causation_id: str, tag: str, index: int = 0) -> str:
 def answer(cause: Event, event_type: type[E], producer: str, **fields: Any) -> E:
     """The event a stage publishes in answer to ``cause``.
 
-    Same job, caused by ``cause``, with the id ``derived_event_id(cause, tag)``: a
-    redelivered ``cause`` gets an answer with the same id, which the server drops as a
-    duplicate (``Nats-Msg-Id``), so each stage answers an event once.
+    Same job, caused by ``cause``, with the id ``derived_event_id(cause, tag)`` scoped by
+    the job and the cause's tenant: a redelivered ``cause`` gets an answer with the same
+    id, which the server drops as a duplicate (``Nats-Msg-Id``), so each stage answers an
+    event once.
 
     Args:
         cause: The event answered.
@@ -94,7 +99,12 @@ def answer(cause: Event, event_type: type[E], producer: str, **fields: Any) -> E
         **fields: The answer's own fields.
     """
     return event_type(
-        event_id=derived_event_id(cause.event_id, tag_of(event_type)),
+        event_id=derived_event_id(
+            cause.event_id,
+            tag_of(event_type),
+            job_id=cause.job_id,
+            tenant=getattr(cause, "tenant", ""),
+        ),
         job_id=cause.job_id,
         causation_id=cause.event_id,
         producer=producer,
@@ -464,6 +474,11 @@ class JobRejected(Event, tag="job.rejected"):
         code: Stable error code (``qasm_syntax``, ``unknown_gate``, ``invalid_schema`` …).
         message: What is wrong, for a person.
         where: Line/column or field path of the problem.
+        refusal: Set when the rejection answers a message that holds no job (not a
+            submission, an unknown submit subject, a job id already in use): the
+            message's key (its ``Nats-Msg-Id``, else ``seq-<stream sequence>``). Such a
+            rejection is published on ``qbus.refused.<refusal>``, never on the result
+            subject of ``job_id``, which may be another sender's job (docs/protocol.md).
     """
 
     code: str
@@ -471,6 +486,7 @@ class JobRejected(Event, tag="job.rejected"):
     stage: str = ""
     where: str | None = None
     tenant: str = ""
+    refusal: str | None = None
 
 
 class ResultAnchored(Event, tag="result.anchored"):

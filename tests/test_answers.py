@@ -1,0 +1,148 @@
+"""Every message on a submit subject gets exactly one answer its sender can find (issue 17).
+
+A message that starts a job is answered on ``qbus.result.<job>``; one that holds no job
+(not a submission, an unknown submit subject, no readable job id, a job id already in
+use) on ``qbus.refused.<key>``, keyed by its ``Nats-Msg-Id`` (docs/protocol.md, "Answers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from qbus.bus.connection import Bus
+from qbus.bus.job_log import first_stored
+from qbus.consumers.pipeline import Pipeline
+from qbus.producers.submit import wait_final
+from qbus.schemas.events import (
+    Cancel,
+    Event,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    answer,
+    encode,
+    new_event_id,
+    new_job_id,
+)
+from tests.jobs import QASM2_BELL, count_results, job, run_jobs
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def _send(bus: Bus, subject: str, data: bytes | Event, msg_id: str | None) -> int:
+    """Publish raw bytes (or an event's) as a plain NATS client would; the stream seq."""
+    payload = encode(data) if isinstance(data, Event) else data
+    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    return (await bus.js.publish(subject, payload, headers=headers)).seq
+
+
+async def _refusal(bus: Bus, key: str) -> JobRejected:
+    event = await first_stored(bus, bus.subjects.refused(key), timeout=30)
+    assert isinstance(event, JobRejected) and event.refusal == key, event
+    return event
+
+
+async def _log_count(bus: Bus, subject: str) -> int:
+    info = await bus.js.stream_info(bus.config.stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_two_jobs_whose_submissions_share_an_event_id_both_complete(
+    bus: Bus, pipeline: Pipeline
+):
+    # Defect 3: the second job's derived ids equalled the first's, so the server's
+    # duplicate window dropped its events and it stayed "ingested" for ever.
+    shared = new_event_id()
+    first = msgspec.structs.replace(job(QASM2_BELL, shots=50), event_id=shared)
+    second = msgspec.structs.replace(job(QASM2_BELL, shots=50), event_id=shared)
+    await _send(bus, bus.subjects.submit, first, "msg-first")
+    await _send(bus, bus.subjects.submit, second, "msg-second")
+    finals = await asyncio.gather(
+        wait_final(bus, first.job_id, timeout=30), wait_final(bus, second.job_id, timeout=30)
+    )
+    assert all(isinstance(f, JobCompleted) for f in finals), finals
+    assert finals[0].event_id != finals[1].event_id
+
+
+async def test_a_used_job_id_is_refused_and_a_resent_submission_is_not(
+    bus: Bus, pipeline: Pipeline
+):
+    (first,) = await run_jobs(bus, [owner := job(QASM2_BELL, shots=50)])
+    assert isinstance(first, JobCompleted)
+    # Another submission under the same job id, valid or not: refused, keyed by its
+    # message id; the job it names keeps its one final event.
+    for n, source in enumerate((QASM2_BELL, "not a program")):
+        other = job(source, job_id=owner.job_id)
+        await _send(bus, bus.subjects.submit, other, f"dup-{n}")
+        refused = await _refusal(bus, f"dup-{n}")
+        assert refused.code == "duplicate_job_id" and refused.where == "$.job_id"
+        assert owner.job_id in refused.message and refused.causation_id == other.event_id
+    # The same submission sent again (same event id, a new message id): the same job,
+    # the same answer, no refusal.
+    await _send(bus, bus.subjects.submit, owner, "resent")
+    (later,) = await run_jobs(bus, [job(QASM2_BELL)])  # ingest is past the resend
+    assert isinstance(later, JobCompleted)
+    assert await _log_count(bus, bus.subjects.refused("resent")) == 0
+    assert await count_results(bus, owner.job_id) == 1
+    assert await wait_final(bus, owner.job_id, timeout=5) == first
+    state = await bus.job_state(owner.job_id)
+    assert state is not None and state.status == "completed"
+
+
+async def test_two_new_submissions_racing_for_one_job_id_get_one_job_and_one_refusal(
+    bus: Bus, pipeline: Pipeline
+):
+    job_id = new_job_id()
+    racers = [job(QASM2_BELL, job_id=job_id, shots=10 + n) for n in range(2)]
+    for n, racer in enumerate(racers):  # back to back: one batch, both pass the check
+        await _send(bus, bus.subjects.submit, racer, f"race-{n}")
+    final = await wait_final(bus, job_id, timeout=30)
+    assert isinstance(final, JobCompleted)
+    ingested = await first_stored(bus, bus.subjects.ingested(job_id), timeout=5)
+    loser = 1 - [r.event_id for r in racers].index(ingested.causation_id)
+    refused = await _refusal(bus, f"race-{loser}")
+    assert refused.code == "duplicate_job_id"
+    assert await count_results(bus, job_id) == 1
+
+
+async def test_every_message_on_a_submit_subject_gets_one_answer(bus: Bus, pipeline: Pipeline):
+    (done,) = await run_jobs(bus, [victim := job(QASM2_BELL, shots=20)])
+    assert isinstance(done, JobCompleted)
+    s = bus.subjects
+    forged_failure = answer(victim, JobFailed, "qbus.verify", code="forged", message="forged")
+    cancel = Cancel(event_id=new_event_id(), job_id=victim.job_id, reason="no")
+    stray = job(QASM2_BELL)
+    # (subject, payload, message id, expected code)
+    cases: list[tuple[str, bytes | Event, str | None, str]] = [
+        (s.submit, forged_failure, "m-failed", "not_a_submission"),
+        (s.submit, done, "m-completed", "not_a_submission"),
+        (s.submit, cancel, "m-cancel", "not_a_submission"),
+        (s.submit + ".a.b", stray, "m-deep", "unknown_subject"),
+        (s.submit + ".a.b", b"not json", "m-deep-junk", "invalid_json"),
+        (s.submit, b"\x00\x01 not json", "m-junk", "invalid_json"),
+        (s.submit, b'{"type": "job.submitted", "job_id": 7}', "m-no-job", "invalid_schema"),
+        (s.submit, b"[]", "bad.msg id", "unknown_event_type"),  # an unusable message id
+        (s.submit, b"{", None, "invalid_json"),  # no message id at all
+    ]
+    keys = []
+    for subject, payload, msg_id, _ in cases:
+        seq = await _send(bus, subject, payload, msg_id)
+        keys.append(msg_id if msg_id and "." not in msg_id else f"seq-{seq}")
+    for key, (_, _, _, code) in zip(keys, cases, strict=True):
+        refused = await _refusal(bus, key)
+        assert refused.code == code, (key, refused)
+        assert refused.message and refused.stage == "ingest"
+    # The forged events touched nothing of the job they name.
+    assert await count_results(bus, victim.job_id) == 1
+    assert await wait_final(bus, victim.job_id, timeout=5) == done
+    state = await bus.job_state(victim.job_id)
+    assert state is not None and state.status == "completed"
+    # The submission on qbus.submit.a.b started no job.
+    assert await _log_count(bus, s.ingested(stray.job_id)) == 0
+    # Still serving; and exactly one answer per message: one refusal each, no more.
+    (good,) = await run_jobs(bus, [job(QASM2_BELL)])
+    assert isinstance(good, JobCompleted)
+    assert await _log_count(bus, s.refused()) == len(cases)
