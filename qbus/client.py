@@ -25,6 +25,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from nats.js import api as js_api
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
 from qbus.bus.job_log import events_of
+from qbus.bus.signing import Trust
 from qbus.bus.tenancy import wait_tenant_result
 from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError, validation_path
 from qbus.observability import tracing
@@ -322,6 +324,9 @@ class Client:
         tenant: Submit as this tenant (on ``qbus.submit.<tenant>``) and wait for results
             on ``qbus_tenant.<tenant>.result.<job>``: what a tenant's NATS user may do in auth
             mode (docs/security.md; ``config`` then carries its user and inbox prefix).
+        trusted_keys: The stages' public keys (``<state_dir>/signing/public.json``, what
+            ``qbus up`` writes): a final event then counts only when the stage allowed to
+            write it signed it; a forged one is skipped (docs/security.md).
     """
 
     def __init__(
@@ -332,9 +337,11 @@ class Client:
         producer: str = "qbus.client",
         name: str = "qbus-client",
         tenant: str = "",
+        trusted_keys: str | Path | None = None,
     ) -> None:
         self.config = config or BusConfig(url=url)
         self.tenant = tenant
+        self.trust = Trust.load(trusted_keys) if trusted_keys else None
         self.producer = producer
         self.name = name
         self._bus: Bus | None = None
@@ -364,6 +371,7 @@ class Client:
             except QbusError as exc:  # a bad OTEL_* setting must not stop the client
                 log.warning("tracing not set up: %s", exc)
             self._bus = await Bus.connect(self.config, name=self.name)
+            self._bus.trust = self.trust
         return self
 
     async def close(self) -> None:

@@ -140,6 +140,7 @@ def _all_gone(pids: list[int]) -> bool:
 
 
 def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
+    import os
     import re
     import signal
 
@@ -161,6 +162,18 @@ def test_up_runs_every_stage_and_ctrl_c_stops_them_all(tmp_path: Path):
         assert "verification: PASS" in out.stdout
         event = json.loads(watch.stdout.readline())
         assert event["type"] == "job.completed" and event["job_id"] == "up-1"
+        # Default mode says what it is for; its stages sign with the keys it made.
+        assert "for ONE TRUSTED MACHINE only" in "".join(lines)
+        assert (tmp_path / "state" / "signing" / "public.json").exists()
+        audit = subprocess.run(
+            [sys.executable, "-m", "qbus", "--url", url, "audit", "verify", "--no-chain"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")},
+        )
+        assert audit.returncode == 0, audit.stderr
+        assert int(re.search(r"(\d+) stage signatures checked", audit.stdout).group(1)) >= 2
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0
         assert _all_gone(pids)

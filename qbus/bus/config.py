@@ -524,6 +524,24 @@ class RetriesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return min(self.max_delay, self.redeliver_delay * 2 ** max(0, delivered - 1))
 
 
+class SigningConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Stage signatures on events (``[signing]``; docs/security.md, qbus/bus/signing.py).
+
+    Attributes:
+        enabled: Stages sign what they publish when they have a key, and verifiers check
+            final events and execution results when they have the public keys.
+        key_prefix: A stage's private key is secret ``<key_prefix><stage>`` (a base64
+            Ed25519 seed), from the secrets provider, else from ``<state_dir>`` where
+            ``qbus up`` writes dev keys.
+        public_keys: The trusted set of the stages' public keys (JSON, stage -> base64
+            key); "" is ``<state_dir>/signing/public.json``, written by ``qbus up``.
+    """
+
+    enabled: bool = True
+    key_prefix: str = "signing/"
+    public_keys: str = ""
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
@@ -540,6 +558,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     cache: CacheConfig = CacheConfig()
     chunks: ChunksConfig = ChunksConfig()
     retries: RetriesConfig = RetriesConfig()
+    signing: SigningConfig = SigningConfig()
     state_dir: str = ".qbus"
 
 

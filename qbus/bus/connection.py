@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,11 +14,14 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from nats.js.api import PubAck
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
+from qbus.bus.signing import HEADER as SIGNATURE
+from qbus.bus.signing import Signer, Trust
 from qbus.bus.subjects import Subjects
 from qbus.errors import BusUnreachableError
 from qbus.observability import tracing
@@ -84,6 +88,10 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.config = config
         self.subjects = Subjects(config.prefix)
+        # A stage's key, signing what it publishes, and the stages' public keys, checking
+        # final events read from the log (qbus/bus/signing.py); None: unsigned, unchecked.
+        self.signer: Signer | None = None
+        self.trust: Trust | None = None
 
     @classmethod
     async def connect(
@@ -333,11 +341,20 @@ class Bus:
             tracing.inject(headers)
         return headers
 
+    def _send(self, event: Event, headers: dict[str, str] | None) -> Awaitable[PubAck]:
+        """Publish ``event`` with its headers, signed when this bus has a stage's key."""
+        subject = self.subjects.for_event(event)
+        payload = encode(event)
+        all_headers = self.headers_for(event, headers)
+        if self.signer is not None:
+            all_headers[SIGNATURE] = self.signer.header(
+                subject, all_headers["Nats-Msg-Id"], payload
+            )
+        return self.js.publish(subject, payload, headers=all_headers)
+
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> int:
         """Publish one event and wait for the server's ack; returns its stream sequence."""
-        ack = await self.js.publish(
-            self.subjects.for_event(event), encode(event), headers=self.headers_for(event, headers)
-        )
+        ack = await self._send(event, headers)
         return ack.seq
 
     async def publish_async(
@@ -349,13 +366,7 @@ class Bus:
         2.16 an error reply (e.g. a refused expected-sequence check) raises inside its
         reply callback and leaves that future pending for ever.
         """
-        return asyncio.ensure_future(
-            self.js.publish(
-                self.subjects.for_event(event),
-                encode(event),
-                headers=self.headers_for(event, headers),
-            )
-        )
+        return asyncio.ensure_future(self._send(event, headers))
 
     async def put_state_async(
         self, job_id: str, state: JobState, *, only_new: bool = False

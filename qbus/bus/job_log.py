@@ -6,12 +6,16 @@ Lives in the bus layer because the offline tools (replay, audit) and the produce
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 
 from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
 from qbus.schemas.events import FINAL_EVENTS, Event, decode
+
+log = logging.getLogger("qbus.job_log")
 
 
 async def events_of(
@@ -50,6 +54,10 @@ async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
     """The first event stored on ``subject`` (a job's result, its anchor …), waiting up to
     ``timeout`` seconds for one to arrive.
 
+    With the stages' public keys (``bus.trust``) a final event that no stage allowed to
+    write it signed does not count: it is skipped, and the wait goes on for the real one
+    (qbus/bus/signing.py).
+
     Raises:
         TimeoutError: Nothing stored there within ``timeout`` seconds.
     """
@@ -59,8 +67,15 @@ async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
         ordered_consumer=True,
         deliver_policy=js_api.DeliverPolicy.ALL,
     )
+    deadline = time.monotonic() + timeout
     try:
-        msg = await sub.next_msg(timeout=timeout)  # nats-py's TimeoutError is the builtin's
+        while True:
+            left = max(deadline - time.monotonic(), 0.001)
+            msg = await sub.next_msg(timeout=left)  # nats-py's TimeoutError is the builtin's
+            event = decode(msg.data)
+            forged = bus.trust and bus.trust.problem(event, msg.subject, msg.data, msg.headers)
+            if not forged:
+                return event
+            log.warning("%s: skipping a forged event (%s)", subject, forged)
     finally:
         await sub.unsubscribe()
-    return decode(msg.data)

@@ -281,7 +281,8 @@ class StageRunner:
                 # The subject already holds this job's one ingested/final event.
                 existing = await self._existing(event)
                 if existing is not None and existing.event_id == event.event_id:
-                    stored.append((index, event))  # our own copy, from before a crash
+                    # Ours: a copy from before a crash, or just stored after a forgery.
+                    stored.append((index, event))
                     repeated.add(event.event_id)
                 else:
                     if isinstance(existing, FINAL_EVENTS):
@@ -382,11 +383,28 @@ class StageRunner:
         return refusal
 
     async def _existing(self, event: Event) -> Event | None:
-        """The event already on ``event``'s subject (None when it cannot be read)."""
+        """The event already on ``event``'s subject (None when it cannot be read).
+
+        One that no stage allowed to write it signed (qbus/bus/signing.py) does not
+        count: ``event`` is stored after it and returned as the one there.
+        """
         subject = self.bus.subjects.for_event(event)
         try:
             stored = await self.bus.js.get_last_msg(self.bus.config.stream, subject)
-            return decode(stored.data)
+            existing = decode(stored.data)
+            trust = self.bus.trust
+            forged = trust and trust.problem(existing, subject, stored.data, stored.headers)
+            if not forged:
+                return existing
+            log.warning("stage %s: %s holds a forged event (%s)", self.stage, subject, forged)
+            after = {"Nats-Expected-Last-Subject-Sequence": str(stored.seq)}
+            await self.bus.publish(event, headers=after)
+            # Its state too, here: the caller writes a stored-before event's only where
+            # the job has none, and this one is new.
+            state = state_for(event, self.stage)
+            if state is not None:
+                await (await self.bus.put_state_async(event.job_id, state))
+            return event
         except Exception:
             log.warning("stage %s: cannot read %s", self.stage, subject, exc_info=True)
             return None
@@ -421,6 +439,14 @@ class StageRunner:
                 tracing.set_attributes(span, {tracing.OUTCOME: "undecodable"})
                 tracing.mark_error(span, f"undecodable message: {exc}")
             return events, _ack
+        trust = self.bus.trust
+        forged = trust and trust.problem(event, msg.subject, msg.data, msg.headers)
+        if forged:
+            # A final event or execution result no allowed stage signed: not acted on.
+            tag = _tag(event)
+            log.warning("stage %s: ignoring %s on %s: %s", self.stage, tag, msg.subject, forged)
+            metrics.EVENTS_PROCESSED.labels(self.stage, tag, "forged").inc()
+            return [], _ack
         # A submission's tenant is its subject's, whatever the payload says (security.md).
         event = tenancy.trusted_submission(event, msg.subject, self.bus.subjects)
         tag = _tag(event)

@@ -11,6 +11,7 @@ import msgspec
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.signing import load_trust
 from qbus.cli.context import config_of
 from qbus.consumers.execute import ExecuteHandler
 from qbus.verifier.anchor_check import chain_root_reader
@@ -35,6 +36,7 @@ def _root_reader(config: Config, chain: bool):
 async def _audit(config: Config, chain: bool, keep_jobs: bool):
     reader, note = _root_reader(config, chain)
     async with await Bus.connect(config.bus, name="qbus-audit") as bus:
+        bus.trust = load_trust(config)  # who wrote each final event (bus/signing.py)
         try:
             return await audit_log(bus, root_reader=reader, keep_jobs=keep_jobs, chain_note=note)
         finally:
@@ -78,7 +80,9 @@ def audit_verify(ctx: click.Context, as_json: bool, chain: bool, require_chain: 
         f"({report.chain_records} records"
         + (f", {report.unaudited} newer events not yet chained" if report.unaudited else "")
         + f"); {report.results_checked} result hashes re-derived; "
-        f"{report.anchors_checked} anchor proofs checked; chain: {report.chain_status}"
+        f"{report.anchors_checked} anchor proofs checked; chain: {report.chain_status}; "
+        f"{report.signatures_checked} stage signatures checked"
+        + ("" if report.provenance == "checked" else f" ({report.provenance})")
     )
     if report.ok:
         click.echo(f"audit OK: {summary}")

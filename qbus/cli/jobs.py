@@ -14,6 +14,7 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.job_log import events_of
+from qbus.bus.signing import load_trust
 from qbus.cli.context import config_of
 from qbus.cli.control import follow_progress, job_progress
 from qbus.cli.exit import EXIT_CODES, TimedOut
@@ -47,6 +48,7 @@ async def submit_and_wait(
 ) -> Event:
 
     async with await Bus.connect(config.bus) as bus:
+        bus.trust = load_trust(config)  # a final event counts only when a stage signed it
         await submit_job(bus, job)
         click.echo(f"submitted {job.job_id}", err=True)
         if not echo_progress:

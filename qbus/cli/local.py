@@ -16,9 +16,11 @@ import msgspec
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.server import DEFAULT_CONFIG, NatsServer
+from qbus.bus.signing import generate_keys
 from qbus.cli.chain import anchored_report, chain_for_up
 from qbus.cli.context import config_of
 from qbus.cli.jobs import print_final, submit_and_wait
+from qbus.errors import ConfigError
 from qbus.observability.endpoints import TARGETS_FILE, free_ports, write_targets
 from qbus.schemas.events import (
     JobSubmitted,
@@ -27,6 +29,13 @@ from qbus.schemas.events import (
 )
 from qbus.supervisor import Supervisor
 from qbus.verifier.log_audit import verify_log
+
+DEFAULT_MODE_WARNING = (
+    "default mode   no NATS auth: for ONE TRUSTED MACHINE only. Anyone who can reach "
+    "nats-server can publish, read, delete and purge; stage signatures make a forged "
+    "result fail `qbus audit verify` and the client, nothing more. For anything shared "
+    "use auth mode: `qbus auth init` (docs/security.md)."
+)
 
 BELL_QASM = """OPENQASM 3.0;
 include "stdgates.inc";
@@ -113,6 +122,7 @@ def up(
             config, bus=msgspec.structs.replace(config.bus, url=server.url)
         )
         asyncio.run(_provision(cfg, engines))
+        keys_line = _stage_keys(config)
         sup = Supervisor(
             server.url,
             state / "logs",
@@ -124,6 +134,9 @@ def up(
         )
         sup.start()
         click.echo(f"nats-server  {server.url}  (store {server.store_dir}, pid {server.pid})")
+        click.echo(keys_line)
+        if nats_config is None:
+            click.echo(DEFAULT_MODE_WARNING)
         if chain_up.summary:
             click.echo(chain_up.summary)
         for p in sup.processes:
@@ -157,6 +170,21 @@ def up(
             click.echo("\nstopping…")
         finally:
             sup.stop()
+
+
+def _stage_keys(config: Config) -> str:
+    """Make the stages' dev signing keys (unless a trusted set is configured); a line
+    saying where they are, or why events go unsigned."""
+    signing = config.signing
+    if not signing.enabled:
+        return "stage keys   off ([signing] enabled = false): events are not signed"
+    if signing.public_keys:
+        return f"stage keys   from the secrets provider; trusted set {signing.public_keys}"
+    try:
+        public = generate_keys(config.state_dir, signing.key_prefix)
+    except ConfigError as exc:
+        return f"stage keys   none, events are not signed: {exc}"
+    return f"stage keys   {public} (Ed25519 per stage: final events are signed)"
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -17,6 +17,7 @@ from qbus.bus.control_watch import ControlWatch
 from qbus.bus.job_ids import JobIds
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
+from qbus.bus.signing import load_trust
 from qbus.bus.subjects import STAGE_NAMES
 from qbus.consumers.anchor import AnchorStage
 from qbus.consumers.assemble import Assembler
@@ -32,6 +33,7 @@ from qbus.consumers.verify import VerifyHandler
 from qbus.errors import ConfigError
 from qbus.router.priority import PriorityStageRunner
 from qbus.secrets.resolve import stage_bus_config
+from qbus.secrets.stage_keys import stage_signer
 from qbus.verifier.crosscheck import CrossChecker
 
 log = logging.getLogger("qbus.stage")
@@ -50,6 +52,9 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
         ConfigError: Unknown stage name.
     """
     s = bus.subjects
+    # Sign what the stage publishes; check the final events it reads (bus/signing.py).
+    bus.signer = stage_signer(config, name)
+    bus.trust = load_trust(config)
     match name:
         case "ingest":
             return StageRunner(

@@ -23,6 +23,9 @@ What it checks (docs/audit.md has the list with the codes):
   ExecutionCompleted events: one per chunk, the latest generation's, first in the log
   (the ledger's rule), joined in point order by the assembler's own ``join_chunks``
   (qbus/verifier/chunks.py);
+* provenance: with the stages' public keys, every final event and execution result
+  carries the signature of a stage allowed to write it (``unsigned_final``;
+  qbus/bus/signing.py), so a result forged by anyone who can publish on the bus fails;
 * every ResultAnchored names the job's real result hash and its Merkle proof leads from
   that hash to the root it names (the on-chain root is compared by the caller, which
   owns the chain connection: see ``anchors``).
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from qbus.bus.signing import HEADER, Trust, writers
 from qbus.bus.subjects import Subjects
 from qbus.frontends.bounds import TooDeep, check_json_depth
 from qbus.schemas.audit import AnchorStatus, AuditProblem, ChainEntry, EventRef, JobAudit
@@ -159,12 +163,15 @@ class LogChecker:
         keep_jobs: Also build the per-job records of ``qbus audit export``.
         proof_check: Check Merkle proofs (needs the ``chain`` extra's keccak); when
             False, proofs are reported as not checked.
+        trust: The stages' public keys: check who wrote each final event and execution
+            result (None: provenance is not checked).
     """
 
     subjects: Subjects
     chain: dict[int, ChainEntry] = field(default_factory=dict)
     keep_jobs: bool = False
     proof_check: bool = True
+    trust: Trust | None = None
     problems: list[AuditProblem] = field(default_factory=list)
     jobs: dict[str, JobAudit] = field(default_factory=dict)
     anchors: list[PendingAnchor] = field(default_factory=list)
@@ -173,6 +180,7 @@ class LogChecker:
     events: int = 0
     results_checked: int = 0
     anchors_checked: int = 0
+    signatures_checked: int = 0
     dropped_problems: int = 0
     _last_audited: int = 0
     _present: set[int] = field(default_factory=set)
@@ -188,7 +196,15 @@ class LogChecker:
 
     # -- feeding ----------------------------------------------------------------------
 
-    def feed(self, seq: int, subject: str, msg_id: str, data: bytes, digest: str) -> None:
+    def feed(
+        self,
+        seq: int,
+        subject: str,
+        msg_id: str,
+        data: bytes,
+        digest: str,
+        signature: str | None = None,
+    ) -> None:
         """Check one stored message.
 
         Args:
@@ -197,6 +213,7 @@ class LogChecker:
             msg_id: Its ``Nats-Msg-Id`` header ("" when absent).
             data: Its payload.
             digest: ``event_digest(subject, msg_id, data)``.
+            signature: Its ``Qbus-Signature`` header (None when absent).
         """
         self.events += 1
         self._present.add(seq)
@@ -227,6 +244,7 @@ class LogChecker:
         if self.keep_jobs:
             self._record(event, where)
         self._check_envelope(event, where, msg_id)
+        self._check_provenance(event, where, msg_id, data, signature)
         match event:
             case CircuitIngested() | CircuitRewritten():
                 self._check_circuit(event, where)
@@ -352,6 +370,17 @@ class LogChecker:
                 "(deleted, or the event was forged)",
                 where,
             )
+
+    def _check_provenance(
+        self, event: Event, where: _Seen, msg_id: str, data: bytes, signature: str | None
+    ) -> None:
+        if self.trust is None or writers(event) is None:
+            return
+        self.signatures_checked += 1
+        headers = {"Nats-Msg-Id": msg_id, HEADER: signature or ""}
+        problem = self.trust.problem(event, where.subject, data, headers)
+        if problem is not None:
+            self._problem("unsigned_final", f"{where.type} {problem}", where)
 
     def _check_circuit(
         self,

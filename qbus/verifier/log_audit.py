@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import api as js_api
 
 from qbus.bus.connection import Bus
+from qbus.bus.signing import HEADER as SIGNATURE
 from qbus.frontends.bounds import TooDeep, check_json_depth
 from qbus.schemas.audit import (
     GENESIS,
@@ -45,6 +46,9 @@ class AuditReport(msgspec.Struct, kw_only=True):
         results_checked: JobCompleted events whose result hash was re-derived.
         anchors_checked: ResultAnchored events whose proof was checked.
         chain_roots_checked: Anchored batches whose root was read from the chain.
+        signatures_checked: Final events and execution results whose stage signature
+            was checked (0 without the stages' public keys: ``provenance`` says so).
+        provenance: ``checked``, or why stage signatures were not checked.
         chain_status: ``checked``, or why the on-chain roots were not compared.
         problems: Everything found, in stream order (``AuditProblem``).
         problem: The first problem's message, for a person; None when ok.
@@ -61,6 +65,8 @@ class AuditReport(msgspec.Struct, kw_only=True):
     anchors_checked: int = 0
     chain_roots_checked: int = 0
     chain_status: str = "no anchors in the log"
+    signatures_checked: int = 0
+    provenance: str = "checked"
     problems: list[AuditProblem] = []
     problem: str | None = None
     broken_seq: int | None = None
@@ -163,7 +169,9 @@ async def audit_log(
         prev = record.head
         for entry in record.entries:
             chain[entry.seq] = entry
-    checker = LogChecker(bus.subjects, chain, keep_jobs=keep_jobs, proof_check=_has_keccak())
+    checker = LogChecker(
+        bus.subjects, chain, keep_jobs=keep_jobs, proof_check=_has_keccak(), trust=bus.trust
+    )
     async for msg in read_all(bus, cfg.stream, bus.subjects.all):
         msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
         checker.feed(
@@ -172,6 +180,7 @@ async def audit_log(
             msg_id,
             msg.data,
             event_digest(msg.subject, msg_id, msg.data),
+            signature=(msg.headers or {}).get(SIGNATURE),
         )
     report.chain_status = await _check_roots(checker, report, root_reader, chain_note)
     checker.finish()
@@ -180,6 +189,9 @@ async def audit_log(
     report.unaudited = checker.unaudited
     report.results_checked = checker.results_checked
     report.anchors_checked = checker.anchors_checked
+    report.signatures_checked = checker.signatures_checked
+    if bus.trust is None:
+        report.provenance = "not checked: no stage public keys ([signing], docs/security.md)"
     report.problems = record_problems + checker.problems
     if report.problems:
         first = report.problems[0]

@@ -1,0 +1,211 @@
+"""Forged final events (issue 17, defect 7) on a default-mode bus: no NATS auth, so anyone
+can publish on ``qbus.result.<job>``. With stage keys (``qbus up``'s dev keys,
+qbus/bus/signing.py) a forged final event fails ``qbus audit verify``, the client skips
+it for the real one, and the stages do not act on it.
+
+Real nats-server, real stages and engine; the forger is a plain NATS publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from qbus.bus.config import Config
+from qbus.bus.connection import Bus
+from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
+from qbus.client import Client
+from qbus.consumers.pipeline import Pipeline
+from qbus.schemas.events import (
+    Event,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    decode,
+    encode,
+    new_event_id,
+)
+from qbus.verifier.log_audit import AuditReport, verify_log
+from tests.conftest import config_toml
+from tests.jobs import QASM2_BELL, count_results
+
+pytestmark = pytest.mark.timeout(120)
+
+NO_EXECUTOR = ("ingest", "rewrite", "route", "verify", "audit", "control")
+
+
+@pytest.fixture
+def signed(config: Config) -> Path:
+    """``qbus up``'s dev keys in the test's state directory; returns the public-key file."""
+    return generate_keys(config.state_dir)
+
+
+async def forge(bus: Bus, event: Event) -> int:
+    """Publish ``event`` as anyone on the bus can: no signature, its fresh event id as
+    the message id (the envelope checks all pass)."""
+    ack = await bus.js.publish(
+        bus.subjects.for_event(event), encode(event), headers={"Nats-Msg-Id": event.event_id}
+    )
+    return ack.seq
+
+
+async def audited(bus: Bus, config: Config, timeout: float = 20.0) -> AuditReport:
+    """``verify_log`` with the stages' public keys, once the auditor has chained the log."""
+    bus.trust = load_trust(config)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        report = await verify_log(bus)
+        if report.unaudited == 0 or asyncio.get_running_loop().time() > deadline:
+            return report
+        await asyncio.sleep(0.2)
+
+
+def cli_audit(config: Config) -> subprocess.CompletedProcess:
+    path = Path(config.state_dir) / "qbus.toml"
+    path.write_text(config_toml(config))
+    env = {**os.environ, "QBUS_CONFIG": str(path), "QBUS_STATE_DIR": config.state_dir}
+    return subprocess.run(
+        [sys.executable, "-m", "qbus", "audit", "verify", "--no-chain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_forged_failure_after_completion_fails_the_audit(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    async with (
+        Pipeline(config) as pipeline,
+        Client(config=config.bus, trusted_keys=signed) as client,
+    ):
+        submitted = await client.submit(QASM2_BELL, shots=200, seed=5)
+        real = await submitted.result(timeout=60)
+        assert isinstance(real, JobCompleted)
+        clean = await audited(bus, config)
+        assert clean.ok, clean.problems
+        assert clean.signatures_checked >= 2  # its ExecutionCompleted and JobCompleted
+        first = await bus.js.get_msg(bus.config.stream, submitted.sequence)
+        forged = JobFailed(
+            event_id=new_event_id(),
+            job_id=submitted.job_id,
+            causation_id=decode(first.data).event_id,
+            producer="qbus.verify",
+            code="engine_error",
+            message="forged",
+            stage="verify",
+        )
+        seq = await forge(bus, forged)
+        assert await count_results(bus, submitted.job_id) == 2
+        report = await audited(bus, config)
+        assert not report.ok
+        assert [(p.check, p.seq) for p in report.problems] == [("unsigned_final", seq)]
+        assert "no stage signature" in report.problems[0].message
+        # The client still answers with the real result.
+        again = await client.job(submitted.job_id).result(timeout=10)
+        assert isinstance(again, JobCompleted) and again.event_id == real.event_id
+        pipeline.check()
+    cli = cli_audit(config)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "[unsigned_final]" in cli.stderr and f"#{seq}" in cli.stderr
+
+
+async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    await bus.ensure_executor("qiskit-aer")
+    async with (
+        Pipeline(config, stages=NO_EXECUTOR) as pipeline,
+        Client(config=config.bus, trusted_keys=signed) as client,
+    ):
+        submitted = await client.submit(QASM2_BELL, shots=200, seed=5)
+        for _ in range(200):  # routed: waiting for an executor
+            state = await bus.job_state(submitted.job_id)
+            if state is not None and state.status == "routed":
+                break
+            await asyncio.sleep(0.05)
+        assert state is not None and state.status == "routed"
+        first = await bus.js.get_msg(bus.config.stream, submitted.sequence)
+        forged = JobRejected(
+            event_id=new_event_id(),
+            job_id=submitted.job_id,
+            causation_id=decode(first.data).event_id,
+            producer="qbus.ingest",
+            code="qasm_syntax",
+            message="forged",
+            stage="ingest",
+        )
+        seq = await forge(bus, forged)
+        waiting = asyncio.ensure_future(submitted.result(timeout=60))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # the forged rejection is not taken as the answer
+        async with Pipeline(config, stages=("execute",)) as executor:
+            final = await waiting
+            assert isinstance(final, JobCompleted), final
+            executor.check()
+        for _ in range(100):  # the state is written just after the final event
+            state = await bus.job_state(submitted.job_id)
+            if state is not None and state.status != "routed":
+                break
+            await asyncio.sleep(0.05)
+        assert state is not None and state.status == "completed"
+        report = await audited(bus, config)
+        assert [(p.check, p.seq) for p in report.problems] == [("unsigned_final", seq)]
+        pipeline.check()
+    cli = cli_audit(config)
+    assert cli.returncode == 1 and "[unsigned_final]" in cli.stderr
+
+
+def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:
+    keys = Path(signed).parent
+    trust = Trust.load(signed)
+
+    def stored(stage: str, event: Event) -> dict[str, str]:
+        signer = Signer.from_secret(stage, (keys / stage).read_text().strip())
+        subject = f"qbus.result.{event.job_id}"
+        return {
+            "Nats-Msg-Id": event.event_id,
+            HEADER: signer.header(subject, event.event_id, encode(event)),
+        }
+
+    def completed(producer: str) -> JobCompleted:
+        return msgspec.convert(
+            {
+                "event_id": "e1",
+                "job_id": "j1",
+                "producer": producer,
+                "engine": "qiskit-aer",
+                "engine_version": "1",
+                "circuit_hash": "sha256:00",
+                "method": "sample",
+                "shots": 1,
+                "seed": 1,
+                "verification": {"verdict": "pass"},
+                "result_hash": "sha256:00",
+            },
+            JobCompleted,
+        )
+
+    good = completed("qbus.verify")
+    assert trust.problem(good, "qbus.result.j1", encode(good), stored("verify", good)) is None
+    # Signed by ingest, which may not write a result, and claiming to be ingest.
+    wrong = completed("qbus.ingest")
+    assert "may not write" in trust.problem(
+        wrong, "qbus.result.j1", encode(wrong), stored("ingest", wrong)
+    )
+    # Signed by ingest, claiming to be verify.
+    assert "claims producer" in trust.problem(
+        good, "qbus.result.j1", encode(good), stored("ingest", good)
+    )
+    # A payload changed after signing.
+    changed = msgspec.structs.replace(good, shots=2)
+    assert "no trusted stage key" in trust.problem(
+        changed, "qbus.result.j1", encode(changed), stored("verify", good)
+    )
