@@ -20,7 +20,7 @@ import pytest
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
-from qbus.client import Client
+from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.events import (
     Event,
@@ -46,9 +46,22 @@ def signed(config: Config) -> Path:
     return generate_keys(config.state_dir)
 
 
-async def forge(bus: Bus, event: Event) -> int:
-    """Publish ``event`` as anyone on the bus can: no signature, its fresh event id as
-    the message id (the envelope checks all pass)."""
+async def forge(
+    bus: Bus, job: Job, final: type[JobFailed | JobRejected], stage: str, code: str
+) -> int:
+    """Publish a ``final`` event of ``job`` claiming to come from ``stage``, answering its
+    submission, as anyone on the bus can: no signature, its fresh event id as the
+    message id (the envelope checks all pass). Returns its stream sequence."""
+    submission = await bus.js.get_msg(bus.config.stream, job.sequence)
+    event = final(
+        event_id=new_event_id(),
+        job_id=job.job_id,
+        causation_id=decode(submission.data).event_id,
+        producer=f"qbus.{stage}",
+        code=code,
+        message="forged",
+        stage=stage,
+    )
     ack = await bus.js.publish(
         bus.subjects.for_event(event), encode(event), headers={"Nats-Msg-Id": event.event_id}
     )
@@ -92,17 +105,7 @@ async def test_forged_failure_after_completion_fails_the_audit(
         clean = await audited(bus, config)
         assert clean.ok, clean.problems
         assert clean.signatures_checked >= 2  # its ExecutionCompleted and JobCompleted
-        first = await bus.js.get_msg(bus.config.stream, submitted.sequence)
-        forged = JobFailed(
-            event_id=new_event_id(),
-            job_id=submitted.job_id,
-            causation_id=decode(first.data).event_id,
-            producer="qbus.verify",
-            code="engine_error",
-            message="forged",
-            stage="verify",
-        )
-        seq = await forge(bus, forged)
+        seq = await forge(bus, submitted, JobFailed, "verify", "engine_error")
         assert await count_results(bus, submitted.job_id) == 2
         report = await audited(bus, config)
         assert not report.ok
@@ -132,17 +135,7 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
                 break
             await asyncio.sleep(0.05)
         assert state is not None and state.status == "routed"
-        first = await bus.js.get_msg(bus.config.stream, submitted.sequence)
-        forged = JobRejected(
-            event_id=new_event_id(),
-            job_id=submitted.job_id,
-            causation_id=decode(first.data).event_id,
-            producer="qbus.ingest",
-            code="qasm_syntax",
-            message="forged",
-            stage="ingest",
-        )
-        seq = await forge(bus, forged)
+        seq = await forge(bus, submitted, JobRejected, "ingest", "qasm_syntax")
         waiting = asyncio.ensure_future(submitted.result(timeout=60))
         await asyncio.sleep(0.5)
         assert not waiting.done()  # the forged rejection is not taken as the answer
