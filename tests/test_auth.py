@@ -15,7 +15,7 @@ from qbus.bus.auth import AuthFiles, init_auth, tenant_inbox, tenant_user
 from qbus.bus.config import AuthConfig, BusConfig, Config, SecretsConfig, TenantLimits
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
-from qbus.bus.tenancy import wait_tenant_result
+from qbus.bus.tenancy import wait_tenant_refusal, wait_tenant_result
 from qbus.client import Client
 from qbus.consumers.pipeline import Pipeline
 from qbus.errors import BusError
@@ -208,6 +208,53 @@ async def test_tenant_cannot_read_others_or_publish_to_exec(
     try:
         info = await admin.js.stream_info("QBUS", subjects_filter="qbus.exec.*.sneaky-job")
         assert not info.state.subjects  # the refused publish never reached the log
+    finally:
+        await admin.close()
+
+
+async def test_a_tenant_cannot_take_or_hang_another_tenants_job(
+    auth_pipeline: Pipeline, auth_server: NatsServer, auth_files: AuthFiles, auth_config: Config
+) -> None:
+    # Issue 17, defect 3: B's submission reusing A's event id (another Nats-Msg-Id) once
+    # derived A's ids, so one of the two jobs stayed "ingested"; and B reusing A's job id
+    # got no final event at all.
+    tenant_a = await _tenant(auth_server, auth_files, "A")
+    tenant_b = await _tenant(auth_server, auth_files, "B")
+    try:
+        mine = job(QASM2_BELL, shots=100)
+        await tenant_a.js.publish(
+            tenant_a.subjects.submit_for("A"), encode(mine), headers={"Nats-Msg-Id": "a-1"}
+        )
+        copycat = msgspec.structs.replace(job(QASM2_BELL, shots=100), event_id=mine.event_id)
+        await tenant_b.js.publish(
+            tenant_b.subjects.submit_for("B"), encode(copycat), headers={"Nats-Msg-Id": "b-1"}
+        )
+        finals = await asyncio.gather(
+            wait_tenant_result(tenant_a, "A", mine.job_id, timeout=60),
+            wait_tenant_result(tenant_b, "B", copycat.job_id, timeout=60),
+        )
+        assert [type(f) for f in finals] == [JobCompleted, JobCompleted], finals
+        # B again, now under A's job id (the same event id too): B is refused where B
+        # can read it, and A's job keeps its one result.
+        taker = msgspec.structs.replace(copycat, job_id=mine.job_id)
+        for key, event in (("b-2", taker), ("b-3", job(QASM3_GHZ, job_id=mine.job_id))):
+            await tenant_b.js.publish(
+                tenant_b.subjects.submit_for("B"), encode(event), headers={"Nats-Msg-Id": key}
+            )
+            refused = await wait_tenant_refusal(tenant_b, "B", key, timeout=30)
+            assert isinstance(refused, JobRejected) and refused.code == "duplicate_job_id"
+            assert refused.tenant == "B" and refused.refusal == key
+        again = await wait_tenant_result(tenant_a, "A", mine.job_id, timeout=5)
+        assert again == finals[0]
+    finally:
+        await tenant_a.close()
+        await tenant_b.close()
+    admin = await Bus.connect(auth_config.bus)
+    try:
+        results = await admin.js.stream_info("QBUS", subjects_filter=f"qbus.result.{mine.job_id}")
+        assert results.state.subjects == {f"qbus.result.{mine.job_id}": 1}
+        state = await admin.job_state(mine.job_id)
+        assert state is not None and state.status == "completed"
     finally:
         await admin.close()
 

@@ -148,9 +148,25 @@ async def wait_tenant_result(bus: Bus, tenant: str, job_id: str, timeout: float 
     Raises:
         TimeoutError: Nothing final within ``timeout`` seconds.
     """
+    subject = bus.subjects.tenant_result(tenant, job_id)
+    return await _wait_tenant_copy(bus, subject, f"result for job {job_id}", timeout)
+
+
+async def wait_tenant_refusal(bus: Bus, tenant: str, key: str, timeout: float = 60.0) -> Event:
+    """A tenant's wait for the refusal of its message ``key`` (its ``Nats-Msg-Id``, or
+    ``seq-<N>``: docs/protocol.md, "Answers"), with only the tenant's permissions.
+
+    Raises:
+        TimeoutError: No refusal within ``timeout`` seconds.
+    """
+    subject = bus.subjects.tenant_refused(tenant, key)
+    return await _wait_tenant_copy(bus, subject, f"refusal of message {key}", timeout)
+
+
+async def _wait_tenant_copy(bus: Bus, subject: str, what: str, timeout: float) -> Event:
+    """The first copy on a tenant ``subject``: the stored one, else the next to arrive."""
     from nats.js.errors import NotFoundError
 
-    subject = bus.subjects.tenant_result(tenant, job_id)
     sub = await bus.nc.subscribe(subject, max_msgs=1)
     try:
         try:
@@ -161,7 +177,7 @@ async def wait_tenant_result(bus: Bus, tenant: str, job_id: str, timeout: float 
         try:
             msg = await sub.next_msg(timeout=timeout)
         except TimeoutError as exc:
-            raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
+            raise TimeoutError(f"no {what} within {timeout} s") from exc
         return decode(msg.data)
     finally:
         with contextlib.suppress(Exception):
