@@ -35,6 +35,10 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             input re-publishes the same ids within it and the copies are dropped.
         ack_wait: Seconds a stage has to finish a message before it is redelivered.
         max_deliver: Deliveries before a message is given up (the job then fails).
+        results_ttl: Seconds a large result (a state vector in the object store) is
+            kept; the store's TTL, set again at every provisioning (0: for ever).
+        results_max_bytes: Quota of the result object store, bytes (0: none); a job
+            whose result would not fit fails with ``result_store_full``.
     """
 
     url: str = "nats://127.0.0.1:4222"
@@ -53,8 +57,12 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     duplicate_window: float = 1200.0
     ack_wait: float = 30.0
     max_deliver: int = 5
+    results_ttl: float = 7 * 86_400.0
+    results_max_bytes: int = 4 * 2**30
 
     def __post_init__(self) -> None:
+        if self.results_ttl < 0 or self.results_max_bytes < 0:
+            raise ValueError("results_ttl and results_max_bytes must be 0 or more")
         if not self.prefix or any(c in self.prefix for c in " .*>"):
             raise ValueError(f"prefix must be one subject token, got {self.prefix!r}")
         if self.max_deliver < 1:
@@ -141,6 +149,18 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_sweep_points: int = 100_000
 
 
+def machine_memory_mb() -> int:
+    """This machine's memory in MiB, or its cgroup's (v2 ``memory.max``) when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    if limit.isdigit():
+        total = min(total, int(limit))
+    return total // 2**20
+
+
 class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How engine code is sandboxed (docs/hypervisor.md).
 
@@ -150,11 +170,16 @@ class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     Attributes:
         default: Driver for ``auto`` jobs of an engine not in ``engines``. ``inline``
-            keeps small jobs as fast as the bus allows (no process hop).
+            keeps small jobs as fast as the bus allows (no process hop); a job that
+            sets a limit or is wider than ``inline_max_qubits`` runs under
+            ``process`` instead, since ``inline`` enforces no limit.
         minimum: Weakest driver any job may run under (``bwrap`` for untrusted tenants).
         engines: Per-engine default driver, e.g. ``{"my-plugin" = "bwrap"}``.
         max_memory_mb: Memory cap per run, MiB; ingest rejects a job whose state vector
-            cannot fit it.
+            cannot fit it. 0 (the default): half of this machine's memory (or of the
+            cgroup's limit, when lower), read when the settings are made.
+        inline_max_qubits: Widest job ``inline`` may run (wider ones go to
+            ``process``, where the limits hold).
         max_cpu_seconds: CPU-time cap per run.
         max_wall_seconds: Wall-clock cap per run.
         pool_size: Warm worker processes per driver and executor.
@@ -163,12 +188,17 @@ class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     default: str = "inline"
     minimum: str = "inline"
     engines: dict[str, str] = {}
-    max_memory_mb: int = 32_768
+    max_memory_mb: int = 0
     max_cpu_seconds: float = 3_600.0
     max_wall_seconds: float = 3_600.0
+    inline_max_qubits: int = 20
     pool_size: int = 2
 
     def __post_init__(self) -> None:
+        if self.max_memory_mb == 0:
+            # One job may take half the machine: the executor, the bus and the other
+            # stages keep the rest (docs/hypervisor.md).
+            msgspec.structs.force_setattr(self, "max_memory_mb", machine_memory_mb() // 2)
         for field, value in (
             ("default", self.default),
             ("minimum", self.minimum),
@@ -180,6 +210,8 @@ class HypervisorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("max_memory_mb must be >= 16 and the time caps positive")
         if self.pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        if self.inline_max_qubits < 0:
+            raise ValueError("inline_max_qubits must be 0 or more")
 
 
 class VaultConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -547,7 +579,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     bus: BusConfig = BusConfig()
     limits: Limits = Limits()
-    hypervisor: HypervisorConfig = HypervisorConfig()
+    # A factory, so the machine's memory (the default cap) is read when settings are
+    # made, never at import.
+    hypervisor: HypervisorConfig = msgspec.field(default_factory=HypervisorConfig)
     secrets: SecretsConfig = SecretsConfig()
     auth: AuthConfig = AuthConfig()
     tenants: dict[str, TenantLimits] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import Awaitable
@@ -232,12 +233,33 @@ class Bus:
                 )
             )
         await self._ensure_bucket(chunks_bucket_config(cfg.kv_chunks, chunks_ttl))
+        await self._ensure_object_store()
+
+    async def _ensure_object_store(self) -> None:
+        # Unlike the buckets, the result store's TTL and quota are set again each time:
+        # a store made before they existed would otherwise stay unbounded.
+        cfg = self.config
+        ttl, quota = cfg.results_ttl, cfg.results_max_bytes or -1
         try:
-            await self.js.object_store(cfg.object_store)
+            store = await self.js.object_store(cfg.object_store)
         except (BucketNotFoundError, NotFoundError):
             await self.js.create_object_store(
                 cfg.object_store,
-                js_api.ObjectStoreConfig(bucket=cfg.object_store, storage=js_api.StorageType.FILE),
+                js_api.ObjectStoreConfig(
+                    bucket=cfg.object_store,
+                    description="qbus large results (state vectors)",
+                    storage=js_api.StorageType.FILE,
+                    ttl=ttl,
+                    max_bytes=quota,
+                ),
+            )
+            return
+        stream = (await store.status()).stream_info.config
+        if (stream.max_age or 0.0) != ttl or stream.max_bytes != quota:
+            # The server requires the dedupe window to fit in the TTL (it is 2 min).
+            window = min(stream.duplicate_window or ttl, ttl) if ttl else stream.duplicate_window
+            await self.js.update_stream(
+                dataclasses.replace(stream, max_age=ttl, max_bytes=quota, duplicate_window=window)
             )
 
     async def _ensure_bucket(self, config: js_api.KeyValueConfig) -> None:

@@ -81,6 +81,9 @@ _ENUM_CODES = {
     "$.dynamics.collapse[].kind": "invalid_dynamics",
 }
 _INDEX = re.compile(r"\[\d+\]")
+# A resource limit that is not a positive number (schemas.events.MemoryLimit,
+# SecondsLimit) has its own code, as the field names a limit rather than a value set.
+_LIMIT_PATHS = frozenset({"$.memory_mb", "$.cpu_seconds", "$.wall_seconds"})
 
 
 def schema_rejection(tag: str, text: str, where: str | None) -> tuple[str, str]:
@@ -93,9 +96,13 @@ def schema_rejection(tag: str, text: str, where: str | None) -> tuple[str, str]:
 
     Returns:
         ``invalid_schema``, or for a field with a closed set of values its own code
-        (``unknown_method`` …) and a message listing the values it allows.
+        (``unknown_method`` …) and a message listing the values it allows, or
+        ``invalid_limit`` for a resource limit that is not positive.
     """
     message = f"event does not match its schema: {text}"
+    if where in _LIMIT_PATHS:
+        field = where.removeprefix("$.")
+        return "invalid_limit", f"{message}; {field} must be a positive number (or left out)"
     allowed = allowed_values(EVENT_CLASSES[tag], where) if where else None
     if where is None or allowed is None:
         return "invalid_schema", message

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from qbus.bus.blobs import BlobStore, interleave, statevector_bytes
+from qbus.bus.blobs import BlobStore, ResultStoreFull, interleave, statevector_buffer
 from qbus.bus.config import HypervisorConfig, Limits
 from qbus.consumers.control import ExecutionGate
 from qbus.engines.base import Engine, RunRequest
@@ -140,7 +140,15 @@ class ExecuteHandler:
             # No validation here: ``Engine.run`` validates the request once, before any
             # compute, wherever the sandbox runs it; a refusal comes back as the
             # engine's QbusError (from a worker process too).
-            driver = choose_driver(opts.hypervisor, self.engine.name, self.hypervisor)
+            driver = choose_driver(
+                opts.hypervisor,
+                self.engine.name,
+                self.hypervisor,
+                limited=any(
+                    x is not None for x in (opts.memory_mb, opts.cpu_seconds, opts.wall_seconds)
+                ),
+                num_qubits=event.circuit.num_qubits,
+            )
             limits = run_limits(
                 self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds
             )
@@ -193,7 +201,13 @@ class ExecuteHandler:
                 statevector = interleave(result.statevector)
             elif self.blobs is not None:
                 name = f"{event.job_id}.g{event.generation}.statevector"
-                statevector_ref = await self.blobs.put(name, statevector_bytes(result.statevector))
+                try:
+                    statevector_ref = await self.blobs.put(
+                        name, statevector_buffer(result.statevector)
+                    )
+                except ResultStoreFull as exc:
+                    # Not retried: the store frees space only as results expire.
+                    return [self._failed(event, exc.code, str(exc), False)]
             else:
                 return [
                     self._failed(

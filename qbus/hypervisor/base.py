@@ -24,7 +24,8 @@ STATE_OVERHEAD_MB = 64
 
 
 class RunLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Resource limits of one run; a driver that cannot enforce them ignores them.
+    """Resource limits of one run; ``inline`` cannot enforce them, so ``choose_driver``
+    gives it only jobs that set none and are small.
 
     Attributes:
         memory_mb: Memory the run may add to the warm worker's, MiB.
@@ -68,11 +69,27 @@ def statevector_mb(num_qubits: int) -> float:
     return 16 * 2**num_qubits / 2**20
 
 
-def choose_driver(requested: str, engine: str, config: HypervisorConfig) -> str:
+def choose_driver(
+    requested: str,
+    engine: str,
+    config: HypervisorConfig,
+    *,
+    limited: bool = False,
+    num_qubits: int = 0,
+) -> str:
     """The driver a job runs under.
 
     The job's choice, or for ``auto`` the engine's policy default, or the operator's
-    default; then raised to the operator's minimum when weaker.
+    default; ``inline`` becomes ``process`` for a job that sets a limit or is wider
+    than ``inline_max_qubits`` (``inline`` enforces no limit, and a wide job is where
+    one matters); then raised to the operator's minimum when weaker.
+
+    Args:
+        requested: The job's ``hypervisor`` field.
+        engine: The engine that runs it.
+        config: The operator's policy.
+        limited: The job sets ``memory_mb``, ``cpu_seconds`` or ``wall_seconds``.
+        num_qubits: The circuit's width.
 
     Raises:
         LimitError: ``unknown_hypervisor`` for a name that is no driver.
@@ -85,6 +102,8 @@ def choose_driver(requested: str, engine: str, config: HypervisorConfig) -> str:
             code="unknown_hypervisor",
             where="$.hypervisor",
         )
+    if requested == "inline" and (limited or num_qubits > config.inline_max_qubits):
+        requested = "process"
     return max(requested, config.minimum, key=DRIVERS.index)
 
 

@@ -51,6 +51,11 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 JobId = Annotated[str, msgspec.Meta(pattern=JOB_ID_PATTERN, description="subject-safe job id")]
 
+# A job's resource limits are positive: zero or negative were once read as "not set"
+# and silently became the operator's cap, so the decode refuses them (``invalid_limit``).
+MemoryLimit = Annotated[int, msgspec.Meta(gt=0, description="MiB")]
+SecondsLimit = Annotated[float, msgspec.Meta(gt=0, description="seconds")]
+
 # uuid5 namespace for ids derived from a causing event: a redelivered input yields the
 # same output ids, which the server's Nats-Msg-Id dedupe then drops.
 _DERIVED_NS = uuid.UUID("6f1c2d3e-8a4b-5c6d-9e0f-7a8b9c0d1e2f")
@@ -198,9 +203,9 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     optimize: bool = True
     parameters: dict[str, float] = {}
     hypervisor: Hypervisor = "auto"
-    memory_mb: int | None = None
-    cpu_seconds: float | None = None
-    wall_seconds: float | None = None
+    memory_mb: MemoryLimit | None = None
+    cpu_seconds: SecondsLimit | None = None
+    wall_seconds: SecondsLimit | None = None
     observables: list[Observable] = []
     noise: NoiseModel | None = None
     sweep: list[dict[str, float]] = []
@@ -242,9 +247,9 @@ class JobSubmitted(Event, tag="job.submitted"):
     parameters: dict[str, float] = {}
     labels: dict[str, str] = {}
     hypervisor: Hypervisor = "auto"
-    memory_mb: int | None = None
-    cpu_seconds: float | None = None
-    wall_seconds: float | None = None
+    memory_mb: MemoryLimit | None = None
+    cpu_seconds: SecondsLimit | None = None
+    wall_seconds: SecondsLimit | None = None
     observables: list[Observable] = []
 
     noise: NoiseModel | None = None
