@@ -23,6 +23,7 @@ from typing import Protocol
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.js.errors import APIError
 
 from qbus.bus import deadletter, tenancy
@@ -43,11 +44,15 @@ from qbus.schemas.events import (
     answer,
     decode,
     derived_event_id,
+    encode,
     is_valid_job_id,
     tag_of,
 )
 
 log = logging.getLogger("qbus.runner")
+
+RESULT_TOO_LARGE = "result_too_large"
+"""The JobFailed code of a job whose stage made an event too big for any message."""
 
 TRACE_HEADERS = tracing.TRACE_HEADERS
 
@@ -308,6 +313,13 @@ class StageRunner:
                         failed.add(index)
                     elif refusal is not None:
                         stored.append((index, refusal))
+            elif isinstance(result, MaxPayloadError):
+                # Too big for any message: another delivery would only make it again.
+                failure = await self._too_large(outcomes[index][0], event)
+                if failure is None:
+                    failed.add(index)
+                else:
+                    stored.append((index, failure))
             else:
                 failed.add(index)
         # State after the event: a refused duplicate must not overwrite the real job's state.
@@ -647,6 +659,27 @@ class StageRunner:
             where=where,
             tenant=tenancy.tenant_of(event),
         )
+
+    async def _too_large(self, msg: Msg, output: Event) -> Event | None:
+        """End the job of ``msg`` with JobFailed(``result_too_large``), ``output`` being
+        over the server's message size; the stored event, or None if it was not stored."""
+        size, limit = len(encode(output)), self.bus.nc.max_payload
+        text = (
+            f"{self.stage}: the {_tag(output)} of job {output.job_id} is {size:,} bytes, "
+            f"over the bus's message limit of {limit:,} bytes (max_payload); ask for fewer "
+            "shots, points or outcomes"
+        )
+        log.warning("stage %s: %s", self.stage, text)
+        event = tenancy.trusted_submission(decode(msg.data), msg.subject, self.bus.subjects)
+        failure = self._failed(event, RESULT_TOO_LARGE, text)
+        try:
+            await self.bus.publish(failure)
+        except APIError as exc:
+            if not _is_first_only_conflict(exc):
+                log.warning("stage %s: cannot store %s", self.stage, failure, exc_info=True)
+                return None
+            return await self._existing(failure)  # the job had already ended
+        return failure
 
     def _failed(self, event: Event, code: str, message: str) -> JobFailed:
         return answer(
