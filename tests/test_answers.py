@@ -27,6 +27,7 @@ from qbus.schemas.events import (
     new_event_id,
     new_job_id,
 )
+from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(180)
@@ -146,3 +147,6 @@ async def test_every_message_on_a_submit_subject_gets_one_answer(bus: Bus, pipel
     (good,) = await run_jobs(bus, [job(QASM2_BELL)])
     assert isinstance(good, JobCompleted)
     assert await _log_count(bus, s.refused()) == len(cases)
+    # The audit reads the refused inputs as inputs, and each refusal's cause is in the log.
+    report = await verify_log(bus)
+    assert report.ok, report.problems

@@ -233,11 +233,16 @@ class LogChecker:
             job_id=event.job_id if event else _job_of(subject, self.subjects),
         )
         self._check_chain(where, msg_id, digest)
-        if event is None:
-            # Junk on the submit subject is a submission that ingest rejected: the log is
-            # right to hold it. Anywhere else no stage could have written it.
-            if not _is_submit(subject, self.subjects):
+        on_submit = _is_submit(subject, self.subjects)
+        if event is None or (on_submit and not isinstance(event, JobSubmitted)):
+            # Junk on a submit subject is a submission that ingest rejected, and another
+            # event type sent there one that it refused (not_a_submission): the log is
+            # right to hold them, and they are no job's events. Anywhere else no stage
+            # could have written junk.
+            if event is None and not on_submit:
                 self._problem("undecodable", f"the payload is not a qbus event: {error}", where)
+            if event is not None:
+                self._ids[event.event_id] = where  # what its refusal names as its cause
             self._ids[msg_id or f"seq-{seq}"] = where
             self._ids[f"seq-{seq}"] = where
             return
