@@ -126,6 +126,13 @@ async def test_every_message_on_a_submit_subject_gets_one_answer(bus: Bus, pipel
         (s.submit, b"\x00\x01 not json", "m-junk", "invalid_json"),
         (s.submit, b'{"type": "job.submitted", "job_id": 7}', "m-no-job", "invalid_schema"),
         (s.submit, b"[]", "bad.msg id", "unknown_event_type"),  # an unusable message id
+        # Undecodable, naming a job another submission holds: refused, not on its result.
+        (
+            s.submit,
+            b'{"type": "job.submitted", "job_id": "%s", "shots": "x"}' % victim.job_id.encode(),
+            "m-named",
+            "invalid_schema",
+        ),
         (s.submit, b"{", None, "invalid_json"),  # no message id at all
     ]
     keys = []

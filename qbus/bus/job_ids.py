@@ -30,14 +30,18 @@ class JobIds:
 
     async def held_by_other(self, job: JobSubmitted) -> bool:
         """True when ``job.job_id`` belongs to a different submission than ``job``."""
+        return await self.held(job.job_id, job.event_id, job.tenant)
+
+    async def held(self, job_id: str, event_id: str, tenant: str) -> bool:
+        """True when ``job_id`` belongs to another submission than ``event_id`` of ``tenant``."""
         if self._kv is None:  # one lookup of the bucket, not one per submission
             self._kv = await self.bus.js.key_value(self.bus.config.kv_jobs)
         try:
-            await self._kv.get(job.job_id)
+            await self._kv.get(job_id)
         except KeyNotFoundError:
             return False  # the common case: a new job id, one KV read
         subjects = self.bus.subjects
-        for subject in (subjects.ingested(job.job_id), subjects.result(job.job_id)):
+        for subject in (subjects.ingested(job_id), subjects.result(job_id)):
             try:
                 stored = await self.bus.js.get_last_msg(self.bus.config.stream, subject)
             except NotFoundError:
@@ -46,6 +50,6 @@ class JobIds:
                 holder = decode(stored.data)
             except (msgspec.ValidationError, msgspec.DecodeError):
                 return True
-            return holder.causation_id != job.event_id or tenant_of(holder) != job.tenant
+            return holder.causation_id != event_id or tenant_of(holder) != tenant
         # A state but no event: the log aged out before the bucket did. Still used.
         return True

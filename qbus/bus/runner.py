@@ -29,6 +29,7 @@ from nats.js.errors import APIError
 from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
+from qbus.bus.job_ids import JobIds
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Refuse, Reject, Retry, validation_path
@@ -199,6 +200,7 @@ class StageRunner:
         # Redelivery backoff after a handler error, and dead letters (bus/deadletter.py).
         self.retries = retries or RetriesConfig()
         self.last_errors = deadletter.LastErrors()
+        self.job_ids = JobIds(bus)
 
     def dead_letter_watcher(self, consumers: list[str]) -> asyncio.Task | None:
         """Start turning max-deliveries advisories for ``consumers`` into dead letters
@@ -452,7 +454,7 @@ class StageRunner:
             check_json_depth(msg.data)
             event = decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
-            events = self._undecodable(msg, exc)
+            events = await self._unless_taken(msg, self._undecodable(msg, exc))
             metrics.EVENTS_PROCESSED.labels(self.stage, "unknown", "undecodable").inc()
             if span is not None:
                 tracing.set_attributes(span, {tracing.OUTCOME: "undecodable"})
@@ -602,6 +604,21 @@ class StageRunner:
             # the answer under its message id (docs/protocol.md, "Answers").
             return [self._refusal(msg, event_id, job_id, code, message, where)]
         return [self._refusal(msg, event_id, job_id, code, message, where, refused=False)]
+
+    async def _unless_taken(self, msg: Msg, events: list[Event]) -> list[Event]:
+        """``events`` with the rejection of an undecodable submission made a refusal when
+        the job id it names belongs to another submission: on that job's result subject
+        it would end someone else's job (docs/protocol.md, "Answers")."""
+        answered = []
+        for event in events:
+            if isinstance(event, JobRejected) and event.refusal is None:
+                cause = event.causation_id or ""
+                if await self.job_ids.held(event.job_id, cause, event.tenant):
+                    event = self._refusal(
+                        msg, cause, event.job_id, event.code, event.message, event.where
+                    )
+            answered.append(event)
+        return answered
 
     def _unknown_submit_subject(self, subject: str) -> bool:
         """Under ``<prefix>.submit`` but neither it nor a tenant's ``submit.<tenant>``."""
