@@ -19,10 +19,14 @@ import pytest
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
+from qbus.cli.control import send_control
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
+from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
+    Cancel,
     Event,
     JobCompleted,
     JobFailed,
@@ -33,7 +37,7 @@ from qbus.schemas.events import (
 )
 from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.conftest import config_toml
-from tests.jobs import QASM2_BELL, count_results
+from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,6 +81,16 @@ async def audited(bus: Bus, config: Config, timeout: float = 20.0) -> AuditRepor
         if report.unaudited == 0 or asyncio.get_running_loop().time() > deadline:
             return report
         await asyncio.sleep(0.2)
+
+
+async def wait_routed(bus: Bus, job_id: str) -> None:
+    """Until the job waits for an executor."""
+    for _ in range(200):
+        state = await bus.job_state(job_id)
+        if state is not None and state.status == "routed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} not routed: {state}")
 
 
 def cli_audit(config: Config) -> subprocess.CompletedProcess:
@@ -129,13 +143,12 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
         Client(config=config.bus, trusted_keys=signed) as client,
     ):
         submitted = await client.submit(QASM2_BELL, shots=200, seed=5)
-        for _ in range(200):  # routed: waiting for an executor
-            state = await bus.job_state(submitted.job_id)
-            if state is not None and state.status == "routed":
-                break
-            await asyncio.sleep(0.05)
-        assert state is not None and state.status == "routed"
+        await wait_routed(bus, submitted.job_id)
         seq = await forge(bus, submitted, JobRejected, "ingest", "qasm_syntax")
+        # And the state the executor's gate reads: the bucket is writable too.
+        rejected = JobState(status="rejected", stage="ingest", event_id="forged", updated=0.0)
+        kv = f"$KV.{bus.config.kv_jobs}.{submitted.job_id}"
+        await bus.js.publish(kv, msgspec.json.encode(rejected))
         waiting = asyncio.ensure_future(submitted.result(timeout=60))
         await asyncio.sleep(0.5)
         assert not waiting.done()  # the forged rejection is not taken as the answer
@@ -154,6 +167,39 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
         pipeline.check()
     cli = cli_audit(config)
     assert cli.returncode == 1 and "[unsigned_final]" in cli.stderr
+
+
+async def test_a_signed_run_of_every_kind_of_end_audits_clean(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    """Rejected (ingest), run and verified, answered from the cache (route), cancelled
+    (control): every stage signs what it may write, and the audit finds nothing."""
+    async with Pipeline(config, stages=NO_EXECUTOR) as pipeline:
+        bus.trust = load_trust(config)
+        await bus.ensure_executor("qiskit-aer")
+        rejected, first, cancelled = (
+            job("OPENQASM 2.0;\nqreg q[1];\nfoo q[0];\n"),
+            job(QASM2_BELL, shots=300, seed=11),
+            job(QASM2_BELL, shots=300, seed=12),
+        )
+        await bus.publish(cancelled)
+        await bus.publish(rejected)
+        await wait_routed(bus, cancelled.job_id)
+        cancel = Cancel(event_id=new_event_id(), job_id=cancelled.job_id)
+        answers = await send_control(bus, cancel, 30)
+        assert [type(a) for a in answers] == [JobFailed]
+        async with Pipeline(config, stages=("execute",)):
+            (ran,) = await run_jobs(bus, [first])
+        (cached,) = await run_jobs(bus, [job(QASM2_BELL, shots=300, seed=11)])
+        finals = [await wait_final(bus, j.job_id, 10) for j in (rejected, cancelled)]
+        assert [type(e) for e in finals] == [JobRejected, JobFailed]
+        assert isinstance(ran, JobCompleted) and isinstance(cached, JobCompleted)
+        assert cached.cached and cached.producer == "qbus.route"
+        report = await audited(bus, config)
+        assert report.ok, report.problems
+        # Four final events and the one run's ExecutionCompleted.
+        assert report.signatures_checked == 5
+        pipeline.check()
 
 
 def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from qbus.bus.connection import Bus
 from qbus.schemas.events import FINAL_EVENTS, Event, decode
@@ -55,8 +56,8 @@ async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
     ``timeout`` seconds for one to arrive.
 
     With the stages' public keys (``bus.trust``) a final event that no stage allowed to
-    write it signed does not count: it is skipped, and the wait goes on for the real one
-    (qbus/bus/signing.py).
+    write it signed, or a message that is no event, does not count: it is skipped, and
+    the wait goes on for the real one (qbus/bus/signing.py).
 
     Raises:
         TimeoutError: Nothing stored there within ``timeout`` seconds.
@@ -72,10 +73,35 @@ async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
         while True:
             left = max(deadline - time.monotonic(), 0.001)
             msg = await sub.next_msg(timeout=left)  # nats-py's TimeoutError is the builtin's
-            event = decode(msg.data)
-            forged = bus.trust and bus.trust.problem(event, msg.subject, msg.data, msg.headers)
+            forged = bus.trust and bus.trust.message_problem(msg.subject, msg.data, msg.headers)
             if not forged:
-                return event
+                return decode(msg.data)
             log.warning("%s: skipping a forged event (%s)", subject, forged)
     finally:
         await sub.unsubscribe()
+
+
+REAL_FINAL_WAIT = 0.2
+"""Seconds to look past a forged final event for a real one stored before it: what the
+log already holds arrives at once, so this is the cost of there being none."""
+
+
+async def has_final(bus: Bus, job_id: str) -> bool:
+    """Whether the job has its final event on ``<prefix>.result.<job>``.
+
+    With the stages' public keys (``bus.trust``) only one that counts: a forged final
+    event (qbus/bus/signing.py) does not end a job. One read when the last message
+    there verifies (or nothing is checked), as before signatures.
+    """
+    subject = bus.subjects.result(job_id)
+    try:
+        last = await bus.js.get_last_msg(bus.config.stream, subject)
+    except NotFoundError:
+        return False
+    if bus.trust is None or not bus.trust.message_problem(last.subject, last.data, last.headers):
+        return True
+    try:
+        await first_stored(bus, subject, REAL_FINAL_WAIT)
+    except TimeoutError:
+        return False
+    return True

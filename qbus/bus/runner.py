@@ -15,6 +15,7 @@ A handler turns one event into events (pure, no NATS); it never acks. The runner
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -30,6 +31,7 @@ from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
 from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.job_ids import JobIds
+from qbus.bus.job_log import REAL_FINAL_WAIT, first_stored
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
 from qbus.errors import Fail, Refuse, Reject, Retry, validation_path
@@ -407,17 +409,19 @@ class StageRunner:
         """The event already on ``event``'s subject (None when it cannot be read).
 
         One that no stage allowed to write it signed (qbus/bus/signing.py) does not
-        count: ``event`` is stored after it and returned as the one there.
+        count: the real one before it is returned, or when there is none, ``event`` is
+        stored after it and returned as the one there.
         """
         subject = self.bus.subjects.for_event(event)
         try:
             stored = await self.bus.js.get_last_msg(self.bus.config.stream, subject)
-            existing = decode(stored.data)
             trust = self.bus.trust
-            forged = trust and trust.problem(existing, subject, stored.data, stored.headers)
+            forged = trust and trust.message_problem(subject, stored.data, stored.headers)
             if not forged:
-                return existing
+                return decode(stored.data)
             log.warning("stage %s: %s holds a forged event (%s)", self.stage, subject, forged)
+            with contextlib.suppress(TimeoutError):
+                return await first_stored(self.bus, subject, REAL_FINAL_WAIT)
             after = {"Nats-Expected-Last-Subject-Sequence": str(stored.seq)}
             await self.bus.publish(event, headers=after)
             # Its state too, here: the caller writes a stored-before event's only where

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from qbus.bus.config import Config
 from qbus.errors import ConfigError
 from qbus.schemas.events import (
@@ -33,6 +35,7 @@ from qbus.schemas.events import (
     JobCompleted,
     JobFailed,
     JobRejected,
+    decode,
 )
 
 if TYPE_CHECKING:
@@ -160,12 +163,31 @@ class Trust:
         if stage is None:
             why = "no stage signature" if not header else "a signature no trusted stage key made"
             return f"{why}: not written by a qbus stage (forged?)"
-        # An executor's producer names its engine too (``qbus.execute.qiskit-aer``).
-        if event.producer.partition(".")[2].partition(".")[0] != stage:
+        if not _produced_by(event.producer, stage):
             return f"signed by stage {stage} but claims producer {event.producer!r}"
         if stage not in allowed:
             return f"stage {stage} may not write it (only {', '.join(sorted(allowed))})"
         return None
+
+    def message_problem(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> str | None:
+        """``problem`` for a stored message of a subject that holds final events; one
+        that is no qbus event at all does not count either."""
+        try:
+            event = decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return "not a qbus event"
+        return self.problem(event, subject, payload, headers)
+
+
+def _produced_by(producer: str, stage: str) -> bool:
+    """Whether ``producer`` names ``stage``: ``qbus.<stage>``, or with what runs inside it
+    (``qbus.execute.qiskit-aer``, the route stage's ``qbus.route-feedback``)."""
+    name = producer.removeprefix("qbus.")
+    return producer.startswith("qbus.") and (
+        name == stage or name.startswith((f"{stage}.", f"{stage}-"))
+    )
 
 
 def _ed25519() -> tuple[type[Ed25519PrivateKey], type[Ed25519PublicKey]]:

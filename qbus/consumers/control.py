@@ -316,14 +316,27 @@ class ExecutionGate:
     control request, or a request older than the watch) and for chunks of long jobs,
     which end when one chunk fails: qbus/bus/control_watch.py.
 
+    A final state counts only when ``ended`` confirms it: the state is written by the
+    stage that stored a final event, and with stage signatures a forged final event is
+    never stored as the job's state, but the bucket is as writable as the log without
+    NATS auth (docs/security.md).
+
     Args:
         states: The job-state bucket.
         watch: The control watch (None: read the state for every request).
+        ended: Whether the job has a final event that counts (``job_log.has_final``);
+            None: trust the state (no stage keys, nothing to check it by).
     """
 
-    def __init__(self, states: JobStates, watch: ControlWatch | None = None) -> None:
+    def __init__(
+        self,
+        states: JobStates,
+        watch: ControlWatch | None = None,
+        ended: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.states = states
         self.watch = watch
+        self.ended = ended
 
     async def start(self) -> None:
         """Start the watch, before the first request, so that it can vouch for it."""
@@ -341,6 +354,11 @@ class ExecutionGate:
         if state is None:
             return None
         if state.status in FINAL_STATUSES:
+            if self.ended is not None and not await self.ended(event.job_id):
+                log.warning(
+                    "job %s is %s with no final event that counts", event.job_id, state.status
+                )
+                return None
             return f"the job is {state.status}"
         if state.generation > event.generation:
             return f"generation {event.generation} is stale (the job is at {state.generation})"

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
 
 from qbus.bus.config import RetriesConfig
+from qbus.bus.job_log import has_final
 from qbus.consumers.engine_failure import engine_failed
 from qbus.errors import Retry
 from qbus.observability import metrics
@@ -124,12 +124,9 @@ class RetryPolicy:
 
 
 async def job_ended(bus: Bus, job_id: str) -> bool:
-    """Whether ``job_id`` already has its one final event on ``qbus.result.<job>``."""
-    try:
-        await bus.js.get_last_msg(bus.config.stream, bus.subjects.result(job_id))
-    except NotFoundError:
-        return False
-    return True
+    """Whether ``job_id`` already has its one final event on ``qbus.result.<job>``; a
+    forged one does not count (``has_final``)."""
+    return await has_final(bus, job_id)
 
 
 async def find_request(

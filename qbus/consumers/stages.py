@@ -14,6 +14,7 @@ from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
+from qbus.bus.job_log import has_final
 from qbus.bus.job_ids import JobIds
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
@@ -92,7 +93,12 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 config.limits,
                 config.hypervisor,
                 # Skip work of an ended, cancelled or rerouted job: control.py.
-                gate=ExecutionGate(JobStates(bus.js, bus.config.kv_jobs), ControlWatch(bus)),
+                gate=ExecutionGate(
+                    JobStates(bus.js, bus.config.kv_jobs),
+                    ControlWatch(bus),
+                    # With stage keys, a final state counts only with a signed final event.
+                    ended=partial(has_final, bus) if bus.trust is not None else None,
+                ),
             )
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
             # One consumer per priority, high drained first (docs/routing.md).
