@@ -14,8 +14,8 @@ from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
-from qbus.bus.job_log import has_final
 from qbus.bus.job_ids import JobIds
+from qbus.bus.job_log import has_final
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
 from qbus.bus.signing import load_trust
