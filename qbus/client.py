@@ -148,7 +148,8 @@ class ResultStream:
 
     Use as ``async with client.results() as s: async for d in s: …`` (the consumer is
     created on enter and dropped on exit), or iterate directly and call ``aclose()``.
-    Events this version cannot decode (a newer tag) are logged and skipped.
+    Events this version cannot decode (a newer tag) are logged and skipped, and so are
+    forged ones when the client has the stages' public keys (``trusted_keys``).
     """
 
     def __init__(
@@ -232,6 +233,11 @@ class ResultStream:
                 event = decode(msg.data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 log.warning("skipping undecodable event on %s: %s", msg.subject, exc)
+                continue
+            trust = self._bus.trust
+            forged = trust and trust.problem(event, msg.subject, msg.data, msg.headers)
+            if forged:  # with the stages' keys: no stage allowed to write it signed it
+                log.warning("skipping a forged event on %s: %s", msg.subject, forged)
                 continue
             return Delivery(msg.metadata.sequence.stream, msg.subject, event)
 

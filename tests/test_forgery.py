@@ -128,6 +128,10 @@ async def test_forged_failure_after_completion_fails_the_audit(
         # The client still answers with the real result.
         again = await client.job(submitted.job_id).result(timeout=10)
         assert isinstance(again, JobCompleted) and again.event_id == real.event_id
+        # A replay of the results holds the real one only.
+        async with client.results(start_sequence=1, idle_timeout=1.0) as stream:
+            replayed = [d.event.event_id async for d in stream]
+        assert replayed == [real.event_id]
         pipeline.check()
     cli = cli_audit(config)
     assert cli.returncode == 1, cli.stdout + cli.stderr
@@ -164,6 +168,10 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
         assert state is not None and state.status == "completed"
         report = await audited(bus, config)
         assert [(p.check, p.seq) for p in report.problems] == [("unsigned_final", seq)]
+        # The job's events go on past the forged rejection to its real end.
+        logged = [d.event async for d in client.job(submitted.job_id).events(follow=False)]
+        assert JobRejected in [type(e) for e in logged]
+        assert logged[-1].event_id == final.event_id
         pipeline.check()
     cli = cli_audit(config)
     assert cli.returncode == 1 and "[unsigned_final]" in cli.stderr

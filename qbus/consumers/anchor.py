@@ -249,6 +249,13 @@ class AnchorStage:
         if not isinstance(event, JobCompleted):
             await msg.ack()  # a failed or rejected job has no result to anchor
             return
+        trust = self.bus.trust
+        forged = trust and trust.problem(event, msg.subject, msg.data, msg.headers)
+        if forged:
+            # Anchoring a forged result would put it on chain beside the real ones.
+            log.warning("anchor: not anchoring %s of job %s: %s", _tag(event), event.job_id, forged)
+            await msg.ack()
+            return
         try:
             digest_bytes(event.result_hash)
         except ValueError:
