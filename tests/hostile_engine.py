@@ -12,6 +12,7 @@ Markers:
     ``alloc_mb``: allocate and touch this many MiB.
     ``spin``: loop on the CPU for this many seconds.
     ``kill_parent``: SIGKILL the parent process (the sandbox's warm worker).
+    ``segv``: die of SIGSEGV at once, using almost no memory (a crash, not a limit).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class HostileEngine(ReferenceEngine):
                 # Touch every page so the memory is really resident, chunk by chunk.
                 hoard = [bytearray(16 << 20) for _ in range(int(value) // 16)]
                 del hoard
+            elif key == "segv":
+                os.kill(os.getpid(), signal.SIGSEGV)
             elif key == "kill_parent":
                 os.kill(os.getppid(), signal.SIGKILL)
             elif key == "spin":

@@ -169,6 +169,44 @@ def test_a_dead_worker_is_replaced(process: Sandbox):
     assert sum(process.run(ENGINE, request(), LIMITS).counts.values()) == 200
 
 
+def test_a_crash_far_below_the_memory_limit_is_no_memory_limit(process: Sandbox):
+    # A segfault is a memory verdict only with evidence of memory (see the JAX test).
+    with pytest.raises(SandboxFailure) as info:
+        process.run(ENGINE, request(segv=1.0), LIMITS)
+    assert info.value.code == "worker_died"
+    assert "SIGSEGV" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("method", "memory_mb", "how"),
+    [
+        # XLA aborts (SIGABRT) on a buffer it could not allocate, well below the limit
+        # in resident memory: was ``worker_died``, retried as if it might pass.
+        ("statevector", 300, "SIGABRT"),
+        # XLA raises RESOURCE_EXHAUSTED, wrapped in the engine's EngineError: was
+        # ``engine_error``.
+        ("sample", 400, "Out of memory"),
+    ],
+)
+def test_jax_run_over_its_memory_limit_is_memory_limit(method: str, memory_mb: int, how: str):
+    engine = registry.get_engine("jax")
+    qubits = 24  # a 256 MiB state: fits the limit once, not the copies XLA makes
+    source = QASM2_BELL.replace("q[2]", f"q[{qubits}]").replace("c[2]", f"c[{qubits}]")
+    wide, _ = parse_qasm(source)
+    sandbox = make_sandbox("process", 1, [f"{type(engine).__module__}:{type(engine).__name__}"])
+    try:
+        with pytest.raises(SandboxFailure) as info:
+            sandbox.run(
+                engine,
+                RunRequest(circuit=wide, shots=100, seed=1, method=method),
+                RunLimits(memory_mb=memory_mb, cpu_seconds=60, wall_seconds=60),
+            )
+        assert info.value.code == "memory_limit", info.value
+        assert how in str(info.value)
+    finally:
+        sandbox.close()
+
+
 def test_a_running_job_ends_with_its_executor():
     from qbus.hypervisor.process import ProcessSandbox, Worker
     from qbus.hypervisor.worker import Job, RunLimitsMsg, write_frame

@@ -183,12 +183,47 @@ def new_engine(target: str) -> Engine | type[Engine]:
     return engine
 
 
-def _vm_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
+def _vm_kib(field: str, pid: int | str = "self") -> int:
+    """A ``Vm*`` figure of a process, in KiB (0 when it is gone or has none)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
     return 0
+
+
+OUT_OF_MEMORY = ("bad_alloc", "out of memory", "cannot allocate memory", "memoryerror")
+"""What an allocation refused under the limits leaves in an error's text or on stderr
+(lower case): C++'s std::bad_alloc, XLA's ``RESOURCE_EXHAUSTED: Out of memory …``,
+``ENOMEM``'s strerror, Python's MemoryError (a traceback)."""
+
+SAMPLE_SECONDS = 0.02
+"""How often the zygote reads a running child's data size (VmData, what RLIMIT_DATA caps)."""
+
+STDERR_TAIL = 64 << 10
+"""How much of a dead child's stderr is searched for an out-of-memory message."""
+
+
+def _says_out_of_memory(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in OUT_OF_MEMORY)
+
+
+def _ran_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc``, or one it was raised from, is an allocation the limits refused."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError) or (
+            isinstance(seen, OSError) and seen.errno == errno.ENOMEM
+        ):
+            return True
+        if _says_out_of_memory(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _set_limits(limits: RunLimitsMsg) -> None:
@@ -214,8 +249,14 @@ def _set_limits(limits: RunLimitsMsg) -> None:
 
 
 def _classify(exc: BaseException) -> Outcome:
-    if isinstance(exc, MemoryError) or "bad_alloc" in str(exc):
-        return Outcome(kind="sandbox", code="memory_limit", message="the run ran out of memory")
+    # Before the engine's own codes: an engine that wraps the refused allocation (JAX's
+    # JaxRuntimeError in an EngineError) still ran out of memory.
+    if _ran_out_of_memory(exc):
+        return Outcome(
+            kind="sandbox",
+            code="memory_limit",
+            message=f"the run ran out of memory: {type(exc).__name__}: {exc}"[:500],
+        )
     if isinstance(exc, EngineError):
         return Outcome(kind="engine", code=exc.code, message=str(exc), retryable=exc.retryable)
     if isinstance(exc, CircuitError):
@@ -258,8 +299,28 @@ def _child(engine: Engine | type[Engine], job: Job, out_fd: int) -> None:
     os._exit(code)
 
 
-def _signal_verdict(sig: int, cpu: float, limits: RunLimitsMsg, rss_mb: float) -> Outcome:
+def _signal_verdict(
+    sig: int,
+    cpu: float,
+    limits: RunLimitsMsg,
+    usage: tuple[float, float, float],
+    stderr: str,
+) -> Outcome:
+    """Why a child died of ``sig``: its CPU limit, its memory limit, or something else.
+
+    A refused allocation in native code rarely ends in a Python exception: C++ aborts on
+    an uncaught std::bad_alloc, XLA aborts on a buffer it could not allocate, others
+    dereference the null pointer. So a fatal signal is ``memory_limit`` when the child
+    said so on stderr, was near its limit in resident memory, or held so much data
+    (above what it was forked with) that one more state vector of its circuit would not
+    have fitted: every engine allocates at least one, most several.
+
+    Args:
+        usage: Peak resident MiB, peak data MiB above the fork, and the MiB of one
+            state vector of the job's circuit.
+    """
     name = signal.Signals(sig).name
+    rss_mb, data_mb, state_mb = usage
     cpu_cap = max(1, int(-(-limits.cpu_seconds // 1)))
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cpu_cap - 0.05):
         return Outcome(
@@ -269,11 +330,14 @@ def _signal_verdict(sig: int, cpu: float, limits: RunLimitsMsg, rss_mb: float) -
         )
     if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGKILL) and (
         rss_mb >= 0.9 * limits.memory_mb
+        or data_mb + state_mb > limits.memory_mb
+        or _says_out_of_memory(stderr)
     ):
         return Outcome(
             kind="sandbox",
             code="memory_limit",
-            message=f"killed by {name} at {rss_mb:.0f} MiB (limit {limits.memory_mb} MiB)",
+            message=f"killed by {name} at {rss_mb:.0f} MiB resident, {data_mb:.0f} MiB of "
+            f"data allocated (limit {limits.memory_mb} MiB)",
         )
     return Outcome(kind="sandbox", code="worker_died", message=f"the run was killed by {name}")
 
@@ -293,12 +357,18 @@ def serve(engines: dict[str, Engine | type[Engine]], proto_in: int, proto_out: i
                 write_frame(proto_out, _classify(exc))
                 continue
         r, w = os.pipe()
+        # The child's stderr, kept to tell a native out-of-memory abort from other deaths
+        # (then passed on to ours, where it went before).
+        err = os.memfd_create("qbus-job-stderr")
+        base_data_kib = _vm_kib("VmData:")  # the child's at fork; its limit is on top
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(r)
             os.close(proto_in)
             os.close(proto_out)
+            os.dup2(err, 2)
+            os.close(err)
             _child(engine, job, w)
         os.close(w)
         # Also set here (the child sets it too): whichever runs first, the group exists
@@ -308,17 +378,23 @@ def serve(engines: dict[str, Engine | type[Engine]], proto_in: int, proto_out: i
         deadline = start + job.limits.wall_seconds
         chunks: list[bytes] = []
         timed_out = False
+        peak_data_kib = 0
         while True:
             left = deadline - time.monotonic()
-            ready = select.select([r, proto_in], [], [], max(left, 0))[0] if left > 0 else []
+            wait = min(left, SAMPLE_SECONDS)
+            ready = select.select([r, proto_in], [], [], wait)[0] if left > 0 else []
             if not ready:
-                timed_out = True
-                break
+                if left <= 0:
+                    timed_out = True
+                    break
+                peak_data_kib = max(peak_data_kib, _vm_kib("VmData:", pid))
+                continue
             if proto_in in ready:
                 # The driver sends nothing while a job runs: readable means end of file,
                 # the executor is gone. The job goes with it rather than run on unwatched.
                 _kill_group(pid)
                 os.waitpid(pid, 0)
+                _pass_on(err)
                 return
             chunk = os.read(r, 1 << 20)
             if not chunk:
@@ -344,7 +420,11 @@ def serve(engines: dict[str, Engine | type[Engine]], proto_in: int, proto_out: i
             # kill above reaches a child that closed its pipe but kept running).
             outcome = answer
         elif os.WIFSIGNALED(status):
-            outcome = _signal_verdict(os.WTERMSIG(status), cpu, job.limits, rss_mb)
+            data_mb = max(0, peak_data_kib - base_data_kib) / 1024
+            state_mb = 16 * 2.0**job.request.circuit.num_qubits / 2**20
+            stderr = _read_tail(err, STDERR_TAIL).decode(errors="replace")
+            usage = (rss_mb, data_mb, state_mb)
+            outcome = _signal_verdict(os.WTERMSIG(status), cpu, job.limits, usage, stderr)
         else:
             outcome = Outcome(
                 kind="sandbox",
@@ -352,10 +432,32 @@ def serve(engines: dict[str, Engine | type[Engine]], proto_in: int, proto_out: i
                 message=f"the run exited with status {os.waitstatus_to_exitcode(status)} "
                 "and no result",
             )
+        _pass_on(err)
         outcome.peak_rss_mb = rss_mb
         outcome.cpu_seconds = cpu
         outcome.wall_seconds = wall
         write_frame(proto_out, outcome)
+
+
+def _read_tail(fd: int, size: int) -> bytes:
+    """The last ``size`` bytes of the file ``fd``."""
+    end = os.fstat(fd).st_size
+    return os.pread(fd, size, max(0, end - size))
+
+
+def _pass_on(fd: int) -> None:
+    """Copy a finished child's stderr (the file ``fd``) to ours, then close it."""
+    with contextlib.suppress(OSError):
+        offset, end = 0, os.fstat(fd).st_size
+        while offset < end:
+            chunk = os.pread(fd, min(end - offset, 1 << 20), offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(2, view) :]
+    os.close(fd)
 
 
 def _complete_outcome(data: bytes) -> Outcome | None:
