@@ -18,7 +18,7 @@ from qbus.consumers.tenants import TenantGate
 from qbus.engines.sweep import check_sweep
 from qbus.errors import CircuitError, QbusError, Refuse, Reject
 from qbus.frontends.bounds import clipped
-from qbus.frontends.parameters import check_parameters
+from qbus.frontends.parameters import check_angles, check_parameters
 from qbus.frontends.program import parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.observability import tracing
@@ -195,6 +195,10 @@ class IngestHandler:
                 code="no_measurements",
             )
         self._check_sandbox(job, circuit)
+        try:  # here, not at execution, where 1e308 overflows some engines' arithmetic
+            check_angles(circuit, job.parameters, job.sweep)
+        except CircuitError as exc:
+            raise Reject(exc.message, code=exc.code, where=exc.where) from exc
         missing = sorted(set(circuit.parameters) - set(job.parameters))
         if missing and job.method != "sweep":
             raise Reject(

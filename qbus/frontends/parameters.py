@@ -7,13 +7,22 @@ this module reads it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 import msgspec
 
 from qbus.errors import CircuitError
 from qbus.frontends.expr import evaluate, free_names
 from qbus.schemas.ir import Circuit
 
-__all__ = ["bind", "check_parameters"]
+__all__ = ["MAX_ANGLE", "bind", "check_angles", "check_parameters"]
+
+MAX_ANGLE = 1e12
+"""The largest gate angle (in magnitude) a job may give or bind. A double still resolves
+an angle of 1e12 rad to about 1e-4 rad, sums of a few such angles (``u3``'s
+``(phi + lambda) / 2``) stay far from overflow, and no real circuit turns further;
+at 1e308 the engines' arithmetic overflows to NaN, so such a job fails at execution."""
 
 
 def check_parameters(circuit: Circuit) -> None:
@@ -43,6 +52,41 @@ def check_parameters(circuit: Circuit) -> None:
                         code="undeclared_parameter",
                         where=f"$.ops[{i}].params",
                     )
+
+
+def check_angles(
+    circuit: Circuit, values: Mapping[str, float], points: Sequence[Mapping[str, float]] = ()
+) -> None:
+    """Raise unless every gate angle, every value bound to a parameter and every sweep
+    point's value is a finite number of magnitude at most ``MAX_ANGLE``. An expression
+    whose names all have values in ``values`` is evaluated and its value checked.
+
+    Raises:
+        CircuitError: ``invalid_parameter``, naming the value, the bound and where.
+    """
+    for name, value in values.items():
+        _check_angle(value, f"parameter {name!r}", f"$.parameters.{name}")
+    for n, point in enumerate(points):
+        for name, value in point.items():
+            _check_angle(value, f"sweep point {n}: {name!r}", f"$.sweep[{n}].{name}")
+    for i, op in enumerate(circuit.ops):
+        for p in op.params:
+            if isinstance(p, str):
+                if not free_names(p) <= values.keys():
+                    continue  # bound per sweep point, checked above
+                value = evaluate(p, dict(values))
+            else:
+                value = p
+            _check_angle(value, f"ops[{i}] ('{op.name}') angle", f"$.ops[{i}].params")
+
+
+def _check_angle(value: float, what: str, where: str) -> None:
+    if not math.isfinite(value) or abs(value) > MAX_ANGLE:
+        raise CircuitError(
+            f"{what} is {value:g}: angles must be finite and within ±{MAX_ANGLE:g}",
+            code="invalid_parameter",
+            where=where,
+        )
 
 
 def bind(circuit: Circuit, values: dict[str, float]) -> Circuit:
