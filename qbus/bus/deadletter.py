@@ -34,6 +34,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus import tenancy
+from qbus.bus.job_log import has_final
 from qbus.bus.jobstate import state_for
 from qbus.observability import metrics
 from qbus.schemas.events import (
@@ -286,18 +287,12 @@ class AdvisoryWatcher:
         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
             partial = _lenient.decode(data)
             if isinstance(partial.job_id, str) and is_valid_job_id(partial.job_id):
-                return await self._has_final(partial.job_id) or (
+                # A forged final event (docs/security.md) does not count as the job's end.
+                return await has_final(self.bus, partial.job_id) or (
                     isinstance(partial.event_id, str)
                     and await self._caused_any(partial.job_id, partial.event_id)
                 )
         return False
-
-    async def _has_final(self, job_id: str) -> bool:
-        try:
-            await self.bus.js.get_last_msg(self.bus.config.stream, self.bus.subjects.result(job_id))
-        except NotFoundError:
-            return False
-        return True
 
     async def _caused_any(self, job_id: str, event_id: str) -> bool:
         """Whether any stored event of ``job_id`` names ``event_id`` as its cause."""
