@@ -437,3 +437,13 @@ def test_a_quil_file_is_submitted_as_quil(tmp_path):
     path.write_text(BELL)
     submitted = job_from_file(path, shots=10)
     assert submitted.format == "quil" and submitted.source == BELL
+
+
+@pytest.mark.parametrize("text", ["DECLARE ro BIT[2]\nH 0\nCN", "DECLARE ro BIT[1]\nH\n"])
+def test_a_gate_on_no_qubits_is_a_syntax_error_not_a_crash(text: str) -> None:
+    # Found by tests/test_fuzz.py: pyQuil parses "CN" as a gate with no qubits and only
+    # refuses it (quil.GateError) when its instructions are built.
+    with pytest.raises(CircuitError) as caught:
+        parse_quil(text)
+    assert caught.value.code == "quil_syntax"
+    assert "at least" in str(caught.value) or "1 or more qubits" in str(caught.value)

@@ -394,9 +394,16 @@ class _Converter:
 
     def convert(self, program: Any) -> Circuit:
         base = self.base
-        for gate in program.defined_gates:
-            self.defgates[gate.name] = gate
-        instructions = list(program.instructions)
+        try:
+            # pyQuil builds its Python instructions from the parsed program only here,
+            # and refuses some that parsed (quil.GateError: a gate on no qubits …).
+            for gate in program.defined_gates:
+                self.defgates[gate.name] = gate
+            instructions = list(program.instructions)
+        except Exception as exc:  # quil's errors are native; none of them is ours
+            raise CircuitError(
+                f"Quil program refused: {str(exc)[:300]}", code="quil_syntax"
+            ) from exc
         # Declarations first, wherever they stand: Quil memory is program-wide. pyQuil
         # keeps them in a hash map (their order changes from run to run), so the clbit
         # layout follows a fixed rule instead: ``ro`` first, then by name.
