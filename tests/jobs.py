@@ -43,6 +43,18 @@ c = measure q;
 """
 
 
+BELL_IR = {
+    "num_qubits": 2,
+    "num_clbits": 2,
+    "ops": [
+        {"name": "h", "qubits": [0]},
+        {"name": "cx", "qubits": [0, 1]},
+        {"name": "measure", "qubits": [0, 1], "clbits": [0, 1]},
+    ],
+}
+"""The Bell circuit as a JSON IR document."""
+
+
 def job(source: str | None = None, **fields: object) -> JobSubmitted:
     return JobSubmitted(
         event_id=new_event_id(),

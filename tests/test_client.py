@@ -15,19 +15,9 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.errors import BusError, MissingOptionalLibraryError, SchemaError
 from qbus.schemas.events import JobCompleted, JobRejected
 from qbus.schemas.ir import Circuit
-from tests.jobs import QASM2_BELL, QASM3_GHZ
+from tests.jobs import BELL_IR, QASM2_BELL, QASM3_GHZ
 
 pytestmark = pytest.mark.timeout(120)
-
-BELL_IR = {
-    "num_qubits": 2,
-    "num_clbits": 2,
-    "ops": [
-        {"name": "h", "qubits": [0]},
-        {"name": "cx", "qubits": [0, 1]},
-        {"name": "measure", "qubits": [0, 1], "clbits": [0, 1]},
-    ],
-}
 
 
 def _bell_counts_ok(event: object, shots: int) -> None:

@@ -39,7 +39,7 @@ from qbus.schemas.events import FINAL_EVENTS, JobCompleted, JobRejected, decode
 from qbus.supervisor import Supervisor
 from qbus.verifier.log_audit import verify_log
 from tests.conftest import config_toml
-from tests.jobs import QASM2_BELL, QASM3_GHZ
+from tests.jobs import BELL_IR, QASM2_BELL, QASM3_GHZ
 
 INPUTS = int(os.environ.get("QBUS_FUZZ_INPUTS", "2000"))
 SEED = int(os.environ.get("QBUS_FUZZ_SEED", "20261207"))
@@ -47,17 +47,7 @@ ANSWER_WITHIN = 30.0  # seconds after the last publish
 
 pytestmark = pytest.mark.timeout(600 + INPUTS // 10)
 
-JSON_IR = json.dumps(
-    {
-        "num_qubits": 2,
-        "num_clbits": 2,
-        "ops": [
-            {"name": "h", "qubits": [0]},
-            {"name": "cx", "qubits": [0, 1]},
-            {"name": "measure", "qubits": [0, 1], "clbits": [0, 1]},
-        ],
-    }
-)
+JSON_IR = json.dumps(BELL_IR)
 QUIL_BELL = "DECLARE ro BIT[2]\nH 0\nCNOT 0 1\nMEASURE 0 ro[0]\nMEASURE 1 ro[1]\n"
 SOURCES = [(QASM2_BELL, "qasm2"), (QASM3_GHZ, "qasm3"), (JSON_IR, "json"), (QUIL_BELL, "quil")]
 
