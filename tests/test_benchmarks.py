@@ -164,3 +164,26 @@ def test_routing_benchmark_quick_run_prints_both_totals_and_the_ratio():
     # Auto's total can never beat the best choice per circuit measured in the same run.
     assert 0 < best_s <= auto_s
     assert float(ratio.split()[4]) == pytest.approx(auto_s / best_s, rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_flood_benchmark_measures_canaries_idle_and_under_a_flood():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "flood.py"),
+            "--flood",
+            "500",
+            "--canaries",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=230,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {ln.split(":")[0]: ln for ln in out.stdout.splitlines()}
+    assert lines["idle"].startswith("idle:  5 canaries")
+    assert "p99" in lines["flood"] and "ratio flood / idle" in lines
