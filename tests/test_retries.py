@@ -16,9 +16,9 @@ import pytest
 
 from qbus.bus.config import Config, RetriesConfig
 from qbus.bus.connection import Bus
-from qbus.bus.job_log import events_of
+from qbus.bus.job_log import events_of, has_final
 from qbus.consumers.pipeline import Pipeline
-from qbus.consumers.retry import RetryPolicy, find_request, job_ended
+from qbus.consumers.retry import RetryPolicy, find_request
 from qbus.engines import registry
 from qbus.errors import Retry
 from qbus.schemas.events import (
@@ -161,7 +161,7 @@ async def test_sandbox_worker_crash_is_retried_then_fails_with_its_code(flaky: B
 async def test_policy_reads_the_request_back_and_skips_ended_jobs(bus: Bus):
     """The policy against the real log: the wait, the request it re-issues, and no retry
     for a job that ended (a cancel, say) while it waited."""
-    policy = RetryPolicy(RETRIES, partial(find_request, bus), partial(job_ended, bus))
+    policy = RetryPolicy(RETRIES, partial(find_request, bus), partial(has_final, bus))
     request = ExecutionRequested(
         event_id=new_event_id(),
         job_id="ended-while-waiting",

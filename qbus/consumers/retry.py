@@ -24,7 +24,6 @@ import msgspec
 from nats.js import api as js_api
 
 from qbus.bus.config import RetriesConfig
-from qbus.bus.job_log import has_final
 from qbus.consumers.engine_failure import engine_failed
 from qbus.errors import Retry
 from qbus.observability import metrics
@@ -53,8 +52,8 @@ class RetryPolicy:
     Args:
         config: ``[retries]``.
         find_request: Reads the failed request back from the log (``find_request``).
-        job_ended: Whether a job already has its final event (``job_ended``): a job
-            cancelled or otherwise ended during the wait is not run again.
+        job_ended: Whether a job already has its final event (``job_log.has_final``):
+            a job cancelled or otherwise ended during the wait is not run again.
         clock: Seconds since the epoch (the failures' timestamps are on this clock).
     """
 
@@ -121,12 +120,6 @@ class RetryPolicy:
 
     def _give_up(self, failed: ExecutionFailed, why: str) -> JobFailed:
         return engine_failed(failed, f"{why}; last error: {failed.message}")
-
-
-async def job_ended(bus: Bus, job_id: str) -> bool:
-    """Whether ``job_id`` already has its one final event on ``qbus.result.<job>``; a
-    forged one does not count (``has_final``)."""
-    return await has_final(bus, job_id)
 
 
 async def find_request(

@@ -26,7 +26,7 @@ from qbus.consumers.audit import AuditStage
 from qbus.consumers.control import ExecutionGate, control_stage
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.ingest import IngestHandler
-from qbus.consumers.retry import RetryPolicy, find_request, job_ended
+from qbus.consumers.retry import RetryPolicy, find_request
 from qbus.consumers.rewrite import RewriteHandler
 from qbus.consumers.route import DEFAULT_ENGINE, RouteStage
 from qbus.consumers.tenants import TenantGate
@@ -128,7 +128,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                     ),
                     # Transient engine failures are run again (consumers/retry.py).
                     retry=RetryPolicy(
-                        config.retries, partial(find_request, bus), partial(job_ended, bus)
+                        config.retries, partial(find_request, bus), partial(has_final, bus)
                     ),
                 ),
                 # A cross-check runs a second engine: keep the batch from redelivery.
