@@ -93,6 +93,34 @@ async def test_a_used_job_id_is_refused_and_a_resent_submission_is_not(
     assert state is not None and state.status == "completed"
 
 
+async def test_a_job_id_rejected_at_ingest_is_still_used(bus: Bus, pipeline: Pipeline):
+    # The id's only event is the rejection on its result subject: the second submission's
+    # circuit.ingested is refused by the server's guard over the job's subjects.
+    (rejected,) = await run_jobs(bus, [owner := job("OPENQASM 2.0; frob q;")])
+    assert isinstance(rejected, JobRejected) and rejected.refusal is None
+    other = job(QASM2_BELL, job_id=owner.job_id)
+    await _send(bus, bus.subjects.submit, other, "after-rejection")
+    refused = await _refusal(bus, "after-rejection")
+    assert refused.code == "duplicate_job_id" and refused.causation_id == other.event_id
+    assert await _log_count(bus, bus.subjects.ingested(owner.job_id)) == 0
+    assert await count_results(bus, owner.job_id) == 1
+
+
+async def test_a_job_whose_subjects_hold_only_a_cancel_is_ingested(bus: Bus, pipeline: Pipeline):
+    # A cancel sent before its job arrives sits on qbus.control.<job>, inside the guard of
+    # the job's circuit.ingested: ingest looks again and takes the id, as no submission
+    # holds it. The job gets its one final event, and its sender no refusal.
+    early = job(QASM2_BELL, shots=20)
+    await _send(bus, bus.subjects.control(early.job_id), answer(early, Cancel, "test"), None)
+    await _send(bus, bus.subjects.submit, early, "after-cancel")
+    final = await wait_final(bus, early.job_id, timeout=30)
+    assert isinstance(final, JobCompleted | JobFailed), final
+    assert not (isinstance(final, JobFailed) and final.code == "duplicate_job_id")
+    assert await _log_count(bus, bus.subjects.ingested(early.job_id)) == 1
+    assert await _log_count(bus, bus.subjects.refused("after-cancel")) == 0
+    assert await count_results(bus, early.job_id) == 1
+
+
 async def test_two_new_submissions_racing_for_one_job_id_get_one_job_and_one_refusal(
     bus: Bus, pipeline: Pipeline
 ):

@@ -44,6 +44,10 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream error code for a failed expected-sequen
 # used job id, a stage racing another). Redeliveries of the same event are refused too
 # and recognised by their id (see StageRunner).
 FIRST_ONLY = (CircuitIngested, JobCompleted, JobFailed, JobRejected)
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+# The subject filter the expected-last check applies to (nats-server 2.11+); without it,
+# the message's own subject.
+EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _state_encoder = msgspec.json.Encoder()
 
 
@@ -356,7 +360,13 @@ class Bus:
         """
         headers = {"Nats-Msg-Id": event.event_id}
         if isinstance(event, FIRST_ONLY):
-            headers["Nats-Expected-Last-Subject-Sequence"] = "0"
+            headers[EXPECTED_LAST] = "0"
+        if isinstance(event, CircuitIngested):
+            # A job id is used by one submission: its circuit.ingested is refused when any
+            # subject of the job holds an event already (another submission's rejection or
+            # events), not only qbus.ingested.<job>. One check in the server's publish
+            # path instead of a read per submission (StageRunner handles the refusal).
+            headers[EXPECTED_SUBJECT] = self.subjects.job_kinds(event.job_id)
         if extra:
             headers.update(extra)
         if "traceparent" not in headers and tracing.enabled():
@@ -398,7 +408,7 @@ class Bus:
         With ``only_new`` the server refuses the write (``WRONG_LAST_SEQUENCE``) when the
         job has a state already.
         """
-        headers = {"Nats-Expected-Last-Subject-Sequence": "0"} if only_new else None
+        headers = {EXPECTED_LAST: "0"} if only_new else None
         return asyncio.ensure_future(
             self.js.publish(
                 f"$KV.{self.config.kv_jobs}.{job_id}",

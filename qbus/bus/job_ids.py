@@ -8,11 +8,15 @@ from nats.js.kv import KeyValue
 
 from qbus.bus.connection import Bus
 from qbus.bus.tenancy import tenant_of
-from qbus.schemas.events import JobSubmitted, decode
+from qbus.schemas.events import decode
 
 
 class JobIds:
-    """Tells ingest whether a submission's job id is held by another submission.
+    """Tells whether a job id is held by another submission than a given one.
+
+    Asked only when a cheaper sign says the id may be in use: the server refused a
+    ``circuit.ingested`` because a subject of the job holds an event
+    (``Bus.headers_for``), or an undecodable submission names a job.
 
     A job id is held once the job-state bucket has a state for it (written after the
     job's ``circuit.ingested``, or its ``job.rejected`` at ingest, is stored). Its holder
@@ -27,10 +31,6 @@ class JobIds:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._kv: KeyValue | None = None
-
-    async def held_by_other(self, job: JobSubmitted) -> bool:
-        """True when ``job.job_id`` belongs to a different submission than ``job``."""
-        return await self.held(job.job_id, job.event_id, job.tenant)
 
     async def held(self, job_id: str, event_id: str, tenant: str) -> bool:
         """True when ``job_id`` belongs to another submission than ``event_id`` of ``tenant``."""

@@ -29,7 +29,7 @@ from nats.js.errors import APIError
 
 from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
-from qbus.bus.connection import WRONG_LAST_SEQUENCE, Bus
+from qbus.bus.connection import EXPECTED_LAST, EXPECTED_SUBJECT, WRONG_LAST_SEQUENCE, Bus
 from qbus.bus.job_ids import JobIds
 from qbus.bus.job_log import REAL_FINAL_WAIT, first_stored
 from qbus.bus.jobstate import state_for
@@ -41,6 +41,7 @@ from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
     EVENT_TYPES,
     FINAL_EVENTS,
+    CircuitIngested,
     Event,
     JobFailed,
     JobRejected,
@@ -294,29 +295,15 @@ class StageRunner:
                 if getattr(result, "duplicate", False):
                     repeated.add(event.event_id)
             elif _is_first_only_conflict(result):
-                # The subject already holds this job's one ingested/final event.
-                existing = await self._existing(event)
-                if existing is not None and existing.event_id == event.event_id:
-                    # Ours: a copy from before a crash, or just stored after a forgery.
-                    stored.append((index, event))
-                    repeated.add(event.event_id)
+                # The job's subject already holds its one ingested/final event.
+                after = await self._after_conflict(outcomes[index][0], event)
+                if after is None:
+                    failed.add(index)
                 else:
-                    if isinstance(existing, FINAL_EVENTS):
-                        # Keep the job's state that of its real end, not of this run.
-                        stored.append((index, existing))
-                    metrics.SUPERSEDED.labels(self.stage, _tag(event)).inc()
-                    log.info(
-                        "stage %s: job %s already has its %s; dropping %s",
-                        self.stage,
-                        event.job_id,
-                        _tag(event),
-                        event.event_id,
-                    )
-                    refusal = await self._refuse_duplicate(outcomes[index][0], event)
-                    if refusal is False:
-                        failed.add(index)
-                    elif refusal is not None:
-                        stored.append((index, refusal))
+                    kept, already = after
+                    stored.extend((index, e) for e in kept)
+                    if already:
+                        repeated.add(event.event_id)
             elif isinstance(result, MaxPayloadError):
                 # Too big for any message: another delivery would only make it again.
                 failure = await self._too_large(outcomes[index][0], event)
@@ -365,6 +352,60 @@ class StageRunner:
                 stored_at = msg.metadata.timestamp.timestamp()
                 self._latency.observe(max(0.0, now - stored_at))
         self.processed += len(msgs)
+
+    async def _after_conflict(self, msg: Msg, event: Event) -> tuple[list[Event], bool] | None:
+        """What stands once the server refused ``event`` as not the first of its kind.
+
+        Returns:
+            The events to record as stored for the job (their states are written), and
+            whether ``event`` itself was there already; None when ``msg`` must be
+            delivered again.
+        """
+        existing = await self._existing(event)
+        if existing is not None and existing.event_id == event.event_id:
+            # Ours: a copy from before a crash, or just stored after a forgery.
+            return [event], True
+        if existing is None and isinstance(event, CircuitIngested):
+            # Its guard covers every subject of the job (Bus.headers_for): what is there
+            # may be no other submission's, e.g. a cancel sent before the job arrived.
+            claimed = await self._claim_job(event)
+            if claimed is not None:
+                return ([event], False) if claimed else None
+        kept = [existing] if isinstance(existing, FINAL_EVENTS) else []
+        # (a final event: keep the job's state that of its real end, not of this run)
+        metrics.SUPERSEDED.labels(self.stage, _tag(event)).inc()
+        log.info(
+            "stage %s: job %s already has its %s; dropping %s",
+            self.stage,
+            event.job_id,
+            _tag(event),
+            event.event_id,
+        )
+        refusal = await self._refuse_duplicate(msg, event)
+        if refusal is False:
+            return None
+        if refusal is not None:
+            kept.append(refusal)
+        return kept, False
+
+    async def _claim_job(self, event: CircuitIngested) -> bool | None:
+        """Store ``event`` guarded on its own subject only, when no other submission holds
+        its job id.
+
+        Returns:
+            True once stored; False when it could not be (deliver the input again); None
+            when the job id belongs to another submission.
+        """
+        cause, tenant = event.causation_id or "", tenancy.tenant_of(event)
+        try:
+            if await self.job_ids.held(event.job_id, cause, tenant):
+                return None
+            own = self.bus.subjects.for_event(event)
+            await self.bus.publish(event, headers={EXPECTED_SUBJECT: own})
+        except Exception:
+            log.warning("stage %s: cannot store %s", self.stage, event.event_id, exc_info=True)
+            return False
+        return True
 
     async def _refuse_duplicate(self, msg: Msg, event: Event) -> JobRejected | bool | None:
         """Answer a submission whose output lost the race for its job id.
@@ -422,7 +463,7 @@ class StageRunner:
             log.warning("stage %s: %s holds a forged event (%s)", self.stage, subject, forged)
             with contextlib.suppress(TimeoutError):
                 return await first_stored(self.bus, subject, REAL_FINAL_WAIT)
-            after = {"Nats-Expected-Last-Subject-Sequence": str(stored.seq)}
+            after = {EXPECTED_LAST: str(stored.seq), EXPECTED_SUBJECT: subject}
             await self.bus.publish(event, headers=after)
             # Its state too, here: the caller writes a stored-before event's only where
             # the job has none, and this one is new.

@@ -96,6 +96,16 @@ class Subjects:
     def ingested(self, job: str = "*") -> str:
         return f"{self.prefix}.ingested.{job}"
 
+    def job_kinds(self, job: str) -> str:
+        """Every ``<prefix>.<kind>.<job>`` subject: ingested, rewritten, executed, result,
+        anchored, control (and, by accident of naming, a tenant's or a refusal's subject
+        whose name equals ``job``).
+
+        What ``circuit.ingested`` is guarded on: a job id whose subjects already hold an
+        event was used before (docs/protocol.md, "Answers").
+        """
+        return f"{self.prefix}.*.{job}"
+
     def rewritten(self, job: str = "*") -> str:
         return f"{self.prefix}.rewritten.{job}"
 

@@ -8,7 +8,7 @@ the problem).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -42,8 +42,6 @@ class IngestHandler:
         limits: What one job may ask for.
         hypervisor: Sandbox caps; a job whose state cannot fit the memory cap is rejected.
         tenants: Per-tenant limits (the job's tenant comes from its submit subject).
-        held_by_other: Whether a submission's job id already belongs to another
-            submission (``qbus.bus.job_ids.JobIds``); None: job ids are not checked.
     """
 
     stage = "ingest"
@@ -53,12 +51,10 @@ class IngestHandler:
         limits: Limits | None = None,
         hypervisor: HypervisorConfig | None = None,
         tenants: TenantGate | None = None,
-        held_by_other: Callable[[JobSubmitted], Awaitable[bool]] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.hypervisor = hypervisor or HypervisorConfig()
         self.tenants = tenants or TenantGate()
-        self.held_by_other = held_by_other
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, JobSubmitted):
@@ -67,15 +63,6 @@ class IngestHandler:
                 f"only job.submitted may be sent to a submit subject, not {tag_of(type(event))}",
                 code="not_a_submission",
                 where="$.type",
-            )
-        if self.held_by_other is not None and await self.held_by_other(event):
-            # Checked before the program: whatever it holds, this job id is taken, and
-            # the job's own result subject belongs to the submission that took it.
-            raise Refuse(
-                f"job id {event.job_id!r} is already used by another submission; "
-                "submit under a new job id",
-                code="duplicate_job_id",
-                where="$.job_id",
             )
         with tracing.span("qbus.ingest parse", {"qbus.format": event.format}) as span:
             circuit, source_format = self._circuit(event)

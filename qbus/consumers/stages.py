@@ -14,7 +14,6 @@ from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
-from qbus.bus.job_ids import JobIds
 from qbus.bus.job_log import has_final
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
@@ -69,7 +68,6 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                     config.limits,
                     config.hypervisor,
                     TenantGate(config.tenants, partial(tenancy.running_jobs, bus)),
-                    JobIds(bus).held_by_other,
                 ),
             )
         case "rewrite":
