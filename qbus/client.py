@@ -36,10 +36,11 @@ from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
 from qbus.bus.job_log import events_of
 from qbus.bus.signing import Trust
+from qbus.bus.subjects import refusal_key
 from qbus.bus.tenancy import wait_tenant_result
 from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError, validation_path
 from qbus.observability import tracing
-from qbus.producers.submit import submit, wait_final
+from qbus.producers.submit import submit, wait_answer, wait_final
 from qbus.schemas.events import (
     Event,
     JobSubmitted,
@@ -255,13 +256,17 @@ class Job:
         job_id: Its id.
         sequence: The submission's sequence in the event log.
         traceparent: The W3C trace context it was submitted with.
+        event_id: The submission's event id ("" for a job submitted elsewhere).
     """
 
-    def __init__(self, client: Client, job_id: str, sequence: int, traceparent: str) -> None:
+    def __init__(
+        self, client: Client, job_id: str, sequence: int, traceparent: str, event_id: str = ""
+    ) -> None:
         self._client = client
         self.job_id = job_id
         self.sequence = sequence
         self.traceparent = traceparent
+        self.event_id = event_id
 
     def __repr__(self) -> str:
         return f"Job({self.job_id!r}, sequence={self.sequence})"
@@ -269,15 +274,23 @@ class Job:
     async def result(self, timeout: float = 60.0) -> Event:
         """The job's final event: JobCompleted, JobFailed or JobRejected.
 
+        For a job this client submitted, the refusal of its submission counts too: a
+        JobRejected with ``refusal`` set, e.g. ``duplicate_job_id`` when another
+        submission already holds the job id (docs/protocol.md, "Answers").
+
         Raises:
             TimeoutError: No final event within ``timeout`` seconds.
         """
+        bus = self._client.bus
+        key = refusal_key(self.event_id, self.sequence) if self.event_id else None
         if self._client.tenant:
             # A tenant may read only its own copy of the final event.
             return await wait_tenant_result(
-                self._client.bus, self._client.tenant, self.job_id, timeout
+                bus, self._client.tenant, self.job_id, timeout, refusal=key
             )
-        return await wait_final(self._client.bus, self.job_id, timeout=timeout)
+        if self.event_id:
+            return await wait_answer(bus, self.job_id, self.event_id, self.sequence, timeout)
+        return await wait_final(bus, self.job_id, timeout=timeout)
 
     async def events(
         self, *, follow: bool = True, timeout: float = 60.0
@@ -423,8 +436,9 @@ class Client:
                 (see ``circuit_fields``).
             shots, method, seed, engine, optimize, parameters, labels: See JobSubmitted.
             format: Format of text input.
-            job_id: Your own id (used once: a second submission under it is ignored);
-                a random one by default.
+            job_id: Your own id (used once: a second submission under it is refused,
+                and its ``result()`` is that ``duplicate_job_id`` refusal); a random one
+                by default.
             traceparent: W3C trace context to continue; a new trace by default.
             **options: Any other JobSubmitted field (``hypervisor``, ``memory_mb`` …), so
                 fields added to the protocol are usable without a client change. A sweep
@@ -473,7 +487,7 @@ class Client:
             attributes={tracing.JOB_ID: event.job_id, tracing.MESSAGE_ID: event.event_id},
         ) as headers:
             sequence = await submit(self.bus, event, headers=headers)
-        return Job(self, event.job_id, sequence, headers.get("traceparent", ""))
+        return Job(self, event.job_id, sequence, headers.get("traceparent", ""), event.event_id)
 
     def job(self, job_id: str) -> Job:
         """A handle on a job submitted elsewhere (its ``sequence`` is 0: unknown)."""

@@ -8,14 +8,18 @@ use) on ``qbus.refused.<key>``, keyed by its ``Nats-Msg-Id`` (docs/protocol.md, 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import msgspec
 import pytest
 
+from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.job_log import first_stored
+from qbus.cli.jobs import submit_and_wait
+from qbus.client import Client
 from qbus.consumers.pipeline import Pipeline
-from qbus.producers.submit import wait_final
+from qbus.producers.submit import job_from_file, wait_final
 from qbus.schemas.events import (
     Cancel,
     Event,
@@ -119,6 +123,30 @@ async def test_a_job_whose_subjects_hold_only_a_cancel_is_ingested(bus: Bus, pip
     assert await _log_count(bus, bus.subjects.ingested(early.job_id)) == 1
     assert await _log_count(bus, bus.subjects.refused("after-cancel")) == 0
     assert await count_results(bus, early.job_id) == 1
+
+
+async def test_a_client_and_the_cli_get_the_refusal_of_a_used_job_id_as_the_answer(
+    config: Config, bus: Bus, pipeline: Pipeline, tmp_path: Path
+):
+    # Before, the second submission's result() returned the first job's result: the
+    # refusal on qbus.refused.<its message id> was never looked at.
+    async with Client(config=config.bus) as client:
+        owner = await client.submit(QASM2_BELL, shots=50)
+        first = await owner.result(timeout=60)
+        assert isinstance(first, JobCompleted)
+        taker = await client.submit(QASM2_BELL, shots=60, job_id=owner.job_id)
+        answer = await taker.result(timeout=15)
+        assert isinstance(answer, JobRejected) and answer.code == "duplicate_job_id", answer
+        assert answer.refusal == taker.event_id and answer.causation_id == taker.event_id
+        # The owner's answer is still its own, and a resent submission is answered too.
+        assert await owner.result(timeout=5) == first
+    # ``qbus submit --wait`` under the used job id: the refusal, not the other's result.
+    program = tmp_path / "bell.qasm"
+    program.write_text(QASM2_BELL)
+    cli_job = job_from_file(program, job_id=owner.job_id, shots=70)
+    answer = await submit_and_wait(config, cli_job, timeout=15)
+    assert isinstance(answer, JobRejected) and answer.refusal == cli_job.event_id
+    assert answer.code == "duplicate_job_id"
 
 
 async def test_two_new_submissions_racing_for_one_job_id_get_one_job_and_one_refusal(

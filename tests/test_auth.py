@@ -246,6 +246,19 @@ async def test_a_tenant_cannot_take_or_hang_another_tenants_job(
             assert refused.tenant == "B" and refused.refusal == key
         again = await wait_tenant_result(tenant_a, "A", mine.job_id, timeout=5)
         assert again == finals[0]
+        # B's client, submitting under A's job id: its result() is its refusal, at once.
+        b_user = tenant_user("B")
+        b_config = _bus_config(
+            auth_server,
+            user=b_user,
+            password=auth_files.password(b_user),
+            inbox_prefix=tenant_inbox("B"),
+        )
+        async with Client(config=b_config, tenant="B") as client:
+            taken = await client.submit(QASM2_BELL, shots=10, job_id=mine.job_id)
+            answer = await taken.result(timeout=15)
+            assert isinstance(answer, JobRejected) and answer.code == "duplicate_job_id"
+            assert answer.refusal == taken.event_id and answer.tenant == "B"
     finally:
         await tenant_a.close()
         await tenant_b.close()

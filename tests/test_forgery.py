@@ -51,7 +51,12 @@ def signed(config: Config) -> Path:
 
 
 async def forge(
-    bus: Bus, job: Job, final: type[JobFailed | JobRejected], stage: str, code: str
+    bus: Bus,
+    job: Job,
+    final: type[JobFailed | JobRejected],
+    stage: str,
+    code: str,
+    **fields: object,
 ) -> int:
     """Publish a ``final`` event of ``job`` claiming to come from ``stage``, answering its
     submission, as anyone on the bus can: no signature, its fresh event id as the
@@ -65,6 +70,7 @@ async def forge(
         code=code,
         message="forged",
         stage=stage,
+        **fields,  # type: ignore[arg-type]
     )
     ack = await bus.js.publish(
         bus.subjects.for_event(event), encode(event), headers={"Nats-Msg-Id": event.event_id}
@@ -149,6 +155,11 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
         submitted = await client.submit(QASM2_BELL, shots=200, seed=5)
         await wait_routed(bus, submitted.job_id)
         seq = await forge(bus, submitted, JobRejected, "ingest", "qasm_syntax")
+        # And a refusal of its submission, which the client takes as an answer too.
+        key = submitted.event_id
+        refused = await forge(
+            bus, submitted, JobRejected, "ingest", "duplicate_job_id", refusal=key
+        )
         # And the state the executor's gate reads: the bucket is writable too.
         rejected = JobState(status="rejected", stage="ingest", event_id="forged", updated=0.0)
         kv = f"$KV.{bus.config.kv_jobs}.{submitted.job_id}"
@@ -167,7 +178,10 @@ async def test_forged_rejection_in_flight_is_skipped_and_the_job_runs(
             await asyncio.sleep(0.05)
         assert state is not None and state.status == "completed"
         report = await audited(bus, config)
-        assert [(p.check, p.seq) for p in report.problems] == [("unsigned_final", seq)]
+        assert [(p.check, p.seq) for p in report.problems] == [
+            ("unsigned_final", seq),
+            ("unsigned_final", refused),
+        ]
         # The job's events go on past the forged rejection to its real end.
         logged = [d.event async for d in client.job(submitted.job_id).events(follow=False)]
         assert JobRejected in [type(e) for e in logged]

@@ -6,9 +6,10 @@ Lives in the bus layer because the offline tools (replay, audit) and the produce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
@@ -54,22 +55,27 @@ async def events_of(
         await sub.unsubscribe()
 
 
-async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
-    """The first event stored on ``subject`` (a job's result, its anchor …), waiting up to
-    ``timeout`` seconds for one to arrive.
+async def stored_events(
+    bus: Bus, subjects: Sequence[str], timeout: float
+) -> AsyncIterator[tuple[str, Event]]:
+    """Yield (subject, event) of every event stored on ``subjects``, in log order: what
+    the log holds now, then what arrives, until ``timeout`` seconds after the call.
 
-    With the stages' public keys (``bus.trust``) a final event that no stage allowed to
-    write it signed, or a message that is no event, does not count: it is skipped, and
-    the wait goes on for the real one (qbus/bus/signing.py).
+    One ordered consumer reads all the subjects, so their events come in the order the
+    log stored them. With the stages' public keys (``bus.trust``) an event that no stage
+    allowed to write it signed, or a message that is no event, does not count: it is
+    skipped (qbus/bus/signing.py).
 
     Raises:
-        TimeoutError: Nothing stored there within ``timeout`` seconds.
+        TimeoutError: ``timeout`` seconds have passed (the iteration never ends otherwise).
     """
+    several = js_api.ConsumerConfig(filter_subjects=list(subjects)) if len(subjects) > 1 else None
     sub = await bus.js.subscribe(
-        subject,
+        subjects[0],
         stream=bus.config.stream,
         ordered_consumer=True,
         deliver_policy=js_api.DeliverPolicy.ALL,
+        config=several,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -77,11 +83,23 @@ async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
             left = max(deadline - time.monotonic(), 0.001)
             msg = await sub.next_msg(timeout=left)  # nats-py's TimeoutError is the builtin's
             forged = bus.trust and bus.trust.message_problem(msg.subject, msg.data, msg.headers)
-            if not forged:
-                return decode(msg.data)
-            log.warning("%s: skipping a forged event (%s)", subject, forged)
+            if forged:
+                log.warning("%s: skipping a forged event (%s)", msg.subject, forged)
+                continue
+            yield msg.subject, decode(msg.data)
     finally:
         await sub.unsubscribe()
+
+
+async def first_stored(bus: Bus, subject: str, timeout: float) -> Event:
+    """The first event stored on ``subject`` (a job's result, its anchor …), waiting up to
+    ``timeout`` seconds for one to arrive; a forged one is skipped (``stored_events``).
+
+    Raises:
+        TimeoutError: Nothing stored there within ``timeout`` seconds.
+    """
+    async with contextlib.aclosing(stored_events(bus, [subject], timeout)) as events:
+        return (await anext(events))[1]
 
 
 REAL_FINAL_WAIT = 0.2

@@ -25,7 +25,22 @@ from qbus.schemas.events import (
     JobSubmitted,
     Reroute,
     ResultAnchored,
+    is_valid_job_id,
 )
+
+
+def refusal_key(msg_id: str, seq: int) -> str:
+    """The key a refusal of a message is published under (``<prefix>.refused.<key>``).
+
+    The message's ``Nats-Msg-Id`` when it is a subject token like a job id
+    (``[A-Za-z0-9_-]{1,64}``) and does not start with ``seq-``; else ``seq-<seq>``, the
+    message's stream sequence, which the sender's publish ack reports. A sender computes
+    it from what it sent; ingest from what it received (docs/protocol.md, "Answers").
+    """
+    if is_valid_job_id(msg_id) and not msg_id.startswith("seq-"):
+        return msg_id
+    return f"seq-{seq}"
+
 
 STAGE_NAMES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "anchor", "control")
 """The stages, each a durable consumer on the stream (``qbus stage NAME``)."""

@@ -18,6 +18,8 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import msgspec
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from qbus.bus.jobstate import FINAL_STATUSES, decode_state
 from qbus.schemas.events import (
@@ -138,18 +140,32 @@ async def running_jobs(bus: Bus, tenant: str, also: set[str] | frozenset = froze
     return running
 
 
-async def wait_tenant_result(bus: Bus, tenant: str, job_id: str, timeout: float = 60.0) -> Event:
+async def wait_tenant_result(
+    bus: Bus, tenant: str, job_id: str, timeout: float = 60.0, *, refusal: str | None = None
+) -> Event:
     """A tenant's wait for its job's final event, with only the tenant's permissions.
 
     Subscribes to ``<prefix>_tenant.<tenant>.result.<job>`` first, then asks for the stored
     copy (JetStream direct get, allowed for the tenant's own results), so a result
     published before the call is found and one published after it is delivered.
 
+    Args:
+        bus: The tenant's connection.
+        tenant: The tenant.
+        job_id: The job.
+        timeout: Seconds to wait.
+        refusal: The key of the submission's message (``Subjects.refusal_key``): its
+            refusal (``<prefix>_tenant.<tenant>.refused.<key>``, e.g. ``duplicate_job_id``
+            for a job id another tenant holds) is the answer too.
+
     Raises:
         TimeoutError: Nothing final within ``timeout`` seconds.
     """
-    subject = bus.subjects.tenant_result(tenant, job_id)
-    return await _wait_tenant_copy(bus, subject, f"result for job {job_id}", timeout)
+    subjects = [bus.subjects.tenant_result(tenant, job_id)]
+    if refusal is not None:
+        # Looked up first: a tenant's own earlier job under this id has a stored result.
+        subjects.insert(0, bus.subjects.tenant_refused(tenant, refusal))
+    return await _wait_tenant_copy(bus, subjects, f"result for job {job_id}", timeout)
 
 
 async def wait_tenant_refusal(bus: Bus, tenant: str, key: str, timeout: float = 60.0) -> Event:
@@ -160,25 +176,27 @@ async def wait_tenant_refusal(bus: Bus, tenant: str, key: str, timeout: float = 
         TimeoutError: No refusal within ``timeout`` seconds.
     """
     subject = bus.subjects.tenant_refused(tenant, key)
-    return await _wait_tenant_copy(bus, subject, f"refusal of message {key}", timeout)
+    return await _wait_tenant_copy(bus, [subject], f"refusal of message {key}", timeout)
 
 
-async def _wait_tenant_copy(bus: Bus, subject: str, what: str, timeout: float) -> Event:
-    """The first copy on a tenant ``subject``: the stored one, else the next to arrive."""
-    from nats.js.errors import NotFoundError
-
-    sub = await bus.nc.subscribe(subject, max_msgs=1)
+async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: float) -> Event:
+    """The first copy on the tenant ``subjects``: a stored one (in the order given), else
+    the next to arrive on any of them."""
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+    subs = [await bus.nc.subscribe(subject, cb=arrived.put) for subject in subjects]
     try:
-        try:
-            stored = await bus.js.get_last_msg(bus.config.tenant_stream, subject, direct=True)
+        for subject in subjects:
+            try:
+                stored = await bus.js.get_last_msg(bus.config.tenant_stream, subject, direct=True)
+            except NotFoundError:
+                continue
             return decode(stored.data)
-        except NotFoundError:
-            pass
         try:
-            msg = await sub.next_msg(timeout=timeout)
+            msg = await asyncio.wait_for(arrived.get(), timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"no {what} within {timeout} s") from exc
         return decode(msg.data)
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

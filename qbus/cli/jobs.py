@@ -29,7 +29,7 @@ from qbus.producers.open_options import (
     observable_from_text,
     observables_from_file,
 )
-from qbus.producers.submit import job_from_file, wait_final
+from qbus.producers.submit import job_from_file, wait_answer
 from qbus.producers.submit import submit as submit_job
 from qbus.schemas.enums import HYPERVISORS, METHODS, PRIORITIES
 from qbus.schemas.events import (
@@ -49,10 +49,11 @@ async def submit_and_wait(
 
     async with await Bus.connect(config.bus) as bus:
         bus.trust = load_trust(config)  # a final event counts only when a stage signed it
-        await submit_job(bus, job)
+        sequence = await submit_job(bus, job)
         click.echo(f"submitted {job.job_id}", err=True)
         if not echo_progress:
-            return await wait_final(bus, job.job_id, timeout)
+            # Its job's final event, or the refusal of the message (a used job id …).
+            return await wait_answer(bus, job.job_id, job.event_id, sequence, timeout)
         started = time.monotonic()
         final: Event | None = None
         async for seq, subject, event in events_of(bus, job.job_id, follow=True):

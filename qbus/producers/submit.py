@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import nats.js.errors
 
 from qbus.bus.connection import Bus
-from qbus.bus.job_log import first_stored
+from qbus.bus.job_log import first_stored, stored_events
+from qbus.bus.subjects import refusal_key
 from qbus.errors import BusError
 from qbus.observability import tracing
 from qbus.schemas.events import (
@@ -77,3 +79,45 @@ async def wait_final(bus: Bus, job_id: str, timeout: float = 60.0) -> Event:
         return await first_stored(bus, bus.subjects.result(job_id), timeout)
     except TimeoutError as exc:
         raise TimeoutError(f"no result for job {job_id} within {timeout} s") from exc
+
+
+async def wait_answer(
+    bus: Bus, job_id: str, event_id: str, sequence: int, timeout: float = 60.0
+) -> Event:
+    """Wait for the answer to a submission this sender published: its job's final event,
+    or the refusal of its message (docs/protocol.md, "Answers").
+
+    A submission that holds no job — one under a job id another submission already
+    used (``duplicate_job_id``) — is answered on ``<prefix>.refused.<key>`` only; the
+    job's result subject then holds the other submission's final event, which is not
+    this one's answer. The job is this submission's when its ``circuit.ingested`` answers
+    ``event_id`` (or, for a job ingest rejected, its rejection does). Forged events are
+    skipped as by ``wait_final``.
+
+    Args:
+        bus: The connection it was published on.
+        job_id: The submission's job id.
+        event_id: Its event id, sent as its ``Nats-Msg-Id``.
+        sequence: Its stream sequence (what ``submit`` returned).
+        timeout: Seconds to wait.
+
+    Raises:
+        TimeoutError: No answer within ``timeout`` seconds.
+    """
+    subjects = bus.subjects
+    refused = subjects.refused(refusal_key(event_id, sequence))
+    ingested = subjects.ingested(job_id)
+    watched = [subjects.result(job_id), refused, ingested]
+    ours: bool | None = None  # unknown until the job's ingested event is read
+    try:
+        async with contextlib.aclosing(stored_events(bus, watched, timeout)) as events:
+            while True:
+                subject, event = await anext(events)
+                if subject == refused:
+                    return event
+                if subject == ingested:
+                    ours = event.causation_id == event_id if ours is None else ours
+                elif ours or (ours is None and event.causation_id == event_id):
+                    return event
+    except TimeoutError as exc:
+        raise TimeoutError(f"no answer to job {job_id} within {timeout} s") from exc
