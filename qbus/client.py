@@ -39,12 +39,12 @@ from qbus.bus.signing import Trust
 from qbus.bus.subjects import refusal_key
 from qbus.bus.tenancy import wait_tenant_result
 from qbus.errors import MissingOptionalLibraryError, QbusError, SchemaError, validation_path
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.observability import tracing
 from qbus.producers.submit import submit, wait_answer, wait_final
 from qbus.schemas.events import (
     Event,
     JobSubmitted,
-    decode,
     is_valid_job_id,
     new_event_id,
     new_job_id,
@@ -231,8 +231,8 @@ class ResultStream:
                 await self.aclose()
                 raise StopAsyncIteration from None
             try:
-                event = decode(msg.data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                event = decode_event(msg.data)
+            except UNDECODABLE as exc:
                 log.warning("skipping undecodable event on %s: %s", msg.subject, exc)
                 continue
             trust = self._bus.trust

@@ -13,11 +13,21 @@ import time
 import pytest
 
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import events_of
+from qbus.bus.tenancy import wait_tenant_result
+from qbus.client import Client
 from qbus.consumers.audit import AuditStage
 from qbus.consumers.pipeline import Pipeline
 from qbus.frontends.bounds import MAX_JSON_DEPTH, nested_deeper_than, shallow, top_level_only
 from qbus.producers.submit import wait_final
-from qbus.schemas.events import JobCompleted, JobRejected, new_event_id, new_job_id
+from qbus.schemas.events import (
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    encode,
+    new_event_id,
+    new_job_id,
+)
 from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
 
@@ -160,6 +170,32 @@ async def test_an_integer_of_5000_digits_is_rejected_at_once(
     (good,) = await run_jobs(bus, [job(QASM2_BELL)])
     assert isinstance(good, JobCompleted)
     assert await _submit_count(bus) == 2
+
+
+async def test_readers_of_the_log_skip_a_forged_event_nested_1000_deep(bus: Bus) -> None:
+    # Without auth anyone can store such a payload on a job's subjects: every reader
+    # of the log (qbus status, Job.events, the result wait, the result stream, a
+    # tenant's copy) stopped with a RecursionError in msgspec. Now each skips it.
+    job_id = new_job_id()
+    failed = {"type": "job.failed", "event_id": new_event_id(), "job_id": job_id}
+    deep = _with_deep({**failed, "producer": "forger", "code": "x", "message": "x"}, "x", "@")
+    real = JobFailed(event_id=new_event_id(), job_id=job_id, producer="test", code="c", message="m")
+    for subject in (bus.subjects.ingested(job_id), bus.subjects.result(job_id)):
+        await bus.js.publish(subject, deep)
+    await bus.js.publish(bus.subjects.result(job_id), encode(real))
+    logged = [event async for _, _, event in events_of(bus, job_id, timeout=1.0)]
+    assert logged == [real]
+    assert await wait_final(bus, job_id, timeout=5) == real
+    async with Client(config=bus.config) as client:
+        async with client.results(start_sequence=1, idle_timeout=1.0) as stream:
+            assert [d.event async for d in stream] == [real]
+        assert [d.event async for d in client.job(job_id).events(follow=False)] == [real]
+    copy = bus.subjects.tenant_result("A", job_id)
+    await bus.js.publish(copy, deep)
+    with pytest.raises(TimeoutError):  # the junk copy is no answer: the wait goes on
+        await wait_tenant_result(bus, "A", job_id, timeout=0.5)
+    await bus.js.publish(copy, encode(real))
+    assert await wait_tenant_result(bus, "A", job_id, timeout=5) == real
 
 
 def test_depth_scanner_skips_strings_and_counts_both_bracket_kinds():

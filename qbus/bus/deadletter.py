@@ -36,13 +36,13 @@ from nats.js.errors import APIError, NotFoundError
 from qbus.bus import tenancy
 from qbus.bus.job_log import has_final
 from qbus.bus.jobstate import state_for
+from qbus.frontends.bounds import UNDECODABLE, decode_event, shallow
 from qbus.observability import metrics
 from qbus.schemas.events import (
     DeadLetter,
     Event,
     JobFailed,
     answer,
-    decode,
     derived_event_id,
     encode,
     is_valid_job_id,
@@ -107,11 +107,11 @@ def dead_letter_events(
     job_id = event_id = None
     if data is not None:
         try:
-            event = decode(data)
+            event = decode_event(data)
             job_id, event_id = event.job_id, event.event_id
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except UNDECODABLE:
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                partial = _lenient.decode(data)
+                partial = _lenient.decode(shallow(data))
                 job_id, event_id = partial.job_id, partial.event_id
     known_job = isinstance(job_id, str) and is_valid_job_id(job_id)
     letter = DeadLetter(
@@ -387,8 +387,8 @@ async def dead_letters(bus: Bus, timeout: float = 2.0) -> list[tuple[int, DeadLe
                 msg = await sub.next_msg(timeout=timeout)
             except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
                 break
-            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                event = decode(msg.data)
+            with contextlib.suppress(*UNDECODABLE):
+                event = decode_event(msg.data)
                 if isinstance(event, DeadLetter):
                     found.append((msg.metadata.sequence.stream, event))
             if msg.metadata.num_pending == 0:
@@ -453,8 +453,8 @@ async def replay(bus: Bus, letter: DeadLetter) -> tuple[str, int]:
     stored = await original_message(bus, letter)
     extra = {REPLAY_HEADER: letter.event_id}
     try:
-        event = decode(stored.data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        event = decode_event(stored.data)
+    except UNDECODABLE:
         event = None
     if event is None:
         msg_id = new_event_id()

@@ -15,7 +15,8 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from qbus.bus.connection import Bus
-from qbus.schemas.events import FINAL_EVENTS, Event, decode
+from qbus.frontends.bounds import UNDECODABLE, decode_event
+from qbus.schemas.events import FINAL_EVENTS, Event
 
 log = logging.getLogger("qbus.job_log")
 
@@ -42,7 +43,12 @@ async def events_of(
                 if follow:
                     continue
                 return
-            event = decode(msg.data)
+            try:
+                event = decode_event(msg.data)
+            except UNDECODABLE as exc:
+                # Junk on a job's subject (anyone can publish without auth): not its event.
+                log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
+                continue
             yield msg.metadata.sequence.stream, msg.subject, event
             if isinstance(event, FINAL_EVENTS) and not (
                 # A forged final event (qbus/bus/signing.py) is in the log, not the end.
@@ -86,7 +92,12 @@ async def stored_events(
             if forged:
                 log.warning("%s: skipping a forged event (%s)", msg.subject, forged)
                 continue
-            yield msg.subject, decode(msg.data)
+            try:
+                event = decode_event(msg.data)
+            except UNDECODABLE as exc:
+                log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
+                continue
+            yield msg.subject, event
     finally:
         await sub.unsubscribe()
 

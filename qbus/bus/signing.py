@@ -24,10 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from qbus.bus.config import Config
 from qbus.errors import ConfigError
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
@@ -35,7 +34,6 @@ from qbus.schemas.events import (
     JobCompleted,
     JobFailed,
     JobRejected,
-    decode,
 )
 
 if TYPE_CHECKING:
@@ -175,8 +173,8 @@ class Trust:
         """``problem`` for a stored message of a subject that holds final events; one
         that is no qbus event at all does not count either."""
         try:
-            event = decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            event = decode_event(payload)
+        except UNDECODABLE:
             return "not a qbus event"
         return self.problem(event, subject, payload, headers)
 

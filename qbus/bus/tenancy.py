@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,19 +24,21 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from qbus.bus.jobstate import FINAL_STATUSES, decode_state
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.events import (
     FINAL_EVENTS,
     CircuitIngested,
     Event,
     JobRejected,
     JobSubmitted,
-    decode,
     encode,
 )
 
 if TYPE_CHECKING:
     from qbus.bus.connection import Bus
     from qbus.bus.subjects import Subjects
+
+log = logging.getLogger("qbus.tenancy")
 
 
 def trusted_submission(event: Event, subject: str, subjects: Subjects) -> Event:
@@ -184,19 +188,35 @@ async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: f
     the next to arrive on any of them."""
     arrived: asyncio.Queue[Msg] = asyncio.Queue()
     subs = [await bus.nc.subscribe(subject, cb=arrived.put) for subject in subjects]
+    deadline = time.monotonic() + timeout
     try:
         for subject in subjects:
             try:
                 stored = await bus.js.get_last_msg(bus.config.tenant_stream, subject, direct=True)
             except NotFoundError:
                 continue
-            return decode(stored.data)
-        try:
-            msg = await asyncio.wait_for(arrived.get(), timeout)
-        except TimeoutError as exc:
-            raise TimeoutError(f"no {what} within {timeout} s") from exc
-        return decode(msg.data)
+            event = _tenant_copy(stored.subject, stored.data)
+            if event is not None:
+                return event
+        while True:
+            left = max(deadline - time.monotonic(), 0.001)
+            try:
+                msg = await asyncio.wait_for(arrived.get(), left)
+            except TimeoutError as exc:
+                raise TimeoutError(f"no {what} within {timeout} s") from exc
+            event = _tenant_copy(msg.subject, msg.data)
+            if event is not None:
+                return event
     finally:
         for sub in subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def _tenant_copy(subject: str, data: bytes) -> Event | None:
+    """The event of a tenant copy; None (logged) for a payload that is no event."""
+    try:
+        return decode_event(data)
+    except UNDECODABLE as exc:
+        log.warning("%s: skipping a message that is no event (%s)", subject, exc)
+        return None

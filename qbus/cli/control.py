@@ -18,6 +18,7 @@ from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.ledger import Ledger, LedgerStore
 from qbus.cli.context import config_of
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.events import (
     Cancel,
     ControlRejected,
@@ -25,7 +26,6 @@ from qbus.schemas.events import (
     ExecutionRequested,
     JobFailed,
     Reroute,
-    decode,
     new_event_id,
 )
 
@@ -45,8 +45,8 @@ async def send_control(bus: Bus, event: Reroute | Cancel, timeout: float) -> lis
 
     async def on_msg(msg) -> None:
         try:
-            got = decode(msg.data)
-        except Exception:
+            got = decode_event(msg.data)
+        except UNDECODABLE:
             return
         if got.causation_id == event.event_id:
             answers.append(got)

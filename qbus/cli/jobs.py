@@ -19,6 +19,7 @@ from qbus.cli.context import config_of
 from qbus.cli.control import follow_progress, job_progress
 from qbus.cli.exit import EXIT_CODES, TimedOut
 from qbus.errors import QasmSyntaxError, QbusError
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.frontends.program import parse_program
 from qbus.observability import tracing
 from qbus.producers.open_options import (
@@ -38,7 +39,6 @@ from qbus.schemas.events import (
     JobFailed,
     JobRejected,
     JobSubmitted,
-    decode,
 )
 from qbus.schemas.sweep import SweepPoint
 
@@ -447,7 +447,11 @@ def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
                 background.append(asyncio.create_task(follow_progress(bus, job_filter)))
             sub = await bus.nc.subscribe(bus.subjects.result(job_filter))
             async for msg in sub.messages:
-                event = decode(msg.data)
+                try:
+                    event = decode_event(msg.data)
+                except UNDECODABLE as exc:
+                    click.echo(f"{msg.subject}: not a qbus event ({exc})", err=True)
+                    continue
                 if as_json:
                     click.echo(msg.data.decode())
                     continue

@@ -46,8 +46,9 @@ from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.kv import read_value
 from qbus.bus.pull import PullConsumer
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.observability import metrics, tracing
-from qbus.schemas.events import JobCompleted, ResultAnchored, answer, decode
+from qbus.schemas.events import JobCompleted, ResultAnchored, answer
 from qbus.secrets import provider_from_config
 from qbus.secrets.base import SecretError
 from qbus.secrets.cached import CachedSecret
@@ -240,8 +241,8 @@ class AnchorStage:
 
     async def _take(self, msg: Msg) -> None:
         try:
-            event = decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            event = decode_event(msg.data)
+        except UNDECODABLE as exc:
             log.error("anchor: dropping unreadable %s: %s", msg.subject, exc)
             await msg.term()
             return

@@ -36,6 +36,7 @@ from qbus.bus.jobstate import FINAL_STATUSES, JobState
 from qbus.bus.ledger import JobStates, Ledger, LedgerStore
 from qbus.bus.runner import StageRunner
 from qbus.engines.registry import available_engines
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.router.capability import capability_filter
 from qbus.router.chunks import rerouted
 from qbus.schemas.events import (
@@ -47,7 +48,6 @@ from qbus.schemas.events import (
     JobFailed,
     Reroute,
     answer,
-    decode,
 )
 
 log = logging.getLogger("qbus.control")
@@ -381,7 +381,10 @@ async def last_event(bus: Bus, kind: str, job_id: str) -> Event | None:
             continue
     if not found:
         return None
-    return decode(max(found, key=lambda m: m.seq).data)
+    try:
+        return decode_event(max(found, key=lambda m: m.seq).data)
+    except UNDECODABLE:
+        return None  # junk stored there (without auth anyone can): no request to read
 
 
 def control_stage(bus: Bus, config: Config) -> StageRunner:

@@ -26,13 +26,13 @@ from nats.js import api as js_api
 from qbus.bus.config import RetriesConfig
 from qbus.consumers.engine_failure import engine_failed
 from qbus.errors import Retry
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.observability import metrics
 from qbus.schemas.events import (
     Event,
     ExecutionFailed,
     ExecutionRequested,
     JobFailed,
-    decode,
     derived_event_id,
 )
 
@@ -150,8 +150,8 @@ async def find_request(
             except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
                 return None
             try:
-                event = decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+                event = decode_event(msg.data)
+            except UNDECODABLE:
                 event = None
             if isinstance(event, ExecutionRequested) and event.event_id == failed.causation_id:
                 return event

@@ -26,6 +26,7 @@ from qbus.bus.runner import StageRunner
 from qbus.engines.base import NOISE_ENGINES, Engine
 from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import Reject
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.observability import metrics
 from qbus.router.cache import ResultCache, cache_key, reusable
 from qbus.router.capability import (
@@ -47,7 +48,6 @@ from qbus.schemas.events import (
     JobOptions,
     JobRejected,
     answer,
-    decode,
     derived_event_id,
 )
 from qbus.schemas.ir import Circuit
@@ -414,6 +414,6 @@ async def _last_execution(bus: Bus, job_id: str) -> Event | None:
     except Exception:
         return None
     try:
-        return decode(msg.data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        return decode_event(msg.data)
+    except UNDECODABLE:
         return None

@@ -19,13 +19,18 @@ import re
 from itertools import accumulate, repeat
 from operator import sub
 
+import msgspec
+
 from qbus.errors import QbusError
+from qbus.schemas.events import Event, decode
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "UNDECODABLE",
     "TooDeep",
     "check_json_depth",
     "clipped",
+    "decode_event",
     "nested_deeper_than",
     "shallow",
     "top_level_only",
@@ -98,6 +103,26 @@ def check_json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> None:
             f"the JSON nests arrays/objects more than {limit} levels deep; "
             f"the limit is {limit} (no qbus event needs more than a few)"
         )
+
+
+UNDECODABLE = (msgspec.DecodeError, TooDeep)
+"""What ``decode_event`` raises for a payload that is no event (msgspec's
+``ValidationError`` is a ``DecodeError``): catch this, not msgspec's errors alone."""
+
+
+def decode_event(data: bytes) -> Event:
+    """The event in ``data``, a payload read from the bus or the log, bounded first.
+
+    Every reader of stored events decodes through here: without auth anyone can store a
+    payload nested a thousand levels deep on any subject (a job's result, its ingested
+    event …), and msgspec would stop the reader with a ``RecursionError``.
+
+    Raises:
+        TooDeep: Nested deeper than ``MAX_JSON_DEPTH``.
+        msgspec.DecodeError: Not JSON, or (``msgspec.ValidationError``) no qbus event.
+    """
+    check_json_depth(data)
+    return decode(data)
 
 
 def top_level_only(data: bytes) -> bytes:

@@ -24,7 +24,8 @@ from nats.js import api as js_api
 from nats.js.errors import BucketNotFoundError
 
 from qbus.bus.kv import read_value
-from qbus.schemas.events import JobCompleted, JobOptions, decode, default_seed, encode
+from qbus.frontends.bounds import UNDECODABLE, decode_event
+from qbus.schemas.events import JobCompleted, JobOptions, default_seed, encode
 
 log = logging.getLogger("qbus.cache")
 
@@ -128,8 +129,8 @@ class ResultCache:
         if value is None:
             return None
         try:
-            event = decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+            event = decode_event(value)
+        except UNDECODABLE:
             log.warning("cache: unreadable entry %s ignored", key)
             return None
         return event if isinstance(event, JobCompleted) else None

@@ -39,7 +39,7 @@ import msgspec
 
 from qbus.bus.signing import HEADER, Trust, writers
 from qbus.bus.subjects import Subjects
-from qbus.frontends.bounds import TooDeep, check_json_depth
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.audit import AnchorStatus, AuditProblem, ChainEntry, EventRef, JobAudit
 from qbus.schemas.events import (
     CircuitIngested,
@@ -53,7 +53,6 @@ from qbus.schemas.events import (
     JobRejected,
     JobSubmitted,
     ResultAnchored,
-    decode,
 )
 from qbus.schemas.ir import circuit_hash
 from qbus.verifier import merkle
@@ -220,9 +219,8 @@ class LogChecker:
         try:
             # Bounded first: a payload nested too deep would stop the whole check with a
             # RecursionError; it is reported like any other undecodable payload instead.
-            check_json_depth(data)
-            event: Event | None = decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
+            event: Event | None = decode_event(data)
+        except UNDECODABLE as exc:
             event = None
             error = str(exc)
         where = _Seen(

@@ -35,13 +35,13 @@ from qbus.bus.connection import Bus
 from qbus.bus.job_log import events_of
 from qbus.engines.base import Engine
 from qbus.errors import QbusError
+from qbus.frontends.bounds import decode_event
 from qbus.schemas.events import (
     Event,
     ExecutionCompleted,
     ExecutionRequested,
     JobCompleted,
     JobFailed,
-    decode,
 )
 from qbus.verifier.audit_checks import describe_difference, result_fields, winning_chunks
 from qbus.verifier.chunks import chunk_result, join_chunks
@@ -309,7 +309,7 @@ async def _replay_cached(
         report.detail = f"cached from job {origin_id}, which cannot be replayed: {report.detail}"
         return report
     msg = await bus.js.get_msg(bus.config.stream, report.recorded_seq)
-    rec = decode(msg.data)
+    rec = decode_event(msg.data)
     assert isinstance(rec, ExecutionCompleted)
     mine, theirs = result_fields(cached), result_fields(rec)
     diffs = [
