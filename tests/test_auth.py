@@ -15,12 +15,22 @@ from qbus.bus.auth import AuthFiles, init_auth, tenant_inbox, tenant_user
 from qbus.bus.config import AuthConfig, BusConfig, Config, SecretsConfig, TenantLimits
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
+from qbus.bus.signing import generate_keys
 from qbus.bus.tenancy import wait_tenant_refusal, wait_tenant_result
 from qbus.client import Client
 from qbus.consumers.pipeline import Pipeline
 from qbus.errors import BusError
 from qbus.producers.submit import wait_final
-from qbus.schemas.events import CircuitIngested, JobCompleted, JobRejected, decode, encode
+from qbus.schemas.events import (
+    CircuitIngested,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    decode,
+    encode,
+    new_event_id,
+    new_job_id,
+)
 from tests.jobs import QASM2_BELL, QASM3_GHZ, job
 
 
@@ -76,15 +86,19 @@ class _Errors:
         raise AssertionError(f"no error containing {text!r}; got {self.seen}")
 
 
+def _tenant_config(server: NatsServer, files: AuthFiles, tenant: str) -> BusConfig:
+    user = tenant_user(tenant)
+    return _bus_config(
+        server, user=user, password=files.password(user), inbox_prefix=tenant_inbox(tenant)
+    )
+
+
 async def _tenant(
     server: NatsServer, files: AuthFiles, tenant: str, errors: _Errors | None = None
 ) -> Bus:
-    user = tenant_user(tenant)
-    config = _bus_config(
-        server, user=user, password=files.password(user), inbox_prefix=tenant_inbox(tenant)
-    )
     extra = {"error_cb": errors.record} if errors else {}
-    return await Bus.connect(config, name=user, **extra)
+    config = _tenant_config(server, files, tenant)
+    return await Bus.connect(config, name=tenant_user(tenant), **extra)
 
 
 @pytest.fixture
@@ -247,13 +261,7 @@ async def test_a_tenant_cannot_take_or_hang_another_tenants_job(
         again = await wait_tenant_result(tenant_a, "A", mine.job_id, timeout=5)
         assert again == finals[0]
         # B's client, submitting under A's job id: its result() is its refusal, at once.
-        b_user = tenant_user("B")
-        b_config = _bus_config(
-            auth_server,
-            user=b_user,
-            password=auth_files.password(b_user),
-            inbox_prefix=tenant_inbox("B"),
-        )
+        b_config = _tenant_config(auth_server, auth_files, "B")
         async with Client(config=b_config, tenant="B") as client:
             taken = await client.submit(QASM2_BELL, shots=10, job_id=mine.job_id)
             answer = await taken.result(timeout=15)
@@ -270,6 +278,42 @@ async def test_a_tenant_cannot_take_or_hang_another_tenants_job(
         assert state is not None and state.status == "completed"
     finally:
         await admin.close()
+
+
+async def test_a_tenant_client_with_the_stage_keys_skips_a_forged_copy(
+    auth_server: NatsServer, auth_files: AuthFiles, auth_config: Config
+) -> None:
+    # Tenant copies carried no stage signature and were taken as they were: a forged
+    # copy stored first was the tenant's answer. Now a copy carries its original's
+    # signature and a client with the stages' keys skips one that does not verify.
+    public = generate_keys(auth_config.state_dir)
+    job_id = new_job_id()
+    forged = JobFailed(
+        event_id=new_event_id(),
+        job_id=job_id,
+        producer="qbus.verify",
+        code="engine_error",
+        message="forged",
+        stage="verify",
+        tenant="A",
+    )
+    tenant_config = _tenant_config(auth_server, auth_files, "A")
+    async with (
+        Pipeline(auth_config) as pipeline,
+        await Bus.connect(auth_config.bus) as admin,
+        Client(config=tenant_config, tenant="A", trusted_keys=public) as client,
+    ):
+        await admin.js.publish(  # the operator's user may; a tenant's may not
+            admin.subjects.tenant_result("A", job_id),
+            encode(forged),
+            headers={"Nats-Msg-Id": forged.event_id},
+        )
+        submitted = await client.submit(QASM2_BELL, shots=100, job_id=job_id)
+        final = await submitted.result(timeout=60)
+        assert isinstance(final, JobCompleted) and final.tenant == "A", final
+        # Read again: the stored copy is the real one, and it verifies.
+        assert await client.job(job_id).result(timeout=5) == final
+        pipeline.check()
 
 
 async def test_wrong_password_and_stage_limits(

@@ -22,6 +22,7 @@ from qbus.bus.connection import Bus
 from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
 from qbus.cli.control import send_control
+from qbus.cli.jobs import watch_line
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
 from qbus.producers.submit import wait_final
@@ -34,6 +35,7 @@ from qbus.schemas.events import (
     decode,
     encode,
     new_event_id,
+    new_job_id,
 )
 from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.conftest import config_toml
@@ -99,17 +101,22 @@ async def wait_routed(bus: Bus, job_id: str) -> None:
     raise AssertionError(f"job {job_id} not routed: {state}")
 
 
-def cli_audit(config: Config) -> subprocess.CompletedProcess:
+def cli(config: Config, *args: str) -> subprocess.CompletedProcess:
+    """``qbus ARGS`` against the test's bus, with its state directory (and keys)."""
     path = Path(config.state_dir) / "qbus.toml"
     path.write_text(config_toml(config))
     env = {**os.environ, "QBUS_CONFIG": str(path), "QBUS_STATE_DIR": config.state_dir}
     return subprocess.run(
-        [sys.executable, "-m", "qbus", "audit", "verify", "--no-chain"],
+        [sys.executable, "-m", "qbus", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def cli_audit(config: Config) -> subprocess.CompletedProcess:
+    return cli(config, "audit", "verify", "--no-chain")
 
 
 async def test_forged_failure_after_completion_fails_the_audit(
@@ -222,6 +229,40 @@ async def test_a_signed_run_of_every_kind_of_end_audits_clean(
         # Four final events and the one run's ExecutionCompleted.
         assert report.signatures_checked == 5
         pipeline.check()
+
+
+async def test_status_and_watch_show_a_forged_final_as_forged(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # qbus status read the log without the stages' keys and stopped at the forged final
+    # as the job's end; qbus watch printed it as the job's result.
+    job_id = new_job_id()
+    watched = await bus.nc.subscribe(bus.subjects.result(job_id))  # what qbus watch reads
+    forged = JobFailed(
+        event_id=new_event_id(),
+        job_id=job_id,
+        producer="qbus.verify",
+        code="engine_error",
+        message="forged by anyone",
+        stage="verify",
+    )
+    subject = bus.subjects.result(job_id)
+    ack = await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": forged.event_id})
+    real = msgspec.structs.replace(forged, event_id=new_event_id(), message="the real end")
+    bus.signer = Signer.from_secret("verify", (signed.parent / "verify").read_text().strip())
+    await bus.publish(real, headers={"Nats-Expected-Last-Subject-Sequence": str(ack.seq)})
+    state = JobState(status="failed", stage="verify", event_id=real.event_id, updated=0.0)
+    await (await bus.put_state_async(job_id, state))
+    trust = load_trust(config)
+    lines = [watch_line(trust, await watched.next_msg(timeout=5), False) for _ in range(2)]
+    assert "FORGED (no stage signature" in lines[0][0] and lines[0][1]  # on stderr
+    assert "FORGED" not in lines[1][0] and "the real end" in lines[1][0] and not lines[1][1]
+    status = cli(config, "status", job_id)
+    assert status.returncode == 0, status.stderr
+    shown = [line for line in status.stdout.splitlines() if line.startswith("#")]
+    assert len(shown) == 2, status.stdout
+    assert "forged by anyone" in shown[0] and "FORGED (no stage signature" in shown[0]
+    assert "the real end" in shown[1] and "FORGED" not in shown[1]
 
 
 def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
@@ -21,12 +22,33 @@ from qbus.schemas.events import FINAL_EVENTS, Event
 log = logging.getLogger("qbus.job_log")
 
 
-async def events_of(
-    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
-) -> AsyncIterator[tuple[int, str, Event]]:
-    """Yield (sequence, subject, event) of every stored event of a job, in log order.
+@dataclass(frozen=True)
+class Logged:
+    """One stored event of a job, and whether it counts.
 
-    With ``follow`` the iterator waits for new events until the job's final event.
+    Attributes:
+        seq: Its stream sequence.
+        subject: Its subject.
+        event: The event.
+        forged: Why it does not count, with the stages' public keys (``bus.trust``):
+            no stage allowed to write it signed it (qbus/bus/signing.py); None when it
+            counts or nothing is checked.
+    """
+
+    seq: int
+    subject: str
+    event: Event
+    forged: str | None = None
+
+
+async def logged_events(
+    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
+) -> AsyncIterator[Logged]:
+    """Every stored event of a job, in log order, each with its provenance checked.
+
+    With ``follow`` the iterator waits for new events until the job's final event: one
+    that counts, so a forged final is yielded (marked) and the iteration goes on to the
+    real end. A message that is no event is skipped.
     """
     sub = await bus.js.subscribe(
         bus.subjects.result(job_id),
@@ -48,17 +70,28 @@ async def events_of(
             except UNDECODABLE as exc:
                 # Junk on a job's subject (anyone can publish without auth): not its event.
                 log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
-                continue
-            yield msg.metadata.sequence.stream, msg.subject, event
-            if isinstance(event, FINAL_EVENTS) and not (
-                # A forged final event (qbus/bus/signing.py) is in the log, not the end.
-                bus.trust and bus.trust.problem(event, msg.subject, msg.data, msg.headers)
-            ):
-                return
+            else:
+                trust = bus.trust
+                forged = trust.problem(event, msg.subject, msg.data, msg.headers) if trust else None
+                yield Logged(msg.metadata.sequence.stream, msg.subject, event, forged)
+                if isinstance(event, FINAL_EVENTS) and forged is None:
+                    return
             if not follow and msg.metadata.num_pending == 0:
                 return
     finally:
         await sub.unsubscribe()
+
+
+async def events_of(
+    bus: Bus, job_id: str, *, follow: bool = False, timeout: float = 5.0
+) -> AsyncIterator[tuple[int, str, Event]]:
+    """Yield (sequence, subject, event) of every stored event of a job, in log order
+    (``logged_events`` without the provenance: forged events included)."""
+    async with contextlib.aclosing(
+        logged_events(bus, job_id, follow=follow, timeout=timeout)
+    ) as logged:
+        async for item in logged:
+            yield item.seq, item.subject, item.event
 
 
 async def stored_events(

@@ -106,6 +106,18 @@ class Signer:
         signature = self._key.sign(_signed_bytes(subject, msg_id, payload))
         return f"{self.stage}:{base64.b64encode(signature).decode()}"
 
+    def copy_headers(self, event: Event, origin: str, payload: bytes) -> dict[str, str]:
+        """Headers for a copy of ``event`` (``payload``, first stored on ``origin``) kept
+        elsewhere, such as a tenant's copy of its final event: the event id as the
+        ``Nats-Msg-Id``, and, when this stage wrote the event, the signature the original
+        carries (over ``origin``), so a reader verifies the copy as the original
+        (``Trust.problem`` with ``origin``). Ed25519 signatures are deterministic: it is
+        the same header, byte for byte."""
+        headers = {"Nats-Msg-Id": event.event_id}
+        if _produced_by(event.producer, self.stage):
+            headers[HEADER] = self.header(origin, event.event_id, payload)
+        return headers
+
 
 class Trust:
     """The stages' public keys: who may have written a message.

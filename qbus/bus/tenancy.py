@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from qbus.bus.jobstate import FINAL_STATUSES, decode_state
@@ -92,11 +94,7 @@ async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
         # A refusal holds no job: no index key to drop, and the copy goes to the
         # tenant's refusal subject, not to the result subject of a job it may not own.
         subject = bus.subjects.tenant_refused(tenant, event.refusal)
-        return [
-            asyncio.ensure_future(
-                bus.js.publish(subject, encode(event), headers={"Nats-Msg-Id": event.event_id})
-            )
-        ]
+        return [asyncio.ensure_future(_publish_copy(bus, subject, event))]
     kv_subject = f"$KV.{bus.config.kv_jobs}.{index_key(tenant, event.job_id)}"
     if isinstance(event, CircuitIngested):
         return [asyncio.ensure_future(bus.js.publish(kv_subject, b"running"))]
@@ -104,14 +102,20 @@ async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
         return [
             asyncio.ensure_future(bus.js.publish(kv_subject, b"", headers={"KV-Operation": "DEL"})),
             asyncio.ensure_future(
-                bus.js.publish(
-                    bus.subjects.tenant_result(tenant, event.job_id),
-                    encode(event),
-                    headers={"Nats-Msg-Id": event.event_id},
-                )
+                _publish_copy(bus, bus.subjects.tenant_result(tenant, event.job_id), event)
             ),
         ]
     return []
+
+
+def _publish_copy(bus: Bus, subject: str, event: Event) -> Awaitable[PubAck]:
+    """Store a tenant's copy of ``event`` on ``subject``: the same bytes and message id as
+    the original, and its stage signature, so a tenant's client verifies the copy."""
+    payload = encode(event)
+    headers = {"Nats-Msg-Id": event.event_id}
+    if bus.signer is not None:
+        headers = bus.signer.copy_headers(event, bus.subjects.for_event(event), payload)
+    return bus.js.publish(subject, payload, headers=headers)
 
 
 async def running_jobs(bus: Bus, tenant: str, also: set[str] | frozenset = frozenset()) -> set[str]:
@@ -195,7 +199,7 @@ async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: f
                 stored = await bus.js.get_last_msg(bus.config.tenant_stream, subject, direct=True)
             except NotFoundError:
                 continue
-            event = _tenant_copy(stored.subject, stored.data)
+            event = _tenant_copy(bus, stored.subject, stored.data, stored.headers)
             if event is not None:
                 return event
         while True:
@@ -204,7 +208,7 @@ async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: f
                 msg = await asyncio.wait_for(arrived.get(), left)
             except TimeoutError as exc:
                 raise TimeoutError(f"no {what} within {timeout} s") from exc
-            event = _tenant_copy(msg.subject, msg.data)
+            event = _tenant_copy(bus, msg.subject, msg.data, msg.headers)
             if event is not None:
                 return event
     finally:
@@ -213,10 +217,20 @@ async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: f
                 await sub.unsubscribe()
 
 
-def _tenant_copy(subject: str, data: bytes) -> Event | None:
-    """The event of a tenant copy; None (logged) for a payload that is no event."""
+def _tenant_copy(
+    bus: Bus, subject: str, data: bytes, headers: Mapping[str, str] | None
+) -> Event | None:
+    """The event of a tenant copy; None (logged) for a payload that is no event, or, with
+    the stages' public keys (``bus.trust``), for a copy that does not verify as the
+    original it copies (signed over the original's subject: ``Signer.copy_headers``)."""
     try:
-        return decode_event(data)
+        event = decode_event(data)
     except UNDECODABLE as exc:
         log.warning("%s: skipping a message that is no event (%s)", subject, exc)
         return None
+    trust = bus.trust
+    forged = trust and trust.problem(event, bus.subjects.for_event(event), data, headers)
+    if forged:
+        log.warning("%s: skipping a forged copy (%s)", subject, forged)
+        return None
+    return event

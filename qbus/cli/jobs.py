@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 import msgspec
+from nats.aio.msg import Msg
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-from qbus.bus.job_log import events_of
-from qbus.bus.signing import load_trust
+from qbus.bus.job_log import events_of, logged_events
+from qbus.bus.signing import Trust, load_trust
 from qbus.cli.context import config_of
 from qbus.cli.control import follow_progress, job_progress
 from qbus.cli.exit import EXIT_CODES, TimedOut
@@ -397,6 +398,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
     async def go() -> int:
         async with await Bus.connect(config.bus) as bus:
+            bus.trust = load_trust(config)  # a forged event is shown as forged
             state = await bus.job_state(job_id)
             if state is None:
                 click.echo(f"job {job_id}: not known to this bus", err=True)
@@ -408,13 +410,18 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
             )
             if (progress := await job_progress(bus, job_id)) is not None:
                 click.echo(f"  {progress}")  # a long job's chunks (docs/long-jobs.md)
-            async for seq, subject, event in events_of(bus, job_id, timeout=1.0):
+            async for logged in logged_events(bus, job_id, timeout=1.0):
+                seq, subject, event = logged.seq, logged.subject, logged.event
                 if as_json:
                     click.echo(msgspec.json.encode(event).decode())
-                else:
-                    click.echo(
-                        f"#{seq:<6} {subject:<44} {event.__struct_config__.tag}  {_summary(event)}"
-                    )
+                    if logged.forged:
+                        click.echo(f"#{seq}: FORGED ({logged.forged})", err=True)
+                    continue
+                forged = f"  FORGED ({logged.forged})" if logged.forged else ""
+                click.echo(
+                    f"#{seq:<6} {subject:<44} {event.__struct_config__.tag}  "
+                    f"{_summary(event)}{forged}"
+                )
             return 0
 
     sys.exit(asyncio.run(go()))
@@ -442,24 +449,35 @@ def watch(ctx: click.Context, job_filter: str, as_json: bool) -> None:
 
     async def go() -> None:
         async with await Bus.connect(config.bus) as bus:
+            bus.trust = load_trust(config)  # a forged final is shown as forged
             background: list[asyncio.Task] = []
             if job_filter != "*" and not as_json:
                 background.append(asyncio.create_task(follow_progress(bus, job_filter)))
             sub = await bus.nc.subscribe(bus.subjects.result(job_filter))
             async for msg in sub.messages:
-                try:
-                    event = decode_event(msg.data)
-                except UNDECODABLE as exc:
-                    click.echo(f"{msg.subject}: not a qbus event ({exc})", err=True)
-                    continue
-                if as_json:
-                    click.echo(msg.data.decode())
-                    continue
-                tag = event.__struct_config__.tag
-                click.echo(f"{time.strftime('%H:%M:%S')} {event.job_id} {tag} {_summary(event)}")
+                line, err = watch_line(bus.trust, msg, as_json)
+                click.echo(line, err=err)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+
+
+def watch_line(trust: Trust | None, msg: Msg, as_json: bool) -> tuple[str, bool]:
+    """What ``qbus watch`` prints for a message on a result subject, and whether it goes
+    to stderr: a final event (its JSON with ``as_json``), or, to stderr, a message that is
+    no event or a final event that no stage allowed to write it signed (``trust``: the
+    stages' public keys): that one is not the job's end."""
+    try:
+        event = decode_event(msg.data)
+    except UNDECODABLE as exc:
+        return f"{msg.subject}: not a qbus event ({exc})", True
+    tag = event.__struct_config__.tag
+    forged = trust.problem(event, msg.subject, msg.data, msg.headers) if trust else None
+    if forged:
+        return f"{event.job_id} {tag} FORGED ({forged}): not the job's end", True
+    if as_json:
+        return msg.data.decode(), False
+    return f"{time.strftime('%H:%M:%S')} {event.job_id} {tag} {_summary(event)}", False
 
 
 # -- tools ------------------------------------------------------------------------------
