@@ -17,12 +17,14 @@ import jsonschema
 import nats
 import pytest
 
+from qbus.bus import signing
 from qbus.bus.config import Config
 from qbus.bus.subjects import Subjects
 from qbus.consumers.pipeline import Pipeline
 from qbus.schemas.asyncapi import (
     JSON_SCHEMA_DIALECT,
     REGEN_COMMAND,
+    SIGNATURE_HEADER,
     asyncapi_document,
     schema_files,
     write_schema_files,
@@ -118,28 +120,37 @@ def test_asyncapi_document_covers_every_event_and_subject():
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(node, dict) and part in node, f"dangling {ref}"
             node = node[part]
-    # Every event is on exactly one channel, and channel addresses are the real subjects.
+    # Every event is on a channel, and channel addresses are the real subjects.
     channels = doc["channels"]
-    on_channels = [m for c in channels.values() for m in c["messages"]]
-    assert sorted(on_channels) == sorted(t.__name__ for t in EVENT_TYPES)
+    on_channels = {m for c in channels.values() for m in c["messages"]}
+    assert on_channels == {t.__name__ for t in EVENT_TYPES}
     s = Subjects("qbus")
     addresses = {c["address"] for c in channels.values()}
     assert addresses == {
         s.submit,
+        s.submit_for("{tenant}"),
+        s.refused("{key}"),
+        s.tenant_refused("{tenant}", "{key}"),
         s.ingested("{job}"),
         s.rewritten("{job}"),
         s.exec("{engine}", "{job}"),
         s.executed("{job}"),
         s.result("{job}"),
+        s.tenant_result("{tenant}", "{job}"),
         s.anchored("{job}"),
         s.control("{job}"),
         s.dlq("{stage}", "{job}"),
     }
+    # A refusal is a job.rejected on its own channel, and so are the tenants' copies.
+    assert set(channels["refused"]["messages"]) == {"JobRejected"}
+    assert set(channels["tenantResult"]["messages"]) == set(channels["result"]["messages"])
     for channel in channels.values():
         params = set(re.findall(r"{(\w+)}", channel["address"]))
         assert params == set(channel.get("parameters", {}))
     headers = doc["components"]["messageTraits"]["natsHeaders"]["headers"]["properties"]
-    assert {"Nats-Msg-Id", "traceparent"} <= set(headers)
+    assert {"Nats-Msg-Id", "traceparent", SIGNATURE_HEADER} <= set(headers)
+    assert SIGNATURE_HEADER == signing.HEADER
+    assert re.fullmatch(headers[SIGNATURE_HEADER]["pattern"], "verify:" + "A" * 86 + "==")
 
 
 def _readme_recipe() -> tuple[str, dict[str, str], bytes, str]:

@@ -8,7 +8,8 @@ The AsyncAPI document is built here by hand rather than with FastStream: FastStr
 derives AsyncAPI only from its own broker/subscriber objects, and qbus's stages use
 nats-py directly (docs/architecture.md). The document describes channels (subjects with
 their ``{job}`` / ``{engine}`` parameters), the messages on each, the operations a
-client or stage performs, and the NATS headers (``Nats-Msg-Id``, ``traceparent``).
+client or stage performs, and the NATS headers (``Nats-Msg-Id``, ``traceparent``,
+``Qbus-Signature``).
 No I/O except in ``write_schema_files``.
 """
 
@@ -41,14 +42,45 @@ from qbus.schemas.events import (
     tag_of,
 )
 
+SIGNATURE_HEADER = "Qbus-Signature"
+"""The stage-signature header (qbus/bus/signing.py ``HEADER``, which is this value)."""
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.json"
 REGEN_COMMAND = "qbus schema --out schemas/"
 
 # (channel id, address under the prefix, parameters, events, description). The order is
-# the flow of a job, so the document reads top to bottom like docs/protocol.md.
+# the flow of a job, so the document reads top to bottom like docs/protocol.md. An
+# address starting with "_" follows the prefix without a dot: the tenant subjects
+# (``<prefix>_tenant.…``) live outside ``<prefix>.>``, in their own stream.
 _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] = [
     ("submit", "submit", (), (JobSubmitted,), "Producers publish new jobs here."),
+    (
+        "submitTenant",
+        "submit.{tenant}",
+        ("tenant",),
+        (JobSubmitted,),
+        "A tenant publishes its jobs here (auth mode: its NATS user may publish nowhere "
+        "else); ingest takes the job's tenant from this subject (docs/security.md).",
+    ),
+    (
+        "refused",
+        "refused.{key}",
+        ("key",),
+        (JobRejected,),
+        "The answer to a message on a submit subject that holds no job (another event "
+        "type, an unknown submit subject, no readable job id, a job id another submission "
+        "holds): a job.rejected whose `refusal` is the key (docs/protocol.md, Answers). "
+        "A sender waits here and on result.{job}.",
+    ),
+    (
+        "tenantRefused",
+        "_tenant.{tenant}.refused.{key}",
+        ("tenant", "key"),
+        (JobRejected,),
+        "A tenant's copy of the refusal of its message (stream <prefix>_TENANT), the only "
+        "refusal subject its user may read; same bytes, message id and Qbus-Signature as "
+        "the original on refused.{key}, against which it verifies.",
+    ),
     ("ingested", "ingested.{job}", ("job",), (CircuitIngested,), "Parsed, validated IR."),
     ("rewritten", "rewritten.{job}", ("job",), (CircuitRewritten,), "IR after rewrite passes."),
     (
@@ -72,6 +104,15 @@ _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] 
         ("job",),
         (JobCompleted, JobFailed, JobRejected),
         "Exactly one final event per job: what clients watch (replayable from the stream).",
+    ),
+    (
+        "tenantResult",
+        "_tenant.{tenant}.result.{job}",
+        ("tenant", "job"),
+        (JobCompleted, JobFailed, JobRejected),
+        "A tenant's copy of its job's final event (stream <prefix>_TENANT), the only "
+        "result subject its user may read; same bytes, message id and Qbus-Signature as "
+        "the original on result.{job}, against which it verifies.",
     ),
     (
         "anchored",
@@ -103,18 +144,34 @@ _PARAMETERS = {
     },
     "engine": {"description": "Engine name chosen by the router (e.g. qiskit-aer)."},
     "stage": {"description": "The stage that gave the message up (route, execute …)."},
+    "tenant": {"description": "The tenant: a subject token, also its NATS user's name part."},
+    "key": {
+        "description": (
+            "The refused message's Nats-Msg-Id when it is 1-64 characters of "
+            "[A-Za-z0-9_-] not starting with seq-, else seq-<its stream sequence>."
+        ),
+    },
 }
 
 # Who sends and who receives on each channel, from the point of view of an application
 # on the bus (AsyncAPI 3 operations are per application; qbus documents the whole bus).
 _OPERATIONS: list[tuple[str, str, str, str]] = [
     ("submitJob", "send", "submit", "A client submits a job."),
+    ("submitTenantJob", "send", "submitTenant", "A tenant's client submits a job."),
     ("ingestJob", "receive", "submit", "The ingest stage consumes submissions."),
+    ("receiveRefusal", "receive", "refused", "A sender reads the refusal of its message."),
+    (
+        "receiveTenantRefusal",
+        "receive",
+        "tenantRefused",
+        "A tenant's client reads the refusal of its message.",
+    ),
     ("receiveIngested", "receive", "ingested", "The rewrite stage consumes parsed circuits."),
     ("receiveRewritten", "receive", "rewritten", "The route stage consumes rewritten circuits."),
     ("receiveExecution", "receive", "exec", "An engine's executors consume their work."),
     ("receiveExecuted", "receive", "executed", "The verify stage consumes raw results."),
     ("receiveResult", "receive", "result", "Clients watch or replay final events."),
+    ("receiveTenantResult", "receive", "tenantResult", "A tenant's client reads its results."),
     ("receiveAnchored", "receive", "anchored", "Clients and auditors read anchor proofs."),
     ("sendControl", "send", "control", "Operators reroute or cancel a job."),
     ("receiveDeadLetters", "receive", "dlq", "Operators list and replay dead letters."),
@@ -151,7 +208,7 @@ def asyncapi_document(prefix: str = "qbus") -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for channel_id, address, params, events, description in _CHANNELS:
         channel: dict[str, Any] = {
-            "address": f"{prefix}.{address}",
+            "address": prefix + ("" if address.startswith("_") else ".") + address,
             "description": description,
             "messages": {
                 _message_name(t): {"$ref": f"#/components/messages/{_message_name(t)}"}
@@ -216,6 +273,22 @@ def asyncapi_document(prefix: str = "qbus") -> dict[str, Any]:
                             "baggage": {
                                 "type": "string",
                                 "description": "W3C baggage, copied to caused events.",
+                            },
+                            SIGNATURE_HEADER: {
+                                "type": "string",
+                                "pattern": "^[a-z]+:[A-Za-z0-9+/]+={0,2}$",
+                                "description": (
+                                    "Set by a stage on every event it publishes: "
+                                    "`<stage>:<base64 Ed25519 signature>` over the subject, "
+                                    "a newline, the Nats-Msg-Id, a newline and the payload, "
+                                    "made with the stage's key. With the stages' public keys "
+                                    "a reader counts a final event, a refusal, an execution "
+                                    "result, circuit.ingested, circuit.rewritten or "
+                                    "execution.requested only when it is signed by a stage "
+                                    "allowed to write it that is also its `producer` "
+                                    "(docs/security.md). A tenant's copy carries the "
+                                    "original's signature, over the original's subject."
+                                ),
                             },
                         },
                         "required": ["Nats-Msg-Id"],
