@@ -29,6 +29,7 @@ from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,
     Event,
+    ExecutionRequested,
     JobCompleted,
     JobFailed,
     JobRejected,
@@ -226,9 +227,48 @@ async def test_a_signed_run_of_every_kind_of_end_audits_clean(
         assert cached.cached and cached.producer == "qbus.route"
         report = await audited(bus, config)
         assert report.ok, report.problems
-        # Four final events and the one run's ExecutionCompleted.
-        assert report.signatures_checked == 5
+        # Four final events, the one run's ExecutionCompleted, and the steps of the
+        # three jobs past ingest (ingested, rewritten; requested for the two routed).
+        assert report.signatures_checked == 13
         pipeline.check()
+
+
+async def test_a_forged_execution_request_is_not_run_and_fails_the_audit(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # Intermediate events were signed but not required: anyone could publish an
+    # execution.requested for a job of their own on an engine's subject, and the
+    # executor ran it and the verify stage signed its result.
+    async with Pipeline(config) as pipeline:
+        bus.trust = load_trust(config)
+        (first,) = await run_jobs(bus, [job(QASM2_BELL, shots=100, seed=3)])
+        assert isinstance(first, JobCompleted)
+        real = await bus.js.get_last_msg(
+            bus.config.stream, bus.subjects.exec(first.engine, first.job_id)
+        )
+        request = decode(real.data)
+        assert isinstance(request, ExecutionRequested)
+        forged = msgspec.structs.replace(request, event_id=new_event_id(), job_id=new_job_id())
+        ack = await bus.js.publish(
+            bus.subjects.for_event(forged),
+            encode(forged),
+            headers={"Nats-Msg-Id": forged.event_id},
+        )
+        # A job after it on the same executor: by its end the forged request was read.
+        (after,) = await run_jobs(bus, [job(QASM2_BELL, shots=100, seed=4)])
+        assert isinstance(after, JobCompleted)
+        assert await count_results(bus, forged.job_id) == 0
+        executed = await bus.js.stream_info(
+            bus.config.stream, subjects_filter=bus.subjects.executed(forged.job_id)
+        )
+        assert not executed.state.subjects  # never run
+        report = await audited(bus, config)
+        assert ("unsigned_event", ack.seq) in [(p.check, p.seq) for p in report.problems]
+        assert {p.seq for p in report.problems} == {ack.seq}, report.problems
+        assert "no stage signature" in report.problems[0].message
+        pipeline.check()
+    cli = cli_audit(config)
+    assert cli.returncode == 1 and "[unsigned_event]" in cli.stderr
 
 
 async def test_status_and_watch_show_a_forged_final_as_forged(

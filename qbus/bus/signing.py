@@ -6,9 +6,12 @@ up`` writes dev keys into its state directory) and signs each event it publishes
 ``Nats-Msg-Id`` and the payload. Verifiers (``qbus audit verify``, the client, the stages
 that consume results) hold the stages' public keys, a fixed trusted set read from a file
 (``[signing] public_keys``, by default ``<state_dir>/signing/public.json``), and accept a
-final event or an execution result only when it is signed by a stage allowed to write it
-(``WRITERS``) whose name is the event's ``producer``. Anyone who can publish on the bus
-can still write a message, but not one that verifies: docs/security.md.
+final event (a refusal too), an execution result, or an event a job's work is driven by
+(``circuit.ingested``, ``circuit.rewritten``, ``execution.requested``) only when it is
+signed by a stage allowed to write it (``WRITERS``) whose name is the event's
+``producer``. A stage ignores one that is not (qbus/bus/runner.py). Anyone who can
+publish on the bus can still write a message, but not one that verifies:
+docs/security.md.
 
 ``cryptography`` (the ``security`` extra) is imported when keys are loaded, not with this
 module: a deployment without it runs unsigned, and says so.
@@ -28,9 +31,12 @@ from qbus.bus.config import Config
 from qbus.errors import ConfigError
 from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.events import (
+    CircuitIngested,
+    CircuitRewritten,
     Event,
     ExecutionCompleted,
     ExecutionFailed,
+    ExecutionRequested,
     JobCompleted,
     JobFailed,
     JobRejected,
@@ -53,13 +59,24 @@ KEY_STAGES = ("ingest", "rewrite", "route", "execute", "verify", "audit", "ancho
 
 # The stages allowed to write each checked event type. A stage's own handler failure
 # (a dead letter, retries given up) ends the job from whichever stage it happened in.
-WRITERS: dict[type[Event], frozenset[str]] = {
+RESULT_WRITERS: dict[type[Event], frozenset[str]] = {
     JobCompleted: frozenset({"verify", "route"}),  # route: a result-cache hit
-    JobRejected: frozenset({"ingest", "rewrite", "route"}),
+    JobRejected: frozenset({"ingest", "rewrite", "route"}),  # a refusal too
     JobFailed: frozenset({"verify", "control", "route"}),  # control: a cancel
     ExecutionCompleted: frozenset({"execute"}),
     ExecutionFailed: frozenset({"execute"}),
 }
+# The events a job's work is driven by: the stage that reads one acts on what it says
+# (rewrites it, routes it, runs it and signs the result), so it counts only from the
+# stage allowed to write it; else anyone who can publish could start a run.
+STEP_WRITERS: dict[type[Event], frozenset[str]] = {
+    CircuitIngested: frozenset({"ingest"}),
+    CircuitRewritten: frozenset({"rewrite"}),
+    # verify: a retry of a failed run; control: a reroute to another engine.
+    ExecutionRequested: frozenset({"route", "verify", "control"}),
+}
+WRITERS: dict[type[Event], frozenset[str]] = {**RESULT_WRITERS, **STEP_WRITERS}
+"""Every event type that needs provenance, and the stages that may write it."""
 ANY_STAGE_FAILURES = frozenset({"dead_lettered", "retries_exhausted"})
 """JobFailed codes any stage writes (qbus/bus/runner.py, qbus/bus/deadletter.py)."""
 
@@ -182,8 +199,9 @@ class Trust:
     def message_problem(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None
     ) -> str | None:
-        """``problem`` for a stored message of a subject that holds final events; one
-        that is no qbus event at all does not count either."""
+        """``problem`` for a stored message of a subject that holds checked events (final
+        events, refusals, ``circuit.ingested`` …); one that is no qbus event at all does
+        not count either."""
         try:
             event = decode_event(payload)
         except UNDECODABLE:

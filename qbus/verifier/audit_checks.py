@@ -26,6 +26,8 @@ What it checks (docs/audit.md has the list with the codes):
 * provenance: with the stages' public keys, every final event and execution result
   carries the signature of a stage allowed to write it (``unsigned_final``;
   qbus/bus/signing.py), so a result forged by anyone who can publish on the bus fails;
+  so does every ``circuit.ingested``, ``circuit.rewritten`` and ``execution.requested``
+  (``unsigned_event``), which the stages ignore when forged;
 * every ResultAnchored names the job's real result hash and its Merkle proof leads from
   that hash to the root it names (the on-chain root is compared by the caller, which
   owns the chain connection: see ``anchors``).
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from qbus.bus.signing import HEADER, Trust, writers
+from qbus.bus.signing import HEADER, STEP_WRITERS, Trust, writers
 from qbus.bus.subjects import Subjects
 from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.audit import AnchorStatus, AuditProblem, ChainEntry, EventRef, JobAudit
@@ -383,7 +385,9 @@ class LogChecker:
         headers = {"Nats-Msg-Id": msg_id, HEADER: signature or ""}
         problem = self.trust.problem(event, where.subject, data, headers)
         if problem is not None:
-            self._problem("unsigned_final", f"{where.type} {problem}", where)
+            # A forged step (circuit.ingested …) would have driven a run, not ended one.
+            check = "unsigned_event" if type(event) in STEP_WRITERS else "unsigned_final"
+            self._problem(check, f"{where.type} {problem}", where)
 
     def _check_circuit(
         self,
