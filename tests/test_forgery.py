@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -19,15 +20,18 @@ import pytest
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
+from qbus.bus.deadletter import replay
 from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
 from qbus.cli.control import send_control
+from qbus.cli.dlq import replay_signer
 from qbus.cli.jobs import watch_line
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,
+    DeadLetter,
     Event,
     ExecutionRequested,
     JobCompleted,
@@ -40,7 +44,7 @@ from qbus.schemas.events import (
 )
 from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.conftest import config_toml
-from tests.jobs import QASM2_BELL, count_results, job, run_jobs
+from tests.jobs import BELL_IR, QASM2_BELL, count_results, job, run_jobs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,6 +273,51 @@ async def test_a_forged_execution_request_is_not_run_and_fails_the_audit(
         pipeline.check()
     cli = cli_audit(config)
     assert cli.returncode == 1 and "[unsigned_event]" in cli.stderr
+
+
+async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # A replay goes out under a new event id, which voids the original's signature:
+    # with steps now required to be signed, the stages would ignore it as a forgery.
+    rewritten = decode(
+        msgspec.json.encode(
+            {
+                "type": "circuit.rewritten",
+                "event_id": new_event_id(),
+                "job_id": new_job_id(),
+                "producer": "qbus.rewrite",
+                "circuit": BELL_IR,
+                "circuit_hash": "sha256:00",
+                "original_hash": "sha256:00",
+                "options": {},
+                "before": {"gates": 2, "two_qubit_gates": 1, "depth": 2},
+                "after": {"gates": 2, "two_qubit_gates": 1, "depth": 2},
+            }
+        )
+    )
+    bus.signer = Signer.from_secret("rewrite", (signed.parent / "rewrite").read_text().strip())
+    subject = bus.subjects.for_event(rewritten)
+    letter = DeadLetter(
+        event_id=new_event_id(),
+        job_id=rewritten.job_id,
+        producer="qbus.route",
+        stage="route",
+        consumer="route",
+        stream=bus.config.stream,
+        subject=subject,
+        stream_seq=await bus.publish(rewritten),
+        deliveries=5,
+        reason="boom",
+    )
+    trust = load_trust(config)
+    assert trust is not None
+    _, unsigned = await replay(bus, letter)
+    _, resigned = await replay(bus, letter, partial(replay_signer, config))
+    copies = [await bus.js.get_msg(bus.config.stream, seq) for seq in (unsigned, resigned)]
+    problems = [trust.message_problem(subject, c.data, c.headers) for c in copies]
+    assert "no stage signature" in (problems[0] or "") and problems[1] is None
+    assert replay_signer(config, job(QASM2_BELL)) is None  # a submission needs none
 
 
 async def test_status_and_watch_show_a_forged_final_as_forged(

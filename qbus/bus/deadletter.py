@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -36,6 +36,8 @@ from nats.js.errors import APIError, NotFoundError
 from qbus.bus import tenancy
 from qbus.bus.job_log import has_final
 from qbus.bus.jobstate import state_for
+from qbus.bus.signing import HEADER as SIGNATURE
+from qbus.bus.signing import Signer
 from qbus.frontends.bounds import UNDECODABLE, decode_event, shallow
 from qbus.observability import metrics
 from qbus.schemas.events import (
@@ -433,7 +435,9 @@ async def original_message(bus: Bus, letter: DeadLetter) -> js_api.RawStreamMsg:
         ) from exc
 
 
-async def replay(bus: Bus, letter: DeadLetter) -> tuple[str, int]:
+async def replay(
+    bus: Bus, letter: DeadLetter, signer_for: Callable[[Event], Signer | None] | None = None
+) -> tuple[str, int]:
     """Publish the dead-lettered message again, on its subject, for another try.
 
     A message that decodes as an event goes out as that event under a fresh event id
@@ -441,6 +445,10 @@ async def replay(bus: Bus, letter: DeadLetter) -> tuple[str, int]:
     ``Nats-Msg-Id`` is its id); its cause and content are unchanged. Junk goes out
     byte for byte under a fresh message id. Either way ``Qbus-Replay-Of`` names the
     dead letter.
+
+    A new event id voids the original's stage signature, and with the stages' public
+    keys the stages ignore an unsigned step or result (qbus/bus/signing.py):
+    ``signer_for`` gives the key of the stage that wrote the event (None: unsigned).
 
     Returns:
         The new message id and its stream sequence.
@@ -463,5 +471,10 @@ async def replay(bus: Bus, letter: DeadLetter) -> tuple[str, int]:
         )
         return msg_id, ack.seq
     again = msgspec.structs.replace(event, event_id=new_event_id())
-    ack = await bus.js.publish(letter.subject, encode(again), headers=bus.headers_for(again, extra))
+    payload = encode(again)
+    headers = bus.headers_for(again, extra)
+    signer = signer_for(again) if signer_for is not None else None
+    if signer is not None:
+        headers[SIGNATURE] = signer.header(letter.subject, again.event_id, payload)
+    ack = await bus.js.publish(letter.subject, payload, headers=headers)
     return again.event_id, ack.seq

@@ -209,6 +209,12 @@ class Trust:
         return self.problem(event, subject, payload, headers)
 
 
+def producer_stage(producer: str) -> str | None:
+    """The key stage (``KEY_STAGES``) whose events carry ``producer``
+    (``qbus.execute.qiskit-aer`` → ``execute``); None for any other producer (a client)."""
+    return next((stage for stage in KEY_STAGES if _produced_by(producer, stage)), None)
+
+
 def _produced_by(producer: str, stage: str) -> bool:
     """Whether ``producer`` names ``stage``: ``qbus.<stage>``, or with what runs inside it
     (``qbus.execute.qiskit-aer``, the route stage's ``qbus.route-feedback``)."""

@@ -11,10 +11,12 @@ import asyncio
 import datetime as dt
 import json
 import sys
+from functools import partial
 
 import click
 import msgspec
 
+from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.deadletter import (
     DeadLetterNotFound,
@@ -23,7 +25,10 @@ from qbus.bus.deadletter import (
     original_message,
     replay,
 )
+from qbus.bus.signing import Signer, producer_stage
 from qbus.cli.context import config_of
+from qbus.schemas.events import Event
+from qbus.secrets.stage_keys import stage_signer
 
 
 def _when(timestamp: float) -> str:
@@ -119,10 +124,12 @@ def dlq_replay(ctx: click.Context, ident: str) -> None:
     """
     from nats.js.errors import APIError
 
+    config = config_of(ctx)
+
     async def go():
-        async with await Bus.connect(config_of(ctx).bus, name="qbus-dlq") as bus:
+        async with await Bus.connect(config.bus, name="qbus-dlq") as bus:
             letter = await find_dead_letter(bus, ident)
-            return letter, await replay(bus, letter)
+            return letter, await replay(bus, letter, partial(replay_signer, config))
 
     try:
         letter, (msg_id, seq) = asyncio.run(go())
@@ -132,3 +139,11 @@ def dlq_replay(ctx: click.Context, ident: str) -> None:
         click.echo(f"the server refused the replay: {exc.description}", err=True)
         sys.exit(1)
     click.echo(f"replayed {letter.event_id} to {letter.subject} as {msg_id} (sequence {seq})")
+
+
+def replay_signer(config: Config, event: Event) -> Signer | None:
+    """The key of the stage that wrote ``event`` (its ``producer``), so that the stages
+    accept a replayed step or result as that stage's (docs/security.md); None for a
+    submission, or when the key is not at hand (the replay then goes out unsigned)."""
+    stage = producer_stage(event.producer)
+    return stage_signer(config, stage) if stage else None
