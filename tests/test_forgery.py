@@ -37,6 +37,7 @@ from qbus.schemas.events import (
     JobCompleted,
     JobFailed,
     JobRejected,
+    Reroute,
     decode,
     encode,
     new_event_id,
@@ -45,6 +46,7 @@ from qbus.schemas.events import (
 from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.conftest import config_toml
 from tests.jobs import BELL_IR, QASM2_BELL, count_results, job, run_jobs
+from tests.longjobs import FIRST, SECOND, Executor, stages, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -273,6 +275,45 @@ async def test_a_forged_execution_request_is_not_run_and_fails_the_audit(
         pipeline.check()
     cli = cli_audit(config)
     assert cli.returncode == 1 and "[unsigned_event]" in cli.stderr
+
+
+async def test_a_reroute_never_republishes_a_forged_request(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # The control stage moved the job's last execution.requested in the log to the new
+    # engine under its own signature: a forged one stored last was laundered into a
+    # signed request (here: 7 shots instead of 100).
+    async with stages(config, bus):
+        second = await Executor(config, SECOND).start()
+        try:
+            submitted = job(QASM2_BELL, engine=FIRST, shots=100, seed=9)
+            await bus.publish(submitted)
+
+            async def routed() -> bool:
+                state = await bus.job_state(submitted.job_id)
+                return state is not None and state.status == "routed"
+
+            await wait_for(routed, 60, "routing")  # the first rewrite loads its passes
+            stored = await bus.js.get_last_msg(
+                bus.config.stream, bus.subjects.exec(FIRST, submitted.job_id)
+            )
+            real = decode(stored.data)
+            assert isinstance(real, ExecutionRequested)
+            options = msgspec.structs.replace(real.options, shots=7)
+            forged = msgspec.structs.replace(real, event_id=new_event_id(), options=options)
+            await bus.js.publish(
+                bus.subjects.for_event(forged),
+                encode(forged),
+                headers={"Nats-Msg-Id": forged.event_id},
+            )
+            await bus.publish(
+                Reroute(event_id=new_event_id(), job_id=submitted.job_id, engine=SECOND)
+            )
+            final = await wait_final(bus, submitted.job_id, 60)
+        finally:
+            await second.stop()
+    assert isinstance(final, JobCompleted) and final.engine == SECOND, final
+    assert final.shots == 100
 
 
 async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(

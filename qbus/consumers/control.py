@@ -32,6 +32,7 @@ from nats.js.errors import NotFoundError
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
+from qbus.bus.job_log import logged_events
 from qbus.bus.jobstate import FINAL_STATUSES, JobState
 from qbus.bus.ledger import JobStates, Ledger, LedgerStore
 from qbus.bus.runner import StageRunner
@@ -366,7 +367,8 @@ class ExecutionGate:
 
 
 async def last_event(bus: Bus, kind: str, job_id: str) -> Event | None:
-    """The job's last ExecutionRequested (``kind="exec"``, any engine) or CircuitRewritten."""
+    """The job's last ExecutionRequested (``kind="exec"``, any engine) or CircuitRewritten;
+    with the stages' public keys (``bus.trust``), the last one that counts."""
     s = bus.subjects
     if kind == "exec":
         # Normal-priority requests have one token fewer than high/low ones.
@@ -381,10 +383,23 @@ async def last_event(bus: Bus, kind: str, job_id: str) -> Event | None:
             continue
     if not found:
         return None
-    try:
-        return decode_event(max(found, key=lambda m: m.seq).data)
-    except UNDECODABLE:
-        return None  # junk stored there (without auth anyone can): no request to read
+    latest = max(found, key=lambda m: m.seq)
+    trust = bus.trust
+    forged = trust and trust.message_problem(latest.subject, latest.data, latest.headers)
+    if not forged:
+        try:
+            return decode_event(latest.data)
+        except UNDECODABLE:
+            return None  # junk stored there (without auth anyone can): no request to read
+    # A forged request stored last (qbus/bus/signing.py) must not be republished under
+    # control's own signature: the last one that counts, from the job's log.
+    log.warning("job %s: skipping a forged %s event (%s)", job_id, kind, forged)
+    wanted = ExecutionRequested if kind == "exec" else CircuitRewritten
+    real = None
+    async for logged in logged_events(bus, job_id, timeout=1.0):
+        if isinstance(logged.event, wanted) and logged.forged is None:
+            real = logged.event
+    return real
 
 
 def control_stage(bus: Bus, config: Config) -> StageRunner:
