@@ -28,14 +28,17 @@ from qbus.cli.dlq import replay_signer
 from qbus.cli.jobs import watch_line
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
+from qbus.consumers.retry import find_request
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,
     DeadLetter,
     Event,
+    ExecutionFailed,
     ExecutionRequested,
     JobCompleted,
     JobFailed,
+    JobOptions,
     JobRejected,
     Reroute,
     decode,
@@ -43,6 +46,7 @@ from qbus.schemas.events import (
     new_event_id,
     new_job_id,
 )
+from qbus.schemas.ir import Circuit
 from qbus.verifier.log_audit import AuditReport, verify_log
 from tests.conftest import config_toml
 from tests.jobs import BELL_IR, QASM2_BELL, count_results, job, run_jobs
@@ -314,6 +318,40 @@ async def test_a_reroute_never_republishes_a_forged_request(
             await second.stop()
     assert isinstance(final, JobCompleted) and final.engine == SECOND, final
     assert final.shots == 100
+
+
+async def test_a_retry_never_takes_a_forged_request_under_the_real_ones_id(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # Request ids are derived (uuid5 of known inputs): a forger can store a request
+    # under the real one's event id, before it, with another message id. The retry
+    # took the first with that id from the log and republished it signed by verify.
+    real = ExecutionRequested(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.route",
+        engine="reference",
+        circuit=msgspec.convert(BELL_IR, Circuit),
+        circuit_hash="sha256:00",
+        options=JobOptions(shots=100, seed=1),
+    )
+    forged = msgspec.structs.replace(real, options=JobOptions(shots=7, seed=1))
+    subject = bus.subjects.for_event(real)
+    await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": "forged-first"})
+    bus.signer = Signer.from_secret("route", (signed.parent / "route").read_text().strip())
+    await bus.publish(real)
+    failed = ExecutionFailed(
+        event_id=new_event_id(),
+        job_id=real.job_id,
+        causation_id=real.event_id,
+        producer="qbus.execute.reference",
+        engine="reference",
+        code="engine_error",
+        message="boom",
+        retryable=True,
+    )
+    bus.trust = load_trust(config)
+    assert await find_request(bus, failed, timeout=2) == real
 
 
 async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(

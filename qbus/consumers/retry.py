@@ -16,6 +16,7 @@ the time is up (docs/operations.md explains why not JetStream's scheduled messag
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -129,6 +130,8 @@ async def find_request(
 
     It is on ``failed``'s engine subject of the job (any priority); a job split into
     chunks has several there, so the one whose id is ``failed.causation_id`` is picked.
+    With the stages' public keys (``bus.trust``) only one that counts: a forged request
+    under the same (derivable) event id is not retried under verify's signature.
     """
     s = bus.subjects
     # The job's normal subject, and the ones with a priority token before the job id.
@@ -149,10 +152,11 @@ async def find_request(
                 msg = await sub.next_msg(timeout=timeout)
             except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
                 return None
-            try:
-                event = decode_event(msg.data)
-            except UNDECODABLE:
-                event = None
+            trust = bus.trust
+            event = None
+            if not (trust and trust.message_problem(msg.subject, msg.data, msg.headers)):
+                with contextlib.suppress(*UNDECODABLE):  # junk: skipped
+                    event = decode_event(msg.data)
             if isinstance(event, ExecutionRequested) and event.event_id == failed.causation_id:
                 return event
             if msg.metadata.num_pending == 0:
