@@ -8,7 +8,14 @@ gates, deep nesting, wrong types, other event types: each one is answered with a
 rejection). Prints p50/p99 of both and the ratio flood / idle (the issue's bound for
 fair ingest: p99 ratio <= 5).
 
+The canary publishes on ``qbus.submit``, the flood on its own sender's subject
+``qbus.submit.flooder`` (a tenant's: with NATS auth the only one it may use). Ingest
+serves senders in turn (qbus/bus/fair.py). ``--same-sender`` puts the flood on the
+canary's subject too, where nothing can tell them apart: that run shows the queue
+fairness removes.
+
     python benchmarks/flood.py --flood 10000
+    python benchmarks/flood.py --flood 10000 --same-sender
 """
 
 from __future__ import annotations
@@ -87,12 +94,12 @@ async def measure(bus: Bus, count: int, interval: float, first: int) -> list[flo
     return out
 
 
-async def flood(bus: Bus, n: int) -> float:
+async def flood(bus: Bus, n: int, subject: str) -> float:
     rng = random.Random(17)
     start = time.perf_counter()
     for i in range(n):
         payload = rng.choice(GARBAGE)(i)
-        await bus.js.publish(bus.subjects.submit, payload, headers={"Nats-Msg-Id": f"flood-{i}"})
+        await bus.js.publish(subject, payload, headers={"Nats-Msg-Id": f"flood-{i}"})
     return time.perf_counter() - start
 
 
@@ -114,7 +121,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 sup.start()
                 await canary_latency(bus, -1)  # every stage up
                 idle = await measure(bus, args.canaries, args.interval, 0)
-                task = asyncio.create_task(flood(bus, args.flood))
+                flooder = (
+                    bus.subjects.submit if args.same_sender else bus.subjects.submit_for("flooder")
+                )
+                task = asyncio.create_task(flood(bus, args.flood, flooder))
                 during: list[float] = []
                 k = args.canaries
                 while not task.done():
@@ -126,11 +136,13 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             sup.stop()
     load = os.getloadavg()[0]
+    where = "the canary's subject" if args.same_sender else "its own subject"
     idle50, idle99 = pct(idle, 0.5), pct(idle, 0.99)
     flood50, flood99 = pct(during, 0.5), pct(during, 0.99)
     print(
-        f"qbus flood: {args.flood} garbage submissions from one sender, a canary every "
-        f"{args.interval} s (load average {load:.2f})"
+        f"qbus flood: {args.flood} garbage submissions from one sender "
+        f"({where}), "
+        f"a canary every {args.interval} s (load average {load:.2f})"
     )
     print(f"flood published in {published_in:.1f} s")
     print(f"idle:  {len(idle)} canaries, p50 {idle50:.1f} ms, p99 {idle99:.1f} ms")
@@ -150,6 +162,11 @@ def main() -> int:
     parser.add_argument("--flood", type=int, default=10_000)
     parser.add_argument("--canaries", type=int, default=30)
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument(
+        "--same-sender",
+        action="store_true",
+        help="flood on the canary's submit subject (no fairness possible between them)",
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

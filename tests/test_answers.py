@@ -33,6 +33,7 @@ from qbus.schemas.events import (
 )
 from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, count_results, job, run_jobs
+from tests.longjobs import FIRST, stages, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -108,6 +109,30 @@ async def test_a_job_id_rejected_at_ingest_is_still_used(bus: Bus, pipeline: Pip
     assert refused.code == "duplicate_job_id" and refused.causation_id == other.event_id
     assert await _log_count(bus, bus.subjects.ingested(owner.job_id)) == 0
     assert await count_results(bus, owner.job_id) == 1
+
+
+async def test_a_bad_submission_under_the_id_of_a_job_in_flight_does_not_end_it(
+    config: Config, bus: Bus
+):
+    # The job waits for an executor that is not running: ingested and routed, no final
+    # event yet. A rejection of another submission under its id would otherwise be
+    # stored as that job's one final event.
+    async with stages(config, bus):
+        owner = job(QASM2_BELL, engine=FIRST)
+        await bus.publish(owner)
+
+        async def routed() -> bool:
+            state = await bus.job_state(owner.job_id)
+            return state is not None and state.status == "routed"
+
+        await wait_for(routed, 60, "routing")
+        for n, source in enumerate(("not a program", QASM2_BELL)):
+            other = job(source, job_id=owner.job_id)
+            await _send(bus, bus.subjects.submit, other, f"in-flight-{n}")
+            refused = await _refusal(bus, f"in-flight-{n}")
+            assert refused.code == "duplicate_job_id", refused
+        assert await count_results(bus, owner.job_id) == 0
+        assert await routed()
 
 
 async def test_a_job_whose_subjects_hold_only_a_cancel_is_ingested(bus: Bus, pipeline: Pipeline):

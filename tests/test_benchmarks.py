@@ -169,21 +169,29 @@ def test_routing_benchmark_quick_run_prints_both_totals_and_the_ratio():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_flood_benchmark_measures_canaries_idle_and_under_a_flood():
+    lines = _lines_of("flood.py", "--flood", "500", "--canaries", "5", timeout=230)
+    assert lines["idle"].startswith("idle:  5 canaries")
+    assert "p99" in lines["flood"] and "ratio flood / idle" in lines
+
+
+@pytest.mark.timeout(120)
+def test_publish_acks_benchmark_compares_both_ways_in_one_run():
+    lines = _lines_of("publish_acks.py", "--messages", "300", "--repeats", "1", timeout=110)
+    js_us = float(lines["js.publish"].split()[1])
+    acks_us = float(lines["PubAcks"].split()[1])
+    ratio = float(lines["ratio PubAcks / js.publish"].split()[-1])
+    assert js_us > 0 and acks_us > 0
+    assert ratio == pytest.approx(acks_us / js_us, abs=0.01)
+
+
+def _lines_of(script: str, *args: str, timeout: float) -> dict[str, str]:
+    """Run ``benchmarks/<script>``; its output lines keyed by the text before their colon."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "flood.py"),
-            "--flood",
-            "500",
-            "--canaries",
-            "5",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=timeout,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = {ln.split(":")[0]: ln for ln in out.stdout.splitlines()}
-    assert lines["idle"].startswith("idle:  5 canaries")
-    assert "p99" in lines["flood"] and "ratio flood / idle" in lines
+    return {ln.split(":")[0]: ln for ln in out.stdout.splitlines()}

@@ -18,6 +18,7 @@ from nats.js import api as js_api
 from nats.js.api import PubAck
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from qbus.bus.acks import PubAcks
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
@@ -49,6 +50,14 @@ EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # the message's own subject.
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _state_encoder = msgspec.json.Encoder()
+
+
+def claims_job(event: Event) -> bool:
+    """Whether ``event`` is the first event of a job id: its ``circuit.ingested``, or its
+    rejection at ingest (not a refusal, which is keyed by the message, not the job)."""
+    if isinstance(event, CircuitIngested):
+        return True
+    return isinstance(event, JobRejected) and event.stage == "ingest" and event.refusal is None
 
 
 log = logging.getLogger("qbus.bus")
@@ -91,6 +100,8 @@ class Bus:
     def __init__(self, nc: NATS, config: BusConfig) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        # Every stored event and state write goes through here (bus/acks.py).
+        self.acks = PubAcks(nc)
         self.config = config
         self.subjects = Subjects(config.prefix)
         # A stage's key, signing what it publishes, and the stages' public keys, checking
@@ -361,11 +372,11 @@ class Bus:
         headers = {"Nats-Msg-Id": event.event_id}
         if isinstance(event, FIRST_ONLY):
             headers[EXPECTED_LAST] = "0"
-        if isinstance(event, CircuitIngested):
-            # A job id is used by one submission: its circuit.ingested is refused when any
+        if claims_job(event):
+            # A job id is used by one submission: what starts a job is refused when any
             # subject of the job holds an event already (another submission's rejection or
-            # events), not only qbus.ingested.<job>. One check in the server's publish
-            # path instead of a read per submission (StageRunner handles the refusal).
+            # events), not only its own. One check in the server's publish path instead
+            # of a read per submission (StageRunner handles the refusal).
             headers[EXPECTED_SUBJECT] = self.subjects.job_kinds(event.job_id)
         if extra:
             headers.update(extra)
@@ -382,7 +393,7 @@ class Bus:
             all_headers[SIGNATURE] = self.signer.header(
                 subject, all_headers["Nats-Msg-Id"], payload
             )
-        return self.js.publish(subject, payload, headers=all_headers)
+        return self.acks.publish(subject, payload, all_headers)
 
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> int:
         """Publish one event and wait for the server's ack; returns its stream sequence."""
@@ -410,10 +421,8 @@ class Bus:
         """
         headers = {EXPECTED_LAST: "0"} if only_new else None
         return asyncio.ensure_future(
-            self.js.publish(
-                f"$KV.{self.config.kv_jobs}.{job_id}",
-                _state_encoder.encode(state),
-                headers=headers,
+            self.acks.publish(
+                f"$KV.{self.config.kv_jobs}.{job_id}", _state_encoder.encode(state), headers
             )
         )
 

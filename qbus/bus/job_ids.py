@@ -14,9 +14,9 @@ from qbus.schemas.events import decode
 class JobIds:
     """Tells whether a job id is held by another submission than a given one.
 
-    Asked only when a cheaper sign says the id may be in use: the server refused a
-    ``circuit.ingested`` because a subject of the job holds an event
-    (``Bus.headers_for``), or an undecodable submission names a job.
+    Asked only when a cheaper sign says the id may be in use: the server refused a job's
+    first event (its ``circuit.ingested`` or its rejection at ingest) because a subject
+    of the job holds an event already (``Bus.headers_for``).
 
     A job id is held once the job-state bucket has a state for it (written after the
     job's ``circuit.ingested``, or its ``job.rejected`` at ingest, is stored). Its holder

@@ -29,7 +29,13 @@ from nats.js.errors import APIError
 
 from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
-from qbus.bus.connection import EXPECTED_LAST, EXPECTED_SUBJECT, WRONG_LAST_SEQUENCE, Bus
+from qbus.bus.connection import (
+    EXPECTED_LAST,
+    EXPECTED_SUBJECT,
+    WRONG_LAST_SEQUENCE,
+    Bus,
+    claims_job,
+)
 from qbus.bus.job_ids import JobIds
 from qbus.bus.job_log import REAL_FINAL_WAIT, first_stored
 from qbus.bus.jobstate import state_for
@@ -41,7 +47,6 @@ from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
     EVENT_TYPES,
     FINAL_EVENTS,
-    CircuitIngested,
     Event,
     JobFailed,
     JobRejected,
@@ -365,7 +370,7 @@ class StageRunner:
         if existing is not None and existing.event_id == event.event_id:
             # Ours: a copy from before a crash, or just stored after a forgery.
             return [event], True
-        if existing is None and isinstance(event, CircuitIngested):
+        if existing is None and claims_job(event):
             # Its guard covers every subject of the job (Bus.headers_for): what is there
             # may be no other submission's, e.g. a cancel sent before the job arrived.
             claimed = await self._claim_job(event)
@@ -388,7 +393,7 @@ class StageRunner:
             kept.append(refusal)
         return kept, False
 
-    async def _claim_job(self, event: CircuitIngested) -> bool | None:
+    async def _claim_job(self, event: Event) -> bool | None:
         """Store ``event`` guarded on its own subject only, when no other submission holds
         its job id.
 
@@ -410,9 +415,11 @@ class StageRunner:
     async def _refuse_duplicate(self, msg: Msg, event: Event) -> JobRejected | bool | None:
         """Answer a submission whose output lost the race for its job id.
 
-        Two submissions under one job id that arrive together both pass ingest's check;
-        the server stores one job's ``circuit.ingested`` (or final event) and refuses the
-        other's. The loser's sender gets a ``duplicate_job_id`` refusal, not silence.
+        The server refuses a job's first event when a subject of the job holds one
+        already (``Bus.headers_for``): another submission took the id, earlier or in the
+        same batch. The loser's sender gets a ``duplicate_job_id`` refusal, not silence;
+        a message that does not even decode keeps its own code (``invalid_json`` …), the
+        first thing its sender has to fix.
 
         Returns:
             The refusal, once stored; None when ``msg`` is no submission (nothing to
@@ -422,20 +429,20 @@ class StageRunner:
             return None
         if isinstance(event, JobRejected) and event.refusal is not None:
             return None  # a refusal's key was used before: its first answer stands
-        try:
-            cause = decode(msg.data).event_id
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            cause = event.causation_id or ""
-        refusal = self._refusal(
-            msg,
-            cause,
-            event.job_id,
-            "duplicate_job_id",
+        code, where = "duplicate_job_id", "$.job_id"
+        message = (
             f"job id {event.job_id!r} is already used by another submission; "
-            "submit under a new job id",
-            "$.job_id",
+            "submit under a new job id"
         )
-        metrics.REJECTIONS.labels(self.stage, "duplicate_job_id").inc()
+        try:
+            check_json_depth(msg.data)
+            cause = decode(msg.data).event_id
+        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep):
+            cause = event.causation_id or ""
+            if isinstance(event, JobRejected):
+                code, message, where = event.code, event.message, event.where
+        refusal = self._refusal(msg, cause, event.job_id, code, message, where)
+        metrics.REJECTIONS.labels(self.stage, code).inc()
         try:
             await self.bus.publish(refusal)
         except APIError as exc:
@@ -499,7 +506,7 @@ class StageRunner:
             check_json_depth(msg.data)
             event = decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
-            events = await self._unless_taken(msg, self._undecodable(msg, exc))
+            events = self._undecodable(msg, exc)
             metrics.EVENTS_PROCESSED.labels(self.stage, "unknown", "undecodable").inc()
             if span is not None:
                 tracing.set_attributes(span, {tracing.OUTCOME: "undecodable"})
@@ -649,21 +656,6 @@ class StageRunner:
             # the answer under its message id (docs/protocol.md, "Answers").
             return [self._refusal(msg, event_id, job_id, code, message, where)]
         return [self._refusal(msg, event_id, job_id, code, message, where, refused=False)]
-
-    async def _unless_taken(self, msg: Msg, events: list[Event]) -> list[Event]:
-        """``events`` with the rejection of an undecodable submission made a refusal when
-        the job id it names belongs to another submission: on that job's result subject
-        it would end someone else's job (docs/protocol.md, "Answers")."""
-        answered = []
-        for event in events:
-            if isinstance(event, JobRejected) and event.refusal is None:
-                cause = event.causation_id or ""
-                if await self.job_ids.held(event.job_id, cause, event.tenant):
-                    event = self._refusal(
-                        msg, cause, event.job_id, event.code, event.message, event.where
-                    )
-            answered.append(event)
-        return answered
 
     def _unknown_submit_subject(self, subject: str) -> bool:
         """Under ``<prefix>.submit`` but neither it nor a tenant's ``submit.<tenant>``."""

@@ -97,14 +97,15 @@ async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
         return [asyncio.ensure_future(_publish_copy(bus, subject, event))]
     kv_subject = f"$KV.{bus.config.kv_jobs}.{index_key(tenant, event.job_id)}"
     if isinstance(event, CircuitIngested):
-        return [asyncio.ensure_future(bus.js.publish(kv_subject, b"running"))]
+        return [asyncio.ensure_future(bus.acks.publish(kv_subject, b"running"))]
     if isinstance(event, FINAL_EVENTS):
-        return [
-            asyncio.ensure_future(bus.js.publish(kv_subject, b"", headers={"KV-Operation": "DEL"})),
-            asyncio.ensure_future(
-                _publish_copy(bus, bus.subjects.tenant_result(tenant, event.job_id), event)
-            ),
-        ]
+        copy = asyncio.ensure_future(
+            _publish_copy(bus, bus.subjects.tenant_result(tenant, event.job_id), event)
+        )
+        if isinstance(event, JobRejected) and event.stage == "ingest":
+            return [copy]  # never ingested, never indexed: no key to delete
+        delete = bus.acks.publish(kv_subject, b"", {"KV-Operation": "DEL"})
+        return [asyncio.ensure_future(delete), copy]
     return []
 
 
@@ -115,7 +116,7 @@ def _publish_copy(bus: Bus, subject: str, event: Event) -> Awaitable[PubAck]:
     headers = {"Nats-Msg-Id": event.event_id}
     if bus.signer is not None:
         headers = bus.signer.copy_headers(event, bus.subjects.for_event(event), payload)
-    return bus.js.publish(subject, payload, headers=headers)
+    return bus.acks.publish(subject, payload, headers)
 
 
 async def running_jobs(bus: Bus, tenant: str, also: set[str] | frozenset = frozenset()) -> set[str]:

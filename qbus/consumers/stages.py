@@ -14,6 +14,7 @@ from qbus.bus.blobs import ObjectStoreBlobs
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.control_watch import ControlWatch
+from qbus.bus.fair import FairStageRunner
 from qbus.bus.job_log import has_final
 from qbus.bus.ledger import JobStates, LedgerStore
 from qbus.bus.runner import StageRunner
@@ -57,7 +58,9 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
     bus.trust = load_trust(config)
     match name:
         case "ingest":
-            return StageRunner(
+            # Senders (submit subjects) served in turn: one sender's flood does not hold up
+            # another's jobs; small batches so a quiet sender's turn comes soon (fair.py).
+            return FairStageRunner(
                 bus,
                 stage=name,
                 durable="ingest",
@@ -69,6 +72,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                     config.hypervisor,
                     TenantGate(config.tenants, partial(tenancy.running_jobs, bus)),
                 ),
+                batch=64,
             )
         case "rewrite":
             return StageRunner(

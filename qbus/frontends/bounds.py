@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
-from itertools import accumulate, repeat
-from operator import sub
 
 import msgspec
+import numpy as np
 
 from qbus.errors import QbusError
 from qbus.schemas.events import Event, decode
@@ -44,9 +43,9 @@ MAX_JSON_DEPTH = 64
 # One double-quoted string with its escapes; possessive, so a string that never closes
 # costs one pass over the text, not a backtracking search.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-# A string (skipped whole) or one bracket, for the walk in ``top_level_only``.
-_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
 _OPEN, _CLOSE = 65, 63  # bytes that stand for an opening and a closing bracket: 64 ± 1
+# Every byte as a depth step (64 + step): a JSON bracket +1 / -1, anything else 0.
+_JSON_STEPS = bytes(_OPEN if b in b"[{" else _CLOSE if b in b"]}" else 64 for b in range(256))
 
 
 class TooDeep(QbusError):
@@ -88,8 +87,8 @@ def nested_deeper_than(
     # is ten times cheaper than the regular expression.
     bare = _STRING.sub(b"", data) if b"\\" in data else b"".join(data.split(b'"')[::2])
     brackets = bare.translate(table, delete)
-    # Running depth after each bracket, all in C: opening +1, closing -1.
-    return max(accumulate(map(sub, brackets, repeat(64))), default=0) > limit
+    # Running depth after each bracket, in numpy: opening +1, closing -1.
+    return bool(brackets) and int(_running_depth(brackets).max()) > limit
 
 
 def check_json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> None:
@@ -132,26 +131,36 @@ def top_level_only(data: bytes) -> bytes:
     message that is refused for its depth (its ``job_id``, ``event_id``, ``type``) can
     still be read and the refusal sent where its sender looks. Text that does not close
     its brackets comes back cut short, which then does not decode at all.
+
+    Every step but one callback per string runs in C: a flood of deep messages must
+    cost ingest little each (qbus/bus/fair.py).
     """
+    # Strings blanked to the same length (their brackets do not count), each byte a
+    # depth step, summed: where the depth is 2 or more, a value nested in a member.
+    blank = _STRING.sub(_blank, data) if b'"' in data else data
+    nested = (_running_depth(blank.translate(_JSON_STEPS)) >= 2).astype(np.int8)
+    # Runs of nesting: each starts at an opening bracket and ends at the bracket that
+    # closes it (exclusive), or at the end of text that never closes it.
+    edges = np.flatnonzero(np.diff(nested, prepend=0, append=0)).tolist()
     out: list[bytes] = []
-    depth = 0
     start = 0
-    for match in _TOKEN.finditer(data):
-        token = match.group()
-        if token[0] == 0x22:  # a string: kept or dropped with the text around it
-            continue
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth == 2:
-                out.append(data[start : match.start()])
-        else:
-            if depth == 2:
-                out.append(b"null")
-                start = match.end()
-            depth -= 1
-    if depth < 2:
-        out.append(data[start:])
+    for first, end in zip(edges[0::2], edges[1::2], strict=True):
+        out.append(data[start:first])
+        if end == len(data):
+            return b"".join(out)  # never closed: cut short
+        out.append(b"null")
+        start = end + 1
+    out.append(data[start:])
     return b"".join(out)
+
+
+def _running_depth(steps: bytes) -> np.ndarray:
+    """The nesting depth after each byte of ``steps`` (each byte 64 + its step)."""
+    return np.cumsum(np.frombuffer(steps, dtype=np.uint8).astype(np.int32) - 64)
+
+
+def _blank(match: re.Match[bytes]) -> bytes:
+    return b'"' + b" " * (match.end() - match.start() - 2) + b'"'
 
 
 def clipped(text: str, limit: int = 40) -> str:

@@ -11,6 +11,7 @@ event carrying the new value (docs/protocol.md, "Evolution").
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -118,13 +119,20 @@ def _strip_optional(node: object) -> object:
     return node
 
 
+@functools.cache
+def _field_types(struct: type) -> dict[str, object]:
+    # Resolving annotations costs milliseconds a struct; a flood of bad submissions asks
+    # for the same few again and again.
+    return typing.get_type_hints(struct)
+
+
 def _step(node: object, field: str | None) -> object | None:
     """The type one path step below ``node``: a struct field, or a list item / dict value
     for an index step (``field`` None)."""
     node = _strip_optional(node)
     if field is not None:
         if isinstance(node, type) and issubclass(node, msgspec.Struct):
-            return typing.get_type_hints(node).get(field)
+            return _field_types(node).get(field)
         return None
     args = get_args(node)
     if typing.get_origin(node) in (list, tuple, set, frozenset) and args:
