@@ -68,6 +68,7 @@ from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr as _expr
 from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
+from qbus.frontends.gate_library import QELIB1_EXTRAS
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
@@ -817,9 +818,7 @@ class _Parser:
     # -- gates ------------------------------------------------------------------------
 
     def resolve(self, name: str, index: int) -> _GateDef | _Builtin:
-        target = self.gates.get(name)
-        if target is None:
-            target = _BUILTINS.get(name)
+        target = self.gates.get(name) or _BUILTINS.get(name) or _LIBRARY.get(name)
         if target is not None:
             return target
         if not name.isidentifier():
@@ -831,7 +830,7 @@ class _Parser:
                 index,
                 "unknown_gate",
             )
-        candidates = [*self.gates, *_BUILTINS]
+        candidates = [*self.gates, *_BUILTINS, *_LIBRARY]
         close: list[str] = []
         hint = _HINTS.get(name.lower())
         if hint is not None:
@@ -1249,6 +1248,20 @@ def _or_list(names: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _definitions(text: str) -> dict[str, _GateDef]:
+    """Gate definitions from library text (:mod:`qbus.frontends.gate_library`)."""
+    tokens = [*_TOKEN_RE.findall(text), "", ""]
+    parser = _Parser(text, tokens, 1_000_000)
+    while tokens[parser.i]:
+        parser.statement()
+    return {name: gate for name, gate in parser.gates.items() if isinstance(gate, _GateDef)}
+
+
+# qelib1 gates without an IR gate, callable by name like builtins; a program's own
+# definition under the same name takes precedence.
+_LIBRARY = _definitions(QELIB1_EXTRAS)
 
 
 def detect_format(text: str) -> str:
