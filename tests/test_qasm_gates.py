@@ -12,14 +12,18 @@ classes of ``tests/qiskit_gates.py``.
 from __future__ import annotations
 
 import pytest
-from qiskit import QuantumCircuit
+import qiskit.qasm3
+from qiskit import QuantumCircuit, transpile
 from qiskit.quantum_info import Operator
+from qiskit.transpiler import CouplingMap
 
 from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.gates import GATES
 from tests.test_qasm import (
+    ir_measurements,
     ir_unitary,
     load_qasm2,
+    qiskit_measurements,
     qiskit_unitary,
 )
 
@@ -73,3 +77,34 @@ def test_a_program_definition_overrides_a_qelib1_extra() -> None:
     )
     circuit, _ = parse_qasm(text)
     assert [op.name for op in circuit.ops] == ["x"]
+
+
+# -- physical qubits --------------------------------------------------------------------
+
+
+def test_physical_qubits_from_qiskits_exporter_after_transpile() -> None:
+    qc = QuantumCircuit(3, 3)
+    qc.h(0)
+    qc.cx(0, 2)
+    qc.ry(0.3, 1)
+    qc.measure([0, 1, 2], [0, 1, 2])
+    transpiled = transpile(
+        qc,
+        coupling_map=CouplingMap.from_line(6),
+        basis_gates=["rz", "sx", "cx"],
+        initial_layout=[4, 1, 2],
+        seed_transpiler=1,
+    )
+    text = qiskit.qasm3.dumps(transpiled)
+    assert "qubit" not in text and "$4" in text
+    circuit, _ = parse_qasm(text)
+    reference = qiskit.qasm3.loads(text)
+    assert circuit.num_qubits == 5  # the highest index used is $4
+    assert ir_unitary(circuit).equiv(qiskit_unitary(reference))
+    assert ir_measurements(circuit) == qiskit_measurements(reference)
+
+
+def test_physical_qubits_size_the_circuit_by_the_highest_index() -> None:
+    circuit, _ = parse_qasm("OPENQASM 3.0;\nbit[1] c;\nx $7;\nc[0] = measure $2;\n")
+    assert circuit.num_qubits == 8
+    assert [(op.name, op.qubits) for op in circuit.ops] == [("x", (7,)), ("measure", (2,))]

@@ -386,6 +386,7 @@ class _Parser:
         self.cregs: dict[str, tuple[int, int, bool, tuple[int, ...]]] = {}
         self.declared_at: dict[str, int] = {}
         self.inputs: dict[str, int] = {}
+        self.physical = False  # the program addresses physical qubits ($n)
         self.num_qubits = 0
         self.num_clbits = 0
         self.gates: dict[str, _GateDef | _Builtin] = {}
@@ -521,6 +522,8 @@ class _Parser:
     ) -> None:
         self.declared_at[name] = index
         if quantum:
+            if self.physical:
+                self.mixed_qubits(index)
             offset = self.num_qubits
             self.num_qubits += size
             total, table, kind = self.num_qubits, self.qregs, "qubits"
@@ -653,6 +656,8 @@ class _Parser:
         name = toks[index]
         register = (self.qregs if quantum else self.cregs).get(name)
         if register is None:
+            if quantum and name[0] == "$":
+                return self.physical_qubit(index)
             self.unknown_register(name, index, quantum)
         offset, size, single, members = register
         if toks[index + 1] == "[":
@@ -686,7 +691,7 @@ class _Parser:
     def unknown_register(self, name: str, index: int, quantum: bool) -> NoReturn:
         wanted = "qubit" if quantum else "bit"
         if name.startswith("$"):
-            self.fail(f"physical qubits ('{name}') are not supported", index, "unsupported_feature")
+            self.fail(f"'{name}' is a physical qubit, but a bit is needed here", index)
         if not name.isidentifier():
             self.fail(f"expected a {wanted} operand but found {_describe(name)}", index)
         if name in (self.cregs if quantum else self.qregs):
@@ -952,7 +957,7 @@ class _Parser:
         for name, (offset, size, single, _) in self.qregs.items():
             if offset <= qubit < offset + size:
                 return name if single else f"{name}[{qubit - offset}]"
-        return str(qubit)  # pragma: no cover
+        return f"${qubit}"
 
     def too_many_ops(self, index: int) -> NoReturn:
         self.fail(f"the program expands to more than {self.max_ops} operations", index, "too_large")
@@ -1203,6 +1208,35 @@ class _Parser:
             self.i += 1
         self.expect(";")
         self.ops.append(Op(name="barrier", qubits=tuple(qubits)))
+
+    # -- gate-level OpenQASM 3: modifiers, const, physical qubits, delay, box ----------
+
+    def physical_qubit(self, index: int) -> tuple[tuple[int, ...], bool, int]:
+        """``$k``: IR qubit ``k``; the circuit grows to the highest index used."""
+        digits = self.toks[index][1:]
+        if len(digits) > _MAX_INT_DIGITS or int(digits) >= MAX_IR_QUBITS:
+            self.fail(
+                f"physical qubit ${clipped(digits)} is past the IR's limit of "
+                f"{MAX_IR_QUBITS} qubits",
+                index,
+                "too_large",
+            )
+        if self.qregs:
+            self.mixed_qubits(index)
+        self.physical = True
+        k = int(digits)
+        if k >= self.num_qubits:
+            self.num_qubits = k + 1
+        self.i = index + 1
+        return (k,), False, index
+
+    def mixed_qubits(self, index: int) -> NoReturn:
+        self.fail(
+            "a program cannot use both declared qubits and physical qubits ($n): the "
+            "specification leaves the mapping between them to the compiler",
+            index,
+            "unsupported_feature",
+        )
 
 
 _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
