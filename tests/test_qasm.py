@@ -516,6 +516,7 @@ ERRORS = [
     (H3 + "x $1024;\n", "too_large", 3, 3, "limit of 1024"),
     (H3 + "const int n = 1.5;\n", "invalid_parameter", 3, 11, "declared int"),
     (H3 + "const bool b = true;\n", "unsupported_feature", 3, 7, "'const bool'"),
+    (H3 + "qubit q;\ndelay[d] q;\n", "unsupported_feature", 4, 7, "a duration must be"),
     (H3 + "input int n;\n", "unsupported_feature", 3, 7, "'input int'"),
     ("OPENQASM 4.0;\n", "unsupported_feature", 1, 10, "version 4.0"),
     ('OPENQASM 2.0;\ninclude "mygates.inc";\n', "unsupported_include", 2, 9, "mygates.inc"),

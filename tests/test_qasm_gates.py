@@ -74,6 +74,12 @@ def test_qelib1_gates_match_qiskit(name: str) -> None:
     assert ir_unitary(parse_qasm(text)[0]).equiv(qiskit_unitary(reference))
 
 
+def test_qelib1_legacy_delay_is_dropped() -> None:
+    text = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nh q[0];\ndelay(100) q[1];\n'
+    circuit, _ = parse_qasm(text)
+    assert [op.name for op in circuit.ops] == ["h"]
+
+
 def test_a_program_definition_overrides_a_qelib1_extra() -> None:
     text = (
         'OPENQASM 2.0;\ninclude "qelib1.inc";\ngate rccx a, b, c { x a; }\nqreg q[3];\n'
@@ -246,3 +252,12 @@ def test_constants_fold_like_literals() -> None:
 def test_a_gate_parameter_shadows_a_constant() -> None:
     text = H3 + "const float a = 5;\ngate g(a) x { rz(a) x; }\nqubit q;\ng(0.25) q;\n"
     assert parse_qasm(text)[0].ops[0].params == (0.25,)
+
+
+def test_delay_and_box_are_their_contents() -> None:
+    timed = H3 + (
+        "qubit[2] q;\nbox[100ns] {\n  h q[0];\n  delay[20ns] q[0];\n  cx q[0], q[1];\n}\n"
+        "delay[1.5us];\ndelay[30dt] q;\nbox { barrier q; }\n"
+    )
+    plain = H3 + "qubit[2] q;\nh q[0];\ncx q[0], q[1];\nbarrier q;\n"
+    assert circuit_hash(parse_qasm(timed)[0]) == circuit_hash(parse_qasm(plain)[0])

@@ -284,6 +284,7 @@ _UNSUPPORTED: dict[str, str] = {
 }
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
 _CONST_TYPES = frozenset({"int", "uint", "float", "angle"})
+_DURATION_UNITS = frozenset({"ns", "us", "µs", "ms", "s", "dt"})
 
 # Names people reach for that difflib would not connect to the gate they mean.
 _HINTS = {
@@ -301,7 +302,7 @@ _HINTS = {
 _ZERO: Expr = ("num", 0.0)
 
 # A resolved gate: (IR name, parameters in the source, qubits, transform of the parameter
-# trees into the IR's). An IR name of "" means "drop".
+# trees into the IR's). An IR name of "" means "drop" (Qiskit's legacy ``delay(t) q;``);
 # GPHASE is kept inside gate definitions (a controlled global phase is a phase gate) and
 # dropped where it reaches the circuit.
 _Builtin = tuple[str, int, int, Callable[[list[Expr]], list[Expr]] | None]
@@ -317,6 +318,7 @@ def _builtin_table() -> dict[str, _Builtin]:
     table["cu3"] = ("cu", 3, 2, lambda ps: [*ps, _ZERO])
     table["u0"] = ("id", 1, 1, lambda ps: [])
     table["gphase"] = (GPHASE, 1, 0, None)
+    table["delay"] = ("", 1, 1, None)
     return table
 
 
@@ -901,7 +903,7 @@ class _Parser:
             return
         ir_name, _, _, transform = target
         if not ir_name or ir_name == GPHASE:
-            return  # global phase: the IR has none
+            return  # a delay, or a global phase: the IR has none
         if transform is not None:
             values = transform(values)
         params = tuple([self.param_value(v, start) for v in values]) if values else ()
@@ -1124,7 +1126,7 @@ class _Parser:
             return
         ir_name, _, _, transform = target
         if not ir_name:
-            return  # dropped
+            return  # a delay
         if transform is not None:
             trees = transform(trees)
         gate.flat.append((ir_name, tuple(trees), tuple(qubits), _constant_params(trees)))
@@ -1449,6 +1451,43 @@ class _Parser:
         self.consts[name] = ("num", value)
         self.scope[name] = index
 
+    def duration(self) -> None:
+        """``[100ns]`` after ``delay`` or ``box``: read and checked, then ignored."""
+        self.expect("[")
+        toks = self.toks
+        if not is_number_token(toks[self.i]) or toks[self.i + 1] not in _DURATION_UNITS:
+            self.fail(
+                "a duration must be a number with a unit (ns, us, µs, ms, s or dt); duration "
+                "variables and expressions are not supported",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 2
+        self.expect("]")
+
+    def delay(self) -> None:
+        """``delay[100ns] q;`` (or every qubit): the identity for a simulator, so no op."""
+        if self.toks[self.i + 1] == "(":
+            self.gate_call()  # Qiskit's legacy qelib1 ``delay(t) q;``, dropped the same way
+            return
+        self.i += 1
+        self.duration()
+        self.call_qubits("delay", self.call_operands())
+
+    def box(self) -> None:
+        """``box { ... }`` / ``box[d] { ... }``: its body, as if written without the box."""
+        toks = self.toks
+        start = self.i
+        self.i += 1
+        if toks[self.i] == "[":
+            self.duration()
+        self.expect("{")
+        while toks[self.i] != "}":
+            if not toks[self.i]:
+                self.fail("the 'box' has no closing '}'", start)
+            self.statement()
+        self.i += 1
+
 
 _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "OPENQASM": _Parser.misplaced_header,
@@ -1463,6 +1502,8 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "reset": _Parser.reset,
     "barrier": _Parser.barrier,
     "const": _Parser.const_declaration,
+    "delay": _Parser.delay,
+    "box": _Parser.box,
 }
 
 
