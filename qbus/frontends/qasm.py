@@ -25,7 +25,9 @@ line and column of the offending token and a stable ``code``:
     A parameter whose constant part has no finite value (``1/0``, ``ln(0)``).
 ``unsupported_feature``
     Valid OpenQASM that the IR cannot hold: control flow, classical variables and
-    assignment, subroutines, ``let`` aliases, gate modifiers, ``opaque``, slices, ...
+    assignment, subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
+    anything but one rotation or phase gate, a non-constant modifier argument, physical
+    and declared qubits in one program, durations other than a literal, ...
 ``unsupported_include``
     An include other than ``qelib1.inc`` / ``stdgates.inc`` (whose gates are built in).
 ``empty_program``
@@ -43,8 +45,29 @@ What the parser produces:
 * ``measure`` and ``reset`` give one op per qubit (register broadcasts are expanded, as
   OpenQASM defines them); a ``barrier`` statement gives one op with all its qubits, and
   ``barrier;`` (OpenQASM 3: every qubit) gives a barrier with no qubits;
-* global phase (``gphase``) is dropped, as the IR has none; ``u0`` becomes ``id``, and
-  qelib1's ``cu3(θ,φ,λ)`` becomes ``cu(θ,φ,λ,0)``;
+* global phase (``gphase``) is dropped where it reaches the circuit, as the IR has none and
+  no result (counts, probabilities, expectation values, a state vector compared up to
+  global phase) depends on it; inside a gate definition it is kept until the gate is
+  called, so that ``ctrl @`` of a gate with a global phase gets it as a phase gate on the
+  control (``ctrl @ gphase(θ) q;`` is ``p(θ) q;``);
+* gate modifiers ``inv @``, ``pow(k) @``, ``ctrl(n) @`` and ``negctrl(n) @`` (also inside
+  gate bodies, on any gate) are expanded into IR gates exactly, global phase included:
+  see :mod:`qbus.frontends.gate_modifiers` for the rules (integer powers by repetition or
+  inversion, non-integer powers of one rotation or phase-family gate by scaling its
+  angle, controls onto the IR's controlled gates or gate by gate through exact bodies);
+  ``k`` and ``n`` must be constant;
+* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, or untyped) are folded
+  into every parameter, register size and modifier argument that names them;
+* physical qubits ``$n`` (what Qiskit's exporter writes after transpiling) are IR qubit
+  ``n``: the circuit has as many qubits as the highest index used needs, unused ones
+  included; a program cannot also declare qubits (the mapping between the two is the
+  compiler's, so it is refused rather than guessed);
+* ``delay[d]`` is the identity for a simulator and gives no op; ``box[d] { ... }`` is its
+  body; durations must be literals (``100ns``, ``2.5us``, ``30dt``) and are not kept;
+* Qiskit's ``qelib1.inc`` gates that the IR has no gate for (``rccx``, ``rc3x``, ``c3x``,
+  ``c3sqrtx``, ``c4x``) are inlined with that file's definitions
+  (:mod:`qbus.frontends.gate_library`), and Qiskit's legacy ``delay(t) q;`` is dropped;
+* ``u0`` becomes ``id``, and qelib1's ``cu3(θ,φ,λ)`` becomes ``cu(θ,φ,λ,0)``;
 * ``Circuit.parameters`` lists every declared ``input`` (sorted), used or not, so that
   declaring a parameter is what makes a job have to bind it, and exports round-trip.
 
