@@ -25,7 +25,9 @@ line and column of the offending token and a stable ``code``:
     A parameter whose constant part has no finite value (``1/0``, ``ln(0)``).
 ``unsupported_feature``
     Valid OpenQASM that the IR cannot hold: control flow, classical variables and
-    assignment, subroutines, ``let`` aliases, gate modifiers, ``opaque``, slices, ...
+    assignment, subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
+    anything but one rotation or phase gate, a non-constant modifier argument, physical
+    and declared qubits in one program, durations other than a literal, ...
 ``unsupported_include``
     An include other than ``qelib1.inc`` / ``stdgates.inc`` (whose gates are built in).
 ``empty_program``
@@ -43,8 +45,29 @@ What the parser produces:
 * ``measure`` and ``reset`` give one op per qubit (register broadcasts are expanded, as
   OpenQASM defines them); a ``barrier`` statement gives one op with all its qubits, and
   ``barrier;`` (OpenQASM 3: every qubit) gives a barrier with no qubits;
-* global phase (``gphase``) is dropped, as the IR has none; ``u0`` becomes ``id``, and
-  qelib1's ``cu3(θ,φ,λ)`` becomes ``cu(θ,φ,λ,0)``;
+* global phase (``gphase``) is dropped where it reaches the circuit, as the IR has none and
+  no result (counts, probabilities, expectation values, a state vector compared up to
+  global phase) depends on it; inside a gate definition it is kept until the gate is
+  called, so that ``ctrl @`` of a gate with a global phase gets it as a phase gate on the
+  control (``ctrl @ gphase(θ) q;`` is ``p(θ) q;``);
+* gate modifiers ``inv @``, ``pow(k) @``, ``ctrl(n) @`` and ``negctrl(n) @`` (also inside
+  gate bodies, on any gate) are expanded into IR gates exactly, global phase included:
+  see :mod:`qbus.frontends.gate_modifiers` for the rules (integer powers by repetition or
+  inversion, non-integer powers of one rotation or phase-family gate by scaling its
+  angle, controls onto the IR's controlled gates or gate by gate through exact bodies);
+  ``k`` and ``n`` must be constant;
+* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, or untyped) are folded
+  into every parameter, register size and modifier argument that names them;
+* physical qubits ``$n`` (what Qiskit's exporter writes after transpiling) are IR qubit
+  ``n``: the circuit has as many qubits as the highest index used needs, unused ones
+  included; a program cannot also declare qubits (the mapping between the two is the
+  compiler's, so it is refused rather than guessed);
+* ``delay[d]`` is the identity for a simulator and gives no op; ``box[d] { ... }`` is its
+  body; durations must be literals (``100ns``, ``2.5us``, ``30dt``) and are not kept;
+* Qiskit's ``qelib1.inc`` gates that the IR has no gate for (``rccx``, ``rc3x``, ``c3x``,
+  ``c3sqrtx``, ``c4x``) are inlined with that file's definitions
+  (:mod:`qbus.frontends.gate_library`), and Qiskit's legacy ``delay(t) q;`` is dropped;
+* ``u0`` becomes ``id``, and qelib1's ``cu3(θ,φ,λ)`` becomes ``cu(θ,φ,λ,0)``;
 * ``Circuit.parameters`` lists every declared ``input`` (sorted), used or not, so that
   declaring a parameter is what makes a job have to bind it, and exports round-trip.
 
@@ -68,6 +91,8 @@ from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr as _expr
 from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
+from qbus.frontends.gate_library import EXACT_DECOMPOSITIONS, QELIB1_EXTRAS
+from qbus.frontends.gate_modifiers import GPHASE, ModifierError, SeqOp, control, inverse, power
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
@@ -281,6 +306,8 @@ _UNSUPPORTED: dict[str, str] = {
     "{": "scoped blocks",
 }
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
+_CONST_TYPES = frozenset({"int", "uint", "float", "angle"})
+_DURATION_UNITS = frozenset({"ns", "us", "µs", "ms", "s", "dt"})
 
 # Names people reach for that difflib would not connect to the gate they mean.
 _HINTS = {
@@ -298,7 +325,9 @@ _HINTS = {
 _ZERO: Expr = ("num", 0.0)
 
 # A resolved gate: (IR name, parameters in the source, qubits, transform of the parameter
-# trees into the IR's). An IR name of "" means "drop" (global phase).
+# trees into the IR's). An IR name of "" means "drop" (Qiskit's legacy ``delay(t) q;``);
+# GPHASE is kept inside gate definitions (a controlled global phase is a phase gate) and
+# dropped where it reaches the circuit.
 _Builtin = tuple[str, int, int, Callable[[list[Expr]], list[Expr]] | None]
 
 
@@ -311,7 +340,8 @@ def _builtin_table() -> dict[str, _Builtin]:
         table[alias] = (name, spec.num_params, spec.num_qubits, None)
     table["cu3"] = ("cu", 3, 2, lambda ps: [*ps, _ZERO])
     table["u0"] = ("id", 1, 1, lambda ps: [])
-    table["gphase"] = ("", 1, 0, None)
+    table["gphase"] = (GPHASE, 1, 0, None)
+    table["delay"] = ("", 1, 1, None)
     return table
 
 
@@ -385,6 +415,9 @@ class _Parser:
         self.cregs: dict[str, tuple[int, int, bool, tuple[int, ...]]] = {}
         self.declared_at: dict[str, int] = {}
         self.inputs: dict[str, int] = {}
+        self.consts: dict[str, Expr] = {}  # name -> ("num", value)
+        self.scope: dict[str, int] = {}  # names a top-level parameter may use: inputs, consts
+        self.physical = False  # the program addresses physical qubits ($n)
         self.num_qubits = 0
         self.num_clbits = 0
         self.gates: dict[str, _GateDef | _Builtin] = {}
@@ -481,8 +514,9 @@ class _Parser:
         if t in self.cregs and (following == "=" or following == "["):
             self.assignment()
             return
-        if t in _MODIFIERS and (following == "@" or following == "("):
-            self.fail(f"gate modifiers ('{t} @') are not supported", self.i, "unsupported_feature")
+        if t in _MODIFIERS and (following == "@" or following == "(") and t not in self.gates:
+            self.modified_call()
+            return
         if t in _UNSUPPORTED and t not in self.gates:
             self.fail(f"{_UNSUPPORTED[t]} are not supported", self.i, "unsupported_feature")
         self.gate_call()
@@ -508,9 +542,13 @@ class _Parser:
 
     def size(self, index: int, what: str) -> int:
         t = self.toks[index]
-        if not t.isdigit() or not t.isascii():
+        constant = self.consts.get(t)
+        if constant is not None and float(constant[1]).is_integer():
+            value = int(constant[1])
+        elif not t.isdigit() or not t.isascii():
             self.fail(f"expected the {what} size (an integer) but found {_describe(t)}", index)
-        value = self.integer(index)
+        else:
+            value = self.integer(index)
         if value < 1:
             self.fail(f"a {what} needs at least one element", index)
         return value
@@ -520,6 +558,8 @@ class _Parser:
     ) -> None:
         self.declared_at[name] = index
         if quantum:
+            if self.physical:
+                self.mixed_qubits(index)
             offset = self.num_qubits
             self.num_qubits += size
             total, table, kind = self.num_qubits, self.qregs, "qubits"
@@ -594,6 +634,7 @@ class _Parser:
         self.expect(";")
         self.declared_at[name] = index
         self.inputs[name] = index
+        self.scope[name] = index
 
     def include(self) -> None:
         index = self.i + 1
@@ -652,6 +693,8 @@ class _Parser:
         name = toks[index]
         register = (self.qregs if quantum else self.cregs).get(name)
         if register is None:
+            if quantum and name[0] == "$":
+                return self.physical_qubit(index)
             self.unknown_register(name, index, quantum)
         offset, size, single, members = register
         if toks[index + 1] == "[":
@@ -685,7 +728,7 @@ class _Parser:
     def unknown_register(self, name: str, index: int, quantum: bool) -> NoReturn:
         wanted = "qubit" if quantum else "bit"
         if name.startswith("$"):
-            self.fail(f"physical qubits ('{name}') are not supported", index, "unsupported_feature")
+            self.fail(f"'{name}' is a physical qubit, but a bit is needed here", index)
         if not name.isidentifier():
             self.fail(f"expected a {wanted} operand but found {_describe(name)}", index)
         if name in (self.cregs if quantum else self.qregs):
@@ -817,9 +860,7 @@ class _Parser:
     # -- gates ------------------------------------------------------------------------
 
     def resolve(self, name: str, index: int) -> _GateDef | _Builtin:
-        target = self.gates.get(name)
-        if target is None:
-            target = _BUILTINS.get(name)
+        target = self.gates.get(name) or _BUILTINS.get(name) or _LIBRARY.get(name)
         if target is not None:
             return target
         if not name.isidentifier():
@@ -831,7 +872,7 @@ class _Parser:
                 index,
                 "unknown_gate",
             )
-        candidates = [*self.gates, *_BUILTINS]
+        candidates = [*self.gates, *_BUILTINS, *_LIBRARY]
         close: list[str] = []
         hint = _HINTS.get(name.lower())
         if hint is not None:
@@ -870,31 +911,10 @@ class _Parser:
         name = toks[start]
         target = self.gates.get(name) or _BUILTINS.get(name) or self.resolve(name, start)
         self.i = start + 1
-        trees = self.parameters(self.inputs, None) if toks[self.i] == "(" else []
-        args: list[tuple[tuple[int, ...], bool, int]] = []
-        broadcast = False
-        if toks[self.i] != ";":
-            operand = self.operand
-            while True:
-                arg = operand(True)
-                args.append(arg)
-                if arg[1]:
-                    broadcast = True
-                if toks[self.i] != ",":
-                    break
-                self.i += 1
-        self.expect(";")
+        trees = self.top_parameters() if toks[self.i] == "(" else []
+        args = self.call_operands()
         self.check_arity(name, target, len(trees), len(args), start)
-
-        calls: Sequence[tuple[int, ...]]
-        if not broadcast:
-            calls = (tuple([members[0] for members, _, _ in args]),)
-        else:
-            calls = self.broadcast(name, args)
-        if len(args) > 1:
-            for qubits in calls:
-                if len(set(qubits)) != len(qubits):
-                    self.duplicate_qubit(name, qubits, args)
+        calls = self.call_qubits(name, args)
 
         values = [self.simplify(tree, start) for tree in trees] if trees else trees
         ops = self.ops
@@ -905,8 +925,8 @@ class _Parser:
                 self.expand(target, values, qubits, start)
             return
         ir_name, _, _, transform = target
-        if not ir_name:
-            return  # global phase: the IR has none
+        if not ir_name or ir_name == GPHASE:
+            return  # a delay, or a global phase: the IR has none
         if transform is not None:
             values = transform(values)
         params = tuple([self.param_value(v, start) for v in values]) if values else ()
@@ -914,6 +934,42 @@ class _Parser:
             ops.append(Op(name=ir_name, qubits=qubits, params=params))
         if len(ops) > self.max_ops:
             self.too_many_ops(start)
+
+    def top_parameters(self) -> list[Expr]:
+        """A top-level call's parameter list, with ``const`` values put in."""
+        trees = self.parameters(self.scope, None)
+        if self.consts:
+            trees = [_expr.substitute(tree, self.consts) for tree in trees]
+        return trees
+
+    def call_operands(self) -> list[tuple[tuple[int, ...], bool, int]]:
+        """A call's qubit operands up to and including the ``;``."""
+        toks = self.toks
+        args: list[tuple[tuple[int, ...], bool, int]] = []
+        if toks[self.i] != ";":
+            operand = self.operand
+            while True:
+                args.append(operand(True))
+                if toks[self.i] != ",":
+                    break
+                self.i += 1
+        self.expect(";")
+        return args
+
+    def call_qubits(
+        self, name: str, args: list[tuple[tuple[int, ...], bool, int]]
+    ) -> Sequence[tuple[int, ...]]:
+        """The qubits of each call the operands broadcast to, none used twice in one call."""
+        calls: Sequence[tuple[int, ...]]
+        if not any([is_register for _, is_register, _ in args]):
+            calls = (tuple([members[0] for members, _, _ in args]),)
+        else:
+            calls = self.broadcast(name, args)
+        if len(args) > 1:
+            for qubits in calls:
+                if len(set(qubits)) != len(qubits):
+                    self.duplicate_qubit(name, qubits, args)
+        return calls
 
     def broadcast(
         self, name: str, args: list[tuple[tuple[int, ...], bool, int]]
@@ -953,7 +1009,7 @@ class _Parser:
         for name, (offset, size, single, _) in self.qregs.items():
             if offset <= qubit < offset + size:
                 return name if single else f"{name}[{qubit - offset}]"
-        return str(qubit)  # pragma: no cover
+        return f"${qubit}"
 
     def too_many_ops(self, index: int) -> NoReturn:
         self.fail(f"the program expands to more than {self.max_ops} operations", index, "too_large")
@@ -965,6 +1021,8 @@ class _Parser:
         ops = self.ops
         substituted = self.substituted
         for ir_name, trees, positions, constant in gate.flat:
+            if ir_name == GPHASE:
+                continue
             if constant is None:
                 params = tuple([self.param_value(substituted(t, env, index), index) for t in trees])
             else:
@@ -1056,15 +1114,16 @@ class _Parser:
         if t in ("measure", "reset"):
             self.fail(f"'{t}' is not allowed inside a gate definition", start)
         following = toks[start + 1]
-        if t in _MODIFIERS and (following == "@" or following == "("):
-            self.fail(f"gate modifiers ('{t} @') are not supported", start, "unsupported_feature")
+        if t in _MODIFIERS and (following == "@" or following == "(") and t not in self.gates:
+            self.modified_body_call(gate, positions)
+            return
         if t in _UNSUPPORTED and t not in self.gates:
             self.fail(f"{_UNSUPPORTED[t]} are not supported", start, "unsupported_feature")
         if t == gate.name:
             self.fail(f"gate '{t}' calls itself; recursive definitions are not allowed", start)
         target = self.resolve(t, start)
         self.i = start + 1
-        trees = self.parameters(gate.params, gate.name)
+        trees = self.body_parameters(gate)
         qubits = self.gate_arguments(gate, positions, t) if toks[self.i] != ";" else []
         self.expect(";")
         self.check_arity(t, target, len(trees), len(qubits), start)
@@ -1090,7 +1149,7 @@ class _Parser:
             return
         ir_name, _, _, transform = target
         if not ir_name:
-            return  # global phase
+            return  # a delay
         if transform is not None:
             trees = transform(trees)
         gate.flat.append((ir_name, tuple(trees), tuple(qubits), _constant_params(trees)))
@@ -1205,6 +1264,253 @@ class _Parser:
         self.expect(";")
         self.ops.append(Op(name="barrier", qubits=tuple(qubits)))
 
+    # -- gate-level OpenQASM 3: modifiers, const, physical qubits, delay, box ----------
+
+    def physical_qubit(self, index: int) -> tuple[tuple[int, ...], bool, int]:
+        """``$k``: IR qubit ``k``; the circuit grows to the highest index used."""
+        digits = self.toks[index][1:]
+        if len(digits) > _MAX_INT_DIGITS or int(digits) >= MAX_IR_QUBITS:
+            self.fail(
+                f"physical qubit ${clipped(digits)} is past the IR's limit of "
+                f"{MAX_IR_QUBITS} qubits",
+                index,
+                "too_large",
+            )
+        if self.qregs:
+            self.mixed_qubits(index)
+        self.physical = True
+        k = int(digits)
+        if k >= self.num_qubits:
+            self.num_qubits = k + 1
+        self.i = index + 1
+        return (k,), False, index
+
+    def mixed_qubits(self, index: int) -> NoReturn:
+        self.fail(
+            "a program cannot use both declared qubits and physical qubits ($n): the "
+            "specification leaves the mapping between them to the compiler",
+            index,
+            "unsupported_feature",
+        )
+
+    def body_parameters(self, gate: _GateDef) -> list[Expr]:
+        """A call's parameter list inside a gate body, with outer ``const`` values put in."""
+        if not self.consts:
+            return self.parameters(gate.params, gate.name)
+        visible = {k: v for k, v in self.consts.items() if k not in gate.params}
+        trees = self.parameters((*gate.params, *visible), gate.name)
+        return [_expr.substitute(tree, visible) for tree in trees]
+
+    def modifiers(self, allowed: Container[str]) -> list[tuple[str, float, int]]:
+        """``inv @``, ``pow(k) @``, ``ctrl(n) @``, ``negctrl(n) @``: (kind, k or n, index)."""
+        toks = self.toks
+        found: list[tuple[str, float, int]] = []
+        while toks[self.i] in _MODIFIERS and toks[self.i + 1] in ("@", "("):
+            index = self.i
+            kind = toks[index]
+            self.i += 1
+            value = 1.0
+            if toks[self.i] == "(":
+                if kind == "inv":
+                    self.fail("'inv' takes no argument", self.i)
+                trees = self.parameters(allowed, None)
+                if len(trees) != 1:
+                    self.fail(f"'{kind}' takes one argument, got {len(trees)}", index)
+                if self.consts:
+                    trees = [_expr.substitute(trees[0], self.consts)]
+                tree = self.simplify(trees[0], index)
+                if tree[0] != "num":
+                    self.fail(
+                        f"the argument of '{kind}' must be a constant, not "
+                        f"'{clipped(_expr.to_text(tree))}'",
+                        index,
+                        "unsupported_feature",
+                    )
+                value = float(tree[1])
+            elif kind == "pow":
+                self.fail("'pow' needs an exponent: 'pow(k) @'", index)
+            if kind != "pow" and (not value.is_integer() or value < 1):
+                self.fail(f"'{kind}' needs a positive integer count of controls", index)
+            if kind != "pow" and value >= MAX_IR_QUBITS:
+                self.fail(
+                    f"'{kind}({value:g})' needs more qubits than the IR allows", index, "too_large"
+                )
+            self.expect("@")
+            found.append((kind, value, index))
+        return found
+
+    def base_sequence(
+        self, target: _GateDef | _Builtin, trees: list[Expr], index: int
+    ) -> list[SeqOp]:
+        """A gate call as a sequence over its own qubits, before any modifier."""
+        if isinstance(target, _GateDef):
+            env = dict(zip(target.params, trees, strict=True))
+            return [
+                (name, tuple([self.substituted(t, env, index) for t in inner]), positions)
+                for name, inner, positions, _ in target.flat
+            ]
+        ir_name, _, num_qubits, transform = target
+        if not ir_name:
+            return []
+        trees = [self.simplify(tree, index) for tree in trees]
+        if transform is not None:
+            trees = transform(trees)
+        return [(ir_name, tuple(trees), tuple(range(num_qubits)))]
+
+    def modified(self, allowed: Container[str], gate: _GateDef | None) -> tuple[list[SeqOp], int]:
+        """A modified gate call up to its operands: its sequence and the qubits it takes."""
+        toks = self.toks
+        mods = self.modifiers(allowed)
+        index = self.i
+        name = toks[index]
+        if gate is not None and name == gate.name:
+            self.fail(f"gate '{name}' calls itself; recursive definitions are not allowed", index)
+        target = self.resolve(name, index)
+        self.i = index + 1
+        trees: list[Expr] = []
+        if toks[self.i] == "(":
+            trees = self.body_parameters(gate) if gate is not None else self.top_parameters()
+        controls = sum(int(value) for kind, value, _ in mods if kind != "inv" and kind != "pow")
+        want = target.num_qubits if isinstance(target, _GateDef) else target[2]
+        self.check_arity(name, target, len(trees), want, index)
+        seq = self.base_sequence(target, trees, index)
+        limit = self.max_ops
+        for kind, value, at in reversed(mods):
+            try:
+                if kind == "inv":
+                    seq = inverse(seq, _decompose)
+                elif kind == "pow":
+                    seq = power(seq, value, _decompose, limit)
+                else:
+                    for _ in range(int(value)):
+                        seq = control(seq, kind == "negctrl", _decompose, limit)
+            except ModifierError as exc:
+                self.fail(f"'{kind} @ {name}': {exc.reason}", at, exc.code)
+        return seq, want + controls
+
+    def modified_arity(self, qubits: int, want: int, index: int) -> None:
+        if qubits != want:
+            self.fail(
+                f"the modified gate acts on {_plural(want, 'qubit')} (controls first), "
+                f"got {qubits}",
+                index,
+                "wrong_arity",
+            )
+
+    def modified_call(self) -> None:
+        """A top-level gate call with modifiers (``ctrl @ h q[0], q[1];``)."""
+        start = self.i
+        seq, want = self.modified(self.scope, None)
+        args = self.call_operands()
+        self.modified_arity(len(args), want, start)
+        calls = self.call_qubits(self.toks[start], args)
+        seq = [op for op in seq if op[0] != GPHASE]
+        if len(self.ops) + len(seq) * len(calls) > self.max_ops:
+            self.too_many_ops(start)
+        ops = self.ops
+        param_value = self.param_value
+        for qubits in calls:
+            for name, trees, positions in seq:
+                ops.append(
+                    Op(
+                        name=name,
+                        qubits=tuple([qubits[k] for k in positions]),
+                        params=tuple([param_value(t, start) for t in trees]),
+                    )
+                )
+
+    def modified_body_call(self, gate: _GateDef, positions: dict[str, int]) -> None:
+        """A gate call with modifiers inside a gate body."""
+        start = self.i
+        seq, want = self.modified(gate.params, gate)
+        qubits = (
+            self.gate_arguments(gate, positions, self.toks[start])
+            if self.toks[self.i] != ";"
+            else []
+        )
+        self.expect(";")
+        self.modified_arity(len(qubits), want, start)
+        self.flattened += len(seq)
+        if self.flattened > self.max_ops:
+            self.too_many_ops(start)
+        for name, trees, places in seq:
+            gate.flat.append(
+                (name, trees, tuple([qubits[k] for k in places]), _constant_params(trees))
+            )
+
+    def const_declaration(self) -> None:
+        """``const int n = 3;`` / ``const float theta = pi/4;``: folded where used."""
+        toks = self.toks
+        self.i += 1
+        kind = toks[self.i]
+        if kind in _CONST_TYPES:
+            self.i += 1
+            if toks[self.i] == "[":
+                self.size(self.i + 1, "type")
+                self.i += 2
+                self.expect("]")
+        elif toks[self.i + 1] != "=" or not kind.isidentifier():
+            self.fail(
+                f"'const {clipped(kind)}' is not supported; constants are int, uint, float or "
+                "angle",
+                self.i,
+                "unsupported_feature",
+            )
+        index = self.i
+        name = self.new_name(index, "constant")
+        self.i += 1
+        self.expect("=")
+        tree = self.expression(self.consts, None)
+        tree = self.simplify(_expr.substitute(tree, self.consts), index)
+        value = float(tree[1])
+        if (kind in ("int", "uint") and not value.is_integer()) or (kind == "uint" and value < 0):
+            self.fail(
+                f"constant '{name}' is declared {kind} but its value is {value!r}",
+                index,
+                "invalid_parameter",
+            )
+        self.expect(";")
+        self.declared_at[name] = index
+        self.consts[name] = ("num", value)
+        self.scope[name] = index
+
+    def duration(self) -> None:
+        """``[100ns]`` after ``delay`` or ``box``: read and checked, then ignored."""
+        self.expect("[")
+        toks = self.toks
+        if not is_number_token(toks[self.i]) or toks[self.i + 1] not in _DURATION_UNITS:
+            self.fail(
+                "a duration must be a number with a unit (ns, us, µs, ms, s or dt); duration "
+                "variables and expressions are not supported",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 2
+        self.expect("]")
+
+    def delay(self) -> None:
+        """``delay[100ns] q;`` (or every qubit): the identity for a simulator, so no op."""
+        if self.toks[self.i + 1] == "(":
+            self.gate_call()  # Qiskit's legacy qelib1 ``delay(t) q;``, dropped the same way
+            return
+        self.i += 1
+        self.duration()
+        self.call_qubits("delay", self.call_operands())
+
+    def box(self) -> None:
+        """``box { ... }`` / ``box[d] { ... }``: its body, as if written without the box."""
+        toks = self.toks
+        start = self.i
+        self.i += 1
+        if toks[self.i] == "[":
+            self.duration()
+        self.expect("{")
+        while toks[self.i] != "}":
+            if not toks[self.i]:
+                self.fail("the 'box' has no closing '}'", start)
+            self.statement()
+        self.i += 1
+
 
 _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "OPENQASM": _Parser.misplaced_header,
@@ -1218,6 +1524,9 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "measure": _Parser.measure,
     "reset": _Parser.reset,
     "barrier": _Parser.barrier,
+    "const": _Parser.const_declaration,
+    "delay": _Parser.delay,
+    "box": _Parser.box,
 }
 
 
@@ -1249,6 +1558,38 @@ def _or_list(names: Sequence[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _definitions(text: str) -> dict[str, _GateDef]:
+    """Gate definitions from library text (:mod:`qbus.frontends.gate_library`)."""
+    tokens = [*_TOKEN_RE.findall(text), "", ""]
+    parser = _Parser(text, tokens, 1_000_000)
+    while tokens[parser.i]:
+        parser.statement()
+    return {name: gate for name, gate in parser.gates.items() if isinstance(gate, _GateDef)}
+
+
+# qelib1 gates without an IR gate, callable by name like builtins; a program's own
+# definition under the same name takes precedence.
+_LIBRARY = _definitions(QELIB1_EXTRAS)
+_DECOMPOSITIONS = {**_definitions(EXACT_DECOMPOSITIONS), "c3x": _LIBRARY["c3x"]}
+
+
+def _decompose(name: str, params: tuple[Expr, ...], qubits: tuple[int, ...]) -> list[SeqOp]:
+    """The exact body of an IR gate on the given qubits (for the gate modifiers)."""
+    gate = _DECOMPOSITIONS[name]
+    env = dict(zip(gate.params, params, strict=True))
+    try:
+        return [
+            (
+                inner_name,
+                tuple([_expr.simplify(_expr.substitute(t, env)) for t in trees]),
+                tuple([qubits[k] for k in positions]),
+            )
+            for inner_name, trees, positions, _ in gate.flat
+        ]
+    except ValueError as exc:
+        raise ModifierError(str(exc), "invalid_parameter") from None
 
 
 def detect_format(text: str) -> str:
