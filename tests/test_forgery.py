@@ -29,11 +29,13 @@ from qbus.cli.jobs import watch_line
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
 from qbus.consumers.retry import find_request
+from qbus.consumers.route import last_execution
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,
     DeadLetter,
     Event,
+    ExecutionCompleted,
     ExecutionFailed,
     ExecutionRequested,
     JobCompleted,
@@ -352,6 +354,30 @@ async def test_a_retry_never_takes_a_forged_request_under_the_real_ones_id(
     )
     bus.trust = load_trust(config)
     assert await find_request(bus, failed, timeout=2) == real
+
+
+async def test_the_route_stage_never_keys_a_result_by_a_forged_run(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # The result cache keys a verified result by the run it answers, read back from the
+    # log: a forged run there (another circuit hash) would file the result under it.
+    forged = ExecutionCompleted(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.execute.reference",
+        engine="reference",
+        engine_version="1",
+        circuit=msgspec.convert(BELL_IR, Circuit),
+        circuit_hash="sha256:" + "11" * 32,
+        options=JobOptions(shots=100, seed=1),
+        seed=1,
+    )
+    await bus.js.publish(
+        bus.subjects.for_event(forged), encode(forged), headers={"Nats-Msg-Id": "forged"}
+    )
+    assert await last_execution(bus, forged.job_id) == forged  # unchecked without keys
+    bus.trust = load_trust(config)
+    assert await last_execution(bus, forged.job_id) is None
 
 
 async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(

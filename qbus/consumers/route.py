@@ -379,7 +379,7 @@ class RouteStage:
             memory_cap_mb=config.hypervisor.max_memory_mb,
             chunks=config.chunks,
         )
-        self.feedback = RouteFeedback(self.model, cache, policy, partial(_last_execution, bus))
+        self.feedback = RouteFeedback(self.model, cache, policy, partial(last_execution, bus))
         self.router = StageRunner(
             bus, stage="route", durable="route", subjects=[s.rewritten()], handler=self.handler
         )
@@ -408,10 +408,15 @@ class RouteStage:
         self.learner.stop()
 
 
-async def _last_execution(bus: Bus, job_id: str) -> Event | None:
+async def last_execution(bus: Bus, job_id: str) -> Event | None:
+    """The last event on the job's executed subject; None when there is none, or, with
+    the stages' keys, when it does not verify: a forged run under the real one's
+    (derivable) event id would key a real result under another circuit in the cache."""
     try:
         msg = await bus.js.get_last_msg(bus.config.stream, bus.subjects.executed(job_id))
     except Exception:
+        return None
+    if bus.trust and bus.trust.message_problem(msg.subject, msg.data, msg.headers):
         return None
     try:
         return decode_event(msg.data)
