@@ -9,7 +9,9 @@ messages and ``window_bytes`` bytes; the server sends more as it drains) and sor
 into one lane per **sender**. Each batch it hands the handler takes messages round-robin
 from the lanes, an equal share of the batch from each, so a message from a quiet sender
 is handled in the next batch whatever a loud one has queued. Within a lane, order is
-arrival order.
+arrival order. Batches are sized to take about ``batch_seconds`` each (from the recent
+time per message, between ``MIN_BATCH`` and ``batch``): a quiet sender's message waits
+for the batch in progress and its own, not for 64 expensive inputs of a loud one.
 
 A sender is a submit subject: ``<prefix>.submit`` and each tenant's
 ``<prefix>.submit.<tenant>`` (unknown subjects under ``submit.`` share one lane). With
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict, deque
 
 from nats.aio.msg import Msg
@@ -36,6 +39,8 @@ log = logging.getLogger("qbus.fair")
 
 UNKNOWN_SENDER = "?"
 """The lane of messages on subjects under ``submit.`` that name no tenant."""
+MIN_BATCH = 4
+"""The fewest messages a batch takes when there are that many: a floor on throughput."""
 
 
 class SenderLanes:
@@ -149,16 +154,30 @@ class FairStageRunner(StageRunner):
     Args:
         window: Delivered messages held at most (below the consumer's max_ack_pending).
         window_bytes: Their payload bytes at most (at least the largest message's size).
+        batch_seconds: The time a batch should take.
         **kwargs: As for ``StageRunner``; ``batch`` is the most handled at once.
     """
 
     def __init__(
-        self, bus: Bus, *, window: int = 16_384, window_bytes: int = 64 << 20, **kwargs
+        self,
+        bus: Bus,
+        *,
+        window: int = 16_384,
+        window_bytes: int = 64 << 20,
+        batch_seconds: float = 0.01,
+        **kwargs,
     ) -> None:
         super().__init__(bus, **kwargs)
         self.window = window
         self.window_bytes = max(window_bytes, MAX_MSG_SIZE)
+        self.batch_seconds = batch_seconds
         self.lanes = SenderLanes(self._sender)
+        self._per_message = batch_seconds / self.batch  # seconds, a moving average
+
+    def batch_size(self) -> int:
+        """Messages the next batch takes: about ``batch_seconds`` of recent work."""
+        fit = int(self.batch_seconds / max(self._per_message, 1e-6))
+        return max(MIN_BATCH, min(self.batch, fit))
 
     def _sender(self, msg: Msg) -> str:
         tenant = self.bus.subjects.tenant_of_submit(msg.subject)
@@ -192,9 +211,12 @@ class FairStageRunner(StageRunner):
         try:
             while not self._stopping.is_set():
                 await consumer.fill(timeout=0.5)
-                msgs = self.lanes.take(self.batch)
+                msgs = self.lanes.take(self.batch_size())
                 if msgs:
+                    started = time.perf_counter()
                     await self.process(msgs)
+                    took = (time.perf_counter() - started) / len(msgs)
+                    self._per_message += 0.2 * (took - self._per_message)
         finally:
             keep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
