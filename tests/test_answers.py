@@ -135,6 +135,32 @@ async def test_a_bad_submission_under_the_id_of_a_job_in_flight_does_not_end_it(
         assert await routed()
 
 
+@pytest.mark.parametrize("junk_first", [True, False])
+async def test_junk_and_a_job_under_one_new_id_in_one_batch_get_one_answer_each(
+    config: Config, bus: Bus, junk_first: bool
+):
+    # Both wait in the log before ingest starts, so they share its first batch: the one
+    # stored first holds the id, the other is refused; the job's result subject holds
+    # one final event, the first one's.
+    valid = job(QASM2_BELL, shots=20)
+    junk = b'{"type": "job.submitted", "job_id": "%s", "shots": "x"}' % valid.job_id.encode()
+    sends = [(junk, "junk"), (valid, "valid")]
+    for payload, msg_id in sends if junk_first else sends[::-1]:
+        await _send(bus, bus.subjects.submit, payload, msg_id)
+    async with Pipeline(config) as pipeline:
+        final = await wait_final(bus, valid.job_id, timeout=60)
+        refused = await _refusal(bus, "valid" if junk_first else "junk")
+        pipeline.check()
+    if junk_first:
+        assert isinstance(final, JobRejected) and final.code == "invalid_schema", final
+        assert refused.code == "duplicate_job_id"
+        assert await _log_count(bus, bus.subjects.ingested(valid.job_id)) == 0
+    else:
+        assert isinstance(final, JobCompleted), final
+        assert refused.code == "invalid_schema"
+    assert await count_results(bus, valid.job_id) == 1
+
+
 async def test_a_job_whose_subjects_hold_only_a_cancel_is_ingested(bus: Bus, pipeline: Pipeline):
     # A cancel sent before its job arrives sits on qbus.control.<job>, inside the guard of
     # the job's circuit.ingested: ingest looks again and takes the id, as no submission

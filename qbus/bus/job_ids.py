@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import msgspec
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from qbus.bus.connection import Bus
 from qbus.bus.tenancy import tenant_of
-from qbus.schemas.events import decode
+from qbus.frontends.bounds import UNDECODABLE, decode_event
 
 
 class JobIds:
@@ -18,9 +17,9 @@ class JobIds:
     first event (its ``circuit.ingested`` or its rejection at ingest) because a subject
     of the job holds an event already (``Bus.headers_for``).
 
-    A job id is held once the job-state bucket has a state for it (written after the
-    job's ``circuit.ingested``, or its ``job.rejected`` at ingest, is stored). Its holder
-    is the submission that event answers: same event id and same tenant is the same
+    A job id is held once the log has its ``circuit.ingested`` or its final event (or,
+    once those aged out, the job-state bucket a state). Its holder is the submission
+    that event answers: same event id and same tenant is the same
     submission (a redelivery, answered again with the same ids); anything else is a
     second job under a used id, refused with ``duplicate_job_id``.
 
@@ -33,13 +32,11 @@ class JobIds:
         self._kv: KeyValue | None = None
 
     async def held(self, job_id: str, event_id: str, tenant: str) -> bool:
-        """True when ``job_id`` belongs to another submission than ``event_id`` of ``tenant``."""
-        if self._kv is None:  # one lookup of the bucket, not one per submission
-            self._kv = await self.bus.js.key_value(self.bus.config.kv_jobs)
-        try:
-            await self._kv.get(job_id)
-        except KeyNotFoundError:
-            return False  # the common case: a new job id, one KV read
+        """True when ``job_id`` belongs to another submission than ``event_id`` of ``tenant``.
+
+        The log first: a rejection stored a moment ago by the same batch has no state in
+        the bucket yet, and must still hold the id against a later submission.
+        """
         subjects = self.bus.subjects
         for subject in (subjects.ingested(job_id), subjects.result(job_id)):
             try:
@@ -47,9 +44,15 @@ class JobIds:
             except NotFoundError:
                 continue
             try:
-                holder = decode(stored.data)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+                holder = decode_event(stored.data)
+            except UNDECODABLE:
                 return True
             return holder.causation_id != event_id or tenant_of(holder) != tenant
-        # A state but no event: the log aged out before the bucket did. Still used.
+        # No event: the id is new, unless the log aged out before the bucket did.
+        if self._kv is None:  # one lookup of the bucket, not one per call
+            self._kv = await self.bus.js.key_value(self.bus.config.kv_jobs)
+        try:
+            await self._kv.get(job_id)
+        except KeyNotFoundError:
+            return False
         return True
