@@ -13,6 +13,7 @@ import time
 import pytest
 
 from qbus.bus.connection import Bus
+from qbus.bus.deadletter import AdvisoryWatcher
 from qbus.bus.job_log import events_of
 from qbus.bus.tenancy import wait_tenant_result
 from qbus.client import Client
@@ -21,6 +22,7 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.frontends.bounds import MAX_JSON_DEPTH, nested_deeper_than, shallow, top_level_only
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
+    DeadLetter,
     JobCompleted,
     JobFailed,
     JobRejected,
@@ -196,6 +198,21 @@ async def test_readers_of_the_log_skip_a_forged_event_nested_1000_deep(bus: Bus)
         await wait_tenant_result(bus, "A", job_id, timeout=0.5)
     await bus.js.publish(copy, encode(real))
     assert await wait_tenant_result(bus, "A", job_id, timeout=5) == real
+
+
+async def test_a_dead_letter_is_written_past_a_deep_forged_event_of_its_job(bus: Bus) -> None:
+    # The dead-letter watcher looks through the job's events for the message's outcome:
+    # a 1,000-deep event stored there stopped it with a RecursionError, so the message
+    # was never dead-lettered and its job never ended.
+    submitted = job(QASM2_BELL)
+    seq = await bus.publish(submitted)
+    deep = _with_deep(_submission(submitted.job_id, type="circuit.ingested"), "x", "@")
+    await bus.js.publish(bus.subjects.ingested(submitted.job_id), deep)
+    watcher = AdvisoryWatcher(bus, "ingest", ["ingest"], grace=0, fetch_timeout=1.0)
+    advisory = {"stream": bus.config.stream, "consumer": "ingest", "stream_seq": seq}
+    events = await watcher.handle({**advisory, "deliveries": 5})
+    assert [type(e) for e in events] == [DeadLetter, JobFailed]
+    assert isinstance(await wait_final(bus, submitted.job_id, timeout=5), JobFailed)
 
 
 def test_depth_scanner_skips_strings_and_counts_both_bracket_kinds():

@@ -287,7 +287,8 @@ class AdvisoryWatcher:
         if data is None:
             return False
         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-            partial = _lenient.decode(data)
+            # Only top-level fields are read: of a payload nested too deep, only those.
+            partial = _lenient.decode(shallow(data))
             if isinstance(partial.job_id, str) and is_valid_job_id(partial.job_id):
                 # A forged final event (docs/security.md) does not count as the job's end.
                 return await has_final(self.bus, partial.job_id) or (
@@ -312,7 +313,8 @@ class AdvisoryWatcher:
                 except TimeoutError:  # nats-py's TimeoutError subclasses the builtin
                     return False
                 with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                    if _caused.decode(msg.data).causation_id == event_id:
+                    # Anyone can store junk nested 1,000 deep on a job's subject.
+                    if _caused.decode(shallow(msg.data)).causation_id == event_id:
                         return True
                 if msg.metadata.num_pending == 0:
                     return False
