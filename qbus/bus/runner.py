@@ -40,8 +40,9 @@ from qbus.bus.job_ids import JobIds
 from qbus.bus.job_log import REAL_FINAL_WAIT, first_stored
 from qbus.bus.jobstate import state_for
 from qbus.bus.pull import PullConsumer
+from qbus.bus.subjects import refusal_key as subjects_refusal_key
 from qbus.errors import Fail, Refuse, Reject, Retry, validation_path
-from qbus.frontends.bounds import TooDeep, check_json_depth, shallow
+from qbus.frontends.bounds import UNDECODABLE, TooDeep, decode_event, shallow
 from qbus.observability import metrics, tracing
 from qbus.schemas.enums import allowed_values
 from qbus.schemas.events import (
@@ -51,7 +52,6 @@ from qbus.schemas.events import (
     JobFailed,
     JobRejected,
     answer,
-    decode,
     derived_event_id,
     encode,
     is_valid_job_id,
@@ -150,17 +150,10 @@ def fallback_job_id(msg: Msg, envelope: _Envelope | None = None) -> tuple[str, s
 
 
 def refusal_key(msg: Msg) -> str:
-    """The key a refusal of ``msg`` is published under (``<prefix>.refused.<key>``).
-
-    The message's ``Nats-Msg-Id`` when it is a subject token like a job id
-    (``[A-Za-z0-9_-]{1,64}``) and does not start with ``seq-``; else ``seq-<N>``, the
-    message's stream sequence, which the sender's publish ack reports.
-    """
-    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-    if is_valid_job_id(msg_id) and not msg_id.startswith("seq-"):
-        return msg_id
+    """The key a refusal of ``msg`` is published under: ``subjects.refusal_key`` of its
+    ``Nats-Msg-Id`` and stream sequence, as its sender computes it."""
     seq = msg.metadata.sequence.stream if msg.reply else 0
-    return f"seq-{seq}"
+    return subjects_refusal_key((msg.headers or {}).get("Nats-Msg-Id", ""), seq)
 
 
 class StageRunner:
@@ -435,9 +428,8 @@ class StageRunner:
             "submit under a new job id"
         )
         try:
-            check_json_depth(msg.data)
-            cause = decode(msg.data).event_id
-        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep):
+            cause = decode_event(msg.data).event_id
+        except UNDECODABLE:
             cause = event.causation_id or ""
             if isinstance(event, JobRejected):
                 code, message, where = event.code, event.message, event.where
@@ -466,7 +458,7 @@ class StageRunner:
             trust = self.bus.trust
             forged = trust and trust.message_problem(subject, stored.data, stored.headers)
             if not forged:
-                return decode(stored.data)
+                return decode_event(stored.data)
             log.warning("stage %s: %s holds a forged event (%s)", self.stage, subject, forged)
             with contextlib.suppress(TimeoutError):
                 return await first_stored(self.bus, subject, REAL_FINAL_WAIT)
@@ -503,9 +495,8 @@ class StageRunner:
         started = time.perf_counter()
         try:
             # Bounded before msgspec's recursive decoder sees it (qbus/frontends/bounds.py).
-            check_json_depth(msg.data)
-            event = decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError, TooDeep) as exc:
+            event = decode_event(msg.data)
+        except UNDECODABLE as exc:
             events = self._undecodable(msg, exc)
             metrics.EVENTS_PROCESSED.labels(self.stage, "unknown", "undecodable").inc()
             if span is not None:
@@ -515,7 +506,8 @@ class StageRunner:
         trust = self.bus.trust
         forged = trust and trust.problem(event, msg.subject, msg.data, msg.headers)
         if forged:
-            # A final event or execution result no allowed stage signed: not acted on.
+            # An event of a kind only a stage writes (a step, a result, a final event)
+            # that no stage allowed to write it signed: not acted on (bus/signing.py).
             tag = _tag(event)
             log.warning("stage %s: ignoring %s on %s: %s", self.stage, tag, msg.subject, forged)
             metrics.EVENTS_PROCESSED.labels(self.stage, tag, "forged").inc()
@@ -724,7 +716,7 @@ class StageRunner:
             "shots, points or outcomes"
         )
         log.warning("stage %s: %s", self.stage, text)
-        event = tenancy.trusted_submission(decode(msg.data), msg.subject, self.bus.subjects)
+        event = tenancy.trusted_submission(decode_event(msg.data), msg.subject, self.bus.subjects)
         failure = self._failed(event, RESULT_TOO_LARGE, text)
         try:
             await self.bus.publish(failure)
