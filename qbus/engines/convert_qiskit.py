@@ -8,17 +8,24 @@ maps to the ``qiskit.circuit.library`` class with the same matrix and the same n
 Qubit ``i`` of the IR is ``qc.qubits[i]`` of a circuit with one quantum register ``q``
 and one classical register ``c``; a single classical register keeps Qiskit's counts
 keys free of spaces and in the IR's bit order (clbit 0 rightmost).
+
+The IR's ``if``/``while`` ops become ``IfElseOp``/``WhileLoopOp`` (built with Qiskit's
+control-flow builders). Their conditions become classical expressions over single
+clbits (``qiskit.circuit.classical.expr``): a register comparison is spelled out bit by
+bit, because a register made for a condition would alias ``c``'s bits and change the
+shape of Aer's counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from qbus.engines.params import numeric_params
 from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES, canonical_gate_name
-from qbus.schemas.ir import Circuit, Op
+from qbus.schemas.ir import Circuit, Condition, Op
 
 try:
     import qiskit.circuit.library as _lib
@@ -30,6 +37,7 @@ try:
         QuantumCircuit,
         Reset,
     )
+    from qiskit.circuit.classical import expr
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("qiskit", "qiskit", "the qiskit-aer engine") from exc
 
@@ -120,13 +128,27 @@ def to_qiskit(
             code="unbound_parameter",
         )
     qc = QuantumCircuit(circuit.num_qubits, circuit.num_clbits)
+    _emit(qc, circuit.ops, values, measurements, slot_iter)
+    return qc
+
+
+def _emit(
+    qc: QuantumCircuit,
+    ops: Sequence[Op],
+    values: Mapping[str, float],
+    measurements: bool,
+    slot_iter: Any,
+    nested: object = None,
+) -> None:
+    """Append ``ops`` to ``qc`` (or, ``nested`` set, to the control-flow block being built)."""
     qubits = qc.qubits
     clbits = qc.clbits
     # ``_append`` with a ready CircuitInstruction skips QuantumCircuit.append's argument
-    # broadcasting and checks; the IR was validated when it was decoded.
-    append = qc._append
+    # broadcasting and checks; the IR was validated when it was decoded. Inside a
+    # control-flow builder block only ``append`` reaches the block being built.
+    append = qc._append if nested is None else partial(qc.append, copy=False)
     fixed = _FIXED
-    for op in circuit.ops:
+    for op in ops:
         name = op.name
         qargs = tuple(qubits[q] for q in op.qubits)
         gate = fixed.get(name)
@@ -143,13 +165,70 @@ def to_qiskit(
         elif name == "barrier":
             qargs = qargs or tuple(qubits)  # an empty barrier spans every qubit
             append(CircuitInstruction(Barrier(len(qargs)), qargs, ()))
+        elif name == "if":
+            assert op.condition is not None  # the IR guarantees it
+            with qc.if_test(_condition(op.condition, clbits)) as orelse:
+                _emit(qc, op.body, values, measurements, slot_iter, op)
+            if op.orelse:
+                with orelse:
+                    _emit(qc, op.orelse, values, measurements, slot_iter, op)
+        elif name == "while":
+            assert op.condition is not None  # the IR guarantees it
+            with qc.while_loop(_condition(op.condition, clbits)):
+                _emit(qc, op.body, values, measurements, slot_iter, op)
         elif slot_iter is not None:
             params = [next(slot_iter) for _ in op.params]
             qc.append(GATE_CLASSES[name](*params), qargs, copy=False)
         else:
             params = numeric_params(op.params, values)
             append(CircuitInstruction(GATE_CLASSES[name](*params), qargs, ()))
-    return qc
+
+
+def _condition(cond: Condition, clbits: Sequence[Any]) -> Any:
+    """The IR condition as a Qiskit Boolean expression over single clbits."""
+    if cond.op == "not":
+        return expr.logic_not(_condition(cond.args[0], clbits))
+    if cond.op in ("and", "or"):
+        join = expr.logic_and if cond.op == "and" else expr.logic_or
+        result = _condition(cond.args[0], clbits)
+        for arg in cond.args[1:]:
+            result = join(result, _condition(arg, clbits))
+        return result
+    bits = [clbits[c] for c in cond.clbits]  # least significant first
+    v = cond.value
+    if cond.op in ("==", "!="):
+        equal = _equals(bits, v)
+        return equal if cond.op == "==" else expr.logic_not(equal)
+    # reg < v, reg <= v (reg < v+1), reg > v (not reg <= v), reg >= v (not reg < v)
+    bound = v + 1 if cond.op in ("<=", ">") else v
+    less = _less(bits, bound)
+    return less if cond.op in ("<", "<=") else expr.logic_not(less)
+
+
+def _equals(bits: Sequence[Any], v: int) -> Any:
+    if v >> len(bits):
+        return expr.lift(False)
+    result = None
+    for k, bit in enumerate(bits):
+        term = expr.lift(bit) if (v >> k) & 1 else expr.logic_not(bit)
+        result = term if result is None else expr.logic_and(result, term)
+    return result
+
+
+def _less(bits: Sequence[Any], v: int) -> Any:
+    """``reg < v`` for the register ``bits`` (least significant first) and a constant ``v``."""
+    if v >> len(bits):
+        return expr.lift(True)
+    # From the least significant bit up: lt_k says bits[:k+1] < v's low k+1 bits.
+    result: Any = expr.lift(False)
+    for k, bit in enumerate(bits):
+        if (v >> k) & 1:
+            # v has 1 here: smaller if this bit is 0, or equal (1) and the rest smaller.
+            result = expr.logic_or(expr.logic_not(bit), result)
+        else:
+            # v has 0 here: smaller only if this bit is 0 and the rest smaller.
+            result = expr.logic_and(expr.logic_not(bit), result)
+    return result
 
 
 def _param(p: Any, names: set[str]) -> float | str:

@@ -23,8 +23,10 @@ line and column of the offending token and a stable ``code``:
     A register, input or gate declared twice, or a redefinition of an included gate.
 ``invalid_parameter``
     A parameter whose constant part has no finite value (``1/0``, ``ln(0)``).
+``invalid_condition``
+    A classical condition the IR cannot hold (``c == 9`` on a 3-bit register).
 ``unsupported_feature``
-    Valid OpenQASM that the IR cannot hold: control flow, classical variables and
+    Valid OpenQASM that the IR cannot hold: ``for``, classical variables and
     assignment, subroutines, ``let`` aliases, gate modifiers, ``opaque``, slices, ...
 ``unsupported_include``
     An include other than ``qelib1.inc`` / ``stdgates.inc`` (whose gates are built in).
@@ -68,6 +70,7 @@ from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr as _expr
 from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
+from qbus.frontends.qasm_control import ControlStatements
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
 
@@ -247,10 +250,8 @@ _QASM3_RESERVED = (
 )
 
 _UNSUPPORTED: dict[str, str] = {
-    "if": "classically controlled 'if' statements",
-    "else": "'else' branches",
+    "else": "'else' without an 'if'",
     "for": "'for' loops",
-    "while": "'while' loops",
     "switch": "'switch' statements",
     "break": "'break'",
     "continue": "'continue'",
@@ -371,7 +372,7 @@ def _constant_params(trees: Sequence[Expr]) -> tuple | None:
     return None
 
 
-class _Parser:
+class _Parser(ControlStatements):
     def __init__(self, text: str, tokens: list[str], max_ops: int):
         self.text = text
         self.toks = tokens
@@ -1218,6 +1219,8 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "measure": _Parser.measure,
     "reset": _Parser.reset,
     "barrier": _Parser.barrier,
+    "if": _Parser.if_statement,
+    "while": _Parser.while_statement,
 }
 
 

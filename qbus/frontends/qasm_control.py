@@ -1,0 +1,263 @@
+"""OpenQASM classical control statements: ``if``/``else``, ``while``, ``for``.
+
+A mixin of the OpenQASM parser (``qbus.frontends.qasm._Parser``): its methods are the
+statement handlers for classical control, kept apart from the gate-level grammar. They
+read the parser's tokens and registers through the attributes the parser defines
+(``toks``, ``i``, ``ops``, ``version``, ``fail``, ``expect``, ``operand``,
+``integer``, ``statement``), and emit IR ``if``/``while`` ops (qbus/schemas/ir.py).
+
+What is read:
+
+* OpenQASM 2: ``if (creg == n) qop;`` (also a single bit: ``if (c[0] == 1) qop;``), one
+  quantum operation as the body, as the specification defines it.
+* OpenQASM 3: ``if (cond) stmt-or-block [else stmt-or-block]`` (``else if`` chains),
+  ``while (cond) stmt-or-block``, ``for type i in [a:b] / [a:s:b] / {v, ...}
+  stmt-or-block``. A condition compares a bit or a bit register with an integer (``==
+  != < <= > >=``, either side), names a bit (true when 1) or a register (true when
+  non-zero), and combines those with ``!``, ``&&``, ``||`` and parentheses.
+* ``for`` loops are **unrolled when parsed**: their ranges are constant, and the loop
+  variable may appear only as a qubit or bit index (``q[i]``) or as a gate parameter.
+  An unrolled loop counts toward the program's operation limit.
+
+Blocks may hold gate calls, measurements, resets, barriers and nested control flow, not
+declarations (register, gate or input declarations inside a block are refused).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from qbus.schemas.ir import (
+    COMPARISONS,
+    MAX_CONDITION_DEPTH,
+    MAX_CONTROL_DEPTH,
+    Condition,
+    Op,
+)
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+# Statements that declare something: not allowed inside a block (their scope would be
+# the block's, which the IR's flat registers cannot express).
+_DECLARATIONS = frozenset(
+    {"OPENQASM", "include", "qreg", "creg", "qubit", "bit", "input", "gate", "def"}
+)
+
+# The comparison seen from the other side: ``3 < c`` is ``c > 3``.
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+_LOGIC = {"||": "or", "&&": "and"}
+
+
+class ControlStatements:
+    """The classical-control statement handlers, mixed into the OpenQASM parser."""
+
+    # Provided by the parser this is mixed into (see the module docstring).
+    toks: list[str]
+    i: int
+    ops: list[Op]
+    version: str
+    max_ops: int
+    control_depth: int = 0
+    nested_ops: int = 0
+
+    if TYPE_CHECKING:
+
+        def fail(self, message: str, index: int, code: str = "qasm_syntax") -> NoReturn: ...
+        def expect(self, token: str) -> None: ...
+        def operand(self, quantum: bool) -> tuple[tuple[int, ...], bool, int]: ...
+        def integer(self, index: int) -> int: ...
+        def statement(self) -> None: ...
+
+    # -- statements -------------------------------------------------------------------
+
+    def if_statement(self) -> None:
+        """``if (cond) body [else body]``; OpenQASM 2 allows ``if (c == n) qop;`` only."""
+        start = self.i
+        self.i += 1
+        self.expect("(")
+        condition = self.condition(0)
+        self.expect(")")
+        if self.version == "qasm2":
+            self.check_qasm2_condition(condition, start)
+        body = self.block(start)
+        orelse: tuple[Op, ...] = ()
+        if self.toks[self.i] == "else":
+            if self.version == "qasm2":
+                self.fail("OpenQASM 2 has no 'else'", self.i)
+            self.i += 1
+            orelse = self.block(start)
+        self.emit("if", condition, body, orelse, start)
+
+    def while_statement(self) -> None:
+        """``while (cond) body`` (OpenQASM 3)."""
+        start = self.i
+        self.require_qasm3("'while' loops", start)
+        self.i += 1
+        self.expect("(")
+        condition = self.condition(0)
+        self.expect(")")
+        body = self.block(start)
+        self.emit("while", condition, body, (), start)
+
+    def emit(
+        self,
+        name: str,
+        condition: Condition,
+        body: tuple[Op, ...],
+        orelse: tuple[Op, ...],
+        start: int,
+    ) -> None:
+        qubits = tuple(sorted({q for op in (*body, *orelse) for q in op.qubits}))
+        try:
+            op = Op(name=name, qubits=qubits, condition=condition, body=body, orelse=orelse)
+        except ValueError as exc:
+            self.fail(f"'{name}' cannot be represented: {exc}", start)
+        self.ops.append(op)
+
+    def require_qasm3(self, what: str, index: int) -> None:
+        if self.version == "qasm2":
+            self.fail(f"{what} are OpenQASM 3; this program is OpenQASM 2", index)
+
+    # -- blocks -----------------------------------------------------------------------
+
+    def block(self, start: int) -> tuple[Op, ...]:
+        """One statement or a ``{ ... }`` block, its ops collected apart from the program's."""
+        toks = self.toks
+        if self.control_depth >= MAX_CONTROL_DEPTH:
+            self.fail(
+                f"control flow nested deeper than {MAX_CONTROL_DEPTH} levels", start, "too_large"
+            )
+        saved = self.ops
+        self.ops = []
+        self.control_depth += 1
+        try:
+            if toks[self.i] == "{":
+                if self.version == "qasm2":
+                    self.fail("an OpenQASM 2 'if' controls one operation, not a block", self.i)
+                open_at = self.i
+                self.i += 1
+                while toks[self.i] != "}":
+                    if not toks[self.i]:
+                        self.fail("this '{' is never closed", open_at)
+                    self.block_statement()
+                self.i += 1
+            else:
+                self.block_statement()
+            body = tuple(self.ops)
+        finally:
+            self.ops = saved
+            self.control_depth -= 1
+        # Ops inside blocks are not in the program's list yet: count them here.
+        self.nested_ops += len(body)
+        if len(self.ops) + self.nested_ops > self.max_ops:
+            self.fail(
+                f"the program expands to more than {self.max_ops} operations", start, "too_large"
+            )
+        return body
+
+    def block_statement(self) -> None:
+        t = self.toks[self.i]
+        if t in _DECLARATIONS:
+            self.fail(
+                f"declarations ('{t}') inside an if/while/for block are not supported; "
+                "declare registers and gates at the top level",
+                self.i,
+                "unsupported_feature",
+            )
+        if self.version == "qasm2" and t == "if":
+            self.fail("an OpenQASM 2 'if' cannot hold another 'if'", self.i)
+        self.statement()
+
+    # -- conditions -------------------------------------------------------------------
+
+    def condition(self, depth: int) -> Condition:
+        """``a || b || ...`` (lowest precedence)."""
+        return self.connective("||", self.conjunction, depth)
+
+    def conjunction(self, depth: int) -> Condition:
+        return self.connective("&&", self.negation, depth)
+
+    def connective(self, token: str, operand: Any, depth: int) -> Condition:
+        start = self.i
+        args = [operand(depth)]
+        while self.toks[self.i] == token:
+            self.i += 1
+            args.append(operand(depth + 1))
+        if len(args) == 1:
+            return args[0]
+        return self.make_condition(start, depth + 1, op=_LOGIC[token], args=tuple(args))
+
+    def negation(self, depth: int) -> Condition:
+        toks = self.toks
+        start = self.i
+        if depth > MAX_CONDITION_DEPTH:
+            self.fail(
+                f"the condition is nested deeper than {MAX_CONDITION_DEPTH} levels",
+                start,
+                "too_large",
+            )
+        if toks[self.i] == "!":
+            self.i += 1
+            inner = self.negation(depth + 1)
+            return self.make_condition(start, depth + 1, op="not", args=(inner,))
+        if toks[self.i] == "(":
+            self.i += 1
+            inner = self.condition(depth + 1)
+            self.expect(")")
+            return inner
+        return self.comparison(depth)
+
+    def comparison(self, depth: int) -> Condition:
+        """``bits OP n``, ``n OP bits``, or ``bits`` alone (a bit is 1, a register non-zero)."""
+        toks = self.toks
+        start = self.i
+        if toks[self.i] in ("true", "false"):
+            self.fail(
+                f"constant conditions ('{toks[self.i]}') are not supported; a condition reads bits",
+                self.i,
+                "unsupported_feature",
+            )
+        if toks[self.i].isdigit():
+            value = self.integer(self.i)
+            self.i += 1
+            op = toks[self.i]
+            if op not in COMPARISONS:
+                self.fail(f"expected a comparison after {value} but found '{op}'", self.i)
+            self.i += 1
+            bits, _, _ = self.operand(False)
+            return self.make_condition(start, depth, op=_FLIPPED[op], clbits=bits, value=value)
+        bits, whole, _ = self.operand(False)
+        op = toks[self.i]
+        if op in COMPARISONS:
+            self.i += 1
+            if not toks[self.i].isdigit():
+                self.fail(
+                    f"a condition compares bits with an integer literal; found '{toks[self.i]}'",
+                    self.i,
+                    "unsupported_feature",
+                )
+            value = self.integer(self.i)
+            self.i += 1
+            return self.make_condition(start, depth, op=op, clbits=bits, value=value)
+        if whole and len(bits) > 1:
+            return self.make_condition(start, depth, op="!=", clbits=bits, value=0)
+        return self.make_condition(start, depth, op="==", clbits=bits, value=1)
+
+    def make_condition(self, start: int, depth: int, **fields: Any) -> Condition:
+        try:
+            return Condition(**fields)
+        except ValueError as exc:
+            self.fail(f"invalid condition: {exc}", start, "invalid_condition")
+
+    def check_qasm2_condition(self, condition: Condition, start: int) -> None:
+        if condition.op != "==" or condition.args:
+            self.fail(
+                "an OpenQASM 2 condition is 'creg == integer'; '!=', '<', '&&', '||' and "
+                "'!' are OpenQASM 3",
+                start,
+            )
+
+
+__all__ = ["ControlStatements"]
