@@ -16,11 +16,13 @@ from qiskit_aer import AerSimulator
 
 from qbus.engines import reference
 from qbus.engines.aer import AerEngine
-from qbus.engines.base import RunRequest
+from qbus.engines.base import Capabilities, RunRequest
 from qbus.engines.branching import MAX_LOOP_ITERATIONS, is_dynamic
-from qbus.errors import CircuitError
-from qbus.frontends.qasm import parse_qasm
-from qbus.schemas.ir import Circuit, Condition, Op
+from qbus.engines.registry import get_engine
+from qbus.errors import CircuitError, EngineError
+from qbus.frontends.parameters import bind, check_angles, check_parameters
+from qbus.frontends.qasm import parse_qasm, to_qasm3
+from qbus.schemas.ir import Circuit, Condition, Op, circuit_hash
 from qbus.verifier.crosscheck import compare_counts
 from qbus.verifier.statistics import check_counts
 
@@ -263,3 +265,95 @@ def test_branch_explosion_is_refused_before_memory_runs_out():
     with pytest.raises(CircuitError) as info:
         reference.probabilities(circuit)
     assert info.value.code == "too_many_branches"
+
+
+def test_engines_without_classical_control_refuse_it_before_running():
+    circuit, _ = parse_qasm(TELEPORT)
+    cirq_engine = get_engine("cirq")
+    assert cirq_engine.capabilities.classical_control == ()
+    with pytest.raises(EngineError) as info:
+        cirq_engine.validate(RunRequest(circuit=circuit, shots=10))
+    assert info.value.code == "classical_control_unsupported"
+    assert "'if'" in str(info.value)
+    with pytest.raises(EngineError) as info:
+        reference.ReferenceEngine().validate(RunRequest(circuit=circuit, method="statevector"))
+    assert info.value.code == "unsupported_method"
+
+
+class _Small(reference.ReferenceEngine):
+    """The reference restricted to four gates: a real engine with a smaller gate set."""
+
+    name = "small"
+    capabilities = Capabilities(
+        methods=("sample",),
+        max_qubits={"sample": 5},
+        gates=("ry", "h", "cx", "x"),
+        classical_control=("if",),
+    )
+
+
+def test_nested_gates_outside_an_engines_gate_set_are_found():
+    circuit, _ = parse_qasm(TELEPORT)  # its 'z' is nested in an 'if'
+    with pytest.raises(EngineError, match=r"gate 'z' \(at \$\.ops\[\d+\]\.body\[0\]\)") as info:
+        _Small().validate(RunRequest(circuit=circuit, shots=10))
+    assert info.value.code == "unsupported_gate"
+
+
+def test_the_exact_check_catches_a_run_that_ignored_the_feed_forward():
+    circuit, _ = parse_qasm(TELEPORT)
+    no_feed_forward, _ = parse_qasm(
+        TELEPORT.replace("if (b==1) x q[2];", "").replace("if (a==1) z q[2];", "")
+    )
+    wrong = reference.ReferenceEngine().run(
+        RunRequest(circuit=no_feed_forward, shots=SHOTS, seed=2)
+    )
+    verdict = check_counts(wrong.counts, reference.probabilities(circuit), SHOTS)
+    assert verdict.verdict == "fail", verdict.detail
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_export_to_qasm3_reads_back_with_the_same_distribution(name):
+    circuit, _ = parse_qasm(PROGRAMS[name])
+    back, fmt = parse_qasm(to_qasm3(circuit))
+    assert fmt == "qasm3"
+    assert reference.probabilities(back) == pytest.approx(reference.probabilities(circuit))
+    # Conditions on the whole register or on one bit read back the same; the syndrome's
+    # on 2 of 5 bits are spelled out bit by bit (equivalent, another hash).
+    same = circuit_hash(back) == circuit_hash(circuit)
+    assert same == (name != "syndrome")
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("value", [1, 2, 5])
+def test_exported_conditions_on_a_bit_subset_are_equivalent(op, value):
+    # Bits 3, 1, 4 of a 5-bit register: written out bit by bit, read back, then
+    # evaluated on every register value against the original.
+    cond = Condition(op=op, clbits=(3, 1, 4), value=value)
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=5,
+        ops=(Op(name="if", qubits=(0,), condition=cond, body=(Op(name="x", qubits=(0,)),)),),
+    )
+    back, _ = parse_qasm(to_qasm3(circuit))
+    read = back.ops[0].condition
+    assert all(read.evaluate(bits) == cond.evaluate(bits) for bits in range(32))
+
+
+def test_named_parameters_inside_blocks_are_checked_and_bound():
+    circuit, _ = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\ninput float theta;\nqubit[2] q;\nbit[2] c;\n'
+        "h q[0];\nc[0] = measure q[0];\nif (c[0] == 1) { ry(theta) q[1]; }\n"
+        "c[1] = measure q[1];\n"
+    )
+    check_parameters(circuit)
+    bound = bind(circuit, {"theta": 1.2})
+    assert bound.ops[2].body[0].params == (1.2,)
+    p1 = math.sin(0.6) ** 2
+    expected = {"00": 0.5, "01": 0.5 * (1 - p1), "11": 0.5 * p1}
+    assert reference.probabilities(bound) == pytest.approx(expected, abs=1e-12)
+    assert reference.probabilities(circuit, {"theta": 1.2}) == pytest.approx(expected, abs=1e-12)
+    # theta is within bounds, 1e7 * theta is not: the nested op's angle is checked.
+    scaled, _ = parse_qasm(to_qasm3(circuit).replace("ry(theta)", "ry(1e7 * theta)"))
+    with pytest.raises(CircuitError, match=r"ops\[2\]\.body\[0\] \('ry'\) angle") as info:
+        check_angles(scaled, {"theta": 1e6})
+    assert info.value.where == "$.ops[2].body[0].params"

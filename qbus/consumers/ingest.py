@@ -30,7 +30,7 @@ from qbus.schemas.events import (
     default_seed,
     tag_of,
 )
-from qbus.schemas.ir import Circuit, circuit_hash, stats
+from qbus.schemas.ir import Circuit, circuit_hash, stats, walk_ops
 
 log = logging.getLogger("qbus.ingest")
 
@@ -188,7 +188,7 @@ class IngestHandler:
                 code="unexpected_observables",
                 where="$.observables",
             )
-        if job.method == "sample" and not any(op.name == "measure" for op in circuit.ops):
+        if job.method == "sample" and not any(op.name == "measure" for op in walk_ops(circuit.ops)):
             raise Reject(
                 "a 'sample' job needs at least one measurement; add 'measure' or use "
                 "method 'statevector'",
@@ -222,7 +222,7 @@ class IngestHandler:
                 code="invalid_shots",
                 where="$.shots",
             )
-        if not any(op.name == "measure" for op in circuit.ops):
+        if not any(op.name == "measure" for op in walk_ops(circuit.ops)):
             raise Reject(
                 "a 'sweep' without observables samples each point and needs at least one "
                 "measurement; add 'measure' or give observables",

@@ -28,7 +28,7 @@ from qbus.engines.sweep import check_sweep, point_requests
 from qbus.errors import CircuitError, EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES, GATES
-from qbus.schemas.ir import CONTROL_FLOW, Circuit, Op, control_constructs
+from qbus.schemas.ir import CONTROL_FLOW, Circuit, Op, control_constructs, has_control_flow
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint
@@ -275,8 +275,7 @@ class Engine(abc.ABC):
                 f"seed must be in 0..2**63-1, got {request.seed}", code="invalid_seed"
             )
         measures = self._check_gates(circuit.ops, "$.ops")
-        if measures is None:  # control flow: measures somewhere, and rules of its own
-            measures = True
+        if has_control_flow(circuit):
             self._check_control(circuit, method, noisy)
         if method == "sample":
             _check_sampled(method, request.shots, measures)
@@ -298,25 +297,24 @@ class Engine(abc.ABC):
             check_noisy_request(self.name, request, self.noisy_width(method))
         self._check(request)
 
-    def _check_gates(self, ops: tuple[Op, ...], where: str) -> bool | None:
+    def _check_gates(self, ops: tuple[Op, ...], where: str) -> bool:
         """Check every op is a directive or a gate of the engine; whether any measures.
 
-        Ops nested in control flow are checked too. Returns None when there is control
-        flow (what it measures depends on the run).
+        Ops nested in control flow are checked too (a measurement in a block counts).
 
         Raises:
             EngineError: ``unsupported_gate``, naming the first op outside the gate set.
         """
         gates = self._gate_set
-        measures: bool | None = False
+        measures = False
         for i, op in enumerate(ops):
             name = op.name
             if name in DIRECTIVES:
                 measures = measures or name == "measure"
             elif name in CONTROL_FLOW:
-                self._check_gates(op.body, f"{where}[{i}].body")
-                self._check_gates(op.orelse, f"{where}[{i}].orelse")
-                measures = None
+                inner = self._check_gates(op.body, f"{where}[{i}].body")
+                inner = self._check_gates(op.orelse, f"{where}[{i}].orelse") or inner
+                measures = measures or inner
             elif name not in gates:
                 raise EngineError(
                     f"engine '{self.name}' does not support gate '{name}' (at {where}[{i}])",

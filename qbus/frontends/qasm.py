@@ -70,9 +70,9 @@ from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends import expr as _expr
 from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
-from qbus.frontends.qasm_control import ControlStatements
+from qbus.frontends.qasm_control import ControlStatements, write_control
 from qbus.schemas.gates import ALIASES, GATES
-from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
+from qbus.schemas.ir import CONTROL_FLOW, MAX_IR_QUBITS, Circuit, Op, walk_ops
 
 __all__ = ["detect_format", "parse_qasm", "to_qasm3"]
 
@@ -1343,7 +1343,10 @@ def to_qasm3(circuit: Circuit) -> str:
     ops of ``c`` are in the form the parser produces: ``measure``/``reset`` on one qubit
     each, and expression parameters in canonical form (``expr.canonical``). A measure or
     reset on several qubits is written as one statement per qubit, which reads back as
-    several ops doing the same thing.
+    several ops doing the same thing. ``if``/``while`` ops are written as OpenQASM 3
+    ``if``/``else``/``while`` blocks; a condition on the whole bit register or on one
+    bit is written as such (and reads back the same), one on another set of bits is
+    spelled out bit by bit (it reads back as an equivalent condition, not the same one).
 
     Args:
         circuit: Any IR circuit.
@@ -1366,28 +1369,34 @@ def to_qasm3(circuit: Circuit) -> str:
     q = _free_register_name(("q", "qubits", "q_"), taken)
     c = _free_register_name(("c", "bits", "c_"), taken)
     lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
-    used = {op.name for op in circuit.ops}
+    used = {op.name for op in walk_ops(circuit.ops)}
     lines.extend(text for name, text in _NATIVE_DEFINITIONS.items() if name in used)
     lines.extend(f"input float {name};" for name in parameters)
     lines.append(f"qubit[{circuit.num_qubits}] {q};")
     if circuit.num_clbits:
         lines.append(f"bit[{circuit.num_clbits}] {c};")
-    for op in circuit.ops:
-        name = op.name
-        if name == "measure":
-            lines.extend(
-                f"{c}[{bit}] = measure {q}[{qubit}];"
-                for qubit, bit in zip(op.qubits, op.clbits, strict=True)
-            )
-        elif name == "reset":
-            lines.extend(f"reset {q}[{qubit}];" for qubit in op.qubits)
-        else:
-            args = ", ".join(f"{q}[{qubit}]" for qubit in op.qubits)
-            if name == "barrier":
-                lines.append(f"barrier {args};" if args else "barrier;")
-                continue
-            gate = _EXPORT_NAMES.get(name, name)
-            if op.params:
-                gate += "(" + ", ".join(_format_param(p) for p in op.params) + ")"
-            lines.append(f"{gate} {args};")
+
+    def write(ops: Sequence[Op], indent: str) -> None:
+        for op in ops:
+            name = op.name
+            if name == "measure":
+                lines.extend(
+                    f"{indent}{c}[{bit}] = measure {q}[{qubit}];"
+                    for qubit, bit in zip(op.qubits, op.clbits, strict=True)
+                )
+            elif name == "reset":
+                lines.extend(f"{indent}reset {q}[{qubit}];" for qubit in op.qubits)
+            elif name in CONTROL_FLOW:
+                write_control(op, c, circuit.num_clbits, indent, lines, write)
+            else:
+                args = ", ".join(f"{q}[{qubit}]" for qubit in op.qubits)
+                if name == "barrier":
+                    lines.append(f"{indent}barrier {args};" if args else f"{indent}barrier;")
+                    continue
+                gate = _EXPORT_NAMES.get(name, name)
+                if op.params:
+                    gate += "(" + ", ".join(_format_param(p) for p in op.params) + ")"
+                lines.append(f"{indent}{gate} {args};")
+
+    write(circuit.ops, "")
     return "\n".join(lines) + "\n"

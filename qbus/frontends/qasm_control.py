@@ -25,8 +25,10 @@ declarations (register, gate or input declarations inside a block are refused).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qbus.errors import CircuitError
 from qbus.schemas.ir import (
     COMPARISONS,
     MAX_CONDITION_DEPTH,
@@ -260,4 +262,77 @@ class ControlStatements:
             )
 
 
-__all__ = ["ControlStatements"]
+# -- export -------------------------------------------------------------------------------
+
+WriteOps = Callable[[Sequence[Op], str], None]
+
+
+def write_control(
+    op: Op, c: str, num_clbits: int, indent: str, lines: list[str], write: WriteOps
+) -> None:
+    """Append the OpenQASM 3 text of an ``if``/``while`` op to ``lines``.
+
+    Args:
+        op: The control-flow op.
+        c: The name of the program's one bit register.
+        num_clbits: Its size.
+        indent: The indentation of the statement.
+        lines: Where the text goes.
+        write: Writes a nested op list at a given indentation (the exporter's own).
+    """
+    assert op.condition is not None  # the IR guarantees it
+    head = "while" if op.name == "while" else "if"
+    lines.append(f"{indent}{head} ({condition_text(op.condition, c, num_clbits)}) {{")
+    write(op.body, indent + "  ")
+    if op.orelse:
+        lines.append(f"{indent}}} else {{")
+        write(op.orelse, indent + "  ")
+    lines.append(f"{indent}}}")
+
+
+def condition_text(cond: Condition, c: str, num_clbits: int) -> str:
+    """A condition as OpenQASM 3 text over the register ``c`` of ``num_clbits`` bits.
+
+    Raises:
+        CircuitError: ``unsupported_feature`` for a comparison that is constant on a
+            subset of the register's bits (OpenQASM 3 has no literal to write it with
+            here).
+    """
+    if cond.op == "not":
+        return f"!({condition_text(cond.args[0], c, num_clbits)})"
+    if cond.op in ("and", "or"):
+        joiner = " && " if cond.op == "and" else " || "
+        return joiner.join(f"({condition_text(a, c, num_clbits)})" for a in cond.args)
+    if cond.clbits == tuple(range(num_clbits)):
+        return f"{c} {cond.op} {cond.value}"
+    if len(cond.clbits) == 1:
+        return f"{c}[{cond.clbits[0]}] {cond.op} {cond.value}"
+    return _bitwise(cond, c)
+
+
+def _bitwise(cond: Condition, c: str) -> str:
+    # A comparison on an arbitrary bit subset, spelled out as a Boolean formula.
+    bits = [f"{c}[{k}]" for k in cond.clbits]
+    v = cond.value
+    if cond.op in ("==", "!="):
+        eq = " && ".join(f"{b} == {(v >> k) & 1}" for k, b in enumerate(bits))
+        return eq if cond.op == "==" else f"!({eq})"
+    bound = v + 1 if cond.op in ("<=", ">") else v
+    if bound >> len(bits) or bound == 0:
+        raise CircuitError(
+            f"the condition '{cond.op} {v}' on {len(bits)} bits is constant; it cannot be "
+            "written in OpenQASM 3 here",
+            code="unsupported_feature",
+        )
+    # reg < bound, from the least significant bit up (None: false so far).
+    less: str | None = None
+    for k, b in enumerate(bits):
+        if (bound >> k) & 1:
+            less = f"{b} == 0" if less is None else f"({b} == 0 || ({less}))"
+        elif less is not None:
+            less = f"({b} == 0 && ({less}))"
+    assert less is not None  # bound > 0 has a set bit
+    return less if cond.op in ("<", "<=") else f"!({less})"
+
+
+__all__ = ["ControlStatements", "condition_text", "write_control"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -218,6 +218,30 @@ def walk_ops(ops: tuple[Op, ...]) -> Iterator[Op]:
         if op.body or op.orelse:
             yield from walk_ops(op.body)
             yield from walk_ops(op.orelse)
+
+
+def walk_paths(ops: tuple[Op, ...], where: str = "ops") -> Iterator[tuple[str, Op]]:
+    """``walk_ops`` with each op's path: ``ops[2]``, ``ops[2].body[0]`` …"""
+    for i, op in enumerate(ops):
+        here = f"{where}[{i}]"
+        yield here, op
+        if op.body or op.orelse:
+            yield from walk_paths(op.body, f"{here}.body")
+            yield from walk_paths(op.orelse, f"{here}.orelse")
+
+
+def map_ops(ops: tuple[Op, ...], change: Callable[[Op], Op]) -> tuple[Op, ...]:
+    """``ops`` with ``change`` applied to every op that is not control flow, at any depth."""
+    out = []
+    for op in ops:
+        if op.name in CONTROL_FLOW:
+            op = msgspec.structs.replace(
+                op, body=map_ops(op.body, change), orelse=map_ops(op.orelse, change)
+            )
+        else:
+            op = change(op)
+        out.append(op)
+    return tuple(out)
 
 
 def has_control_flow(circuit: Circuit) -> bool:
