@@ -12,7 +12,7 @@ from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.engines.registry import get_engine
 from qbus.router.capability import control_engines, route_control
-from qbus.schemas.events import JobCompleted, JobRejected
+from qbus.schemas.events import JobCompleted, JobFailed, JobRejected
 from qbus.schemas.ir import Circuit, Condition, Op
 from tests.jobs import job, run_jobs
 from tests.test_dynamic_circuits import TELEPORT, THETA
@@ -103,3 +103,16 @@ def test_route_control_moves_auto_and_keeps_static_circuits():
     engine, reason = route_control("auto", "cirq", "why", dynamic, installed)
     assert engine == "qiskit-aer" and "classical control" in reason
     assert control_engines(["while"], installed, get_engine) == ["qiskit-aer", "reference"]
+
+
+async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: Config):
+    runaway = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nx q;\nc = measure q;\n'
+        "while (c == 1) { x q; x q; c = measure q; }\n"
+    )
+    async with Pipeline(config, engines=("reference",)) as pipeline:
+        (final,) = await run_jobs(bus, [job(runaway, shots=10)])
+        pipeline.check()
+    assert isinstance(final, JobFailed), final
+    assert final.code == "loop_budget_exceeded"
+    assert "1000 iterations" in final.message

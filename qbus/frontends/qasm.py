@@ -26,7 +26,7 @@ line and column of the offending token and a stable ``code``:
 ``invalid_condition``
     A classical condition the IR cannot hold (``c == 9`` on a 3-bit register).
 ``unsupported_feature``
-    Valid OpenQASM that the IR cannot hold: ``for``, classical variables and
+    Valid OpenQASM that the IR cannot hold: classical variables other than bits and
     assignment, subroutines, ``let`` aliases, gate modifiers, ``opaque``, slices, ...
 ``unsupported_include``
     An include other than ``qelib1.inc`` / ``stdgates.inc`` (whose gates are built in).
@@ -251,7 +251,6 @@ _QASM3_RESERVED = (
 
 _UNSUPPORTED: dict[str, str] = {
     "else": "'else' without an 'if'",
-    "for": "'for' loops",
     "switch": "'switch' statements",
     "break": "'break'",
     "continue": "'continue'",
@@ -568,7 +567,11 @@ class _Parser(ControlStatements):
         name = self.new_name(index, what)
         self.i += 1
         if toks[self.i] == "=":
-            self.fail("initialised declarations are not supported", self.i, "unsupported_feature")
+            if quantum:
+                self.fail("a qubit declaration takes no initialiser", self.i)
+            self.declare(quantum, name, size, single, index, size_index if not single else index)
+            self.bit_initialiser(name)
+            return
         self.expect(";")
         self.declare(quantum, name, size, single, index, size_index if not single else index)
 
@@ -1221,6 +1224,7 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "barrier": _Parser.barrier,
     "if": _Parser.if_statement,
     "while": _Parser.while_statement,
+    "for": _Parser.for_statement,
 }
 
 

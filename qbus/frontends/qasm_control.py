@@ -71,6 +71,15 @@ class ControlStatements:
         def operand(self, quantum: bool) -> tuple[tuple[int, ...], bool, int]: ...
         def integer(self, index: int) -> int: ...
         def statement(self) -> None: ...
+        def add_measure(
+            self,
+            qubits: tuple[tuple[int, ...], bool, int],
+            bits: tuple[tuple[int, ...], bool, int],
+        ) -> None: ...
+
+    cregs: dict[str, tuple[int, int, bool, tuple[int, ...]]]
+    declared_at: dict[str, int]
+    gates: dict[str, Any]
 
     # -- statements -------------------------------------------------------------------
 
@@ -102,6 +111,164 @@ class ControlStatements:
         self.expect(")")
         body = self.block(start)
         self.emit("while", condition, body, (), start)
+
+    def for_statement(self) -> None:
+        """``for [type] name in [a:b] / [a:step:b] / {v, ...} body``, unrolled here.
+
+        The body is parsed once per value with the loop variable's tokens replaced by
+        the value's digits, so the variable works wherever an integer literal does (a
+        qubit or bit index, a gate parameter). Values must be non-negative.
+        """
+        toks = self.toks
+        start = self.i
+        self.require_qasm3("'for' loops", start)
+        self.i += 1
+        if toks[self.i] in ("int", "uint"):
+            self.i += 1
+            if toks[self.i] == "[":
+                self.i += 1
+                self.integer(self.i)
+                self.i += 1
+                self.expect("]")
+        var = toks[self.i]
+        if not var.isidentifier() or var == "in":
+            self.fail(f"expected a loop variable name but found '{var}'", self.i)
+        if var in self.declared_at or var in self.gates:
+            # The variable is substituted token by token: it must not hide another name.
+            self.fail(
+                f"the loop variable '{var}' has the name of a declared register, parameter "
+                "or gate; choose another name",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 1
+        self.expect("in")
+        values = self.loop_values(start)
+        body_start = self.i
+        saved_count = self.nested_ops
+        # One trial parse finds where the body ends (its token count does not change
+        # with the value); an empty loop is still checked, with value 0.
+        slots = self.substitute(var, body_start, len(toks), str(values[0] if values else 0))
+        first = self.block(start)
+        end = self.i
+        for k in slots:
+            toks[k] = var
+        slots = [k for k in slots if k < end]
+        if not values:
+            self.nested_ops = saved_count
+            return
+        unrolled = list(first)
+        for value in values[1:]:
+            if len(self.ops) + self.nested_ops + len(unrolled) > self.max_ops:
+                self.fail(
+                    f"the program expands to more than {self.max_ops} operations",
+                    start,
+                    "too_large",
+                )
+            for k in slots:
+                toks[k] = str(value)
+            self.i = body_start
+            unrolled.extend(self.block(start))
+        for k in slots:
+            toks[k] = var
+        self.i = end
+        self.nested_ops = saved_count
+        self.ops.extend(unrolled)
+        if len(self.ops) > self.max_ops:
+            self.fail(
+                f"the program expands to more than {self.max_ops} operations", start, "too_large"
+            )
+
+    def substitute(self, var: str, begin: int, end: int, value: str) -> list[int]:
+        """Write ``value`` over every token ``var`` in ``[begin, end)``; their positions."""
+        toks = self.toks
+        slots = [k for k in range(begin, end) if toks[k] == var]
+        for k in slots:
+            toks[k] = value
+        return slots
+
+    def loop_values(self, start: int) -> list[int]:
+        """``[a:b]`` / ``[a:step:b]`` (inclusive, as OpenQASM 3 ranges are) or ``{v, ...}``."""
+        toks = self.toks
+        if toks[self.i] == "{":
+            self.i += 1
+            values = [self.loop_integer()]
+            while toks[self.i] == ",":
+                self.i += 1
+                values.append(self.loop_integer())
+            self.expect("}")
+            return values
+        if toks[self.i] != "[":
+            self.fail(
+                f"a 'for' loop runs over a range '[a:b]' or a set '{{...}}', found "
+                f"'{toks[self.i]}'",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 1
+        parts = [self.loop_integer()]
+        while toks[self.i] == ":" and len(parts) < 3:
+            self.i += 1
+            parts.append(self.loop_integer())
+        self.expect("]")
+        if len(parts) == 1:
+            self.fail("a 'for' range needs 'start:end' or 'start:step:end'", start)
+        first, step, last = (parts[0], 1, parts[1]) if len(parts) == 2 else parts
+        if step == 0:
+            self.fail("a 'for' range's step cannot be 0", start)
+        count = max(0, (last - first) // step + 1)
+        if count > self.max_ops:
+            self.fail(
+                f"the 'for' loop runs {count:,} times; at most {self.max_ops:,} are unrolled",
+                start,
+                "too_large",
+            )
+        return list(range(first, last + (1 if step > 0 else -1), step))
+
+    def loop_integer(self) -> int:
+        toks = self.toks
+        negative = toks[self.i] == "-"
+        if negative:
+            self.i += 1
+        t = toks[self.i]
+        if not (t.isdigit() and t.isascii()):
+            self.fail(
+                f"a 'for' loop's range holds integer literals; found '{t}'",
+                self.i,
+                "unsupported_feature",
+            )
+        value = self.integer(self.i)
+        self.i += 1
+        return -value if negative else value
+
+    def bit_initialiser(self, name: str) -> None:
+        """``bit b = measure q;`` / ``bit[2] c = measure q;`` / ``= 0`` / ``= "00"``.
+
+        Bits start at 0 in the IR, so a zero initialiser is nothing to do; any other
+        constant is refused (the IR has no classical write but ``measure``).
+        """
+        toks = self.toks
+        self.i += 1  # "="
+        if toks[self.i] == "measure":
+            self.i += 1
+            bits_index = self.i
+            qubits = self.operand(True)
+            self.expect(";")
+            members = self.cregs[name][3]
+            self.add_measure(qubits, (members, True, bits_index))
+            return
+        t = toks[self.i]
+        digits = t[1:-1] if t.startswith('"') else t
+        zero = bool(digits) and set(digits) <= {"0", "_"} and "0" in digits
+        if not zero:
+            self.fail(
+                f"initialising bit register '{name}' with {t} is not supported; bits start "
+                "at 0 (initialise with '= measure q;')",
+                self.i,
+                "unsupported_feature",
+            )
+        self.i += 1
+        self.expect(";")
 
     def emit(
         self,
