@@ -269,10 +269,10 @@ def test_branch_explosion_is_refused_before_memory_runs_out():
 
 def test_engines_without_classical_control_refuse_it_before_running():
     circuit, _ = parse_qasm(TELEPORT)
-    cirq_engine = get_engine("cirq")
-    assert cirq_engine.capabilities.classical_control == ()
+    qsim = get_engine("qsim")
+    assert qsim.capabilities.classical_control == ()
     with pytest.raises(EngineError) as info:
-        cirq_engine.validate(RunRequest(circuit=circuit, shots=10))
+        qsim.validate(RunRequest(circuit=circuit, shots=10))
     assert info.value.code == "classical_control_unsupported"
     assert "'if'" in str(info.value)
     with pytest.raises(EngineError) as info:
@@ -357,3 +357,46 @@ def test_named_parameters_inside_blocks_are_checked_and_bound():
     with pytest.raises(CircuitError, match=r"ops\[2\]\.body\[0\] \('ry'\) angle") as info:
         check_angles(scaled, {"theta": 1e6})
     assert info.value.where == "$.ops[2].body[0].params"
+
+
+# -- Cirq: classically controlled operations --------------------------------------------
+
+# OpenQASM 3 with an else branch and a compound condition on a 2-bit register.
+COMPOUND = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[3] q;
+bit[3] c;
+h q[0];
+h q[1];
+c[0] = measure q[0];
+c[1] = measure q[1];
+if (c < 2 && !(c == 0)) { x q[2]; } else if (c[1]) { h q[2]; } else { ry(0.4) q[2]; }
+c[2] = measure q[2];
+"""
+
+
+@pytest.mark.parametrize("name", [*sorted(PROGRAMS), "compound"])
+def test_cirq_runs_if_programs_like_the_exact_reference(name):
+    circuit, _ = parse_qasm(PROGRAMS.get(name, COMPOUND))
+    engine = get_engine("cirq")
+    assert engine.capabilities.classical_control == ("if",)
+    counts = engine.run(RunRequest(circuit=circuit, shots=SHOTS, seed=6)).counts
+    assert sum(counts.values()) == SHOTS
+    verdict = check_counts(counts, reference.probabilities(circuit), SHOTS)
+    assert verdict.verdict == "pass", verdict.detail
+
+
+def test_cirq_refuses_what_it_cannot_write():
+    engine = get_engine("cirq")
+    loop = _looping(1)
+    with pytest.raises(EngineError, match="'while'") as info:
+        engine.validate(RunRequest(circuit=loop, shots=10))
+    assert info.value.code == "classical_control_unsupported"
+    # A block measuring into the bit its condition reads: the copies would disagree.
+    rewrites, _ = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nh q;\nc = measure q;\n'
+        "if (c == 1) { h q; c = measure q; }\n"
+    )
+    with pytest.raises(EngineError, match="measure into clbit") as info:
+        engine.validate(RunRequest(circuit=rewrites, shots=10))
+    assert info.value.code == "classical_control_unsupported"

@@ -86,7 +86,11 @@ def test_while_parses_to_a_while_op():
     ("source", "code", "fragment"),
     [
         ("qubit q;\nfor int q in [0:1] { x q; }\n", "unsupported_feature", "declared register"),
-        ("qubit q;\nfor int i in [0:n] { x q; }\n", "unsupported_feature", "integer literals"),
+        (
+            "qubit q;\nfor int i in [0:n] { x q; }\n",
+            "unsupported_feature",
+            "takes integer literals",
+        ),
         ("qubit q;\nfor int i in [0:0:3] { x q; }\n", "qasm_syntax", "step cannot be 0"),
         ("qubit q;\nfor int i in [0:60] { x q; x q; }\n", "too_large", "more than 100 operations"),
         ("qubit q;\nfor int i in [0:1000000000] { }\n", "too_large", "1,000,000,001 times"),

@@ -230,16 +230,17 @@ class ControlStatements:
         negative = toks[self.i] == "-"
         if negative:
             self.i += 1
-        t = toks[self.i]
+        value = self.literal("a 'for' loop's range")
+        return -value if negative else value
+
+    def literal(self, what: str) -> int:
+        """The integer literal at ``self.i`` (consumed); anything else is refused."""
+        t = self.toks[self.i]
         if not (t.isdigit() and t.isascii()):
-            self.fail(
-                f"a 'for' loop's range holds integer literals; found '{t}'",
-                self.i,
-                "unsupported_feature",
-            )
+            self.fail(f"{what} takes integer literals; found '{t}'", self.i, "unsupported_feature")
         value = self.integer(self.i)
         self.i += 1
-        return -value if negative else value
+        return value
 
     def bit_initialiser(self, name: str) -> None:
         """``bit b = measure q;`` / ``bit[2] c = measure q;`` / ``= 0`` / ``= "00"``.
@@ -401,14 +402,7 @@ class ControlStatements:
         op = toks[self.i]
         if op in COMPARISONS:
             self.i += 1
-            if not toks[self.i].isdigit():
-                self.fail(
-                    f"a condition compares bits with an integer literal; found '{toks[self.i]}'",
-                    self.i,
-                    "unsupported_feature",
-                )
-            value = self.integer(self.i)
-            self.i += 1
+            value = self.literal("a comparison of bits")
             return self.make_condition(start, depth, op=op, clbits=bits, value=value)
         if whole and len(bits) > 1:
             return self.make_condition(start, depth, op="!=", clbits=bits, value=0)
