@@ -18,11 +18,13 @@ from qiskit_aer import AerSimulator
 from qbus.engines import reference
 from qbus.engines.aer import AerEngine
 from qbus.engines.base import RunRequest
+from qbus.engines.convert_qiskit import from_qiskit, to_qiskit
 from qbus.errors import CircuitError, QasmSyntaxError
 from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.ir import Condition
 from qbus.verifier.crosscheck import compare_counts
 from qbus.verifier.statistics import check_counts
+from tests.test_dynamic_circuits import PROGRAMS
 
 H3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 SHOTS = 4000
@@ -216,3 +218,37 @@ def test_qiskit_exported_control_flow_runs_the_same_through_qbus(aer, name):
         loaded = _aer_counts(qasm3.loads(text), seed=12)
         agreement = compare_counts(ours, loaded)
         assert agreement.verdict == "pass", agreement.detail
+
+
+# -- from_qiskit: Qiskit control flow straight into the IR ----------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_from_qiskit_reads_control_flow_like_the_qasm3_export(name):
+    qc = BUILDERS[name]()
+    direct = from_qiskit(qc)
+    assert {op.name for op in direct.ops} & {"if", "while"}
+    assert "for_loop" not in {op.name for op in direct.ops}  # unrolled
+    via_text, _ = parse_qasm(qasm3.dumps(qc))
+    exact = reference.probabilities(direct)
+    assert exact == pytest.approx(reference.probabilities(via_text), abs=1e-12)
+    counts = _aer_counts(qc, seed=21)
+    assert check_counts(counts, exact, SHOTS).verdict == "pass"
+
+
+def test_to_qiskit_and_back_keeps_the_distribution():
+    for source in PROGRAMS.values():
+        circuit, _ = parse_qasm(source)
+        back = from_qiskit(to_qiskit(circuit))
+        assert reference.probabilities(back) == pytest.approx(reference.probabilities(circuit))
+
+
+def test_from_qiskit_refuses_switch_with_a_path():
+    qc, _, cr = _registers()
+    qc.measure(0, 0)
+    with qc.switch(cr) as case, case(0):
+        qc.x(1)
+    with pytest.raises(CircuitError, match="switch_case") as info:
+        from_qiskit(qc)
+    assert info.value.code == "unsupported_gate"
+    assert info.value.where == "instruction[1]"

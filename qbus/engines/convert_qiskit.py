@@ -32,6 +32,7 @@ try:
     from qiskit.circuit import (
         Barrier,
         CircuitInstruction,
+        ClassicalRegister,
         Measure,
         ParameterExpression,
         QuantumCircuit,
@@ -254,10 +255,14 @@ def from_qiskit(qc: QuantumCircuit) -> Circuit:
     Returns:
         The IR circuit.
 
+    ``IfElseOp`` and ``WhileLoopOp`` become IR ``if``/``while`` ops (conditions on a
+    clbit, a register or a classical expression of comparisons and logic); a
+    ``ForLoopOp`` is unrolled, its loop parameter bound to each value.
+
     Raises:
         CircuitError: ``unsupported_gate`` for an instruction with no IR equivalent and
-            no definition (control flow, ``delay`` …), with ``where`` naming the
-            instruction index.
+            no definition (``switch_case``, ``break_loop``, ``delay`` …) or a condition
+            the IR cannot hold, with ``where`` naming the instruction index.
     """
     qindex = {bit: i for i, bit in enumerate(qc.qubits)}
     cindex = {bit: i for i, bit in enumerate(qc.clbits)}
@@ -265,7 +270,12 @@ def from_qiskit(qc: QuantumCircuit) -> Circuit:
     names: set[str] = set()
 
     def walk(
-        data: Any, qmap: Mapping[Any, int], cmap: Mapping[Any, int], where: str, depth: int
+        data: Any,
+        qmap: Mapping[Any, int],
+        cmap: Mapping[Any, int],
+        where: str,
+        depth: int,
+        ops: list[Op],
     ) -> None:
         for k, inst in enumerate(data):
             here = f"{where}[{k}]"
@@ -273,6 +283,14 @@ def from_qiskit(qc: QuantumCircuit) -> Circuit:
             name = operation.name
             qs = tuple(qmap[i] for i in inst.qubits)
             cs = tuple(cmap[i] for i in inst.clbits)
+            if name in _CONTROL_FLOW_NAMES:
+                if depth >= _MAX_DEFINITION_DEPTH:
+                    raise CircuitError(
+                        "control flow nested too deep", code="unsupported_gate", where=here
+                    )
+                convert = partial(block, qs, cs, here, depth)
+                ops.extend(_control_from_qiskit(operation, cmap, convert, here))
+                continue
             try:
                 if name in ("measure", "reset", "barrier"):
                     ops.append(Op(name=name, qubits=qs, clbits=cs))
@@ -299,9 +317,19 @@ def from_qiskit(qc: QuantumCircuit) -> Circuit:
                 )
             inner_q = {bit: qs[i] for i, bit in enumerate(definition.qubits)}
             inner_c = {bit: cs[i] for i, bit in enumerate(definition.clbits)}
-            walk(definition.data, inner_q, inner_c, f"{here}.definition", depth + 1)
+            walk(definition.data, inner_q, inner_c, f"{here}.definition", depth + 1, ops)
 
-    walk(qc.data, qindex, cindex, "instruction", 0)
+    def block(
+        qs: tuple[int, ...], cs: tuple[int, ...], here: str, depth: int, body: Any, label: str
+    ) -> tuple[Op, ...]:
+        # A control-flow block's bits map positionally onto its instruction's.
+        inner: list[Op] = []
+        inner_q = {bit: qs[i] for i, bit in enumerate(body.qubits)}
+        inner_c = {bit: cs[i] for i, bit in enumerate(body.clbits)}
+        walk(body.data, inner_q, inner_c, f"{here}.{label}", depth + 1, inner)
+        return tuple(inner)
+
+    walk(qc.data, qindex, cindex, "instruction", 0, ops)
     try:
         return Circuit(
             num_qubits=qc.num_qubits,
@@ -311,3 +339,92 @@ def from_qiskit(qc: QuantumCircuit) -> Circuit:
         )
     except ValueError as exc:
         raise CircuitError(f"the circuit does not fit the IR: {exc}") from exc
+
+
+_CONTROL_FLOW_NAMES = frozenset({"if_else", "while_loop", "for_loop", "switch_case"})
+
+_COMPARISON_OPS = {
+    "EQUAL": "==",
+    "NOT_EQUAL": "!=",
+    "LESS": "<",
+    "LESS_EQUAL": "<=",
+    "GREATER": ">",
+    "GREATER_EQUAL": ">=",
+}
+_MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _control_from_qiskit(
+    operation: Any, cmap: Mapping[Any, int], block: Any, where: str
+) -> list[Op]:
+    """The IR ops of one Qiskit control-flow instruction (see ``from_qiskit``)."""
+    name = operation.name
+    try:
+        if name == "for_loop":
+            indexset, parameter, body = operation.params
+            out: list[Op] = []
+            for value in indexset:
+                bound = body if parameter is None else body.assign_parameters({parameter: value})
+                out.extend(block(bound, "body"))
+            return out
+        if name in ("if_else", "while_loop"):
+            condition = _condition_from_qiskit(operation.condition, cmap)
+            body = block(operation.blocks[0], "body")
+            orelse = ()
+            if name == "if_else" and len(operation.blocks) > 1 and operation.blocks[1] is not None:
+                orelse = block(operation.blocks[1], "orelse")
+            qubits = tuple(sorted({q for op in (*body, *orelse) for q in op.qubits}))
+            ir_name = "if" if name == "if_else" else "while"
+            return [Op(name=ir_name, qubits=qubits, condition=condition, body=body, orelse=orelse)]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CircuitError(
+            f"'{name}' does not fit the IR: {exc}", code="unsupported_gate", where=where
+        ) from exc
+    raise CircuitError(
+        f"instruction '{name}' has no IR equivalent", code="unsupported_gate", where=where
+    )
+
+
+def _bits_of(target: Any, cmap: Mapping[Any, int]) -> tuple[int, ...]:
+    """IR clbits of a Qiskit clbit or classical register (least significant first)."""
+    if isinstance(target, ClassicalRegister):
+        return tuple(cmap[bit] for bit in target)
+    return (cmap[target],)
+
+
+def _condition_from_qiskit(condition: Any, cmap: Mapping[Any, int]) -> Condition:
+    """An IR condition from Qiskit's ``(clbit | register, value)`` or ``expr.Expr``."""
+    if isinstance(condition, tuple):
+        target, value = condition
+        return Condition(clbits=_bits_of(target, cmap), value=int(value))
+    return _expr_condition(condition, cmap)
+
+
+def _expr_condition(node: Any, cmap: Mapping[Any, int]) -> Condition:
+    if isinstance(node, expr.Cast):
+        inner = node.operand
+        if isinstance(inner, expr.Var):  # a register (or bit) used as a Boolean
+            return Condition(op="!=", clbits=_bits_of(inner.var, cmap), value=0)
+        return _expr_condition(inner, cmap)
+    if isinstance(node, expr.Var):  # a single clbit: true when 1
+        return Condition(clbits=_bits_of(node.var, cmap), value=1)
+    if isinstance(node, expr.Unary) and node.op is expr.Unary.Op.LOGIC_NOT:
+        return Condition(op="not", args=(_expr_condition(node.operand, cmap),))
+    if isinstance(node, expr.Binary):
+        op = node.op.name
+        if op in ("LOGIC_AND", "LOGIC_OR"):
+            args = (_expr_condition(node.left, cmap), _expr_condition(node.right, cmap))
+            return Condition(op="and" if op == "LOGIC_AND" else "or", args=args)
+        if op in _COMPARISON_OPS:
+            left, right = _strip_cast(node.left), _strip_cast(node.right)
+            symbol = _COMPARISON_OPS[op]
+            if isinstance(left, expr.Value) and isinstance(right, expr.Var):
+                left, right, symbol = right, left, _MIRROR[symbol]
+            if isinstance(left, expr.Var) and isinstance(right, expr.Value):
+                bits = _bits_of(left.var, cmap)
+                return Condition(op=symbol, clbits=bits, value=int(right.value))
+    raise ValueError(f"the condition {node} is not a comparison of bits with a constant")
+
+
+def _strip_cast(node: Any) -> Any:
+    return node.operand if isinstance(node, expr.Cast) else node
