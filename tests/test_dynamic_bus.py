@@ -116,3 +116,15 @@ async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: C
     assert isinstance(final, JobFailed), final
     assert final.code == "loop_budget_exceeded"
     assert "1000 iterations" in final.message
+
+
+async def test_a_loop_that_can_never_end_is_rejected_at_ingest(bus: Bus, pipeline: Pipeline):
+    # Nothing in the body writes c: once entered, the loop would spin for ever.
+    never_ends = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nh q;\nc = measure q;\n'
+        "while (c == 1) { x q; }\n"
+    )
+    (final,) = await run_jobs(bus, [job(never_ends)])
+    assert isinstance(final, JobRejected), final
+    assert final.code == "unbounded_loop"
+    assert "ops[2]" in final.message

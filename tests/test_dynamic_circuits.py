@@ -22,7 +22,7 @@ from qbus.engines.registry import get_engine
 from qbus.errors import CircuitError, EngineError
 from qbus.frontends.parameters import bind, check_angles, check_parameters
 from qbus.frontends.qasm import parse_qasm, to_qasm3
-from qbus.schemas.ir import Circuit, Condition, Op, circuit_hash
+from qbus.schemas.ir import Circuit, Condition, Op, circuit_hash, unbounded_loop
 from qbus.verifier.crosscheck import compare_counts
 from qbus.verifier.statistics import check_counts
 
@@ -400,3 +400,23 @@ def test_cirq_refuses_what_it_cannot_write():
     with pytest.raises(EngineError, match="measure into clbit") as info:
         engine.validate(RunRequest(circuit=rewrites, shots=10))
     assert info.value.code == "classical_control_unsupported"
+
+
+def test_a_loop_whose_body_cannot_change_its_condition_is_refused_before_running():
+    spin = Op(
+        name="while",
+        qubits=(0,),
+        condition=Condition(clbits=(0,), value=1),
+        body=(Op(name="x", qubits=(0,)),),
+    )
+    circuit = Circuit(
+        num_qubits=1,
+        num_clbits=1,
+        ops=(Op(name="h", qubits=(0,)), Op(name="measure", qubits=(0,), clbits=(0,)), spin),
+    )
+    assert unbounded_loop(circuit) == "ops[2]"
+    assert unbounded_loop(_looping(1)) is None
+    for engine in (reference.ReferenceEngine(), get_engine("qiskit-aer")):
+        with pytest.raises(EngineError, match=r"\$\.ops\[2\]") as info:
+            engine.validate(RunRequest(circuit=circuit, shots=10))
+        assert info.value.code == "unbounded_loop"

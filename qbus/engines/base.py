@@ -28,7 +28,14 @@ from qbus.engines.sweep import check_sweep, point_requests
 from qbus.errors import CircuitError, EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES, GATES
-from qbus.schemas.ir import CONTROL_FLOW, Circuit, Op, control_constructs, has_control_flow
+from qbus.schemas.ir import (
+    CONTROL_FLOW,
+    Circuit,
+    Op,
+    control_constructs,
+    has_control_flow,
+    unbounded_loop,
+)
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint
@@ -339,6 +346,13 @@ class Engine(abc.ABC):
                 f"({', '.join(repr(c) for c in missing)} in the circuit); "
                 + (f"it runs only {runs}" if runs else "it runs no classical control"),
                 code="classical_control_unsupported",
+            )
+        loop = unbounded_loop(circuit)
+        if loop is not None:
+            raise EngineError(
+                f"the 'while' loop at $.{loop} never measures into a bit its condition "
+                "reads: once entered it would never end",
+                code="unbounded_loop",
             )
         if method != "sample" or noisy:
             what = "a noise model" if noisy else f"method '{method}'"

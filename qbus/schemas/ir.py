@@ -244,6 +244,21 @@ def map_ops(ops: tuple[Op, ...], change: Callable[[Op], Op]) -> tuple[Op, ...]:
     return tuple(out)
 
 
+def unbounded_loop(circuit: Circuit) -> str | None:
+    """The path of the first ``while`` whose body never writes a clbit its condition reads.
+
+    Such a loop, once entered, never ends: nothing in it can change the condition.
+    None when there is no such loop.
+    """
+    for path, op in walk_paths(circuit.ops):
+        if op.name == "while":
+            assert op.condition is not None  # the IR guarantees it
+            written = {c for inner in walk_ops(op.body) for c in inner.clbits}
+            if not written & op.condition.read_clbits():
+                return path
+    return None
+
+
 def has_control_flow(circuit: Circuit) -> bool:
     """Whether any top-level op of ``circuit`` is an ``if`` or ``while``."""
     return any(op.name in CONTROL_FLOW for op in circuit.ops)
