@@ -14,6 +14,8 @@ import pytest
 from qiskit import qasm2
 from qiskit_aer import AerSimulator
 
+from qbus.ai.rewrite import AiRewriter
+from qbus.bus.config import AiConfig
 from qbus.engines import reference
 from qbus.engines.aer import AerEngine
 from qbus.engines.base import Capabilities, RunRequest
@@ -420,3 +422,13 @@ def test_a_loop_whose_body_cannot_change_its_condition_is_refused_before_running
         with pytest.raises(EngineError, match=r"\$\.ops\[2\]") as info:
             engine.validate(RunRequest(circuit=circuit, shots=10))
         assert info.value.code == "unbounded_loop"
+
+
+async def test_the_ai_rewrite_skips_dynamic_circuits_without_asking_a_model():
+    circuit, _ = parse_qasm(TELEPORT)
+    # No model server at this address: a skip must not even try to reach it.
+    rewriter = AiRewriter(AiConfig(host="http://127.0.0.1:9", timeout=1, max_retries=0))
+    proposed, report = await rewriter.rewrite(circuit)
+    assert proposed is None
+    assert report.verdict == "skipped"
+    assert "classical control" in report.warning
