@@ -394,14 +394,17 @@ def test_cirq_refuses_what_it_cannot_write():
     with pytest.raises(EngineError, match="'while'") as info:
         engine.validate(RunRequest(circuit=loop, shots=10))
     assert info.value.code == "classical_control_unsupported"
-    # A block measuring into the bit its condition reads: the copies would disagree.
-    rewrites, _ = parse_qasm(
-        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nh q;\nc = measure q;\n'
-        "if (c == 1) { h q; c = measure q; }\n"
+    # Cirq cannot condition a measurement (ClassicallyControlledOperation refuses it).
+    measures, _ = parse_qasm(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nh q[0];\n'
+        "c[0] = measure q[0];\nif (c[0] == 1) { h q[1]; c[1] = measure q[1]; }\n"
     )
-    with pytest.raises(EngineError, match="measure into clbit") as info:
-        engine.validate(RunRequest(circuit=rewrites, shots=10))
+    with pytest.raises(EngineError, match="cannot condition a measurement") as info:
+        engine.validate(RunRequest(circuit=measures, shots=10))
     assert info.value.code == "classical_control_unsupported"
+    # Aer and the reference run it, and agree.
+    counts = get_engine("qiskit-aer").run(RunRequest(circuit=measures, shots=SHOTS)).counts
+    assert check_counts(counts, reference.probabilities(measures), SHOTS).verdict == "pass"
 
 
 def test_a_loop_whose_body_cannot_change_its_condition_is_refused_before_running():

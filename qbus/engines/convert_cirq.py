@@ -234,8 +234,7 @@ def check_cirq_control(circuit: Circuit) -> None:
         EngineError: ``classical_control_unsupported`` when a condition reads more
             than ``MAX_CIRQ_CONDITION_BITS`` measured clbits, reads a clbit that an
             earlier block may or may not have written (unmeasured clbits read 0 and are
-            fine), or a block measures into a clbit its own condition reads (the copies
-            of the block would then see different conditions).
+            fine), or a block measures (Cirq cannot condition a measurement).
     """
     measured: set[int] = set()  # by a top-level measure: a key Cirq has for sure
     maybe: set[int] = set()  # by a measure inside a block: a key Cirq may lack
@@ -251,10 +250,9 @@ def check_cirq_control(circuit: Circuit) -> None:
             problem = f"its condition reads {len(read)} clbits (at most {MAX_CIRQ_CONDITION_BITS})"
         elif not read <= measured:
             problem = f"clbit(s) {sorted(read - measured)} are measured only inside a block"
-        else:
-            written = {c for inner in walk_ops((*op.body, *op.orelse)) for c in inner.clbits}
-            if written & read:
-                problem = f"its blocks measure into clbit(s) {sorted(written & read)} it reads"
+        elif any(inner.name == "measure" for inner in walk_ops((*op.body, *op.orelse))):
+            # cirq.ClassicallyControlledOperation refuses measurements.
+            problem = "its blocks measure, and Cirq cannot condition a measurement"
         if problem is not None:
             raise EngineError(
                 f"cirq cannot run the 'if' at $.{path}: {problem}",
