@@ -252,3 +252,12 @@ def test_from_qiskit_refuses_switch_with_a_path():
         from_qiskit(qc)
     assert info.value.code == "unsupported_gate"
     assert info.value.where == "instruction[1]"
+
+
+def test_a_literal_on_the_left_mirrors_the_comparison():
+    src = H3 + "qubit q;\nbit[2] c;\nc[1] = measure q;\nif (2 > c) x q;\n"
+    assert parse_qasm(src)[0].ops[-1].condition == Condition(op="<", clbits=(0, 1), value=2)
+    qc, _, cr = _registers()
+    with qc.if_test(expr.greater_equal(3, cr)):  # 3 >= c is c <= 3
+        qc.x(0)
+    assert from_qiskit(qc).ops[0].condition == Condition(op="<=", clbits=(0, 1, 2), value=3)

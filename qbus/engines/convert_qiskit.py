@@ -25,7 +25,7 @@ from typing import Any
 from qbus.engines.params import numeric_params
 from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES, canonical_gate_name
-from qbus.schemas.ir import Circuit, Condition, Op
+from qbus.schemas.ir import MIRRORED, Circuit, Condition, Op
 
 try:
     import qiskit.circuit.library as _lib
@@ -351,7 +351,6 @@ _COMPARISON_OPS = {
     "GREATER": ">",
     "GREATER_EQUAL": ">=",
 }
-_MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 def _control_from_qiskit(
@@ -419,7 +418,7 @@ def _expr_condition(node: Any, cmap: Mapping[Any, int]) -> Condition:
             left, right = _strip_cast(node.left), _strip_cast(node.right)
             symbol = _COMPARISON_OPS[op]
             if isinstance(left, expr.Value) and isinstance(right, expr.Var):
-                left, right, symbol = right, left, _MIRROR[symbol]
+                left, right, symbol = right, left, MIRRORED[symbol]
             if isinstance(left, expr.Var) and isinstance(right, expr.Value):
                 bits = _bits_of(left.var, cmap)
                 return Condition(op=symbol, clbits=bits, value=int(right.value))

@@ -33,6 +33,7 @@ from qbus.schemas.ir import (
     COMPARISONS,
     MAX_CONDITION_DEPTH,
     MAX_CONTROL_DEPTH,
+    MIRRORED,
     Condition,
     Op,
 )
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 _DECLARATIONS = frozenset(
     {"OPENQASM", "include", "qreg", "creg", "qubit", "bit", "input", "gate", "def"}
 )
-
-# The comparison seen from the other side: ``3 < c`` is ``c > 3``.
-_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 _LOGIC = {"||": "or", "&&": "and"}
 
@@ -397,7 +395,7 @@ class ControlStatements:
                 self.fail(f"expected a comparison after {value} but found '{op}'", self.i)
             self.i += 1
             bits, _, _ = self.operand(False)
-            return self.make_condition(start, depth, op=_FLIPPED[op], clbits=bits, value=value)
+            return self.make_condition(start, depth, op=MIRRORED[op], clbits=bits, value=value)
         bits, whole, _ = self.operand(False)
         op = toks[self.i]
         if op in COMPARISONS:

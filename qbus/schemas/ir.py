@@ -41,6 +41,9 @@ CONTROL_FLOW = frozenset({"if", "while"})
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 """Condition operators comparing a clbit register (as an unsigned integer) with a value."""
 
+MIRRORED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+"""Each comparison seen from the other side: ``3 < c`` is ``c > 3``."""
+
 CONNECTIVES = frozenset({"and", "or", "not"})
 """Condition operators combining other conditions."""
 
