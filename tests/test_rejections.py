@@ -47,7 +47,7 @@ BAD_SOURCES: list[tuple[str, str, str]] = [
     (H2 + "h(0.5) q[0];\n", "wrong_arity", "h"),
     (H2 + "cx q[0], q[0];\n", "duplicate_qubit", "q[0]"),
     (H2 + "qreg q[3];\n", "duplicate_declaration", "q"),
-    (H3 + "if (c[0]) x q[1];\n", "unsupported_feature", "if"),
+    (H3 + "if (c == 9) x q[1];\n", "invalid_condition", "does not fit"),
     ('OPENQASM 2.0;\ninclude "mylib.inc";\nqreg q[1];\n', "unsupported_include", "mylib"),
     ("", "empty_program", ""),
     ("   \n// only a comment\n", "empty_program", ""),

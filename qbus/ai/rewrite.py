@@ -28,7 +28,7 @@ from qbus.bus.config import AiConfig, Limits
 from qbus.errors import MissingOptionalLibraryError, QbusError
 from qbus.frontends.qasm import to_qasm3
 from qbus.schemas.ai import AiRewriteReport
-from qbus.schemas.ir import Circuit, CircuitStats, stats
+from qbus.schemas.ir import Circuit, CircuitStats, has_control_flow, stats
 
 log = logging.getLogger("qbus.ai.rewrite")
 
@@ -101,6 +101,13 @@ class AiRewriter:
                 warning=f"{circuit.num_qubits} qubits / {len(circuit.ops)} ops is beyond what "
                 f"is sent to the model ([ai] max_check_qubits={cfg.max_check_qubits}, "
                 f"max_ops={cfg.max_ops})" + KEPT,
+            )
+        if has_control_flow(circuit):
+            # The equivalence check compares unitaries; a dynamic circuit has none.
+            return None, AiRewriteReport(
+                verdict="skipped",
+                warning="circuits with classical control (if/while) are not sent to the "
+                "model: their equivalence cannot be checked" + KEPT,
             )
         prompt = load_prompt("rewrite")
         try:

@@ -30,7 +30,7 @@ from qbus.schemas.events import (
     default_seed,
     tag_of,
 )
-from qbus.schemas.ir import Circuit, circuit_hash, stats
+from qbus.schemas.ir import Circuit, circuit_hash, stats, unbounded_loop, walk_ops
 
 log = logging.getLogger("qbus.ingest")
 
@@ -175,11 +175,20 @@ class IngestHandler:
                 code="unexpected_observables",
                 where="$.observables",
             )
-        if job.method == "sample" and not any(op.name == "measure" for op in circuit.ops):
+        if job.method == "sample" and not any(op.name == "measure" for op in walk_ops(circuit.ops)):
             raise Reject(
                 "a 'sample' job needs at least one measurement; add 'measure' or use "
                 "method 'statevector'",
                 code="no_measurements",
+            )
+        loop = unbounded_loop(circuit)
+        if loop is not None:
+            raise Reject(
+                f"the 'while' loop at {loop} never measures into a bit its condition reads: "
+                "once entered it would never end",
+                code="unbounded_loop",
+                # The IR path names the loop; text sources have no such path.
+                where="$.source" if job.source is not None else f"$.circuit.{loop}",
             )
         self._check_sandbox(job, circuit)
         try:  # here, not at execution, where 1e308 overflows some engines' arithmetic
@@ -209,7 +218,7 @@ class IngestHandler:
                 code="invalid_shots",
                 where="$.shots",
             )
-        if not any(op.name == "measure" for op in circuit.ops):
+        if not any(op.name == "measure" for op in walk_ops(circuit.ops)):
             raise Reject(
                 "a 'sweep' without observables samples each point and needs at least one "
                 "measurement; add 'measure' or give observables",

@@ -32,6 +32,9 @@ from qbus.router.cache import ResultCache, cache_key, reusable
 from qbus.router.capability import (
     DYNAMICS_ENGINES,
     capability_filter,
+    control_engines,
+    control_rejection,
+    route_control,
     route_dynamics,
     route_noisy,
 )
@@ -50,7 +53,7 @@ from qbus.schemas.events import (
     answer,
     derived_event_id,
 )
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, control_constructs
 from qbus.schemas.noise import is_noisy
 
 __all__ = ["DEFAULT_ENGINE", "RouteFeedback", "RouteHandler", "RouteStage", "job_features"]
@@ -160,6 +163,9 @@ class RouteHandler:
                 engine, reason = route_noisy(opts.engine, engine, reason, self._installed)
             if opts.method == "dynamics":
                 engine, reason = route_dynamics(opts.engine, engine, reason, self._installed)
+            engine, reason = route_control(
+                opts.engine, engine, reason, event.circuit, self._installed, self._load
+            )
             if not await self._is_deployed(engine):
                 running = ", ".join(sorted(self._deployed)) or "none"
                 raise Reject(
@@ -203,6 +209,10 @@ class RouteHandler:
             candidates, event.circuit, opts, self.memory_cap_mb, load=self._load
         )
         if not fit.capable:
+            constructs = control_constructs(event.circuit)
+            capable = control_engines(constructs, self._installed, self._load)
+            if constructs and not set(capable) & set(candidates):
+                raise control_rejection(constructs, capable, "$")
             where = "deployed" if self._deployed_source is not None else "installed"
             raise Reject(
                 f"no {where} engine can run this job "

@@ -24,7 +24,7 @@ import numpy as np
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
 from qbus.errors import EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, walk_ops
 
 try:
     import qiskit_aer
@@ -125,7 +125,10 @@ class AerEngine(Engine):
         width = int(config.n_qubits)
         # Noisy expectation holds a density matrix: 4^n entries.
         self.capabilities = Capabilities.state_vector(
-            width, {"expectation": width // 2}, noise=True
+            width,
+            {"expectation": width // 2},
+            noise=True,
+            classical_control=("if", "while"),
         )
 
     @property
@@ -220,7 +223,7 @@ class AerEngine(Engine):
                 self._prepared_cache.move_to_end(key)
                 return qc
         qc = to_qiskit(circuit, parameters, measurements=not sv)
-        if self._foreign and any(op.name in self._foreign for op in circuit.ops):
+        if self._foreign and any(op.name in self._foreign for op in walk_ops(circuit.ops)):
             qc = transpile(qc, basis_gates=self._basis, optimization_level=0)
         if sv:
             # After transpiling: save_statevector is Aer's own instruction, unknown to

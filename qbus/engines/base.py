@@ -28,7 +28,14 @@ from qbus.engines.sweep import check_sweep, point_requests
 from qbus.errors import CircuitError, EngineError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES, GATES
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import (
+    CONTROL_FLOW,
+    Circuit,
+    Op,
+    control_constructs,
+    has_control_flow,
+    unbounded_loop,
+)
 from qbus.schemas.noise import NoiseModel
 from qbus.schemas.pauli import Observable
 from qbus.schemas.sweep import SweepPoint
@@ -64,6 +71,8 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         noise: Whether the engine can apply a noise model.
         batching: Whether the engine runs several circuits in one call.
         device: ``cpu`` or ``gpu``.
+        classical_control: Control-flow constructs of the IR the engine runs
+            (``if``, ``while``; ``qbus.schemas.ir.CONTROL_FLOW``), with method ``sample``.
     """
 
     methods: tuple[str, ...]
@@ -72,6 +81,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     noise: bool = False
     batching: bool = False
     device: str = "cpu"
+    classical_control: tuple[str, ...] = ()
 
     @classmethod
     def state_vector(
@@ -271,7 +281,9 @@ class Engine(abc.ABC):
             raise EngineError(
                 f"seed must be in 0..2**63-1, got {request.seed}", code="invalid_seed"
             )
-        measures = self._check_gates(circuit)
+        measures = self._check_gates(circuit.ops, "$.ops")
+        if has_control_flow(circuit):
+            self._check_control(circuit, method, noisy)
         if method == "sample":
             _check_sampled(method, request.shots, measures)
         if method == "sweep":
@@ -292,24 +304,63 @@ class Engine(abc.ABC):
             check_noisy_request(self.name, request, self.noisy_width(method))
         self._check(request)
 
-    def _check_gates(self, circuit: Circuit) -> bool:
+    def _check_gates(self, ops: tuple[Op, ...], where: str) -> bool:
         """Check every op is a directive or a gate of the engine; whether any measures.
+
+        Ops nested in control flow are checked too (a measurement in a block counts).
 
         Raises:
             EngineError: ``unsupported_gate``, naming the first op outside the gate set.
         """
         gates = self._gate_set
         measures = False
-        for i, op in enumerate(circuit.ops):
+        for i, op in enumerate(ops):
             name = op.name
             if name in DIRECTIVES:
                 measures = measures or name == "measure"
+            elif name in CONTROL_FLOW:
+                inner = self._check_gates(op.body, f"{where}[{i}].body")
+                inner = self._check_gates(op.orelse, f"{where}[{i}].orelse") or inner
+                measures = measures or inner
             elif name not in gates:
                 raise EngineError(
-                    f"engine '{self.name}' does not support gate '{name}' (at $.ops[{i}])",
+                    f"engine '{self.name}' does not support gate '{name}' (at {where}[{i}])",
                     code="unsupported_gate",
                 )
         return measures
+
+    def _check_control(self, circuit: Circuit, method: str, noisy: bool) -> None:
+        """Check the engine runs the circuit's control flow, and that the run can hold it.
+
+        Raises:
+            EngineError: ``classical_control_unsupported`` naming the construct the
+                engine lacks; ``unsupported_method`` for a method other than ``sample``
+                (a dynamic circuit's output is a distribution, not one state).
+        """
+        constructs = control_constructs(circuit)
+        missing = [c for c in constructs if c not in self.capabilities.classical_control]
+        if missing:
+            runs = ", ".join(f"'{c}'" for c in self.capabilities.classical_control)
+            raise EngineError(
+                f"engine '{self.name}' cannot run classical control "
+                f"({', '.join(repr(c) for c in missing)} in the circuit); "
+                + (f"it runs only {runs}" if runs else "it runs no classical control"),
+                code="classical_control_unsupported",
+            )
+        loop = unbounded_loop(circuit)
+        if loop is not None:
+            raise EngineError(
+                f"the 'while' loop at $.{loop} never measures into a bit its condition "
+                "reads: once entered it would never end",
+                code="unbounded_loop",
+            )
+        if method != "sample" or noisy:
+            what = "a noise model" if noisy else f"method '{method}'"
+            raise EngineError(
+                f"a circuit with classical control runs with method 'sample' and no "
+                f"noise model, not {what}",
+                code="unsupported_method",
+            )
 
     def noisy_width(self, method: str) -> int:
         """Widest circuit the engine simulates with noise under ``method``.

@@ -28,7 +28,7 @@ import numpy as np
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
 from qbus.engines.reference import check_terminal_measurements, clbit_sources
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, has_control_flow
 from qbus.schemas.noise import is_noisy
 
 try:
@@ -36,7 +36,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("cirq-core", "cirq", "the cirq engine") from exc
 
-from qbus.engines.convert_cirq import counts_from_records, line_qubits, to_cirq
+from qbus.engines.convert_cirq import (
+    CONTROL_CONSTRUCTS,
+    check_cirq_control,
+    counts_from_records,
+    line_qubits,
+    to_cirq,
+)
 from qbus.engines.noise_cirq import MAX_NOISY_QUBITS, run_noisy
 
 # Below this width a run is too small to gain from threads (qsim's own advice); above
@@ -61,7 +67,12 @@ def _random_state(seed: int) -> np.random.RandomState:
 
 
 def _terminal(circuit: Circuit) -> bool:
-    """Whether every measurement is terminal and every reset acts on a fresh qubit."""
+    """Whether every measurement is terminal and every reset acts on a fresh qubit.
+
+    A circuit with classical control is never terminal: it runs shot by shot.
+    """
+    if has_control_flow(circuit):
+        return False
     try:
         check_terminal_measurements(circuit)
     except CircuitError:
@@ -179,8 +190,16 @@ class CirqEngine(_CirqBase):
         width = _memory_width(56, cap=30)
         # 'expectation' here is the noisy one, on a density matrix (noise_cirq).
         self.capabilities = Capabilities.state_vector(
-            width, {"expectation": MAX_NOISY_QUBITS}, noise=True
+            width,
+            {"expectation": MAX_NOISY_QUBITS},
+            noise=True,
+            classical_control=CONTROL_CONSTRUCTS,
         )
+
+    def _check(self, request: RunRequest) -> None:
+        """Classical control: what ``to_cirq`` can write (``check_cirq_control``)."""
+        if has_control_flow(request.circuit):
+            check_cirq_control(request.circuit)
 
     @property
     def version(self) -> str:

@@ -35,8 +35,8 @@ import numpy as np
 from qbus.engines.checks import check_bound
 from qbus.engines.params import numeric_params
 from qbus.engines.reference import gate_matrix
-from qbus.errors import MissingOptionalLibraryError
-from qbus.schemas.ir import Circuit
+from qbus.errors import EngineError, MissingOptionalLibraryError
+from qbus.schemas.ir import Circuit, Op, walk_ops, walk_paths
 
 try:
     import cirq
@@ -44,6 +44,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("cirq-core", "cirq", "the cirq engine") from exc
 
 _PI = math.pi
+
+# Tests a clbit for 0 (cirq-core 1.5+); without it the engine runs no classical control.
+_BIT_MASK_CONDITION = getattr(cirq, "BitMaskKeyCondition", None)
 
 # Parameterless gates: built once; Cirq gates are immutable values.
 FIXED_GATES: dict[str, Any] = {
@@ -150,10 +153,31 @@ def to_cirq(
     values = values or {}
     check_bound(circuit, values)
     qubits = line_qubits(circuit.num_qubits)
-    fixed = FIXED_GATES
     ops: list[Any] = []
-    append = ops.append
-    for op in circuit.ops:
+    _emit(ops, circuit.ops, qubits, values, measurements, (), set())
+    return cirq.Circuit(ops)
+
+
+def _emit(
+    out: list[Any],
+    ops: Sequence[Op],
+    qubits: Sequence[Any],
+    values: Mapping[str, float],
+    measurements: bool,
+    controls: tuple[Any, ...],
+    seen: set[int],
+) -> None:
+    """Append the Cirq operations of ``ops``, each controlled by ``controls`` (ANDed).
+
+    ``seen`` collects the clbits measured so far: a condition's other clbits still read
+    0 and are not tested (Cirq refuses a key it has not measured).
+    """
+    fixed = FIXED_GATES
+
+    def append(operation: Any) -> None:
+        out.append(operation.with_classical_controls(*controls) if controls else operation)
+
+    for op in ops:
         name = op.name
         gate = fixed.get(name)
         if gate is not None:
@@ -162,17 +186,78 @@ def to_cirq(
             if measurements:
                 for q, c in zip(op.qubits, op.clbits, strict=True):
                     append(_measure_gate(c).on(qubits[q]))
+                    seen.add(c)
         elif name == "reset":
             if measurements:
                 for q in op.qubits:
                     append(_RESET.on(qubits[q]))
         elif name == "barrier":
             continue
+        elif name == "if":
+            assert op.condition is not None  # the IR guarantees it
+            # Cirq ANDs the conditions of an operation and has no OR or NOT on keys: the
+            # block is emitted once per assignment of the bits the condition reads, under
+            # that assignment's bit tests. The assignments exclude one another, so at
+            # most one copy runs (check_cirq_control bounds their number).
+            bits = sorted(op.condition.read_clbits() & seen)
+            for assignment in range(1 << len(bits)):
+                word = sum(((assignment >> j) & 1) << c for j, c in enumerate(bits))
+                tests = tuple(_bit_test(c, (assignment >> j) & 1) for j, c in enumerate(bits))
+                block = op.body if op.condition.evaluate(word) else op.orelse
+                _emit(out, block, qubits, values, measurements, controls + tests, seen)
         else:
             gate = PARAM_GATES[name](*numeric_params(op.params, values))
             qs = op.qubits[::-1] if name in _REVERSED else op.qubits
             append(gate.on(*[qubits[q] for q in qs]))
-    return cirq.Circuit(ops)
+
+
+def _bit_test(clbit: int, value: int) -> Any:
+    """The Cirq condition "clbit ``clbit`` reads ``value``"."""
+    key = clbit_key(clbit)
+    if value:
+        return cirq.KeyCondition(cirq.MeasurementKey(key))
+    return _BIT_MASK_CONDITION(cirq.MeasurementKey(key), target_value=0, equal_target=True)
+
+
+CONTROL_CONSTRUCTS: tuple[str, ...] = ("if",) if _BIT_MASK_CONDITION is not None else ()
+"""What the cirq engine runs of classical control: ``if`` (not ``while``), with
+cirq-core 1.5+ (``cirq.BitMaskKeyCondition`` tests a bit for 0)."""
+
+MAX_CIRQ_CONDITION_BITS = 6
+"""Most clbits one condition may read on Cirq (the block is emitted 2**bits times)."""
+
+
+def check_cirq_control(circuit: Circuit) -> None:
+    """Check that Cirq can run the circuit's ``if`` ops as ``to_cirq`` writes them.
+
+    Raises:
+        EngineError: ``classical_control_unsupported`` when a condition reads more
+            than ``MAX_CIRQ_CONDITION_BITS`` measured clbits, reads a clbit that an
+            earlier block may or may not have written (unmeasured clbits read 0 and are
+            fine), or a block measures (Cirq cannot condition a measurement).
+    """
+    measured: set[int] = set()  # by a top-level measure: a key Cirq has for sure
+    maybe: set[int] = set()  # by a measure inside a block: a key Cirq may lack
+    for path, op in walk_paths(circuit.ops):
+        if op.name == "measure":
+            (measured if path.count("[") == 1 else maybe).update(op.clbits)
+        if op.name != "if":
+            continue
+        assert op.condition is not None  # the IR guarantees it
+        read = op.condition.read_clbits() & (measured | maybe)
+        problem = None
+        if len(read) > MAX_CIRQ_CONDITION_BITS:
+            problem = f"its condition reads {len(read)} clbits (at most {MAX_CIRQ_CONDITION_BITS})"
+        elif not read <= measured:
+            problem = f"clbit(s) {sorted(read - measured)} are measured only inside a block"
+        elif any(inner.name == "measure" for inner in walk_ops((*op.body, *op.orelse))):
+            # cirq.ClassicallyControlledOperation refuses measurements.
+            problem = "its blocks measure, and Cirq cannot condition a measurement"
+        if problem is not None:
+            raise EngineError(
+                f"cirq cannot run the 'if' at $.{path}: {problem}",
+                code="classical_control_unsupported",
+            )
 
 
 def counts_from_records(records: Mapping[str, np.ndarray], num_clbits: int) -> dict[str, int]:

@@ -24,6 +24,7 @@ import numpy as np
 
 import qbus
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
+from qbus.engines.branching import branch_distribution, is_dynamic
 from qbus.engines.checks import check_bound, check_terminal_measurements
 from qbus.engines.kernels import apply_matrix, draw_counts
 from qbus.engines.params import numeric_params
@@ -269,10 +270,12 @@ def clbit_sources(circuit: Circuit) -> dict[int, int]:
 
 
 def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The exact distribution over clbit bitstrings of a circuit with terminal measurements.
+    """The exact distribution over clbit bitstrings of a circuit.
 
     Qubits not measured are marginalised; clbits never written read ``0``; clbit 0 is
-    the rightmost character. Outcomes with probability below 1e-14 are left out.
+    the rightmost character. Outcomes with probability below 1e-14 are left out. A
+    dynamic circuit (mid-circuit measurement or reset, ``if``, ``while``) is simulated
+    by branch enumeration (``qbus.engines.branching``).
 
     Args:
         circuit: The circuit.
@@ -282,8 +285,12 @@ def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -
         ``{bitstring: probability}``; the probabilities sum to 1 (up to rounding).
 
     Raises:
-        CircuitError: As ``statevector``.
+        CircuitError: As ``statevector`` for a static circuit; for a dynamic one as
+            ``branching.branch_distribution`` (``too_many_branches``,
+            ``loop_budget_exceeded``).
     """
+    if is_dynamic(circuit):
+        return branch_distribution(circuit, values, gate_matrix)
     psi = statevector(circuit, values)
     return distribution(circuit, psi)
 
@@ -332,11 +339,15 @@ class ReferenceEngine(Engine):
 
     ``sample`` draws counts from the exact distribution with ``numpy``'s
     ``default_rng(seed)`` (so a seed reproduces its counts on every platform numpy
-    supports); ``statevector`` returns the exact final state.
+    supports); ``statevector`` returns the exact final state. Dynamic circuits
+    (``sample`` only) draw from the branch-enumerated distribution.
     """
 
     name = "reference"
-    capabilities = Capabilities.state_vector(max_reference_qubits)
+    capabilities = Capabilities.state_vector(
+        max_reference_qubits, classical_control=("if", "while")
+    )
+    mid_circuit_methods = frozenset({"sample"})
 
     @property
     def version(self) -> str:
@@ -345,6 +356,10 @@ class ReferenceEngine(Engine):
 
     def _run(self, request: RunRequest) -> EngineResult:
         start = time.perf_counter()
+        if request.method == "sample" and is_dynamic(request.circuit):
+            dist = branch_distribution(request.circuit, request.parameters, gate_matrix)
+            counts = draw_counts(dist, request.shots, request.seed)
+            return EngineResult.timed(request, start, counts=counts)
         psi = statevector(request.circuit, request.parameters)
         return state_result(request, psi, start, sample_state)
 

@@ -14,7 +14,7 @@ import msgspec
 
 from qbus.errors import CircuitError
 from qbus.frontends.expr import evaluate, free_names
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, Op, map_ops, walk_paths
 
 __all__ = ["MAX_ANGLE", "bind", "check_angles", "check_parameters"]
 
@@ -33,24 +33,24 @@ def check_parameters(circuit: Circuit) -> None:
             ``invalid_parameter`` for text that is no expression (or nests too deep).
     """
     declared = set(circuit.parameters)
-    for i, op in enumerate(circuit.ops):
+    for path, op in walk_paths(circuit.ops):
         for p in op.params:
             if isinstance(p, str):
                 try:
                     names = free_names(p)
                 except ValueError as exc:  # too deep, or not an expression at all
                     raise CircuitError(
-                        f"ops[{i}] ('{op.name}') has a bad expression {p[:80]!r}: {exc}",
+                        f"{path} ('{op.name}') has a bad expression {p[:80]!r}: {exc}",
                         code="invalid_parameter",
-                        where=f"$.ops[{i}].params",
+                        where=f"$.{path}.params",
                     ) from exc
                 unknown = names - declared
                 if unknown:
                     raise CircuitError(
-                        f"ops[{i}] ('{op.name}') uses undeclared parameter(s) "
+                        f"{path} ('{op.name}') uses undeclared parameter(s) "
                         f"{sorted(unknown)}; declare them in 'parameters'",
                         code="undeclared_parameter",
-                        where=f"$.ops[{i}].params",
+                        where=f"$.{path}.params",
                     )
 
 
@@ -69,7 +69,7 @@ def check_angles(
     for n, point in enumerate(points):
         for name, value in point.items():
             _check_angle(value, f"sweep point {n}: {name!r}", f"$.sweep[{n}].{name}")
-    for i, op in enumerate(circuit.ops):
+    for path, op in walk_paths(circuit.ops):
         for p in op.params:
             if isinstance(p, str):
                 if not free_names(p) <= values.keys():
@@ -77,7 +77,7 @@ def check_angles(
                 value = evaluate(p, dict(values))
             else:
                 value = p
-            _check_angle(value, f"ops[{i}] ('{op.name}') angle", f"$.ops[{i}].params")
+            _check_angle(value, f"{path} ('{op.name}') angle", f"$.{path}.params")
 
 
 def _check_angle(value: float, what: str, where: str) -> None:
@@ -103,12 +103,11 @@ def bind(circuit: Circuit, values: dict[str, float]) -> Circuit:
             f"parameter(s) {missing} have no value; pass them in the job's 'parameters'",
             code="unbound_parameter",
         )
-    ops = tuple(
-        msgspec.structs.replace(
-            op, params=tuple(evaluate(p, values) if isinstance(p, str) else p for p in op.params)
-        )
-        if any(isinstance(p, str) for p in op.params)
-        else op
-        for op in circuit.ops
-    )
-    return msgspec.structs.replace(circuit, ops=ops, parameters=())
+
+    def bound(op: Op) -> Op:
+        if not any(isinstance(p, str) for p in op.params):
+            return op
+        params = tuple(evaluate(p, values) if isinstance(p, str) else p for p in op.params)
+        return msgspec.structs.replace(op, params=params)
+
+    return msgspec.structs.replace(circuit, ops=map_ops(circuit.ops, bound), parameters=())

@@ -23,8 +23,10 @@ line and column of the offending token and a stable ``code``:
     A register, input or gate declared twice, or a redefinition of an included gate.
 ``invalid_parameter``
     A parameter whose constant part has no finite value (``1/0``, ``ln(0)``).
+``invalid_condition``
+    A classical condition the IR cannot hold (``c == 9`` on a 3-bit register).
 ``unsupported_feature``
-    Valid OpenQASM that the IR cannot hold: control flow, classical variables and
+    Valid OpenQASM that the IR cannot hold: classical variables other than bits and
     assignment, subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
     anything but one rotation or phase gate, a non-constant modifier argument, physical
     and declared qubits in one program, durations other than a literal, ...
@@ -93,8 +95,9 @@ from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.frontends.gate_library import EXACT_DECOMPOSITIONS, QELIB1_EXTRAS
 from qbus.frontends.gate_modifiers import GPHASE, ModifierError, SeqOp, control, inverse, power
+from qbus.frontends.qasm_control import ControlStatements, write_control
 from qbus.schemas.gates import ALIASES, GATES
-from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
+from qbus.schemas.ir import CONTROL_FLOW, MAX_IR_QUBITS, Circuit, Op, walk_ops
 
 __all__ = ["detect_format", "parse_qasm", "to_qasm3"]
 
@@ -272,10 +275,7 @@ _QASM3_RESERVED = (
 )
 
 _UNSUPPORTED: dict[str, str] = {
-    "if": "classically controlled 'if' statements",
-    "else": "'else' branches",
-    "for": "'for' loops",
-    "while": "'while' loops",
+    "else": "'else' without an 'if'",
     "switch": "'switch' statements",
     "break": "'break'",
     "continue": "'continue'",
@@ -401,7 +401,7 @@ def _constant_params(trees: Sequence[Expr]) -> tuple | None:
     return None
 
 
-class _Parser:
+class _Parser(ControlStatements):
     def __init__(self, text: str, tokens: list[str], max_ops: int):
         self.text = text
         self.toks = tokens
@@ -607,7 +607,11 @@ class _Parser:
         name = self.new_name(index, what)
         self.i += 1
         if toks[self.i] == "=":
-            self.fail("initialised declarations are not supported", self.i, "unsupported_feature")
+            if quantum:
+                self.fail("a qubit declaration takes no initialiser", self.i)
+            self.declare(quantum, name, size, single, index, size_index if not single else index)
+            self.bit_initialiser(name)
+            return
         self.expect(";")
         self.declare(quantum, name, size, single, index, size_index if not single else index)
 
@@ -1527,6 +1531,9 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "const": _Parser.const_declaration,
     "delay": _Parser.delay,
     "box": _Parser.box,
+    "if": _Parser.if_statement,
+    "while": _Parser.while_statement,
+    "for": _Parser.for_statement,
 }
 
 
@@ -1681,7 +1688,10 @@ def to_qasm3(circuit: Circuit) -> str:
     ops of ``c`` are in the form the parser produces: ``measure``/``reset`` on one qubit
     each, and expression parameters in canonical form (``expr.canonical``). A measure or
     reset on several qubits is written as one statement per qubit, which reads back as
-    several ops doing the same thing.
+    several ops doing the same thing. ``if``/``while`` ops are written as OpenQASM 3
+    ``if``/``else``/``while`` blocks; a condition on the whole bit register or on one
+    bit is written as such (and reads back the same), one on another set of bits is
+    spelled out bit by bit (it reads back as an equivalent condition, not the same one).
 
     Args:
         circuit: Any IR circuit.
@@ -1704,28 +1714,34 @@ def to_qasm3(circuit: Circuit) -> str:
     q = _free_register_name(("q", "qubits", "q_"), taken)
     c = _free_register_name(("c", "bits", "c_"), taken)
     lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
-    used = {op.name for op in circuit.ops}
+    used = {op.name for op in walk_ops(circuit.ops)}
     lines.extend(text for name, text in _NATIVE_DEFINITIONS.items() if name in used)
     lines.extend(f"input float {name};" for name in parameters)
     lines.append(f"qubit[{circuit.num_qubits}] {q};")
     if circuit.num_clbits:
         lines.append(f"bit[{circuit.num_clbits}] {c};")
-    for op in circuit.ops:
-        name = op.name
-        if name == "measure":
-            lines.extend(
-                f"{c}[{bit}] = measure {q}[{qubit}];"
-                for qubit, bit in zip(op.qubits, op.clbits, strict=True)
-            )
-        elif name == "reset":
-            lines.extend(f"reset {q}[{qubit}];" for qubit in op.qubits)
-        else:
-            args = ", ".join(f"{q}[{qubit}]" for qubit in op.qubits)
-            if name == "barrier":
-                lines.append(f"barrier {args};" if args else "barrier;")
-                continue
-            gate = _EXPORT_NAMES.get(name, name)
-            if op.params:
-                gate += "(" + ", ".join(_format_param(p) for p in op.params) + ")"
-            lines.append(f"{gate} {args};")
+
+    def write(ops: Sequence[Op], indent: str) -> None:
+        for op in ops:
+            name = op.name
+            if name == "measure":
+                lines.extend(
+                    f"{indent}{c}[{bit}] = measure {q}[{qubit}];"
+                    for qubit, bit in zip(op.qubits, op.clbits, strict=True)
+                )
+            elif name == "reset":
+                lines.extend(f"{indent}reset {q}[{qubit}];" for qubit in op.qubits)
+            elif name in CONTROL_FLOW:
+                write_control(op, c, circuit.num_clbits, indent, lines, write)
+            else:
+                args = ", ".join(f"{q}[{qubit}]" for qubit in op.qubits)
+                if name == "barrier":
+                    lines.append(f"{indent}barrier {args};" if args else f"{indent}barrier;")
+                    continue
+                gate = _EXPORT_NAMES.get(name, name)
+                if op.params:
+                    gate += "(" + ", ".join(_format_param(p) for p in op.params) + ")"
+                lines.append(f"{indent}{gate} {args};")
+
+    write(circuit.ops, "")
     return "\n".join(lines) + "\n"

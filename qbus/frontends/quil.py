@@ -33,7 +33,9 @@ Everything else is rejected with a ``CircuitError`` whose ``code`` is stable:
 ``quil_syntax``
     Text pyQuil cannot parse (``where`` is ``line L, column C``).
 ``quil_unsupported``
-    Valid Quil the IR cannot hold: classical control (``LABEL``/``JUMP``/``JUMP-WHEN``),
+    Valid Quil the IR cannot hold: classical control other than the jump patterns
+    pyQuil's ``if_then``/``while_do`` write (those become IR ``if``/``while`` ops on one
+    bit, see ``_Converter.structure``),
     classical arithmetic (``MOVE``, ``ADD`` …), ``DEFCIRCUIT``, parametric ``DEFGATE`` and
     ``AS PAULI-SUM`` gates, ``FORKED``, Quil-T (pulses, frames, ``DELAY``, ``FENCE``…),
     ``WAIT``, pragmas that change semantics (``ADD-KRAUS``, ``READOUT-POVM``) or that this
@@ -55,6 +57,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +66,7 @@ from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.frontends.bounds import TooDeep, clipped, nested_deeper_than
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, MAX_DEPTH, Expr, fold
 from qbus.frontends.parameters import check_parameters
-from qbus.schemas.ir import MAX_IR_QUBITS, Circuit, Op
+from qbus.schemas.ir import MAX_CONTROL_DEPTH, MAX_IR_QUBITS, Circuit, Condition, Op
 
 # -- format detection (no pyQuil needed) -------------------------------------------------
 
@@ -355,6 +358,17 @@ def _inverse(step: _Step) -> _Step:
     raise AssertionError(f"no inverse rule for {name}")  # every emitted gate has one
 
 
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """A jump pattern folded into a block: ``kind`` is ``if`` or ``while`` on one bit."""
+
+    kind: str
+    bit: int
+    value: int
+    body: list[Any]
+    orelse: list[Any]
+
+
 class _Converter:
     """One conversion: declarations, gate definitions and the ops built so far."""
 
@@ -410,11 +424,12 @@ class _Converter:
         declarations = [inst for inst in instructions if isinstance(inst, base.Declare)]
         for inst in sorted(declarations, key=lambda d: (d.name != "ro", d.name)):
             self.declare(inst)
-        for n, inst in enumerate(instructions, start=1):
+        items = self.structure(instructions, 0, len(instructions), 0)
+        for n, inst in enumerate(items, start=1):
             self.where = f"instruction {n}"
-            self.current = inst
+            self.current = inst if not isinstance(inst, _Block) else None
             try:
-                self.instruction(inst, last=n == len(instructions))
+                self.instruction(inst, last=n == len(items))
             except RecursionError as exc:
                 raise self.fail(
                     "a parameter expression is nested too deeply", code="invalid_parameter"
@@ -449,8 +464,127 @@ class _Converter:
 
     # -- instructions ---------------------------------------------------------------------
 
+    # -- classical control: the jump patterns pyQuil writes, as if/while blocks -----------
+
+    def structure(self, insts: list[Any], start: int, end: int, depth: int) -> list[Any]:
+        """``insts[start:end]`` with the jump patterns below folded into ``_Block`` items.
+
+        * ``JUMP-UNLESS @E b; body; LABEL @E`` → ``if (b == 1) body`` (``JUMP-WHEN``:
+          ``b == 0``);
+        * ``JUMP-WHEN @T b; else; JUMP @E; LABEL @T; then; LABEL @E`` → if/else
+          (``Program.if_then``);
+        * ``LABEL @S; JUMP-UNLESS @E b; body; JUMP @S; LABEL @E`` → ``while (b == 1)
+          body`` (``Program.while_do``; ``JUMP-WHEN``: ``b == 0``).
+
+        Anything else with labels or jumps is left as is and refused as before.
+        """
+        if depth > MAX_CONTROL_DEPTH:
+            raise self.fail(
+                f"JUMP blocks nested deeper than {MAX_CONTROL_DEPTH} levels", code="too_large"
+            )
+        base = self.base
+        labels = {
+            inst.label: k
+            for k, inst in enumerate(insts[start:end], start=start)
+            if isinstance(inst, base.JumpTarget)
+        }
+        out: list[Any] = []
+        k = start
+        while k < end:
+            inst = insts[k]
+            block = None
+            if isinstance(inst, base.JumpTarget) and k + 1 < end:
+                block = self.loop(insts, k, labels, depth)
+            elif isinstance(inst, base.JumpWhen | base.JumpUnless):
+                block = self.branch(insts, k, labels, depth)
+            if block is None:
+                out.append(inst)
+                k += 1
+            else:
+                out.append(block[0])
+                k = block[1]
+        return out
+
+    def loop(
+        self, insts: list[Any], k: int, labels: dict[Any, int], depth: int
+    ) -> tuple[_Block, int] | None:
+        base = self.base
+        test = insts[k + 1]
+        if not isinstance(test, base.JumpWhen | base.JumpUnless):
+            return None
+        e = labels.get(test.target)
+        if e is None or e <= k + 2:
+            return None
+        back = insts[e - 1]
+        if not (isinstance(back, base.Jump) and back.target == insts[k].label):
+            return None
+        want = 0 if isinstance(test, base.JumpWhen) else 1
+        body = self.structure(insts, k + 2, e - 1, depth + 1)
+        return _Block("while", self.condition_bit(test), want, body, []), e + 1
+
+    def branch(
+        self, insts: list[Any], k: int, labels: dict[Any, int], depth: int
+    ) -> tuple[_Block, int] | None:
+        base = self.base
+        inst = insts[k]
+        t = labels.get(inst.target)
+        if t is None or t <= k:
+            return None
+        bit = self.condition_bit(inst)
+        jumps_when = isinstance(inst, base.JumpWhen)
+        before = insts[t - 1] if t - 1 > k else None
+        if isinstance(before, base.Jump):
+            e = labels.get(before.target)
+            if e is not None and e > t:
+                # Falling through runs ``first``; the jump runs ``second``.
+                first = self.structure(insts, k + 1, t - 1, depth + 1)
+                second = self.structure(insts, t + 1, e, depth + 1)
+                then, orelse = (second, first) if jumps_when else (first, second)
+                return _Block("if", bit, 1, then, orelse), e + 1
+        # The jump skips the body when the bit reads the jump's value.
+        body = self.structure(insts, k + 1, t, depth + 1)
+        return _Block("if", bit, 0 if jumps_when else 1, body, []), t + 1
+
+    def condition_bit(self, inst: Any) -> int:
+        ref = inst.condition
+        region = self.clbit_offset.get(getattr(ref, "name", ""))
+        if region is None or not 0 <= ref.offset < region[1]:
+            raise self.fail(f"{_quil(inst)}: the condition must be a bit of a declared BIT region")
+        return region[0] + ref.offset
+
+    def block(self, item: _Block) -> None:
+        saved = self.ops
+        try:
+            self.ops = []
+            for inst in item.body:
+                self.instruction(inst, last=False)
+            body = self.ops
+            self.ops = []
+            for inst in item.orelse:
+                self.instruction(inst, last=False)
+            orelse = self.ops
+        finally:
+            self.ops = saved
+        if None in body or None in orelse:
+            raise self.fail("RESET of every qubit inside a JUMP block is not supported")
+        ops = (*body, *orelse)
+        try:
+            op = Op(
+                name=item.kind,
+                qubits=tuple(sorted({q for o in ops if o is not None for q in o.qubits})),
+                condition=Condition(clbits=(item.bit,), value=item.value),
+                body=tuple(o for o in body if o is not None),
+                orelse=tuple(o for o in orelse if o is not None),
+            )
+        except ValueError as exc:
+            raise self.fail(f"the JUMP block does not fit the IR: {exc}") from exc
+        self.ops.append(op)
+
     def instruction(self, inst: Any, *, last: bool) -> None:
         base = self.base
+        if isinstance(inst, _Block):
+            self.block(inst)
+            return
         if isinstance(inst, base.Declare | base.DefGate | base.Nop):
             return
         if isinstance(inst, base.Gate):

@@ -16,7 +16,7 @@ from qbus.engines.base import NOISE_ENGINES, Engine, RunRequest
 from qbus.engines.registry import get_engine
 from qbus.errors import QbusError, Reject
 from qbus.schemas.events import JobOptions
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, control_constructs
 from qbus.schemas.noise import is_noisy
 
 NOISELESS_ENGINES = frozenset({"reference", "jax", "qsim"})
@@ -24,6 +24,9 @@ NOISELESS_ENGINES = frozenset({"reference", "jax", "qsim"})
 
 DYNAMICS_ENGINES = ("qutip", "jax")
 """Engines shipped with qbus that run the ``dynamics`` method, preferred first."""
+
+CONTROL_ENGINES = ("qiskit-aer", "reference")
+"""Engines shipped with qbus that run classical control (``if``/``while``), preferred first."""
 
 
 def _simulates_noise(engine: str) -> bool:
@@ -89,6 +92,80 @@ def route_dynamics(
         code="unsupported_method",
         where="$.method",
     )
+
+
+def runs_control(engine: str, constructs: list[str], load: Callable[[str], Engine]) -> bool:
+    """Whether ``engine`` claims all of ``constructs`` (``Capabilities.classical_control``)."""
+    try:
+        claimed = load(engine).capabilities.classical_control
+    except Exception:  # an engine that does not load cannot run the job either
+        return False
+    return set(constructs) <= set(claimed)
+
+
+def control_engines(
+    constructs: list[str], installed: list[str], load: Callable[[str], Engine]
+) -> list[str]:
+    """Installed engines that run ``constructs``, qbus's own preference first."""
+    ordered = [e for e in CONTROL_ENGINES if e in installed]
+    ordered += sorted(e for e in installed if e not in CONTROL_ENGINES)
+    return [e for e in ordered if runs_control(e, constructs, load)]
+
+
+def control_rejection(
+    constructs: list[str], capable: list[str], where: str, engine: str | None = None
+) -> Reject:
+    """The ``classical_control_unsupported`` rejection: the constructs, and who runs them.
+
+    Args:
+        constructs: The circuit's control-flow constructs.
+        capable: Engines that run them (installed; the caller says whether deployed).
+        where: The rejection's field path.
+        engine: The named engine that cannot, if the job named one.
+    """
+    named = ", ".join(f"'{c}'" for c in constructs)
+    head = (
+        f"engine {engine!r} cannot run classical control ({named})"
+        if engine is not None
+        else f"no deployed engine runs classical control ({named})"
+    )
+    tail = (
+        f"engines that run it: {', '.join(capable)}"
+        if capable
+        else "no installed engine runs it; install one (pip install 'qbus[qiskit]')"
+    )
+    return Reject(f"{head}; {tail}", code="classical_control_unsupported", where=where)
+
+
+def route_control(
+    requested: str,
+    engine: str,
+    reason: str,
+    circuit: Circuit,
+    installed: list[str],
+    load: Callable[[str], Engine] | None = None,
+) -> tuple[str, str]:
+    """The engine for a circuit with classical control (``if``/``while``).
+
+    A circuit without control flow keeps ``engine``. Otherwise ``auto`` moves to the
+    first installed engine that runs its constructs; a named engine that cannot is
+    refused here rather than failing at its executor.
+
+    Raises:
+        Reject: ``classical_control_unsupported``, naming the constructs and the
+            engines that run them.
+    """
+    constructs = control_constructs(circuit)
+    load = load or get_engine
+    if not constructs or runs_control(engine, constructs, load):
+        return engine, reason
+    capable = control_engines(constructs, installed, load)
+    if requested == "auto" and capable:
+        why = f"auto: classical control ({', '.join(constructs)}), {engine!r} cannot run it"
+        return capable[0], why
+    if requested == "auto":
+        raise control_rejection(constructs, capable, "$")
+    raise control_rejection(constructs, capable, "$.engine", engine)
 
 
 # -- the capability filter ------------------------------------------------------------
