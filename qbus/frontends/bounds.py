@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import functools
 import re
+from itertools import accumulate, repeat
+from operator import sub
 
 import msgspec
-import numpy as np
 
 from qbus.errors import QbusError
 from qbus.schemas.events import Event, decode
@@ -44,8 +45,8 @@ MAX_JSON_DEPTH = 64
 # costs one pass over the text, not a backtracking search.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _OPEN, _CLOSE = 65, 63  # bytes that stand for an opening and a closing bracket: 64 ± 1
-# Every byte as a depth step (64 + step): a JSON bracket +1 / -1, anything else 0.
-_JSON_STEPS = bytes(_OPEN if b in b"[{" else _CLOSE if b in b"]}" else 64 for b in range(256))
+_BRACKET = re.compile(rb"[\[\]{}]")
+_NESTED_RUN = re.compile(rb"\x01+")
 
 
 class TooDeep(QbusError):
@@ -87,8 +88,8 @@ def nested_deeper_than(
     # is ten times cheaper than the regular expression.
     bare = _STRING.sub(b"", data) if b"\\" in data else b"".join(data.split(b'"')[::2])
     brackets = bare.translate(table, delete)
-    # Running depth after each bracket, in numpy: opening +1, closing -1.
-    return bool(brackets) and int(_running_depth(brackets).max()) > limit
+    # Running depth after each bracket, all in C: opening +1, closing -1.
+    return max(accumulate(map(sub, brackets, repeat(64))), default=0) > limit
 
 
 def check_json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> None:
@@ -135,28 +136,27 @@ def top_level_only(data: bytes) -> bytes:
     Every step but one callback per string runs in C: a flood of deep messages must
     cost ingest little each (qbus/bus/fair.py).
     """
-    # Strings blanked to the same length (their brackets do not count), each byte a
-    # depth step, summed: where the depth is 2 or more, a value nested in a member.
+    # Strings blanked to the same length (their brackets do not count); the depth after
+    # each bracket, summed in C; brackets at depth 2 or more, marked 1 in ``nested``.
     blank = _STRING.sub(_blank, data) if b'"' in data else data
-    nested = (_running_depth(blank.translate(_JSON_STEPS)) >= 2).astype(np.int8)
-    # Runs of nesting: each starts at an opening bracket and ends at the bracket that
-    # closes it (exclusive), or at the end of text that never closes it.
-    edges = np.flatnonzero(np.diff(nested, prepend=0, append=0)).tolist()
+    table, delete = _brackets_table(b"[{", b"]}")
+    depths = accumulate(map(sub, blank.translate(table, delete), repeat(64)))
+    nested = bytes(map((2).__le__, depths))
+    # Bracket k sits at before[k] + k, before[k] being the length of the text between
+    # brackets up to it: work per bracket, not per byte of a long string.
+    before = list(accumulate(map(len, _BRACKET.split(blank))))
     out: list[bytes] = []
     start = 0
-    for first, end in zip(edges[0::2], edges[1::2], strict=True):
-        out.append(data[start:first])
-        if end == len(data):
+    # A run of nesting starts at the bracket that opens a member's value and ends at the
+    # one that closes it, or at the end of text that never closes it.
+    for run in _NESTED_RUN.finditer(nested):
+        out.append(data[start : before[run.start()] + run.start()])
+        if run.end() == len(nested):
             return b"".join(out)  # never closed: cut short
         out.append(b"null")
-        start = end + 1
+        start = before[run.end()] + run.end() + 1
     out.append(data[start:])
     return b"".join(out)
-
-
-def _running_depth(steps: bytes) -> np.ndarray:
-    """The nesting depth after each byte of ``steps`` (each byte 64 + its step)."""
-    return np.cumsum(np.frombuffer(steps, dtype=np.uint8).astype(np.int32) - 64)
 
 
 def _blank(match: re.Match[bytes]) -> bytes:
