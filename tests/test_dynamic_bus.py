@@ -10,8 +10,8 @@ import pytest
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
-from qbus.engines.registry import get_engine
-from qbus.router.capability import control_engines, route_control
+from qbus.engines.registry import available_engines, get_engine
+from qbus.router.capability import BUILTIN_CONTROL, control_engines, route_control
 from qbus.schemas.events import JobCompleted, JobFailed, JobRejected
 from qbus.schemas.ir import Circuit, Condition, Op
 from tests.jobs import job, run_jobs
@@ -48,6 +48,9 @@ async def test_a_named_engine_without_classical_control_is_refused_at_route(
 async def test_no_deployed_engine_with_classical_control_names_the_construct(
     bus: Bus, config: Config
 ):
+    # Loaded before the stages start: importing cirq inside the running loop would stall
+    # the other in-process stages' first requests (each is its own process in production).
+    get_engine("qsim")
     async with Pipeline(config, engines=("qsim",)) as pipeline:
         (final,) = await run_jobs(bus, [job(TELEPORT)])
         pipeline.check()
@@ -128,3 +131,13 @@ async def test_a_loop_that_can_never_end_is_rejected_at_ingest(bus: Bus, pipelin
     assert isinstance(final, JobRejected), final
     assert final.code == "unbounded_loop"
     assert "ops[2]" in final.message
+
+
+@pytest.mark.parametrize("engine", sorted(BUILTIN_CONTROL))
+def test_the_routers_control_table_is_what_each_engine_claims(engine: str):
+    # Routing reads BUILTIN_CONTROL instead of importing every framework; it must say
+    # what the engine itself declares.
+    if engine not in available_engines():
+        pytest.skip(f"{engine} is not installed here")
+    claimed = get_engine(engine).capabilities.classical_control
+    assert set(BUILTIN_CONTROL[engine]) == set(claimed), engine

@@ -207,8 +207,12 @@ def _canary(k: int) -> tuple[str, bytes, str, str]:
 async def _answers(bus: Bus) -> tuple[dict[str, list[Any]], set[str]]:
     """Final events by job id, and the refusal keys, from the whole log."""
     subjects = bus.subjects
-    info = await bus.js.stream_info(bus.config.stream)
-    last = info.state.last_seq
+    # How many there are, counted by the server: a consumer's num_pending can read 0
+    # before the end when it filters on several subjects.
+    expected = 0
+    for subject in (subjects.result(), subjects.refused()):
+        info = await bus.js.stream_info(bus.config.stream, subjects_filter=subject)
+        expected += sum((info.state.subjects or {}).values())
     sub = await bus.js.subscribe(
         subjects.result(),
         stream=bus.config.stream,
@@ -219,6 +223,7 @@ async def _answers(bus: Bus) -> tuple[dict[str, list[Any]], set[str]]:
     )
     finals: dict[str, list[Any]] = {}
     refused: set[str] = set()
+    read = 0
     try:
         while True:
             try:
@@ -230,7 +235,8 @@ async def _answers(bus: Bus) -> tuple[dict[str, list[Any]], set[str]]:
                 refused.add(event.refusal)
             elif isinstance(event, FINAL_EVENTS):
                 finals.setdefault(event.job_id, []).append(event)
-            if msg.metadata.num_pending == 0 or msg.metadata.sequence.stream >= last:
+            read += 1
+            if read >= expected:
                 break
     finally:
         await sub.unsubscribe()

@@ -47,6 +47,10 @@ from qbus.verifier.statistics import check_counts, check_statevector, too_wide
 from qbus.verifier.sweep import verify_sweep
 
 _CACHE_SIZE = 256
+VERIFY_MAX_BRANCHES = 64
+"""Live measurement branches the verify stage follows for a dynamic circuit's exact
+distribution (docs/engines.md): more is ``skipped``, as the stage verifies every job of
+the bus in one process and a branch costs a state vector pass per op."""
 
 
 class VerifyHandler:
@@ -221,7 +225,12 @@ class VerifyHandler:
         if key in self._exact:
             self._exact.move_to_end(key)
             return self._exact[key]  # type: ignore[return-value]
-        value = reference.statevector(bound) if kind == "sv" else reference.probabilities(bound)
+        if kind == "sv":
+            value = reference.statevector(bound)
+        else:
+            # A dynamic circuit's exact answer branches per mid-circuit measurement; the
+            # stage checks what it can in milliseconds, and skips (saying so) the rest.
+            value = reference.probabilities(bound, max_branches=VERIFY_MAX_BRANCHES)
         self._exact[key] = value
         if len(self._exact) > _CACHE_SIZE:
             self._exact.popitem(last=False)

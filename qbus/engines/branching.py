@@ -72,11 +72,19 @@ def _tail_start(ops: tuple[Op, ...]) -> int:
 
 
 class _Simulator:
-    def __init__(self, circuit: Circuit, values: Mapping[str, float], matrix: MatrixOf):
+    def __init__(
+        self,
+        circuit: Circuit,
+        values: Mapping[str, float],
+        matrix: MatrixOf,
+        max_branches: int | None = None,
+    ):
         self.n = circuit.num_qubits
         self.values = values
         self.matrix = matrix
         self.max_branches = max(1, MAX_BRANCH_AMPLITUDES >> self.n)
+        if max_branches is not None:
+            self.max_branches = min(self.max_branches, max_branches)
 
     def run(self, ops: tuple[Op, ...], branches: list[_Branch], where: str) -> list[_Branch]:
         for i, op in enumerate(ops):
@@ -188,7 +196,11 @@ def _final_distribution(
 
 
 def branch_distribution(
-    circuit: Circuit, values: Mapping[str, float] | None, matrix: MatrixOf
+    circuit: Circuit,
+    values: Mapping[str, float] | None,
+    matrix: MatrixOf,
+    *,
+    max_branches: int | None = None,
 ) -> dict[str, float]:
     """The exact distribution over clbit bitstrings of a (possibly dynamic) circuit.
 
@@ -196,6 +208,8 @@ def branch_distribution(
         circuit: The circuit: mid-circuit measurement, reset, ``if`` and ``while`` allowed.
         values: Values of its named parameters.
         matrix: ``(gate name, numeric params) -> matrix`` in Qiskit's convention.
+        max_branches: A tighter bound on live branches than the memory bound (the
+            verify stage's, whose time per job must stay small).
 
     Returns:
         ``{bitstring: probability}``, clbit 0 rightmost; outcomes below ``PROB_CUTOFF``
@@ -218,7 +232,7 @@ def branch_distribution(
     psi = np.zeros(1 << n, dtype=np.complex128)
     psi[0] = 1.0
     k = _tail_start(circuit.ops)
-    sim = _Simulator(circuit, values, matrix)
+    sim = _Simulator(circuit, values, matrix, max_branches)
     branches = sim.run(circuit.ops[:k], [_Branch(1.0, psi, 0)], "ops")
     return _final_distribution(branches, circuit.ops[k:], n, circuit.num_clbits)
 

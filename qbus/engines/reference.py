@@ -269,7 +269,12 @@ def clbit_sources(circuit: Circuit) -> dict[int, int]:
     return source
 
 
-def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -> dict[str, float]:
+def probabilities(
+    circuit: Circuit,
+    values: Mapping[str, float] | None = None,
+    *,
+    max_branches: int | None = None,
+) -> dict[str, float]:
     """The exact distribution over clbit bitstrings of a circuit.
 
     Qubits not measured are marginalised; clbits never written read ``0``; clbit 0 is
@@ -280,6 +285,7 @@ def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -
     Args:
         circuit: The circuit.
         values: Values of the circuit's named parameters.
+        max_branches: For a dynamic circuit, fewer live branches than memory allows.
 
     Returns:
         ``{bitstring: probability}``; the probabilities sum to 1 (up to rounding).
@@ -290,7 +296,7 @@ def probabilities(circuit: Circuit, values: Mapping[str, float] | None = None) -
             ``loop_budget_exceeded``).
     """
     if is_dynamic(circuit):
-        return branch_distribution(circuit, values, gate_matrix)
+        return branch_distribution(circuit, values, gate_matrix, max_branches=max_branches)
     psi = statevector(circuit, values)
     return distribution(circuit, psi)
 

@@ -28,6 +28,22 @@ DYNAMICS_ENGINES = ("qutip", "jax")
 CONTROL_ENGINES = ("qiskit-aer", "reference")
 """Engines shipped with qbus that run classical control (``if``/``while``), preferred first."""
 
+BUILTIN_CONTROL: dict[str, tuple[str, ...]] = {
+    "qiskit-aer": ("if", "while"),
+    "reference": ("if", "while"),
+    "cirq": ("if",),
+    "qsim": (),
+    "braket": (),
+    "pennylane": (),
+    "qutip": (),
+    "jax": (),
+    "quest": (),
+}
+"""The control-flow constructs each engine shipped with qbus claims
+(``Capabilities.classical_control``, at the locked framework versions; a test keeps the
+two equal). Routing reads this instead of loading every installed engine: importing the
+frameworks takes the route stage tens of seconds."""
+
 
 def _simulates_noise(engine: str) -> bool:
     if engine in NOISE_ENGINES:
@@ -96,10 +112,13 @@ def route_dynamics(
 
 def runs_control(engine: str, constructs: list[str], load: Callable[[str], Engine]) -> bool:
     """Whether ``engine`` claims all of ``constructs`` (``Capabilities.classical_control``)."""
-    try:
-        claimed = load(engine).capabilities.classical_control
-    except Exception:  # an engine that does not load cannot run the job either
-        return False
+    claimed = BUILTIN_CONTROL.get(engine)
+    if claimed is None:
+        # A third-party engine: its capabilities say (loading it costs once per process).
+        try:
+            claimed = load(engine).capabilities.classical_control
+        except Exception:  # an engine that does not load cannot run the job either
+            return False
     return set(constructs) <= set(claimed)
 
 
