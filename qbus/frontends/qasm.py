@@ -697,7 +697,7 @@ class _Parser(ControlStatements):
         name = toks[index]
         register = (self.qregs if quantum else self.cregs).get(name)
         if register is None:
-            if quantum and name[0] == "$":
+            if quantum and name.startswith("$"):
                 return self.physical_qubit(index)
             self.unknown_register(name, index, quantum)
         offset, size, single, members = register
