@@ -517,6 +517,9 @@ ERRORS = [
     (H3 + "qubit q;\nmeasure q;\n", "unsupported_feature", 4, 1, "without a target bit"),
     (H3 + "qubit q;\nx $0;\n", "unsupported_feature", 4, 3, "declared qubits and physical"),
     (H3 + "x $1;\nqubit q;\n", "unsupported_feature", 4, 7, "declared qubits and physical"),
+    # A program that ends where an operand should be: this raised IndexError before ad610cb.
+    (H2 + "qreg q[1];\nh", "qasm_syntax", 4, 2, "found the end of the program"),
+    (H3 + "qubit[2] q;\ncx q[0],", "qasm_syntax", 4, 9, "found the end of the program"),
     (H3 + "x $1024;\n", "too_large", 3, 3, "limit of 1024"),
     (H3 + "const int n = 1.5;\n", "invalid_parameter", 3, 11, "declared int"),
     (H3 + "const bool b = true;\n", "unsupported_feature", 3, 7, "'const bool'"),
