@@ -20,6 +20,7 @@ from qbus.schemas.ir import (
     circuit_hash,
     control_constructs,
     decode_circuit,
+    shot_by_shot,
     stats,
     walk_ops,
 )
@@ -186,3 +187,33 @@ def test_condition_nesting_is_bounded():
         cond = Condition(op="not", args=(cond,))
     with pytest.raises(ValueError, match="nested deeper than"):
         Condition(op="not", args=(cond,))
+
+
+def _g(name: str, q: int) -> Op:
+    return Op(name=name, qubits=(q,))
+
+
+def _m(q: int) -> Op:
+    return Op(name="measure", qubits=(q,), clbits=(0,))
+
+
+@pytest.mark.parametrize(
+    ("ops", "expected"),
+    [
+        ([_g("h", 0), _m(0)], False),
+        ([_g("reset", 0), _g("h", 0), _m(0)], False),  # a fresh qubit's reset is a no-op
+        ([_m(0), _g("x", 0)], True),
+        ([_m(0), _m(0)], False),  # measuring again reads the same bit: still sampled
+        ([_g("h", 0), _g("reset", 0)], True),
+        ([_m(0), _g("barrier", 0)], False),
+        ([_m(0), _g("h", 1)], False),  # other qubits may go on
+    ],
+)
+def test_shot_by_shot(ops: list[Op], expected: bool) -> None:
+    assert shot_by_shot(Circuit(num_qubits=2, num_clbits=1, ops=tuple(ops))) is expected
+
+
+def test_control_flow_is_shot_by_shot() -> None:
+    cond = Condition(clbits=(0,), value=1)
+    ops = (_g("h", 0), Op(name="if", qubits=(1,), condition=cond, body=(_g("x", 1),)))
+    assert shot_by_shot(Circuit(num_qubits=2, num_clbits=1, ops=ops))

@@ -267,6 +267,32 @@ def has_control_flow(circuit: Circuit) -> bool:
     return any(op.name in CONTROL_FLOW for op in circuit.ops)
 
 
+def shot_by_shot(circuit: Circuit) -> bool:
+    """Whether a simulator must run ``circuit`` once per shot instead of sampling one state.
+
+    True for control flow, a measurement followed by anything on its qubit, and a reset
+    after a gate on its qubit: each shot's state then depends on its own outcomes, so a
+    sampling job costs shots × one run (the cost model, the heavy lane and shot chunks
+    use this; docs/long-jobs.md). A reset of a fresh qubit is a no-op and does not count.
+    """
+    if has_control_flow(circuit):
+        return True
+    touched = [False] * circuit.num_qubits
+    measured = [False] * circuit.num_qubits
+    for op in circuit.ops:
+        if op.name == "barrier":
+            continue
+        if op.name == "measure":
+            for q in op.qubits:
+                measured[q] = True
+            continue
+        for q in op.qubits:
+            if measured[q] or (op.name == "reset" and touched[q]):
+                return True
+            touched[q] = touched[q] or op.name != "reset"
+    return False
+
+
 def control_constructs(circuit: Circuit) -> list[str]:
     """The control-flow constructs ``circuit`` uses, sorted (``["if", "while"]`` …)."""
     return sorted({op.name for op in walk_ops(circuit.ops) if op.name in CONTROL_FLOW})
