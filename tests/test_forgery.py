@@ -23,6 +23,7 @@ from qbus.bus.connection import Bus
 from qbus.bus.deadletter import replay
 from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
+from qbus.bus.tenancy import tenant_writes, wait_tenant_refusal, wait_tenant_result
 from qbus.cli.control import send_control
 from qbus.cli.dlq import replay_signer
 from qbus.cli.jobs import watch_line
@@ -457,6 +458,66 @@ async def test_status_and_watch_show_a_forged_final_as_forged(
     assert len(shown) == 2, status.stdout
     assert "forged by anyone" in shown[0] and "FORGED (no stage signature" in shown[0]
     assert "the real end" in shown[1] and "FORGED" not in shown[1]
+
+
+async def test_a_tenant_never_takes_a_signed_copy_of_another_event_as_its_answer(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # A tenant copy is verified against its original's subject, which the copy names
+    # itself: a real, signed copy of job X's result (or of message K's refusal) stored
+    # again on job Y's result subject (or K2's refusal subject) verified, and was Y's
+    # answer. On an open bus anyone may store it there.
+    bus.signer = Signer.from_secret("verify", (signed.parent / "verify").read_text().strip())
+    done = JobFailed(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.verify",
+        code="engine_error",
+        message="X's end",
+        stage="verify",
+        tenant="A",
+    )
+    await asyncio.gather(*await tenant_writes(bus, done))
+    bus.signer = Signer.from_secret("ingest", (signed.parent / "ingest").read_text().strip())
+    refused = JobRejected(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.ingest",
+        code="duplicate_job_id",
+        message="used",
+        stage="ingest",
+        tenant="A",
+        refusal="key-1",
+    )
+    await asyncio.gather(*await tenant_writes(bus, refused))
+    bus.trust = load_trust(config)
+    # The copies where they belong verify and are answers ...
+    assert await wait_tenant_result(bus, "A", done.job_id, timeout=2) == done
+    assert await wait_tenant_refusal(bus, "A", "key-1", timeout=2) == refused
+    # ... and are no answer for another job or message. (Published, not stored: the
+    # tenant stream drops a copy under a message id it holds, but only within its
+    # duplicate window; a waiting tenant takes what is published as well.)
+    subjects = bus.subjects
+    misplaced = [
+        (
+            subjects.tenant_result("A", done.job_id),
+            subjects.tenant_result("A", "other"),
+            partial(wait_tenant_result, bus, "A", "other", timeout=1),
+        ),
+        (
+            subjects.tenant_refused("A", "key-1"),
+            subjects.tenant_refused("A", "key-2"),
+            partial(wait_tenant_refusal, bus, "A", "key-2", timeout=1),
+        ),
+    ]
+    for origin, elsewhere, wait in misplaced:
+        stored = await bus.js.get_last_msg(bus.config.tenant_stream, origin)
+        waiting = asyncio.ensure_future(wait())
+        while not waiting.done():  # again until the wait ends: once it has subscribed
+            await bus.nc.publish(elsewhere, stored.data, headers=stored.headers)
+            await asyncio.wait([waiting], timeout=0.05)
+        with pytest.raises(TimeoutError):
+            waiting.result()
 
 
 def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:
