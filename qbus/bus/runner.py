@@ -25,7 +25,7 @@ from typing import Protocol
 import msgspec
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
@@ -446,7 +446,8 @@ class StageRunner:
         return refusal
 
     async def _existing(self, event: Event) -> Event | None:
-        """The event already on ``event``'s subject (None when it cannot be read).
+        """The event already on ``event``'s subject (None when there is none, or it
+        cannot be read).
 
         One that no stage allowed to write it signed (qbus/bus/signing.py) does not
         count: the real one before it is returned, or when there is none, ``event`` is
@@ -470,6 +471,10 @@ class StageRunner:
             if state is not None:
                 await (await self.bus.put_state_async(event.job_id, state))
             return event
+        except NotFoundError:
+            # Expected for a job's first event: the server's guard covers every subject of
+            # the job (Bus.headers_for), so what it found may be on another one.
+            return None
         except Exception:
             log.warning("stage %s: cannot read %s", self.stage, subject, exc_info=True)
             return None
