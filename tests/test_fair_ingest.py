@@ -33,11 +33,11 @@ class _Msg:
 def test_lanes_take_an_equal_share_from_each_sender_in_arrival_order():
     lanes = SenderLanes(lambda msg: msg.subject)
     lanes.add([_Msg("a", i) for i in range(100)] + [_Msg("b", 1000 + i) for i in range(3)])
-    assert lanes.count == 103 and lanes.lanes() == 2
+    assert lanes.count == 103 and lanes.senders() == 2
     first = lanes.take(10)
     # Five each would be the share; b has only three, so a fills nothing more this round.
     assert [m.n for m in first] == [0, 1, 2, 3, 4, 1000, 1001, 1002]
-    assert lanes.lanes() == 1
+    assert lanes.senders() == 1
     lanes.add([_Msg("c", 2000)])
     second = lanes.take(10)
     assert [m.n for m in second] == [5, 6, 7, 8, 9, 2000]

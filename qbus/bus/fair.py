@@ -28,6 +28,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
@@ -47,10 +48,10 @@ class SenderLanes:
     """Delivered messages, one FIFO lane per sender, taken round-robin.
 
     Args:
-        sender: The lane key of a message.
+        sender: The lane key of a message: who sent it.
     """
 
-    def __init__(self, sender) -> None:
+    def __init__(self, sender: Callable[[Msg], str]) -> None:
         self._sender = sender
         self._lanes: OrderedDict[str, deque[Msg]] = OrderedDict()
         self.count = 0
@@ -90,8 +91,8 @@ class SenderLanes:
         self.bytes -= sum(len(m.data) for m in taken)
         return taken
 
-    def lanes(self) -> int:
-        """Senders with messages waiting."""
+    def senders(self) -> int:
+        """Senders with messages waiting (one lane each)."""
         return len(self._lanes)
 
     def waiting(self) -> list[Msg]:
