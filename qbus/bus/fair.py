@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -124,16 +123,8 @@ class WindowedPull(PullConsumer):
         room = self.window_bytes - self.lanes.bytes
         # Only with room for the largest message: a request whose byte budget is below
         # the next message's size would end without delivering it.
-        if want < max(1, self.window // 8) or room < MAX_MSG_SIZE:
-            return
-        body = {
-            "batch": want,
-            "max_bytes": room,
-            "expires": int(self.expires * 1e9),
-            "idle_heartbeat": int(self.heartbeat * 1e9),
-        }
-        await self.bus.nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
-        self._outstanding += want
+        if want >= max(1, self.window // 8) and room >= MAX_MSG_SIZE:
+            await self._pull(want, max_bytes=room)
 
     async def fill(self, timeout: float) -> None:
         """Move what has arrived into the lanes; wait up to ``timeout`` seconds for a
