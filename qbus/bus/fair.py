@@ -130,13 +130,13 @@ class WindowedPull(PullConsumer):
         """Move what has arrived into the lanes; wait up to ``timeout`` seconds for a
         message only when the lanes are empty."""
         assert self._sub is not None, "start() first"
+        if not self.lanes:
+            self.lanes.add(await self.next_batch(timeout))  # it requests more itself
+            return
         await self._request()
         arrived: list[Msg] = []
-        if not self.lanes:
-            arrived = await self.next_batch(timeout)
-        else:
-            for msg in take_arrived(self._sub, self.window):
-                self._take(msg, arrived)
+        for msg in take_arrived(self._sub, self.window):
+            self._take(msg, arrived)
         self.lanes.add(arrived)
 
 
