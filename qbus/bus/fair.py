@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from nats.aio.msg import Msg
 
@@ -58,6 +58,10 @@ class SenderLanes:
 
     def __bool__(self) -> bool:
         return self.count > 0
+
+    def __iter__(self) -> Iterator[Msg]:
+        """Every message in a lane, as they are now (the lanes may change meanwhile)."""
+        return iter(self.waiting())
 
     def add(self, msgs: list[Msg]) -> None:
         for msg in msgs:
@@ -175,14 +179,6 @@ class FairStageRunner(StageRunner):
         tenant = self.bus.subjects.tenant_of_submit(msg.subject)
         return UNKNOWN_SENDER if tenant is None else tenant
 
-    async def _keep_waiting(self) -> None:
-        # Messages wait in the lanes for longer than a batch: keep them from redelivery.
-        interval = max(self.bus.config.ack_wait / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            for msg in self.lanes.waiting():
-                await msg.in_progress()
-
     async def run(self) -> None:
         """Consume until ``stop()``."""
         await self.bus.ensure_consumer(self.durable, self.subjects)
@@ -199,7 +195,8 @@ class FairStageRunner(StageRunner):
         )
         watcher = self.dead_letter_watcher([self.durable])
         poller = self.consumer_poller()
-        keep = asyncio.create_task(self._keep_waiting())
+        # Messages wait in the lanes for longer than a batch: keep them from redelivery.
+        keep = asyncio.create_task(self._keepalive(self.lanes))
         try:
             while not self._stopping.is_set():
                 await consumer.fill(timeout=0.5)

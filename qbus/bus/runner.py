@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -617,9 +617,10 @@ class StageRunner:
                     tracing.mark_error(span, f"{out.code}: {out.message}")
         return events, settle
 
-    async def _keepalive(self, msgs: list[Msg]) -> None:
+    async def _keepalive(self, msgs: Iterable[Msg]) -> None:
         # Messages of a batch wait their turn while earlier ones run: all of them, not
-        # just the running one, must be kept from redelivery.
+        # just the running one, must be kept from redelivery. Iterated afresh each round,
+        # so a live view works too (qbus/bus/fair.py: the messages waiting in its lanes).
         interval = max(self.bus.config.ack_wait / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
