@@ -66,6 +66,11 @@ def signed(config: Config) -> Path:
     return generate_keys(config.state_dir)
 
 
+def stage_key(public: Path, stage: str) -> Signer:
+    """The private key ``generate_keys`` wrote for ``stage`` beside ``public``."""
+    return Signer.from_secret(stage, (public.parent / stage).read_text().strip())
+
+
 async def forge(
     bus: Bus,
     job: Job,
@@ -341,7 +346,7 @@ async def test_a_retry_never_takes_a_forged_request_under_the_real_ones_id(
     forged = msgspec.structs.replace(real, options=JobOptions(shots=7, seed=1))
     subject = bus.subjects.for_event(real)
     await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": "forged-first"})
-    bus.signer = Signer.from_secret("route", (signed.parent / "route").read_text().strip())
+    bus.signer = stage_key(signed, "route")
     await bus.publish(real)
     failed = ExecutionFailed(
         event_id=new_event_id(),
@@ -402,7 +407,7 @@ async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(
             }
         )
     )
-    bus.signer = Signer.from_secret("rewrite", (signed.parent / "rewrite").read_text().strip())
+    bus.signer = stage_key(signed, "rewrite")
     subject = bus.subjects.for_event(rewritten)
     letter = DeadLetter(
         event_id=new_event_id(),
@@ -444,7 +449,7 @@ async def test_status_and_watch_show_a_forged_final_as_forged(
     subject = bus.subjects.result(job_id)
     ack = await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": forged.event_id})
     real = msgspec.structs.replace(forged, event_id=new_event_id(), message="the real end")
-    bus.signer = Signer.from_secret("verify", (signed.parent / "verify").read_text().strip())
+    bus.signer = stage_key(signed, "verify")
     await bus.publish(real, headers={"Nats-Expected-Last-Subject-Sequence": str(ack.seq)})
     state = JobState(status="failed", stage="verify", event_id=real.event_id, updated=0.0)
     await (await bus.put_state_async(job_id, state))
@@ -467,7 +472,7 @@ async def test_a_tenant_never_takes_a_signed_copy_of_another_event_as_its_answer
     # itself: a real, signed copy of job X's result (or of message K's refusal) stored
     # again on job Y's result subject (or K2's refusal subject) verified, and was Y's
     # answer. On an open bus anyone may store it there.
-    bus.signer = Signer.from_secret("verify", (signed.parent / "verify").read_text().strip())
+    bus.signer = stage_key(signed, "verify")
     done = JobFailed(
         event_id=new_event_id(),
         job_id=new_job_id(),
@@ -478,7 +483,7 @@ async def test_a_tenant_never_takes_a_signed_copy_of_another_event_as_its_answer
         tenant="A",
     )
     await asyncio.gather(*await tenant_writes(bus, done))
-    bus.signer = Signer.from_secret("ingest", (signed.parent / "ingest").read_text().strip())
+    bus.signer = stage_key(signed, "ingest")
     refused = JobRejected(
         event_id=new_event_id(),
         job_id=new_job_id(),
@@ -521,11 +526,10 @@ async def test_a_tenant_never_takes_a_signed_copy_of_another_event_as_its_answer
 
 
 def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:
-    keys = Path(signed).parent
     trust = Trust.load(signed)
 
     def stored(stage: str, event: Event) -> dict[str, str]:
-        signer = Signer.from_secret(stage, (keys / stage).read_text().strip())
+        signer = stage_key(signed, stage)
         subject = f"qbus.result.{event.job_id}"
         return {
             "Nats-Msg-Id": event.event_id,
