@@ -43,6 +43,10 @@ def test_lanes_take_an_equal_share_from_each_sender_in_arrival_order():
     assert [m.n for m in second] == [5, 6, 7, 8, 9, 2000]
     assert lanes.count == 90 and lanes.bytes == sum(range(10, 100))
     assert len(lanes.drain()) == 90 and not lanes
+    # More senders than a batch takes: one each from the first, the rest first next time.
+    lanes.add([_Msg(sender, 3000 + i) for i, sender in enumerate("defgh")] + [_Msg("d", 1)])
+    assert [m.n for m in lanes.take(3)] == [3000, 3001, 3002]
+    assert [m.n for m in lanes.take(3)] == [3003, 3004, 1]
 
 
 async def test_a_valid_job_is_answered_before_another_senders_flood(config: Config, bus: Bus):

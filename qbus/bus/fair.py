@@ -74,8 +74,9 @@ class SenderLanes:
             self.bytes += len(msg.data)
 
     def take(self, limit: int) -> list[Msg]:
-        """Up to ``limit`` messages: an equal share from every lane that has any (at least
-        one each), lanes that had their turn moved to the back."""
+        """Up to ``limit`` messages: an equal share of ``limit`` from every lane (at least
+        one; with more lanes than ``limit``, one from each of the first ``limit`` lanes),
+        lanes that had their turn moved to the back, so the others come first next time."""
         taken: list[Msg] = []
         if not self._lanes:
             return taken
