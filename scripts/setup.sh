@@ -93,7 +93,9 @@ command -v prometheus >/dev/null 2>&1 || deploy_pkgs+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || deploy_pkgs+=(systemd)
 if [ ${#deploy_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${deploy_pkgs[*]} for the deployment checks…" >&2
-    client_apt_install "${deploy_pkgs[@]}" ||
+    # Without recommends: prometheus recommends node-exporter and its disk tools, which
+    # a test of the shipped config does not need.
+    client_apt_install --no-install-recommends "${deploy_pkgs[@]}" ||
         echo "warning: could not install ${deploy_pkgs[*]} (not root?)" >&2
 fi
 
