@@ -37,6 +37,7 @@ PROMETHEUS = DEPLOY / "prometheus"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 # `<< X >>` in the chart's values is X written unquoted into nats.conf.
 UNQUOTED = re.compile(r'"<< (.*?) >>"')
+VERIFIER_KEY = "0x" + "ab" * 32  # a chain verifier key (anvil's format), made up
 
 
 def _docs(path: Path) -> list[dict]:
@@ -78,6 +79,7 @@ def _validate(*files: Path) -> subprocess.CompletedProcess[str]:
 def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Secret and public-key ConfigMap that make_secrets.py prints."""
     out = tmp_path_factory.mktemp("secrets")
+    (out / "verifier.key").write_text(VERIFIER_KEY + "\n")
     run = subprocess.run(
         [
             sys.executable,
@@ -86,6 +88,8 @@ def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(out / "keys"),
             "--tenant",
             "acme",
+            "--verifier-key-file",
+            str(out / "verifier.key"),
         ],
         capture_output=True,
         text=True,
@@ -206,6 +210,8 @@ def test_each_stage_pod_finds_its_password_and_signing_key_and_nothing_else(
 ):
     secret, public = _docs(made_secrets)
     assert set(json.loads(public["data"]["public.json"])) == set(KEY_STAGES)
+    assert secret["stringData"]["chain-verifier_key"] == VERIFIER_KEY
+    assert "nats-tenant-acme" in secret["stringData"]
     for deployment in _kind("Deployment"):
         config = read_config(_pod(tmp_path, made_secrets, deployment), env={})
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
