@@ -395,3 +395,19 @@ def test_vm_nats_cluster_config_is_accepted_by_nats_server():
     # Without the node's variables the server refuses it: the file really is parsed.
     missing = subprocess.run([find_nats_server(), "-t", "-c", conf], capture_output=True, text=True)
     assert missing.returncode != 0 and "NATS_SERVER_NAME" in missing.stdout + missing.stderr
+
+
+def test_make_secrets_refuses_a_tenant_that_cannot_be_a_nats_user(tmp_path: Path):
+    run = subprocess.run(
+        [sys.executable, str(K8S / "make_secrets.py"), "--dir", str(tmp_path), "--tenant", "a b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    assert (
+        run.stderr.startswith("error: 'a b' is not a valid tenant")
+        and "[invalid_config]" in run.stderr
+    )

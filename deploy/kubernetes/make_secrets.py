@@ -28,6 +28,7 @@ import yaml
 
 from qbus.bus.auth import init_auth
 from qbus.bus.signing import KEY_STAGES, generate_keys
+from qbus.errors import QbusError
 
 NAMESPACE = "qbus"
 LABELS = {"app.kubernetes.io/part-of": "qbus"}
@@ -69,8 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifier-key-file", type=Path, help="the chain verifier's key")
     parser.add_argument("--rotate", action="store_true", help="new NATS passwords")
     args = parser.parse_args(argv)
-    key = args.verifier_key_file.read_text().strip() if args.verifier_key_file else None
-    docs = manifests(args.dir.resolve(), args.tenant, key, args.rotate)
+    try:
+        key = args.verifier_key_file.read_text().strip() if args.verifier_key_file else None
+        docs = manifests(args.dir.resolve(), args.tenant, key, args.rotate)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except QbusError as exc:  # a tenant name that cannot be a NATS user, no cryptography
+        print(f"error: {exc} [{exc.code}]", file=sys.stderr)
+        return 2
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 
