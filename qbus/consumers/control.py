@@ -169,7 +169,7 @@ class ControlHandler:
         )
 
     async def _whole_request(self, last: ExecutionRequested) -> ExecutionRequested:
-        """The job's request with every point (a chunk's holds only its own)."""
+        """The job's request with every point and shot (a chunk's holds only its own)."""
         if last.chunks is None:
             return last
         rewritten = await self.fetch("rewritten", last.job_id)
@@ -182,6 +182,8 @@ class ControlHandler:
             chunks=None,
             point_start=None,
             point_stop=None,
+            shot_start=None,
+            shot_stop=None,
         )
 
     async def _engine_problem(
