@@ -18,9 +18,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from qbus.bus.config import ChunksConfig, Config
+from qbus.bus.config import BusConfig, ChunksConfig, Config
 from qbus.bus.connection import Bus
 from qbus.bus.ledger import ChunkDone, Ledger
+from qbus.bus.server import NatsServer
 from qbus.cli.control import progress_line
 from qbus.consumers.execute import ExecuteHandler
 from qbus.consumers.pipeline import Pipeline
@@ -36,6 +37,7 @@ from qbus.schemas.events import (
     JobCompleted,
     JobOptions,
     default_seed,
+    encode,
 )
 from qbus.schemas.ir import circuit_hash, shot_by_shot
 from qbus.supervisor import StageProcess
@@ -46,6 +48,14 @@ from qbus.verifier.replay import replay_job
 from tests.conftest import config_toml
 from tests.jobs import QASM2_BELL, count_results, job
 from tests.longjobs import log_of, wait_for
+from tests.test_audit_verify import (
+    Stored,
+    first,
+    restore_copy,
+    shifted,
+    stored_log,
+    with_counts,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -264,17 +274,23 @@ def direct_counts(requests: list[ExecutionRequested]) -> dict[str, int]:
     return dict(total)
 
 
-async def test_chunked_dynamic_job_completes_once_verified_and_audits(config: Config, bus: Bus):
+async def run_shot_chunked(config: Config, bus: Bus) -> JobCompleted:
+    """A 2400-shot dynamic-circuit job in 6 shot chunks, every stage on the bus; the
+    pipeline is stopped (and the audit chain flushed) when it returns."""
     cfg = chunked_config(config, min_shots=400)
-    program = dynamic_program(8, 8)
     async with Pipeline(cfg) as pipeline:
-        j = job(program, shots=2400, seed=11, engine=ENGINE, optimize=False)
+        j = job(dynamic_program(8, 8), shots=2400, seed=11, engine=ENGINE, optimize=False)
         await bus.publish(j)
         final = await wait_final(bus, j.job_id, 120)
         last = (await bus.js.stream_info(bus.config.stream)).state.last_seq
         await pipeline.stages["audit"].flushed_to(last)
         pipeline.check()
     assert isinstance(final, JobCompleted), final
+    return final
+
+
+async def test_chunked_dynamic_job_completes_once_verified_and_audits(config: Config, bus: Bus):
+    final = j = await run_shot_chunked(config, bus)
     assert final.chunk_engines == {str(k): ENGINE for k in range(6)}
     assert final.shots == 2400 and sum((final.counts or {}).values()) == 2400
     assert final.seed == 11
@@ -413,3 +429,37 @@ async def test_executor_killed_mid_chunk_still_gives_one_final_event_and_the_cou
     assert final.verification.verdict == "pass", final.verification
     report = await verify_log(bus)
     assert report.ok, report.problems
+
+
+async def test_tampered_shot_chunk_is_caught_by_audit_and_replay(
+    config: Config, bus: Bus, tmp_path: Path
+):
+    """One shot chunk's counts changed in its ExecutionCompleted and the chain rebuilt:
+    the joined result no longer re-derives, and the replay names that chunk."""
+    final = await run_shot_chunked(config, bus)
+    log = await stored_log(bus)
+    victim = next(
+        s
+        for s in log
+        if isinstance(s.event, ExecutionCompleted)
+        and s.event.job_id == final.job_id
+        and s.event.chunk == 1
+    )
+    answer = first(log, JobCompleted, final.job_id)
+
+    def edit(stored: Stored) -> bytes:
+        if stored.seq != victim.seq:
+            return stored.data
+        return encode(with_counts(stored.event, shifted(stored.event.counts)))
+
+    with NatsServer(tmp_path / "restored") as other:
+        async with await Bus.connect(BusConfig(url=other.url)) as restored:
+            await restore_copy(bus, restored, edit, rechain=True)
+            report = await verify_log(restored)
+            replay = await replay_job(restored, final.job_id, executor=ExecuteHandler)
+    assert [p.check for p in report.problems] == ["result_mismatch"]
+    p = report.problems[0]
+    assert (p.seq, p.type) == (answer.seq, "job.completed")
+    assert "joined by summing their counts" in p.message and "counts" in p.message
+    assert replay.status == "mismatch" and not replay.ok
+    assert any(d.startswith(f"chunk 1 (sequence {victim.seq})") for d in replay.differences)

@@ -175,9 +175,14 @@ class ControlHandler:
         rewritten = await self.fetch("rewritten", last.job_id)
         if not isinstance(rewritten, CircuitRewritten):
             raise RuntimeError(f"job {last.job_id}: its CircuitRewritten is not in the log")
+        predicted = last.predicted_seconds
+        if predicted is not None and last.shot_start is not None and last.options.shots:
+            # A shot chunk carries its share of the job's prediction: the whole job's back.
+            predicted = predicted * rewritten.options.shots / last.options.shots
         return msgspec.structs.replace(
             last,
             options=rewritten.options,
+            predicted_seconds=predicted,
             chunk=None,
             chunks=None,
             point_start=None,
