@@ -170,7 +170,10 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--chunk-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Points per chunk of a long sweep (docs/long-jobs.md); the server's default otherwise.",
+    help=(
+        "Points per chunk of a long sweep, or shots per chunk of a shot-by-shot sample job "
+        "(docs/long-jobs.md); the server's default otherwise."
+    ),
 )
 @click.option(
     "--sweep",
