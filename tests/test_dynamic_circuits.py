@@ -271,10 +271,10 @@ def test_branch_explosion_is_refused_before_memory_runs_out():
 
 def test_engines_without_classical_control_refuse_it_before_running():
     circuit, _ = parse_qasm(TELEPORT)
-    qsim = get_engine("qsim")
-    assert qsim.capabilities.classical_control == ()
+    quest = get_engine("quest")
+    assert quest.capabilities.classical_control == ()
     with pytest.raises(EngineError) as info:
-        qsim.validate(RunRequest(circuit=circuit, shots=10))
+        quest.validate(RunRequest(circuit=circuit, shots=10))
     assert info.value.code == "classical_control_unsupported"
     assert "'if'" in str(info.value)
     with pytest.raises(EngineError) as info:
@@ -377,10 +377,12 @@ c[2] = measure q[2];
 """
 
 
+@pytest.mark.parametrize("engine_name", ["cirq", "qsim"])
 @pytest.mark.parametrize("name", [*sorted(PROGRAMS), "compound"])
-def test_cirq_runs_if_programs_like_the_exact_reference(name):
+def test_cirq_runs_if_programs_like_the_exact_reference(name, engine_name):
+    # qsim runs them through cirq.defer_measurements (ancilla qubits, quantum controls).
     circuit, _ = parse_qasm(PROGRAMS.get(name, COMPOUND))
-    engine = get_engine("cirq")
+    engine = get_engine(engine_name)
     assert engine.capabilities.classical_control == ("if",)
     counts = engine.run(RunRequest(circuit=circuit, shots=SHOTS, seed=6)).counts
     assert sum(counts.values()) == SHOTS
@@ -388,8 +390,9 @@ def test_cirq_runs_if_programs_like_the_exact_reference(name):
     assert verdict.verdict == "pass", verdict.detail
 
 
-def test_cirq_refuses_what_it_cannot_write():
-    engine = get_engine("cirq")
+@pytest.mark.parametrize("engine_name", ["cirq", "qsim"])
+def test_cirq_refuses_what_it_cannot_write(engine_name):
+    engine = get_engine(engine_name)
     loop = _looping(1)
     with pytest.raises(EngineError, match="'while'") as info:
         engine.validate(RunRequest(circuit=loop, shots=10))

@@ -166,12 +166,17 @@ def _emit(
     measurements: bool,
     controls: tuple[Any, ...],
     seen: set[int],
+    tested: Mapping[int, int] | None = None,
 ) -> None:
     """Append the Cirq operations of ``ops``, each controlled by ``controls`` (ANDed).
 
     ``seen`` collects the clbits measured so far: a condition's other clbits still read
-    0 and are not tested (Cirq refuses a key it has not measured).
+    0 and are not tested (Cirq refuses a key it has not measured). ``tested`` holds the
+    clbits ``controls`` already test, with their values: a nested condition does not
+    test them again, and no copy is written for an assignment that contradicts them (it
+    could never run, and ``cirq.defer_measurements`` refuses such an operation).
     """
+    tested = tested or {}
     fixed = FIXED_GATES
 
     def append(operation: Any) -> None:
@@ -199,12 +204,15 @@ def _emit(
             # block is emitted once per assignment of the bits the condition reads, under
             # that assignment's bit tests. The assignments exclude one another, so at
             # most one copy runs (check_cirq_control bounds their number).
-            bits = sorted(op.condition.read_clbits() & seen)
+            bits = sorted(op.condition.read_clbits() & seen - tested.keys())
+            known = sum(v << c for c, v in tested.items())
             for assignment in range(1 << len(bits)):
-                word = sum(((assignment >> j) & 1) << c for j, c in enumerate(bits))
-                tests = tuple(_bit_test(c, (assignment >> j) & 1) for j, c in enumerate(bits))
+                chosen = {c: (assignment >> j) & 1 for j, c in enumerate(bits)}
+                word = known | sum(v << c for c, v in chosen.items())
+                tests = tuple(_bit_test(c, v) for c, v in chosen.items())
                 block = op.body if op.condition.evaluate(word) else op.orelse
-                _emit(out, block, qubits, values, measurements, controls + tests, seen)
+                inner = {**tested, **chosen}
+                _emit(out, block, qubits, values, measurements, controls + tests, seen, inner)
         else:
             gate = PARAM_GATES[name](*numeric_params(op.params, values))
             qs = op.qubits[::-1] if name in _REVERSED else op.qubits
