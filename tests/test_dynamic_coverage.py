@@ -43,6 +43,10 @@ QASM = {
     "c[0] = measure q[0];\nc[1] = measure q[1];\n"
     "if (c >= 1 && !(c == 3) || c[1] == 1) { x q[2]; } else if (c != 0) { h q[2]; }"
     " else { ry(0.4) q[2]; }\nc[2] = measure q[2];\n",
+    "qasm3_if_block_measures_and_resets": H3 + "qubit[3] q;\nbit[3] c;\nh q[0];\n"
+    "c[0] = measure q[0];\nry(0.9) q[1];\n"
+    "if (c[0] == 1) { h q[1]; c[1] = measure q[1]; reset q[1]; ry(0.5) q[1]; }\n"
+    "if (c[1] == 1) { x q[2]; } else { h q[2]; }\nc[2] = measure q[2];\n",
     "qasm3_while": H3 + "qubit[2] q;\nbit[2] c;\nh q[0];\nc[0] = measure q[0];\n"
     "while (c[0] == 1) { h q[0]; c[0] = measure q[0]; }\nh q[1];\nc[1] = measure q[1];\n",
     "qasm3_for_range_set": H3 + "qubit[3] q;\nbit[3] c;\n"

@@ -267,13 +267,14 @@ class QsimEngine(_CirqBase):
         circuit = request.circuit
         if not has_control_flow(circuit):
             return
-        # An upper bound: cirq defers only mid-circuit measurements.
-        ancillas = sum(len(op.qubits) for op in walk_ops(circuit.ops) if op.name == "measure")
+        # An upper bound: cirq defers only mid-circuit measurements; to_cirq adds one
+        # scratch qubit for measurements and resets inside blocks.
+        ancillas = 1 + sum(len(op.qubits) for op in walk_ops(circuit.ops) if op.name == "measure")
         width = self.capabilities.max_qubits["sample"]
         if circuit.num_qubits + ancillas > width:
             raise EngineError(
-                f"qsim runs classical control with one extra qubit per measurement: "
-                f"{circuit.num_qubits} + {ancillas} qubits, over its {width}",
+                f"qsim runs classical control with an extra qubit per measurement and a "
+                f"scratch qubit: {circuit.num_qubits} + {ancillas} qubits, over its {width}",
                 code="too_many_qubits",
             )
 
