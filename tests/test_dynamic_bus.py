@@ -108,12 +108,14 @@ def test_route_control_moves_auto_and_keeps_static_circuits():
     assert control_engines(["while"], installed, get_engine) == ["qiskit-aer", "reference"]
 
 
-async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: Config):
+@pytest.mark.parametrize("engine", ["reference", "qiskit-aer"])
+async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: Config, engine):
     runaway = (
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nx q;\nc = measure q;\n'
         "while (c == 1) { x q; x q; c = measure q; }\n"
     )
-    async with Pipeline(config, engines=("reference",)) as pipeline:
+    get_engine(engine)  # imported before the in-process stages start, not inside their loop
+    async with Pipeline(config, engines=(engine,)) as pipeline:
         (final,) = await run_jobs(bus, [job(runaway, shots=10)])
         pipeline.check()
     assert isinstance(final, JobFailed), final
