@@ -38,11 +38,11 @@ async def test_qasm2_if_program_completes_and_verifies_on_aer(bus: Bus, pipeline
 async def test_a_named_engine_without_classical_control_is_refused_at_route(
     bus: Bus, pipeline: Pipeline
 ):
-    (final,) = await run_jobs(bus, [job(TELEPORT, engine="qsim")])
+    (final,) = await run_jobs(bus, [job(TELEPORT, engine="quest")])
     assert isinstance(final, JobRejected), final
     assert final.code == "classical_control_unsupported"
-    assert "engine 'qsim' cannot run classical control ('if')" in final.message
-    assert "engines that run it: qiskit-aer, reference, cirq" in final.message
+    assert "engine 'quest' cannot run classical control ('if')" in final.message
+    assert "engines that run it: qiskit-aer, reference, cirq, qsim" in final.message
 
 
 async def test_no_deployed_engine_with_classical_control_names_the_construct(
@@ -50,14 +50,14 @@ async def test_no_deployed_engine_with_classical_control_names_the_construct(
 ):
     # Loaded before the stages start: importing cirq inside the running loop would stall
     # the other in-process stages' first requests (each is its own process in production).
-    get_engine("qsim")
-    async with Pipeline(config, engines=("qsim",)) as pipeline:
+    get_engine("quest")
+    async with Pipeline(config, engines=("quest",)) as pipeline:
         (final,) = await run_jobs(bus, [job(TELEPORT)])
         pipeline.check()
     assert isinstance(final, JobRejected), final
     assert final.code == "classical_control_unsupported"
     assert "no deployed engine runs classical control ('if')" in final.message
-    assert "engines that run it: qiskit-aer, reference, cirq" in final.message
+    assert "engines that run it: qiskit-aer, reference, cirq, qsim" in final.message
 
 
 async def test_a_dynamic_json_ir_job_on_the_reference_engine_verifies(bus: Bus, config: Config):
@@ -88,8 +88,8 @@ def test_route_control_moves_auto_and_keeps_static_circuits():
     static = Circuit(
         num_qubits=1, num_clbits=1, ops=(Op(name="measure", qubits=(0,), clbits=(0,)),)
     )
-    installed = ["qsim", "qiskit-aer", "reference"]
-    assert route_control("auto", "qsim", "why", static, installed) == ("qsim", "why")
+    installed = ["quest", "qiskit-aer", "reference"]
+    assert route_control("auto", "quest", "why", static, installed) == ("quest", "why")
     dynamic = Circuit(
         num_qubits=1,
         num_clbits=1,
@@ -103,17 +103,19 @@ def test_route_control_moves_auto_and_keeps_static_circuits():
             ),
         ),
     )
-    engine, reason = route_control("auto", "qsim", "why", dynamic, installed)
+    engine, reason = route_control("auto", "quest", "why", dynamic, installed)
     assert engine == "qiskit-aer" and "classical control" in reason
     assert control_engines(["while"], installed, get_engine) == ["qiskit-aer", "reference"]
 
 
-async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: Config):
+@pytest.mark.parametrize("engine", ["reference", "qiskit-aer"])
+async def test_a_runaway_while_loop_ends_the_job_with_a_code(bus: Bus, config: Config, engine):
     runaway = (
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nbit c;\nx q;\nc = measure q;\n'
         "while (c == 1) { x q; x q; c = measure q; }\n"
     )
-    async with Pipeline(config, engines=("reference",)) as pipeline:
+    get_engine(engine)  # imported before the in-process stages start, not inside their loop
+    async with Pipeline(config, engines=(engine,)) as pipeline:
         (final,) = await run_jobs(bus, [job(runaway, shots=10)])
         pipeline.check()
     assert isinstance(final, JobFailed), final

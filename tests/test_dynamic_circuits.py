@@ -271,10 +271,10 @@ def test_branch_explosion_is_refused_before_memory_runs_out():
 
 def test_engines_without_classical_control_refuse_it_before_running():
     circuit, _ = parse_qasm(TELEPORT)
-    qsim = get_engine("qsim")
-    assert qsim.capabilities.classical_control == ()
+    quest = get_engine("quest")
+    assert quest.capabilities.classical_control == ()
     with pytest.raises(EngineError) as info:
-        qsim.validate(RunRequest(circuit=circuit, shots=10))
+        quest.validate(RunRequest(circuit=circuit, shots=10))
     assert info.value.code == "classical_control_unsupported"
     assert "'if'" in str(info.value)
     with pytest.raises(EngineError) as info:
@@ -377,10 +377,12 @@ c[2] = measure q[2];
 """
 
 
+@pytest.mark.parametrize("engine_name", ["cirq", "qsim"])
 @pytest.mark.parametrize("name", [*sorted(PROGRAMS), "compound"])
-def test_cirq_runs_if_programs_like_the_exact_reference(name):
+def test_cirq_runs_if_programs_like_the_exact_reference(name, engine_name):
+    # qsim runs them through cirq.defer_measurements (ancilla qubits, quantum controls).
     circuit, _ = parse_qasm(PROGRAMS.get(name, COMPOUND))
-    engine = get_engine("cirq")
+    engine = get_engine(engine_name)
     assert engine.capabilities.classical_control == ("if",)
     counts = engine.run(RunRequest(circuit=circuit, shots=SHOTS, seed=6)).counts
     assert sum(counts.values()) == SHOTS
@@ -388,23 +390,47 @@ def test_cirq_runs_if_programs_like_the_exact_reference(name):
     assert verdict.verdict == "pass", verdict.detail
 
 
-def test_cirq_refuses_what_it_cannot_write():
-    engine = get_engine("cirq")
+# A block that measures and resets, and a later condition on the bit it measured.
+MEASURING_BLOCK = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nh q[0];\n'
+    "c[0] = measure q[0];\nry(0.9) q[1];\n"
+    "if (c[0] == 1) { h q[1]; c[1] = measure q[1]; reset q[1]; ry(0.5) q[1]; }\n"
+    "else { x q[2]; }\nif (c[1] == 1) { x q[2]; }\nc[2] = measure q[2];\n"
+)
+
+
+@pytest.mark.parametrize("engine_name", ["cirq", "qsim"])
+def test_cirq_runs_blocks_that_measure_and_reset(engine_name):
+    # Cirq cannot condition a measurement or (deferred, on qsim) a reset: to_cirq
+    # writes them on a scratch qubit (convert_cirq._controlled_measure).
+    circuit, _ = parse_qasm(MEASURING_BLOCK)
+    engine = get_engine(engine_name)
+    counts = engine.run(RunRequest(circuit=circuit, shots=SHOTS, seed=8)).counts
+    assert set(counts) <= {format(k, "03b") for k in range(8)}
+    verdict = check_counts(counts, reference.probabilities(circuit), SHOTS)
+    assert verdict.verdict == "pass", verdict.detail
+
+
+@pytest.mark.parametrize("engine_name", ["cirq", "qsim"])
+def test_cirq_refuses_what_it_cannot_write(engine_name):
+    engine = get_engine(engine_name)
     loop = _looping(1)
     with pytest.raises(EngineError, match="'while'") as info:
         engine.validate(RunRequest(circuit=loop, shots=10))
     assert info.value.code == "classical_control_unsupported"
-    # Cirq cannot condition a measurement (ClassicallyControlledOperation refuses it).
-    measures, _ = parse_qasm(
+    # A block measuring into the bit its own condition reads: Cirq tests the condition
+    # again at every operation, so the x after the measurement would see the new value.
+    rewrites, _ = parse_qasm(
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nh q[0];\n'
-        "c[0] = measure q[0];\nif (c[0] == 1) { h q[1]; c[1] = measure q[1]; }\n"
+        "c[0] = measure q[0];\nif (c[0] == 1) { h q[0]; c[0] = measure q[0]; x q[1]; }\n"
+        "c[1] = measure q[1];\n"
     )
-    with pytest.raises(EngineError, match="cannot condition a measurement") as info:
-        engine.validate(RunRequest(circuit=measures, shots=10))
+    with pytest.raises(EngineError, match=r"\$\.ops\[2\]\.body\[1\].*enclosing 'if'") as info:
+        engine.validate(RunRequest(circuit=rewrites, shots=10))
     assert info.value.code == "classical_control_unsupported"
     # Aer and the reference run it, and agree.
-    counts = get_engine("qiskit-aer").run(RunRequest(circuit=measures, shots=SHOTS)).counts
-    assert check_counts(counts, reference.probabilities(measures), SHOTS).verdict == "pass"
+    counts = get_engine("qiskit-aer").run(RunRequest(circuit=rewrites, shots=SHOTS)).counts
+    assert check_counts(counts, reference.probabilities(rewrites), SHOTS).verdict == "pass"
 
 
 def test_a_loop_whose_body_cannot_change_its_condition_is_refused_before_running():

@@ -8,6 +8,11 @@ Per-job overhead is kept low by building the ``QuantumCircuit`` directly from
 ``CircuitInstruction``s, skipping ``transpile`` unless the circuit holds a gate Aer
 does not run natively (``ch`` is the one in the IR library today), and reading counts
 straight from the experiment result instead of through ``Result.get_counts``.
+
+A ``while`` runs under the reference's budget (``MAX_LOOP_ITERATIONS`` per entry):
+``to_qiskit(loop_budget=…)`` bounds each loop with a counter and a flag clbit, and a
+run in which any shot set a flag fails with ``loop_budget_exceeded``, as on the
+reference, instead of spinning until the sandbox's time limit.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
-from qbus.errors import EngineError, MissingOptionalLibraryError
+from qbus.engines.branching import MAX_LOOP_ITERATIONS
+from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, walk_ops
 
@@ -37,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingOptionalLibraryError("qiskit-aer", "qiskit", "the qiskit-aer engine") from exc
 
 from qbus.engines.base import loop_sweep
-from qbus.engines.convert_qiskit import GATE_CLASSES, to_qiskit
+from qbus.engines.convert_qiskit import GATE_CLASSES, loop_paths, to_qiskit
 from qbus.engines.noise_aer import noise_names, run_noisy
 from qbus.engines.sweep import point_parameters, point_seed, slot_table
 from qbus.schemas.noise import is_noisy
@@ -222,7 +228,8 @@ class AerEngine(Engine):
             if qc is not None:
                 self._prepared_cache.move_to_end(key)
                 return qc
-        qc = to_qiskit(circuit, parameters, measurements=not sv)
+        budget = None if sv else MAX_LOOP_ITERATIONS
+        qc = to_qiskit(circuit, parameters, measurements=not sv, loop_budget=budget)
         if self._foreign and any(op.name in self._foreign for op in walk_ops(circuit.ops)):
             qc = transpile(qc, basis_gates=self._basis, optimization_level=0)
         if sv:
@@ -267,7 +274,44 @@ class AerEngine(Engine):
         if sv:
             state = np.asarray(data.statevector, dtype=np.complex128)
             return EngineResult.timed(request, start, statevector=state)
-        return EngineResult.timed(request, start, counts=_counts(data.counts, circuit.num_clbits))
+        loops = loop_paths(circuit)
+        if loops:
+            counts = _bounded_counts(data.counts, circuit.num_clbits, loops, shots)
+        else:
+            counts = _counts(data.counts, circuit.num_clbits)
+        return EngineResult.timed(request, start, counts=counts)
+
+
+def _bounded_counts(
+    raw: Mapping[str, int], num_clbits: int, loops: list[str], shots: int
+) -> dict[str, int]:
+    """The IR's counts of a run with loop flags and counters (``to_qiskit(loop_budget=…)``).
+
+    Raises:
+        CircuitError: ``loop_budget_exceeded`` when any shot set a loop's flag, naming
+            the first such loop and how many shots hit its budget.
+    """
+    mask = (1 << num_clbits) - 1
+    hits = [0] * len(loops)
+    counts: dict[str, int] = {}
+    fmt = f"0{num_clbits}b"
+    for key, n in raw.items():
+        value = int(key, 16)
+        flags = value >> num_clbits
+        for i in range(len(loops)):
+            if (flags >> i) & 1:
+                hits[i] += int(n)
+        bits = format(value & mask, fmt)
+        counts[bits] = counts.get(bits, 0) + int(n)
+    for path, hit in zip(loops, hits, strict=True):
+        if hit:
+            raise CircuitError(
+                f"the 'while' loop at {path} still runs after {MAX_LOOP_ITERATIONS} "
+                f"iterations (in {hit} of {shots} shots); the run is stopped",
+                code="loop_budget_exceeded",
+                where=f"$.{path}",
+            )
+    return counts
 
 
 def _counts(raw: Mapping[str, int], num_clbits: int) -> dict[str, int]:

@@ -28,7 +28,7 @@ import numpy as np
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest, memory_width
 from qbus.engines.reference import check_terminal_measurements, clbit_sources
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError
-from qbus.schemas.ir import Circuit, has_control_flow
+from qbus.schemas.ir import Circuit, has_control_flow, walk_ops
 from qbus.schemas.noise import is_noisy
 
 try:
@@ -140,6 +140,15 @@ class _CirqBase(Engine):
         """A ``cirq.Sampler`` seeded from the request, for shot-by-shot runs."""
         raise NotImplementedError
 
+    def _shot_program(self, program: Any, circuit: Circuit) -> Any:
+        """The program the sampler runs shot by shot (default: as written)."""
+        return program
+
+    def _check(self, request: RunRequest) -> None:
+        """Classical control: what ``to_cirq`` can write (``check_cirq_control``)."""
+        if has_control_flow(request.circuit):
+            check_cirq_control(request.circuit)
+
     def _run(self, request: RunRequest) -> EngineResult:
         """Convert and run ``request``.
 
@@ -165,7 +174,7 @@ class _CirqBase(Engine):
                     counts = sample_counts(circuit, state, request.shots, rng)
                     state = None
             else:
-                program = to_cirq(circuit, request.parameters)
+                program = self._shot_program(to_cirq(circuit, request.parameters), circuit)
                 result = self._sampler(request).run(program, repetitions=request.shots)
                 counts = counts_from_records(result.records, circuit.num_clbits)
         except (ValueError, RuntimeError, MemoryError) as exc:
@@ -196,11 +205,6 @@ class CirqEngine(_CirqBase):
             classical_control=CONTROL_CONSTRUCTS,
         )
 
-    def _check(self, request: RunRequest) -> None:
-        """Classical control: what ``to_cirq`` can write (``check_cirq_control``)."""
-        if has_control_flow(request.circuit):
-            check_cirq_control(request.circuit)
-
     @property
     def version(self) -> str:
         """The installed cirq-core version."""
@@ -230,6 +234,13 @@ class QsimEngine(_CirqBase):
     per gate; the direction stays good to a fidelity of 1 - 1e-12 or so on the test
     circuits). ``sample`` draws from that state (see ``_CirqBase``), or runs qsim shot
     by shot for mid-circuit measurements and resets.
+
+    Classical control: qsim refuses Cirq's classically controlled operations
+    ("unparseable op"), so a circuit with ``if`` runs as ``cirq.defer_measurements``
+    writes it: each mid-circuit measurement becomes a CNOT onto a fresh ancilla qubit
+    and each condition a quantum control on those ancillas, measured at the end. The
+    distribution is the same (the deferred measurement principle); the state is wider
+    by one qubit per mid-circuit measurement, which ``_check`` bounds.
     """
 
     name = "qsim"
@@ -243,7 +254,33 @@ class QsimEngine(_CirqBase):
         self._qsimcirq = qsimcirq
         # complex64 state, the complex64 result, its complex128 copy, probabilities.
         width = _memory_width(40, cap=32)
-        self.capabilities = Capabilities.state_vector(width)
+        self.capabilities = Capabilities.state_vector(width, classical_control=CONTROL_CONSTRUCTS)
+
+    def _check(self, request: RunRequest) -> None:
+        """Cirq's checks of classical control, and the deferred circuit's width.
+
+        Raises:
+            EngineError: As ``check_cirq_control``; ``too_many_qubits`` when the
+                circuit with one ancilla per measurement is wider than the engine runs.
+        """
+        super()._check(request)
+        circuit = request.circuit
+        if not has_control_flow(circuit):
+            return
+        # An upper bound: cirq defers only mid-circuit measurements; to_cirq adds one
+        # scratch qubit for measurements and resets inside blocks.
+        ancillas = 1 + sum(len(op.qubits) for op in walk_ops(circuit.ops) if op.name == "measure")
+        width = self.capabilities.max_qubits["sample"]
+        if circuit.num_qubits + ancillas > width:
+            raise EngineError(
+                f"qsim runs classical control with an extra qubit per measurement and a "
+                f"scratch qubit: {circuit.num_qubits} + {ancillas} qubits, over its {width}",
+                code="too_many_qubits",
+            )
+
+    def _shot_program(self, program: Any, circuit: Circuit) -> Any:
+        # qsim has no classically controlled operations: defer the measurements.
+        return cirq.defer_measurements(program) if has_control_flow(circuit) else program
 
     @property
     def version(self) -> str:

@@ -36,7 +36,7 @@ from qbus.engines.checks import check_bound
 from qbus.engines.params import numeric_params
 from qbus.engines.reference import gate_matrix
 from qbus.errors import EngineError, MissingOptionalLibraryError
-from qbus.schemas.ir import Circuit, Op, walk_ops, walk_paths
+from qbus.schemas.ir import Circuit, Op
 
 try:
     import cirq
@@ -145,14 +145,17 @@ def to_cirq(
             qubits, so both are no-ops on the state).
 
     Returns:
-        A circuit on ``cirq.LineQubit(0..num_qubits-1)``; barriers are dropped.
+        A circuit on ``cirq.LineQubit(0..num_qubits-1)``, and ``LineQubit(num_qubits)``
+        as a scratch qubit when a block measures or resets (``_controlled_measure``);
+        barriers are dropped.
 
     Raises:
         CircuitError: ``unbound_parameter`` when a named parameter has no value.
     """
     values = values or {}
     check_bound(circuit, values)
-    qubits = line_qubits(circuit.num_qubits)
+    # One more than the circuit's: the last is the scratch qubit of a block's measurement.
+    qubits = line_qubits(circuit.num_qubits + 1)
     ops: list[Any] = []
     _emit(ops, circuit.ops, qubits, values, measurements, (), set())
     return cirq.Circuit(ops)
@@ -166,12 +169,17 @@ def _emit(
     measurements: bool,
     controls: tuple[Any, ...],
     seen: set[int],
+    tested: Mapping[int, int] | None = None,
 ) -> None:
     """Append the Cirq operations of ``ops``, each controlled by ``controls`` (ANDed).
 
     ``seen`` collects the clbits measured so far: a condition's other clbits still read
-    0 and are not tested (Cirq refuses a key it has not measured).
+    0 and are not tested (Cirq refuses a key it has not measured). ``tested`` holds the
+    clbits ``controls`` already test, with their values: a nested condition does not
+    test them again, and no copy is written for an assignment that contradicts them (it
+    could never run, and ``cirq.defer_measurements`` refuses such an operation).
     """
+    tested = tested or {}
     fixed = FIXED_GATES
 
     def append(operation: Any) -> None:
@@ -185,12 +193,18 @@ def _emit(
         elif name == "measure":
             if measurements:
                 for q, c in zip(op.qubits, op.clbits, strict=True):
-                    append(_measure_gate(c).on(qubits[q]))
+                    if controls:
+                        _controlled_measure(out, qubits[q], qubits[-1], c, controls, seen)
+                    else:
+                        out.append(_measure_gate(c).on(qubits[q]))
                     seen.add(c)
         elif name == "reset":
             if measurements:
                 for q in op.qubits:
-                    append(_RESET.on(qubits[q]))
+                    if controls:
+                        _controlled_reset(out, qubits[q], qubits[-1], controls)
+                    else:
+                        out.append(_RESET.on(qubits[q]))
         elif name == "barrier":
             continue
         elif name == "if":
@@ -199,16 +213,51 @@ def _emit(
             # block is emitted once per assignment of the bits the condition reads, under
             # that assignment's bit tests. The assignments exclude one another, so at
             # most one copy runs (check_cirq_control bounds their number).
-            bits = sorted(op.condition.read_clbits() & seen)
+            bits = sorted(op.condition.read_clbits() & seen - tested.keys())
+            known = sum(v << c for c, v in tested.items())
             for assignment in range(1 << len(bits)):
-                word = sum(((assignment >> j) & 1) << c for j, c in enumerate(bits))
-                tests = tuple(_bit_test(c, (assignment >> j) & 1) for j, c in enumerate(bits))
+                chosen = {c: (assignment >> j) & 1 for j, c in enumerate(bits)}
+                word = known | sum(v << c for c, v in chosen.items())
+                tests = tuple(_bit_test(c, v) for c, v in chosen.items())
                 block = op.body if op.condition.evaluate(word) else op.orelse
-                _emit(out, block, qubits, values, measurements, controls + tests, seen)
+                inner = {**tested, **chosen}
+                _emit(out, block, qubits, values, measurements, controls + tests, seen, inner)
         else:
             gate = PARAM_GATES[name](*numeric_params(op.params, values))
             qs = op.qubits[::-1] if name in _REVERSED else op.qubits
             append(gate.on(*[qubits[q] for q in qs]))
+
+
+def _controlled_measure(
+    out: list[Any], qubit: Any, spare: Any, clbit: int, controls: tuple[Any, ...], seen: set[int]
+) -> None:
+    """``clbit = measure qubit`` only where ``controls`` hold, on the scratch qubit ``spare``.
+
+    Cirq cannot condition a measurement, so the key is always written, from ``spare``:
+    ``spare`` first takes the clbit's old value (an unmeasured clbit reads 0), which the
+    controls undo; under the controls a CNOT copies ``qubit``'s Z value onto ``spare``.
+    Measuring ``spare`` then measures ``qubit`` where the controls hold (the two are
+    entangled) and rewrites the old value elsewhere; ``spare`` is reset for its next use.
+    """
+    if clbit in seen:
+        old = _bit_test(clbit, 1)
+        out.append(cirq.X(spare).with_classical_controls(old))
+        out.append(cirq.X(spare).with_classical_controls(*controls, old))
+    out.append(cirq.CNOT(qubit, spare).with_classical_controls(*controls))
+    out.append(_measure_gate(clbit).on(spare))
+    out.append(_RESET.on(spare))
+
+
+def _controlled_reset(out: list[Any], qubit: Any, spare: Any, controls: tuple[Any, ...]) -> None:
+    """``reset qubit`` only where ``controls`` hold, without a classically controlled channel.
+
+    ``cirq.defer_measurements`` (qsim's way to run classical control) cannot control a
+    reset, so: under the controls, two CNOTs move ``qubit``'s state onto the fresh
+    ``spare`` (leaving ``qubit`` in ``|0>``), and ``spare`` is reset for everyone.
+    """
+    out.append(cirq.CNOT(qubit, spare).with_classical_controls(*controls))
+    out.append(cirq.CNOT(spare, qubit).with_classical_controls(*controls))
+    out.append(_RESET.on(spare))
 
 
 def _bit_test(clbit: int, value: int) -> Any:
@@ -230,34 +279,49 @@ MAX_CIRQ_CONDITION_BITS = 6
 def check_cirq_control(circuit: Circuit) -> None:
     """Check that Cirq can run the circuit's ``if`` ops as ``to_cirq`` writes them.
 
+    A measurement inside a block always writes its key (``_controlled_measure``), so
+    every clbit measured earlier, in a block or not, has a key a condition can test.
+
     Raises:
         EngineError: ``classical_control_unsupported`` when a condition reads more
-            than ``MAX_CIRQ_CONDITION_BITS`` measured clbits, reads a clbit that an
-            earlier block may or may not have written (unmeasured clbits read 0 and are
-            fine), or a block measures (Cirq cannot condition a measurement).
+            than ``MAX_CIRQ_CONDITION_BITS`` measured clbits, or a block measures into a
+            clbit that its own condition (or an enclosing one) reads: Cirq tests a
+            condition again at every operation of the block, so the block's later
+            operations, and the copies written for the condition's other values, would
+            see the new value.
     """
-    measured: set[int] = set()  # by a top-level measure: a key Cirq has for sure
-    maybe: set[int] = set()  # by a measure inside a block: a key Cirq may lack
-    for path, op in walk_paths(circuit.ops):
+    _check_blocks(circuit.ops, "ops", set(), frozenset())
+
+
+def _check_blocks(
+    ops: Sequence[Op], where: str, measured: set[int], guarded: frozenset[int]
+) -> None:
+    """``check_cirq_control`` over ``ops``; ``guarded``: clbits the enclosing conditions read."""
+    for i, op in enumerate(ops):
+        here = f"{where}[{i}]"
         if op.name == "measure":
-            (measured if path.count("[") == 1 else maybe).update(op.clbits)
+            written = guarded.intersection(op.clbits)
+            if written:
+                raise EngineError(
+                    f"cirq cannot run the measurement at $.{here}: it writes clbit(s) "
+                    f"{sorted(written)}, which the condition of an enclosing 'if' reads",
+                    code="classical_control_unsupported",
+                )
+            measured.update(op.clbits)
         if op.name != "if":
             continue
         assert op.condition is not None  # the IR guarantees it
-        read = op.condition.read_clbits() & (measured | maybe)
-        problem = None
-        if len(read) > MAX_CIRQ_CONDITION_BITS:
-            problem = f"its condition reads {len(read)} clbits (at most {MAX_CIRQ_CONDITION_BITS})"
-        elif not read <= measured:
-            problem = f"clbit(s) {sorted(read - measured)} are measured only inside a block"
-        elif any(inner.name == "measure" for inner in walk_ops((*op.body, *op.orelse))):
-            # cirq.ClassicallyControlledOperation refuses measurements.
-            problem = "its blocks measure, and Cirq cannot condition a measurement"
-        if problem is not None:
+        read = op.condition.read_clbits()
+        tested = read & measured
+        if len(tested) > MAX_CIRQ_CONDITION_BITS:
             raise EngineError(
-                f"cirq cannot run the 'if' at $.{path}: {problem}",
+                f"cirq cannot run the 'if' at $.{here}: its condition reads {len(tested)} "
+                f"clbits (at most {MAX_CIRQ_CONDITION_BITS})",
                 code="classical_control_unsupported",
             )
+        inner = guarded | read
+        _check_blocks(op.body, f"{here}.body", measured, inner)
+        _check_blocks(op.orelse, f"{here}.orelse", measured, inner)
 
 
 def counts_from_records(records: Mapping[str, np.ndarray], num_clbits: int) -> dict[str, int]:

@@ -14,6 +14,11 @@ control-flow builders). Their conditions become classical expressions over singl
 clbits (``qiskit.circuit.classical.expr``): a register comparison is spelled out bit by
 bit, because a register made for a condition would alias ``c``'s bits and change the
 shape of Aer's counts.
+
+With ``loop_budget`` each ``while`` is bounded: a counter register (classical stores of
+bit logic, the only arithmetic Aer 0.18 evaluates) ends the loop after ``loop_budget``
+iterations, and a flag clbit records a loop that would still run. Counters and flags are
+clbits after the IR's (``LoopFlags``); the engine strips them from the counts.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 from qbus.engines.params import numeric_params
 from qbus.errors import CircuitError, MissingOptionalLibraryError
 from qbus.schemas.gates import GATES, canonical_gate_name
-from qbus.schemas.ir import MIRRORED, Circuit, Condition, Op
+from qbus.schemas.ir import MIRRORED, Circuit, Condition, Op, walk_paths
 
 try:
     import qiskit.circuit.library as _lib
@@ -96,12 +101,65 @@ _EXTRA_FROM_QISKIT = {"cu3": "cu"}
 _MAX_DEFINITION_DEPTH = 32
 
 
+def loop_paths(circuit: Circuit) -> list[str]:
+    """Paths of the circuit's ``while`` ops, in the order their flag clbits follow the IR's."""
+    return [path for path, op in walk_paths(circuit.ops) if op.name == "while"]
+
+
+class _LoopBudget:
+    """The clbits that bound each ``while`` of a circuit: flags first, then the counters.
+
+    Flag ``i`` (clbit ``num_clbits + i``) belongs to the ``i``-th ``while`` of
+    ``loop_paths``; it is set when that loop's condition still holds after ``limit``
+    iterations.
+    """
+
+    def __init__(self, qc: QuantumCircuit, loops: int, limit: int) -> None:
+        width = limit.bit_length()
+        flags = ClassicalRegister(loops, "loop_flags")
+        counters = ClassicalRegister(loops * width, "loop_counters")
+        qc.add_register(flags)
+        qc.add_register(counters)
+        self.limit = limit
+        self._slots = iter(
+            (list(counters)[i * width : (i + 1) * width], flags[i]) for i in range(loops)
+        )
+
+    def emit_loop(self, qc: QuantumCircuit, condition: Any, emit_body: Any) -> None:
+        """``while (condition && counter != limit) { body; counter++ }``, then the flag.
+
+        The counter starts at 0 on every entry (the reference's budget is per entry);
+        after the loop the flag ORs in the condition, which holds only if the loop
+        stopped on its budget.
+        """
+        counter, flag = next(self._slots)
+        for bit in counter:
+            qc.store(expr.lift(bit), expr.lift(False))
+        spent = _equals(counter, self.limit)
+        with qc.while_loop(expr.logic_and(condition, expr.logic_not(spent))):
+            emit_body()
+            _increment(qc, counter)
+        qc.store(expr.lift(flag), expr.logic_or(flag, condition))
+
+
+def _increment(qc: QuantumCircuit, counter: Sequence[Any]) -> None:
+    """``counter += 1`` (least significant bit first), highest bit first so that each
+    store reads the lower bits' old values: bit k flips when every bit below it is 1."""
+    for k in reversed(range(len(counter))):
+        carry: Any = None
+        for bit in counter[:k]:
+            carry = expr.lift(bit) if carry is None else expr.logic_and(carry, bit)
+        flipped = expr.logic_not(counter[k]) if carry is None else expr.bit_xor(counter[k], carry)
+        qc.store(expr.lift(counter[k]), flipped)
+
+
 def to_qiskit(
     circuit: Circuit,
     values: Mapping[str, float] | None = None,
     *,
     measurements: bool = True,
     slots: Sequence[Any] | None = None,
+    loop_budget: int | None = None,
 ) -> QuantumCircuit:
     """Build the ``QuantumCircuit`` of ``circuit``, with named parameters bound.
 
@@ -113,9 +171,13 @@ def to_qiskit(
         slots: Instead of ``values``: one object (a Qiskit ``Parameter``) per gate
             parameter of the circuit, in op order, used as the gate's parameter. Lets a
             sweep build the circuit once and bind every point's values in one Aer call.
+        loop_budget: Bound every ``while`` to this many iterations per entry, with a flag
+            clbit per loop (``_LoopBudget``); None runs loops unbounded.
 
     Returns:
-        A circuit with registers ``q`` (``num_qubits``) and ``c`` (``num_clbits``).
+        A circuit with registers ``q`` (``num_qubits``) and ``c`` (``num_clbits``), and
+        with ``loop_budget`` and ``while`` ops ``loop_flags`` (one clbit per
+        ``loop_paths`` entry) and ``loop_counters`` after them.
 
     Raises:
         CircuitError: ``unbound_parameter`` when a named parameter has no value.
@@ -129,7 +191,11 @@ def to_qiskit(
             code="unbound_parameter",
         )
     qc = QuantumCircuit(circuit.num_qubits, circuit.num_clbits)
-    _emit(qc, circuit.ops, values, measurements, slot_iter)
+    budget = None
+    if loop_budget is not None:
+        loops = len(loop_paths(circuit))
+        budget = _LoopBudget(qc, loops, loop_budget) if loops else None
+    _emit(qc, circuit.ops, values, measurements, slot_iter, budget=budget)
     return qc
 
 
@@ -140,6 +206,7 @@ def _emit(
     measurements: bool,
     slot_iter: Any,
     nested: object = None,
+    budget: _LoopBudget | None = None,
 ) -> None:
     """Append ``ops`` to ``qc`` (or, ``nested`` set, to the control-flow block being built)."""
     qubits = qc.qubits
@@ -169,14 +236,19 @@ def _emit(
         elif name == "if":
             assert op.condition is not None  # the IR guarantees it
             with qc.if_test(_condition(op.condition, clbits)) as orelse:
-                _emit(qc, op.body, values, measurements, slot_iter, op)
+                _emit(qc, op.body, values, measurements, slot_iter, op, budget)
             if op.orelse:
                 with orelse:
-                    _emit(qc, op.orelse, values, measurements, slot_iter, op)
+                    _emit(qc, op.orelse, values, measurements, slot_iter, op, budget)
         elif name == "while":
             assert op.condition is not None  # the IR guarantees it
-            with qc.while_loop(_condition(op.condition, clbits)):
-                _emit(qc, op.body, values, measurements, slot_iter, op)
+            condition = _condition(op.condition, clbits)
+            body = partial(_emit, qc, op.body, values, measurements, slot_iter, op, budget)
+            if budget is None:
+                with qc.while_loop(condition):
+                    body()
+            else:
+                budget.emit_loop(qc, condition, body)
         elif slot_iter is not None:
             params = [next(slot_iter) for _ in op.params]
             qc.append(GATE_CLASSES[name](*params), qargs, copy=False)

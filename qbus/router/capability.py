@@ -32,7 +32,7 @@ BUILTIN_CONTROL: dict[str, tuple[str, ...]] = {
     "qiskit-aer": ("if", "while"),
     "reference": ("if", "while"),
     "cirq": ("if",),
-    "qsim": (),
+    "qsim": ("if",),
     "braket": (),
     "pennylane": (),
     "qutip": (),
