@@ -165,6 +165,11 @@ class PriorityStageRunner(StageRunner):
         slots = self._start_slots()
         try:
             while not self._stopping.is_set():
+                # A heavy slot that died (its consumer could not be made, …) ends the
+                # executor, so its supervisor restarts it rather than run without slots.
+                for slot in slots:
+                    if slot.done() and not slot.cancelled() and slot.exception():
+                        raise RuntimeError("a heavy slot stopped") from slot.exception()
                 for lane in lanes:
                     await lane.refresh()
                 msgs: list[Msg] = []
