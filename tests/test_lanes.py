@@ -141,6 +141,34 @@ async def test_router_sets_the_lane_from_the_whole_jobs_prediction():
     assert request.lane == "light" and s.for_event(request) == f"t.exec.{ENGINE}.j-2000"
 
 
+async def test_auto_counts_the_backlog_of_the_lane_the_job_would_join():
+    asked: list[tuple[str, str]] = []
+
+    async def backlog(engine: str, lane: str) -> int:
+        asked.append((engine, lane))
+        return 1000 if lane == "heavy" else 0  # a long heavy queue everywhere
+
+    async def deployed() -> set[str]:
+        return {ENGINE, "cirq"}
+
+    model = CostModel.load_defaults()
+    handler = RouteHandler(
+        deployed=deployed, model=model, backlog=backlog, lanes=LanesConfig(heavy_seconds=1e-9)
+    )
+    heavy = msgspec.structs.replace(
+        _rewritten(dynamic_qasm(8, 2), 100), options=JobOptions(engine="auto", shots=100)
+    )
+    (request,) = await handler.handle(heavy)
+    assert request.lane == "heavy" and set(asked) == {(ENGINE, "heavy"), ("cirq", "heavy")}
+    # A light job asks only the light lanes' backlog: heavy messages do not delay it.
+    asked.clear()
+    light = RouteHandler(
+        deployed=deployed, model=model, backlog=backlog, lanes=LanesConfig(heavy_seconds=1e9)
+    )
+    (request,) = await light.handle(heavy)
+    assert request.lane == "light" and set(asked) == {(ENGINE, "light"), ("cirq", "light")}
+
+
 def test_lanes_config_reads_and_refuses_nonsense(tmp_path: Path):
     path = tmp_path / "qbus.toml"
     path.write_text("[lanes]\nheavy_seconds = inf\nheavy_slots = 2\n")
