@@ -76,6 +76,29 @@ if command -v npm >/dev/null 2>&1 &&
         echo "warning: npm ci in $chain_dir failed (anvil and solc-js missing)" >&2
 fi
 
+# The deployment's checks (docs/deploy.md): pinned schema validators for the Kubernetes
+# manifests (deploy/validate's lock file), Debian's prometheus (a real server scrapes a
+# running bus in tests/test_prometheus.py; promtool checks the shipped files) and
+# systemd's systemd-analyze (verifies the units). Their tests fail, naming what is
+# missing, when these could not be installed.
+validate_dir=deploy/validate
+if command -v npm >/dev/null 2>&1 &&
+    { [ ! -f "$validate_dir/node_modules/.package-lock.json" ] ||
+        [ "$validate_dir/package-lock.json" -nt "$validate_dir/node_modules/.package-lock.json" ]; }; then
+    npm ci --prefix "$validate_dir" --no-audit --no-fund --loglevel=error ||
+        echo "warning: npm ci in $validate_dir failed (the manifest checks need it)" >&2
+fi
+deploy_pkgs=()
+command -v prometheus >/dev/null 2>&1 || deploy_pkgs+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || deploy_pkgs+=(systemd)
+if [ ${#deploy_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${deploy_pkgs[*]} for the deployment checks…" >&2
+    # Without recommends: prometheus recommends node-exporter and its disk tools, which
+    # a test of the shipped config does not need.
+    client_apt_install --no-install-recommends "${deploy_pkgs[@]}" ||
+        echo "warning: could not install ${deploy_pkgs[*]} (not root?)" >&2
+fi
+
 # The bwrap sandbox driver (docs/hypervisor.md) needs Debian's bubblewrap; its tests fail
 # without it, so install it when we can, or say exactly how.
 if ! command -v bwrap >/dev/null 2>&1; then

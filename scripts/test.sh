@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check qbus tests benchmarks
-.venv/bin/ruff format --check qbus tests benchmarks
+.venv/bin/ruff check qbus tests benchmarks deploy
+.venv/bin/ruff format --check qbus tests benchmarks deploy
 # Every declared dependency imported, every import declared (pyproject.toml [tool.deptry]).
 .venv/bin/deptry .
 # The layer order of docs/architecture.md (pyproject.toml [tool.importlinter]).

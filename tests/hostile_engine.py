@@ -13,6 +13,8 @@ Markers:
     ``spin``: loop on the CPU for this many seconds.
     ``kill_parent``: SIGKILL the parent process (the sandbox's warm worker).
     ``segv``: die of SIGSEGV at once, using almost no memory (a crash, not a limit).
+    ``panic``: raise a ``BaseException`` that is no ``Exception``, as a Rust panic
+        through PyO3 does (QuEST's ``PanicException``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import time
 
 from qbus.engines.base import EngineResult, RunRequest
 from qbus.engines.reference import ReferenceEngine
+
+
+class Panic(BaseException):
+    """What PyO3 raises for a Rust panic: a BaseException, not an Exception."""
 
 
 class HostileEngine(ReferenceEngine):
@@ -46,6 +52,8 @@ class HostileEngine(ReferenceEngine):
                 # Touch every page so the memory is really resident, chunk by chunk.
                 hoard = [bytearray(16 << 20) for _ in range(int(value) // 16)]
                 del hoard
+            elif key == "panic":
+                raise Panic("index out of bounds: the len is 1 but the index is 1")
             elif key == "segv":
                 os.kill(os.getpid(), signal.SIGSEGV)
             elif key == "kill_parent":

@@ -83,6 +83,31 @@ def test_sandbox_benchmark_prints_every_driver():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_statevector_memory_benchmark_prints_a_growing_peak_per_width():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "statevector_memory.py"),
+            "--qubits",
+            "12",
+            "18",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [ln.split() for ln in out.stdout.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [12, 18]
+    assert [r[1] for r in rows] == ["0.1", "4.0"]  # the state, 16 B x 2^n, in MiB
+    small, large = (float(r[2]) for r in rows)
+    # A 4 MiB state adds at least its own size to the peak.
+    assert large - small >= 4 * (1 - 2**-6), rows
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_engines_benchmark_quick_run_prints_every_engine_row():
     out = subprocess.run(

@@ -19,6 +19,7 @@ from qbus.engines import reference
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import EngineError
+from qbus.frontends.qasm import parse_qasm
 from qbus.schemas.events import JobCompleted
 from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.statistics import check_counts
@@ -72,6 +73,28 @@ def test_quest_draws_seeded_samples_from_the_right_distribution(quest):
     assert all(key[1] == "0" for key in first)  # clbit 2 is never written
     verdict = check_counts(first, reference.probabilities(circuit), 4000)
     assert verdict.verdict == "pass", verdict
+
+
+UNMEASURED = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        # An unmeasured qubit a gate touched overwrote clbit 1 (counts '10', not '00').
+        "qreg q[2];\ncreg c[2];\nx q[1];\nmeasure q[0] -> c[1];\n",
+        # An unmeasured qubit past the classical register: a Rust panic in QuEST.
+        "qreg q[3];\ncreg c[1];\nx q[2];\nmeasure q[0] -> c[0];\n",
+        # Measured out of order, one qubit twice, one clbit never written.
+        "qreg q[3];\ncreg c[4];\nx q[0];\nh q[2];\nmeasure q[0] -> c[2];\n"
+        "measure q[2] -> c[0];\nmeasure q[2] -> c[3];\n",
+    ],
+)
+def test_quest_reads_only_measured_qubits_into_their_clbits(quest, program: str):
+    circuit, _ = parse_qasm(UNMEASURED + program)
+    counts = quest.run(RunRequest(circuit=circuit, shots=2000, seed=3)).counts
+    verdict = check_counts(counts, reference.probabilities(circuit), 2000)
+    assert verdict.verdict == "pass", (counts, verdict)
 
 
 def test_quest_refuses_mid_circuit_measurements_before_running(quest):

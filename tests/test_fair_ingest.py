@@ -33,16 +33,20 @@ class _Msg:
 def test_lanes_take_an_equal_share_from_each_sender_in_arrival_order():
     lanes = SenderLanes(lambda msg: msg.subject)
     lanes.add([_Msg("a", i) for i in range(100)] + [_Msg("b", 1000 + i) for i in range(3)])
-    assert lanes.count == 103 and lanes.lanes() == 2
+    assert lanes.count == 103 and lanes.senders() == 2
     first = lanes.take(10)
     # Five each would be the share; b has only three, so a fills nothing more this round.
     assert [m.n for m in first] == [0, 1, 2, 3, 4, 1000, 1001, 1002]
-    assert lanes.lanes() == 1
+    assert lanes.senders() == 1
     lanes.add([_Msg("c", 2000)])
     second = lanes.take(10)
     assert [m.n for m in second] == [5, 6, 7, 8, 9, 2000]
     assert lanes.count == 90 and lanes.bytes == sum(range(10, 100))
     assert len(lanes.drain()) == 90 and not lanes
+    # More senders than a batch takes: one each from the first, the rest first next time.
+    lanes.add([_Msg(sender, 3000 + i) for i, sender in enumerate("defgh")] + [_Msg("d", 1)])
+    assert [m.n for m in lanes.take(3)] == [3000, 3001, 3002]
+    assert [m.n for m in lanes.take(3)] == [3003, 3004, 1]
 
 
 async def test_a_valid_job_is_answered_before_another_senders_flood(config: Config, bus: Bus):

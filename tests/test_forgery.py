@@ -23,6 +23,7 @@ from qbus.bus.connection import Bus
 from qbus.bus.deadletter import replay
 from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
+from qbus.bus.tenancy import tenant_writes, wait_tenant_refusal, wait_tenant_result
 from qbus.cli.control import send_control
 from qbus.cli.dlq import replay_signer
 from qbus.cli.jobs import watch_line
@@ -63,6 +64,11 @@ NO_EXECUTOR = ("ingest", "rewrite", "route", "verify", "audit", "control")
 def signed(config: Config) -> Path:
     """``qbus up``'s dev keys in the test's state directory; returns the public-key file."""
     return generate_keys(config.state_dir)
+
+
+def stage_key(public: Path, stage: str) -> Signer:
+    """The private key ``generate_keys`` wrote for ``stage`` beside ``public``."""
+    return Signer.from_secret(stage, (public.parent / stage).read_text().strip())
 
 
 async def forge(
@@ -340,7 +346,7 @@ async def test_a_retry_never_takes_a_forged_request_under_the_real_ones_id(
     forged = msgspec.structs.replace(real, options=JobOptions(shots=7, seed=1))
     subject = bus.subjects.for_event(real)
     await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": "forged-first"})
-    bus.signer = Signer.from_secret("route", (signed.parent / "route").read_text().strip())
+    bus.signer = stage_key(signed, "route")
     await bus.publish(real)
     failed = ExecutionFailed(
         event_id=new_event_id(),
@@ -401,7 +407,7 @@ async def test_a_replayed_dead_letter_is_signed_by_the_stage_that_wrote_it(
             }
         )
     )
-    bus.signer = Signer.from_secret("rewrite", (signed.parent / "rewrite").read_text().strip())
+    bus.signer = stage_key(signed, "rewrite")
     subject = bus.subjects.for_event(rewritten)
     letter = DeadLetter(
         event_id=new_event_id(),
@@ -443,7 +449,7 @@ async def test_status_and_watch_show_a_forged_final_as_forged(
     subject = bus.subjects.result(job_id)
     ack = await bus.js.publish(subject, encode(forged), headers={"Nats-Msg-Id": forged.event_id})
     real = msgspec.structs.replace(forged, event_id=new_event_id(), message="the real end")
-    bus.signer = Signer.from_secret("verify", (signed.parent / "verify").read_text().strip())
+    bus.signer = stage_key(signed, "verify")
     await bus.publish(real, headers={"Nats-Expected-Last-Subject-Sequence": str(ack.seq)})
     state = JobState(status="failed", stage="verify", event_id=real.event_id, updated=0.0)
     await (await bus.put_state_async(job_id, state))
@@ -459,12 +465,71 @@ async def test_status_and_watch_show_a_forged_final_as_forged(
     assert "the real end" in shown[1] and "FORGED" not in shown[1]
 
 
+async def test_a_tenant_never_takes_a_signed_copy_of_another_event_as_its_answer(
+    config: Config, bus: Bus, signed: Path
+) -> None:
+    # A tenant copy is verified against its original's subject, which the copy names
+    # itself: a real, signed copy of job X's result (or of message K's refusal) stored
+    # again on job Y's result subject (or K2's refusal subject) verified, and was Y's
+    # answer. On an open bus anyone may store it there.
+    bus.signer = stage_key(signed, "verify")
+    done = JobFailed(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.verify",
+        code="engine_error",
+        message="X's end",
+        stage="verify",
+        tenant="A",
+    )
+    await asyncio.gather(*await tenant_writes(bus, done))
+    bus.signer = stage_key(signed, "ingest")
+    refused = JobRejected(
+        event_id=new_event_id(),
+        job_id=new_job_id(),
+        producer="qbus.ingest",
+        code="duplicate_job_id",
+        message="used",
+        stage="ingest",
+        tenant="A",
+        refusal="key-1",
+    )
+    await asyncio.gather(*await tenant_writes(bus, refused))
+    bus.trust = load_trust(config)
+    # The copies where they belong verify and are answers ...
+    assert await wait_tenant_result(bus, "A", done.job_id, timeout=2) == done
+    assert await wait_tenant_refusal(bus, "A", "key-1", timeout=2) == refused
+    # ... and are no answer for another job or message. (Published, not stored: the
+    # tenant stream drops a copy under a message id it holds, but only within its
+    # duplicate window; a waiting tenant takes what is published as well.)
+    subjects = bus.subjects
+    misplaced = [
+        (
+            subjects.tenant_result("A", done.job_id),
+            subjects.tenant_result("A", "other"),
+            partial(wait_tenant_result, bus, "A", "other", timeout=1),
+        ),
+        (
+            subjects.tenant_refused("A", "key-1"),
+            subjects.tenant_refused("A", "key-2"),
+            partial(wait_tenant_refusal, bus, "A", "key-2", timeout=1),
+        ),
+    ]
+    for origin, elsewhere, wait in misplaced:
+        stored = await bus.js.get_last_msg(bus.config.tenant_stream, origin)
+        waiting = asyncio.ensure_future(wait())
+        while not waiting.done():  # again until the wait ends: once it has subscribed
+            await bus.nc.publish(elsewhere, stored.data, headers=stored.headers)
+            await asyncio.wait([waiting], timeout=0.05)
+        with pytest.raises(TimeoutError):
+            waiting.result()
+
+
 def test_a_signature_counts_only_from_the_stage_allowed_to_write(signed: Path) -> None:
-    keys = Path(signed).parent
     trust = Trust.load(signed)
 
     def stored(stage: str, event: Event) -> dict[str, str]:
-        signer = Signer.from_secret(stage, (keys / stage).read_text().strip())
+        signer = stage_key(signed, stage)
         subject = f"qbus.result.{event.job_id}"
         return {
             "Nats-Msg-Id": event.event_id,

@@ -312,6 +312,8 @@ async def test_fuzzed_submissions_never_crash_a_stage_and_all_get_an_answer(
     finally:
         sup.stop()
     context = f"(seed {SEED}, {len(inputs)} inputs)"
+    # The long form's figures (run with -s): how long the bus took to answer everything.
+    print(f"fuzz {context}: drained {drained_after:.1f} s after the last publish")
     assert not restarts and not dead, f"stage processes died: {restarts} {dead} {context}"
     tracebacks = {
         log.name: log.read_text().count("Traceback")

@@ -181,7 +181,9 @@ async def test_readers_of_the_log_skip_a_forged_event_nested_1000_deep(bus: Bus)
     job_id = new_job_id()
     failed = {"type": "job.failed", "event_id": new_event_id(), "job_id": job_id}
     deep = _with_deep({**failed, "producer": "forger", "code": "x", "message": "x"}, "x", "@")
-    real = JobFailed(event_id=new_event_id(), job_id=job_id, producer="test", code="c", message="m")
+    real = JobFailed(
+        event_id=new_event_id(), job_id=job_id, producer="test", code="c", message="m", tenant="A"
+    )
     for subject in (bus.subjects.ingested(job_id), bus.subjects.result(job_id)):
         await bus.js.publish(subject, deep)
     await bus.js.publish(bus.subjects.result(job_id), encode(real))

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from qbus.bus.config import Config, LanesConfig, read_config
+from qbus.bus.config import ChunksConfig, Config, LanesConfig, read_config
 from qbus.bus.connection import Bus
 from qbus.bus.subjects import Subjects
 from qbus.cli.jobs import duration, prediction_line
@@ -122,23 +122,28 @@ async def test_router_sets_the_lane_from_the_whole_jobs_prediction():
     model = CostModel.load_defaults()
     heavy = _rewritten(dynamic_qasm(14, 4), 2000)
     predicted = model.predict(ENGINE, job_features(heavy.circuit, heavy.options))
+    assert predicted > 2 * ChunksConfig().shot_seconds  # long enough to be cut in shots
     handler = RouteHandler(model=model, lanes=LanesConfig(heavy_seconds=predicted / 2))
-    (request,) = await handler.handle(heavy)
-    assert isinstance(request, ExecutionRequested)
-    assert request.lane == "heavy" and request.predicted_seconds == pytest.approx(predicted)
+    requests = await handler.handle(heavy)
+    # Shot chunks (qbus/router/chunks.py), each with its share of the job's prediction,
+    # all in the heavy lane: the whole job's prediction decided.
+    assert len(requests) > 1 and all(isinstance(r, ExecutionRequested) for r in requests)
+    assert {r.lane for r in requests} == {"heavy"}
+    assert sum(r.predicted_seconds for r in requests) == pytest.approx(predicted)
+    assert max(r.predicted_seconds for r in requests) < predicted / 2
     s = Subjects("t")
-    # Heavy ignores priority; a chunk (a copy of the whole request) keeps its lane.
-    assert s.for_event(request) == f"t.exec.{ENGINE}.heavy.{request.job_id}"
-    high = msgspec.structs.replace(request, options=JobOptions(engine=ENGINE, priority="high"))
-    chunk = msgspec.structs.replace(high, chunk=3, chunks=8)
-    assert s.for_event(chunk) == f"t.exec.{ENGINE}.heavy.{request.job_id}"
+    assert {s.for_event(r) for r in requests} == {f"t.exec.{ENGINE}.heavy.{heavy.job_id}"}
+    # Heavy ignores priority.
+    high = msgspec.structs.replace(requests[0], options=JobOptions(engine=ENGINE, priority="high"))
+    assert s.for_event(high) == f"t.exec.{ENGINE}.heavy.{heavy.job_id}"
     # Light jobs keep their subjects.
     (bell,) = await handler.handle(_rewritten(QASM2_BELL, 100))
     assert bell.lane == "light" and s.for_event(bell) == f"t.exec.{ENGINE}.{bell.job_id}"
-    # The lane off: the same heavy job is light.
+    # The lane off: the same job's chunks are light.
     off = RouteHandler(model=model, lanes=LanesConfig(heavy_seconds=math.inf))
-    (request,) = await off.handle(heavy)
-    assert request.lane == "light" and s.for_event(request) == f"t.exec.{ENGINE}.j-2000"
+    requests = await off.handle(heavy)
+    assert len(requests) > 1 and {r.lane for r in requests} == {"light"}
+    assert {s.for_event(r) for r in requests} == {f"t.exec.{ENGINE}.{heavy.job_id}"}
 
 
 async def test_auto_counts_the_backlog_of_the_lane_the_job_would_join():
@@ -200,6 +205,11 @@ def test_prediction_line_and_durations():
     )
     line = prediction_line(request)
     assert line == f"predicted run time ~2 min on {ENGINE} (heavy lane, 8 chunks)"
+    # A shot chunk carries its share of the job's time: the line shows the whole job's.
+    shot_chunk = msgspec.structs.replace(
+        request, predicted_seconds=30.0, chunk=2, shot_start=200, shot_stop=300
+    )
+    assert prediction_line(shot_chunk) == line.replace("~2 min", "~4 min")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")

@@ -142,6 +142,20 @@ async def test_non_retryable_failure_ends_the_job_at_once(flaky: Bus, tmp_path: 
     assert not failure.retryable
 
 
+async def test_an_engine_panic_fails_the_job_at_once_and_the_executor_goes_on(flaky: Bus):
+    # A BaseException from the engine's library (a Rust panic through PyO3) used to end
+    # the executor: the job was redelivered until it was dead-lettered.
+    panicking = job(QASM2_BELL, engine="hostile", hypervisor="inline", parameters={"panic": 1})
+    (final,) = await run_jobs(flaky, [panicking])
+    assert isinstance(final, JobFailed), final
+    assert final.code == "engine_crashed"
+    assert "Panic: index out of bounds" in final.message
+    failures = [e for e in await _log(flaky, panicking.job_id) if isinstance(e, ExecutionFailed)]
+    assert [(f.code, f.retryable) for f in failures] == [("engine_crashed", False)]
+    (after,) = await run_jobs(flaky, [job(QASM2_BELL, engine="hostile", hypervisor="inline")])
+    assert isinstance(after, JobCompleted), after
+
+
 async def test_sandbox_worker_crash_is_retried_then_fails_with_its_code(flaky: Bus):
     # The engine code SIGKILLs its sandbox worker on every run: a crash, not a limit.
     submitted = job(

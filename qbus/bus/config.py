@@ -490,15 +490,28 @@ class ChunksConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         ttl_days: A chunk ledger or chunk result is dropped this many days after its
             last write (the chunk bucket's TTL, fixed when the bucket is created); 0
             keeps them. The event log keeps every chunk's result either way.
+        shot_seconds: Target run time of one shot chunk: a ``sample`` job whose circuit
+            runs shot by shot (mid-circuit measurement, reset after a gate, classical
+            control) and whose predicted run time is above this is split into chunks
+            of shots of about this many seconds each, which any executor copies run
+            in parallel.
+        min_shots: Fewest shots in a shot chunk (a job with fewer shots than twice this
+            is never split by its predicted time).
     """
 
     points: int = 64
     max_chunks: int = 4096
     ttl_days: float = 30.0
+    shot_seconds: float = 5.0
+    min_shots: int = 64
 
     def __post_init__(self) -> None:
         if self.points < 1:
             raise ValueError("points must be >= 1")
+        if not self.shot_seconds > 0:
+            raise ValueError("shot_seconds must be > 0")
+        if self.min_shots < 1:
+            raise ValueError("min_shots must be >= 1")
         if self.max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")
         if self.ttl_days < 0:

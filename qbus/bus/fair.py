@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 
 from nats.aio.msg import Msg
 
@@ -47,10 +47,10 @@ class SenderLanes:
     """Delivered messages, one FIFO lane per sender, taken round-robin.
 
     Args:
-        sender: The lane key of a message.
+        sender: The lane key of a message: who sent it.
     """
 
-    def __init__(self, sender) -> None:
+    def __init__(self, sender: Callable[[Msg], str]) -> None:
         self._sender = sender
         self._lanes: OrderedDict[str, deque[Msg]] = OrderedDict()
         self.count = 0
@@ -58,6 +58,10 @@ class SenderLanes:
 
     def __bool__(self) -> bool:
         return self.count > 0
+
+    def __iter__(self) -> Iterator[Msg]:
+        """Every message in a lane, as they are now (the lanes may change meanwhile)."""
+        return iter(self.waiting())
 
     def add(self, msgs: list[Msg]) -> None:
         for msg in msgs:
@@ -70,8 +74,9 @@ class SenderLanes:
             self.bytes += len(msg.data)
 
     def take(self, limit: int) -> list[Msg]:
-        """Up to ``limit`` messages: an equal share from every lane that has any (at least
-        one each), lanes that had their turn moved to the back."""
+        """Up to ``limit`` messages: an equal share of ``limit`` from every lane (at least
+        one; with more lanes than ``limit``, one from each of the first ``limit`` lanes),
+        lanes that had their turn moved to the back, so the others come first next time."""
         taken: list[Msg] = []
         if not self._lanes:
             return taken
@@ -90,8 +95,8 @@ class SenderLanes:
         self.bytes -= sum(len(m.data) for m in taken)
         return taken
 
-    def lanes(self) -> int:
-        """Senders with messages waiting."""
+    def senders(self) -> int:
+        """Senders with messages waiting (one lane each)."""
         return len(self._lanes)
 
     def waiting(self) -> list[Msg]:
@@ -123,28 +128,20 @@ class WindowedPull(PullConsumer):
         room = self.window_bytes - self.lanes.bytes
         # Only with room for the largest message: a request whose byte budget is below
         # the next message's size would end without delivering it.
-        if want < max(1, self.window // 8) or room < MAX_MSG_SIZE:
-            return
-        body = {
-            "batch": want,
-            "max_bytes": room,
-            "expires": int(self.expires * 1e9),
-            "idle_heartbeat": int(self.heartbeat * 1e9),
-        }
-        await self.bus.nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
-        self._outstanding += want
+        if want >= max(1, self.window // 8) and room >= MAX_MSG_SIZE:
+            await self._pull(want, max_bytes=room)
 
     async def fill(self, timeout: float) -> None:
         """Move what has arrived into the lanes; wait up to ``timeout`` seconds for a
         message only when the lanes are empty."""
         assert self._sub is not None, "start() first"
+        if not self.lanes:
+            self.lanes.add(await self.next_batch(timeout))  # it requests more itself
+            return
         await self._request()
         arrived: list[Msg] = []
-        if not self.lanes:
-            arrived = await self.next_batch(timeout)
-        else:
-            for msg in take_arrived(self._sub, self.window):
-                self._take(msg, arrived)
+        for msg in take_arrived(self._sub, self.window):
+            self._take(msg, arrived)
         self.lanes.add(arrived)
 
 
@@ -183,14 +180,6 @@ class FairStageRunner(StageRunner):
         tenant = self.bus.subjects.tenant_of_submit(msg.subject)
         return UNKNOWN_SENDER if tenant is None else tenant
 
-    async def _keep_waiting(self) -> None:
-        # Messages wait in the lanes for longer than a batch: keep them from redelivery.
-        interval = max(self.bus.config.ack_wait / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            for msg in self.lanes.waiting():
-                await msg.in_progress()
-
     async def run(self) -> None:
         """Consume until ``stop()``."""
         await self.bus.ensure_consumer(self.durable, self.subjects)
@@ -207,7 +196,8 @@ class FairStageRunner(StageRunner):
         )
         watcher = self.dead_letter_watcher([self.durable])
         poller = self.consumer_poller()
-        keep = asyncio.create_task(self._keep_waiting())
+        # Messages wait in the lanes for longer than a batch: keep them from redelivery.
+        keep = asyncio.create_task(self._keepalive(self.lanes))
         try:
             while not self._stopping.is_set():
                 await consumer.fill(timeout=0.5)

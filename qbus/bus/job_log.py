@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from nats.aio.msg import Msg
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
@@ -65,21 +66,29 @@ async def logged_events(
                 if follow:
                     continue
                 return
-            try:
-                event = decode_event(msg.data)
-            except UNDECODABLE as exc:
-                # Junk on a job's subject (anyone can publish without auth): not its event.
-                log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
-            else:
-                trust = bus.trust
-                forged = trust.problem(event, msg.subject, msg.data, msg.headers) if trust else None
-                yield Logged(msg.metadata.sequence.stream, msg.subject, event, forged)
-                if isinstance(event, FINAL_EVENTS) and forged is None:
+            logged = _logged(bus, msg)
+            if logged is not None:
+                yield logged
+                if isinstance(logged.event, FINAL_EVENTS) and logged.forged is None:
                     return
             if not follow and msg.metadata.num_pending == 0:
                 return
     finally:
         await sub.unsubscribe()
+
+
+def _logged(bus: Bus, msg: Msg) -> Logged | None:
+    """The stored event in ``msg``, its provenance checked with ``bus.trust``; None (logged)
+    for a message that is no event: junk on a job's subject, as anyone can publish without
+    auth, is not its event."""
+    try:
+        event = decode_event(msg.data)
+    except UNDECODABLE as exc:
+        log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
+        return None
+    trust = bus.trust
+    forged = trust.problem(event, msg.subject, msg.data, msg.headers) if trust else None
+    return Logged(msg.metadata.sequence.stream, msg.subject, event, forged)
 
 
 async def events_of(
@@ -101,9 +110,9 @@ async def stored_events(
     the log holds now, then what arrives, until ``timeout`` seconds after the call.
 
     One ordered consumer reads all the subjects, so their events come in the order the
-    log stored them. With the stages' public keys (``bus.trust``) an event that no stage
-    allowed to write it signed, or a message that is no event, does not count: it is
-    skipped (qbus/bus/signing.py).
+    log stored them. A message that is no event is skipped, and so, with the stages'
+    public keys (``bus.trust``), is an event that no stage allowed to write it signed
+    (qbus/bus/signing.py).
 
     Raises:
         TimeoutError: ``timeout`` seconds have passed (the iteration never ends otherwise).
@@ -121,16 +130,13 @@ async def stored_events(
         while True:
             left = max(deadline - time.monotonic(), 0.001)
             msg = await sub.next_msg(timeout=left)  # nats-py's TimeoutError is the builtin's
-            forged = bus.trust and bus.trust.message_problem(msg.subject, msg.data, msg.headers)
-            if forged:
-                log.warning("%s: skipping a forged event (%s)", msg.subject, forged)
+            logged = _logged(bus, msg)
+            if logged is None:
                 continue
-            try:
-                event = decode_event(msg.data)
-            except UNDECODABLE as exc:
-                log.warning("%s: skipping a message that is no event (%s)", msg.subject, exc)
+            if logged.forged:
+                log.warning("%s: skipping a forged event (%s)", msg.subject, logged.forged)
                 continue
-            yield msg.subject, event
+            yield msg.subject, logged.event
     finally:
         await sub.unsubscribe()
 

@@ -4,8 +4,8 @@ A KV bucket (``<stream>_CHUNKS``, created on first use) holds, per chunked job:
 
 * ``<job>`` → ``Ledger``: chunk count, current generation and engine, status, and which
   chunks have an accepted result (from which engine and generation);
-* ``<job>.c<k>.g<gen>`` → ``ChunkResult``: chunk ``k``'s points as run in generation
-  ``gen``, read back when the last chunk is in.
+* ``<job>.c<k>.g<gen>`` → ``ChunkResult``: chunk ``k``'s points (a sweep) or counts (a
+  shot chunk) as run in generation ``gen``, read back when the last chunk is in.
 
 Every ledger change is a compare-and-set on the key's revision, so the assembler (which
 accepts a chunk result) and the control stage (which bumps the generation on a reroute,
@@ -56,11 +56,12 @@ CAS_ATTEMPTS = 64
 
 
 class ChunkDone(msgspec.Struct, frozen=True, kw_only=True):
-    """The accepted result of one chunk."""
+    """The accepted result of one chunk (``shots``: a shot chunk's shots, else 0)."""
 
     engine: str
     generation: int
     event_id: str
+    shots: int = 0
 
 
 class Ledger(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +96,8 @@ class Ledger(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One chunk's points and results as one engine ran them."""
+    """One chunk's points and results (a sweep) or shots and counts (a shot chunk) as
+    one engine ran them."""
 
     engine: str
     engine_version: str
@@ -103,8 +105,10 @@ class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str
     seed: int
     run_seconds: float
-    sweep: list[dict[str, float]]
-    sweep_results: list[SweepPoint]
+    sweep: list[dict[str, float]] = []
+    sweep_results: list[SweepPoint] = []
+    shots: int = 0
+    counts: dict[str, int] | None = None
 
 
 _encoder = msgspec.json.Encoder()

@@ -94,13 +94,19 @@ class PullConsumer:
 
     async def _request(self) -> None:
         want = self.batch - self._outstanding
-        if want < max(1, self.batch // 2):
-            return
+        if want >= max(1, self.batch // 2):
+            await self._pull(want)
+
+    async def _pull(self, want: int, max_bytes: int | None = None) -> None:
+        """Ask the server for ``want`` more messages (with ``max_bytes``: at most that many
+        payload bytes), delivered to this consumer's inbox."""
         body = {
             "batch": want,
             "expires": int(self.expires * 1e9),
             "idle_heartbeat": int(self.heartbeat * 1e9),
         }
+        if max_bytes is not None:
+            body["max_bytes"] = max_bytes
         await self.bus.nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
         self._outstanding += want
 

@@ -19,13 +19,13 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from qbus.bus import deadletter, tenancy
 from qbus.bus.config import RetriesConfig
@@ -446,7 +446,8 @@ class StageRunner:
         return refusal
 
     async def _existing(self, event: Event) -> Event | None:
-        """The event already on ``event``'s subject (None when it cannot be read).
+        """The event already on ``event``'s subject (None when there is none, or it
+        cannot be read).
 
         One that no stage allowed to write it signed (qbus/bus/signing.py) does not
         count: the real one before it is returned, or when there is none, ``event`` is
@@ -470,6 +471,10 @@ class StageRunner:
             if state is not None:
                 await (await self.bus.put_state_async(event.job_id, state))
             return event
+        except NotFoundError:
+            # Expected for a job's first event: the server's guard covers every subject of
+            # the job (Bus.headers_for), so what it found may be on another one.
+            return None
         except Exception:
             log.warning("stage %s: cannot read %s", self.stage, subject, exc_info=True)
             return None
@@ -612,9 +617,10 @@ class StageRunner:
                     tracing.mark_error(span, f"{out.code}: {out.message}")
         return events, settle
 
-    async def _keepalive(self, msgs: list[Msg]) -> None:
+    async def _keepalive(self, msgs: Iterable[Msg]) -> None:
         # Messages of a batch wait their turn while earlier ones run: all of them, not
-        # just the running one, must be kept from redelivery.
+        # just the running one, must be kept from redelivery. Iterated afresh each round,
+        # so a live view works too (qbus/bus/fair.py: the messages waiting in its lanes).
         interval = max(self.bus.config.ack_wait / 3, 0.05)
         while True:
             await asyncio.sleep(interval)

@@ -80,33 +80,48 @@ def index_key(tenant: str, job_id: str) -> str:
     return f"tenant.{tenant}.{job_id}"
 
 
+def copy_subject(subjects: Subjects, event: Event) -> str | None:
+    """Where a tenant's copy of ``event`` is stored (None: it has none): a refusal on
+    ``<prefix>_tenant.<tenant>.refused.<key>``, a final event on
+    ``<prefix>_tenant.<tenant>.result.<job>``.
+
+    A copy verifies against its original's subject, which the copy's own payload names
+    (``Signer.copy_headers``); so a reader also checks that a copy is where this puts it,
+    or a signed copy of one job's result would verify on another job's subject.
+    """
+    tenant = tenant_of(event)
+    if not tenant:
+        return None
+    if isinstance(event, JobRejected) and event.refusal is not None:
+        # A refusal holds no job: its copy goes to the tenant's refusal subject, not to
+        # the result subject of a job it may not own.
+        return subjects.tenant_refused(tenant, event.refusal)
+    if isinstance(event, FINAL_EVENTS):
+        return subjects.tenant_result(tenant, event.job_id)
+    return None
+
+
 async def tenant_writes(bus: Bus, event: Event) -> list[asyncio.Future]:
     """Publish what a stored ``event`` implies for its tenant (without waiting).
 
     CircuitIngested → the running-job index key; a final event → delete that key, and
-    a copy of the event on ``<prefix>_tenant.<tenant>.result.<job>`` in the tenant
-    stream (same bytes, same ``Nats-Msg-Id``, so a redelivery stores it once).
+    a copy of the event where ``copy_subject`` says, in the tenant stream (same bytes,
+    same ``Nats-Msg-Id``, so a redelivery stores it once).
     """
     tenant = tenant_of(event)
     if not tenant:
         return []
-    if isinstance(event, JobRejected) and event.refusal is not None:
-        # A refusal holds no job: no index key to drop, and the copy goes to the
-        # tenant's refusal subject, not to the result subject of a job it may not own.
-        subject = bus.subjects.tenant_refused(tenant, event.refusal)
-        return [asyncio.ensure_future(_publish_copy(bus, subject, event))]
     kv_subject = f"$KV.{bus.config.kv_jobs}.{index_key(tenant, event.job_id)}"
     if isinstance(event, CircuitIngested):
         return [asyncio.ensure_future(bus.acks.publish(kv_subject, b"running"))]
-    if isinstance(event, FINAL_EVENTS):
-        copy = asyncio.ensure_future(
-            _publish_copy(bus, bus.subjects.tenant_result(tenant, event.job_id), event)
-        )
-        if isinstance(event, JobRejected) and event.stage == "ingest":
-            return [copy]  # never ingested, never indexed: no key to delete
-        delete = bus.acks.publish(kv_subject, b"", {"KV-Operation": "DEL"})
-        return [asyncio.ensure_future(delete), copy]
-    return []
+    subject = copy_subject(bus.subjects, event)
+    if subject is None:
+        return []
+    copy = asyncio.ensure_future(_publish_copy(bus, subject, event))
+    if isinstance(event, JobRejected) and (event.refusal is not None or event.stage == "ingest"):
+        return [copy]  # a refusal, or a job never ingested: never indexed, no key to delete
+    delete = bus.acks.publish(kv_subject, b"", {"KV-Operation": "DEL"})
+    return [asyncio.ensure_future(delete), copy]
 
 
 def _publish_copy(bus: Bus, subject: str, event: Event) -> Awaitable[PubAck]:
@@ -221,13 +236,17 @@ async def _wait_tenant_copy(bus: Bus, subjects: list[str], what: str, timeout: f
 def _tenant_copy(
     bus: Bus, subject: str, data: bytes, headers: Mapping[str, str] | None
 ) -> Event | None:
-    """The event of a tenant copy; None (logged) for a payload that is no event, or, with
-    the stages' public keys (``bus.trust``), for a copy that does not verify as the
-    original it copies (signed over the original's subject: ``Signer.copy_headers``)."""
+    """The event of a tenant copy; None (logged) for a payload that is no event or a copy
+    that is not on its own subject (``copy_subject``: another job's, another message's),
+    or, with the stages' public keys (``bus.trust``), for a copy that does not verify as
+    the original it copies (signed over the original's subject: ``Signer.copy_headers``)."""
     try:
         event = decode_event(data)
     except UNDECODABLE as exc:
         log.warning("%s: skipping a message that is no event (%s)", subject, exc)
+        return None
+    if subject != copy_subject(bus.subjects, event):
+        log.warning("%s: skipping a copy of an event of another job or message", subject)
         return None
     trust = bus.trust
     forged = trust and trust.problem(event, bus.subjects.for_event(event), data, headers)

@@ -130,16 +130,22 @@ def cancel(ctx: click.Context, job_id: str, reason: str, timeout: float) -> None
 # -- progress (used by `qbus status` and `qbus watch`) -------------------------------
 
 
-def progress_bar(done: int, total: int, width: int = 30) -> str:
+def progress_bar(done: int, total: int, width: int = 30, unit: str = "chunks") -> str:
     """``[#########.....................]  12/64 chunks`` in plain text."""
     filled = width * done // total if total else 0
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>4}/{total} chunks"
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>4}/{total} {unit}"
 
 
 def progress_line(ledger: Ledger) -> str:
     """A chunked job's progress, engines and generation in one line."""
     engines = sorted({d.engine for d in ledger.done.values()})
-    line = progress_bar(len(ledger.done), ledger.chunks)
+    shots = sum(d.shots for d in ledger.done.values())
+    if shots:
+        # A shot-by-shot job in shot chunks: the chunks done, and the shots they ran.
+        line = progress_bar(len(ledger.done), ledger.chunks, unit="shot chunks")
+        line += f" ({shots} shots done)"
+    else:
+        line = progress_bar(len(ledger.done), ledger.chunks)
     line += f"  generation {ledger.generation}, routed to {ledger.engine or '?'}"
     if engines:
         line += f"; done on {', '.join(engines)}"

@@ -89,12 +89,21 @@ def duration(seconds: float) -> str:
     return f"~{seconds / 3600:.1f} h"
 
 
+def job_prediction(request: ExecutionRequested) -> float | None:
+    """The whole job's predicted run time, from one of its requests: a shot chunk
+    carries its own share (chunks are balanced), a sweep chunk the whole job's."""
+    seconds = request.predicted_seconds
+    if seconds is not None and request.shot_start is not None and request.chunks:
+        return seconds * request.chunks
+    return seconds
+
+
 def prediction_line(request: ExecutionRequested) -> str:
     """``predicted run time ~2 min on qiskit-aer (heavy lane, 8 chunks)``."""
     notes = [f"{request.lane} lane"]
     if request.chunks:
         notes.append(f"{request.chunks} chunks")
-    seconds = request.predicted_seconds or 0.0
+    seconds = job_prediction(request) or 0.0
     return f"predicted run time {duration(seconds)} on {request.engine} ({', '.join(notes)})"
 
 
@@ -108,7 +117,7 @@ async def announce_prediction(bus: Bus, job_id: str, timeout: float) -> None:
         async for _, event in events:
             if not isinstance(event, ExecutionRequested):
                 continue
-            seconds = event.predicted_seconds
+            seconds = job_prediction(event)
             if event.lane == "heavy" or (seconds is not None and seconds >= ANNOUNCE_SECONDS):
                 click.echo(prediction_line(event), err=True)
             return
@@ -217,7 +226,10 @@ def _counts_table(counts: dict[str, int], shots: int, width: int = 40) -> str:
     "--chunk-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Points per chunk of a long sweep (docs/long-jobs.md); the server's default otherwise.",
+    help=(
+        "Points per chunk of a long sweep, or shots per chunk of a shot-by-shot sample job "
+        "(docs/long-jobs.md); the server's default otherwise."
+    ),
 )
 @click.option(
     "--sweep",

@@ -7,8 +7,9 @@ ExecutionFailed before its usual path:
   (qbus/bus/ledger.py, compare-and-set): a redelivered result, a second result for a
   chunk that already has one, a result of a generation older than the job's (a reroute
   moved the chunk) and any result of a cancelled job are dropped. When the last chunk
-  is in, the chunks are joined in point order into one sweep result, verified like a
-  one-piece sweep, and published as the job's JobCompleted with ``chunk_engines``;
+  is in, the chunks are joined (a sweep's in point order, a shot-by-shot job's shot
+  chunks by summing their counts) into one result, verified like a one-piece job, and
+  published as the job's JobCompleted with ``chunk_engines``;
 * a **whole-job** result of a generation older than the job's (it was rerouted while
   the old engine ran) is dropped; anything else goes on to the usual verify path.
 
@@ -34,7 +35,7 @@ from qbus.schemas.events import (
     ExecutionFailed,
     JobCompleted,
 )
-from qbus.verifier.chunks import chunk_result, join_chunks
+from qbus.verifier.chunks import chunk_result, is_shot_chunk, join_chunks
 
 log = logging.getLogger("qbus.assemble")
 
@@ -116,7 +117,11 @@ class Assembler:
                 verdict.append("same" if done.event_id == event.event_id else "chunk done")
                 return None
             accepted = ChunkDone(
-                engine=event.engine, generation=event.generation, event_id=event.event_id
+                engine=event.engine,
+                generation=event.generation,
+                event_id=event.event_id,
+                # Progress of a shot-chunked job counts shots too (qbus status / watch).
+                shots=event.options.shots if is_shot_chunk(event) else 0,
             )
             return msgspec.structs.replace(
                 ledger,

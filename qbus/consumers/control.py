@@ -169,19 +169,26 @@ class ControlHandler:
         )
 
     async def _whole_request(self, last: ExecutionRequested) -> ExecutionRequested:
-        """The job's request with every point (a chunk's holds only its own)."""
+        """The job's request with every point and shot (a chunk's holds only its own)."""
         if last.chunks is None:
             return last
         rewritten = await self.fetch("rewritten", last.job_id)
         if not isinstance(rewritten, CircuitRewritten):
             raise RuntimeError(f"job {last.job_id}: its CircuitRewritten is not in the log")
+        predicted = last.predicted_seconds
+        if predicted is not None and last.shot_start is not None and last.options.shots:
+            # A shot chunk carries its share of the job's prediction: the whole job's back.
+            predicted = predicted * rewritten.options.shots / last.options.shots
         return msgspec.structs.replace(
             last,
             options=rewritten.options,
+            predicted_seconds=predicted,
             chunk=None,
             chunks=None,
             point_start=None,
             point_stop=None,
+            shot_start=None,
+            shot_stop=None,
         )
 
     async def _engine_problem(

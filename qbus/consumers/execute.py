@@ -254,6 +254,8 @@ class ExecuteHandler:
                 chunks=event.chunks,
                 point_start=event.point_start,
                 point_stop=event.point_stop,
+                shot_start=event.shot_start,
+                shot_stop=event.shot_stop,
             )
         ]
 

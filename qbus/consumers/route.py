@@ -187,7 +187,8 @@ class RouteHandler:
                     where="$.engine",
                 )
             predicted = self.model.predict(engine, job_features(event.circuit, opts))
-        # A long job goes out as one request per chunk (docs/long-jobs.md).
+        # A long job (a long sweep, a long shot-by-shot sample) goes out as one request
+        # per chunk (docs/long-jobs.md).
         return split(
             answer(
                 event,
@@ -204,6 +205,8 @@ class RouteHandler:
             ),
             self.chunks.points,
             self.chunks.max_chunks,
+            shot_seconds=self.chunks.shot_seconds,
+            min_shots=self.chunks.min_shots,
         )
 
     async def _auto(self, event: CircuitRewritten) -> tuple[str, str, float]:

@@ -25,7 +25,7 @@ from qbus.engines.checks import check_bound, check_noisy_request, check_terminal
 from qbus.engines.observables import expectation_values
 from qbus.engines.params import numeric_params as numeric_params  # re-exported
 from qbus.engines.sweep import check_sweep, point_requests
-from qbus.errors import CircuitError, EngineError
+from qbus.errors import CircuitError, EngineError, QbusError
 from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.gates import DIRECTIVES, GATES
 from qbus.schemas.ir import (
@@ -390,9 +390,26 @@ class Engine(abc.ABC):
             CircuitError: The circuit cannot be run as given (unbound parameters …).
         """
         self.validate(request)
-        if request.method == "sweep":
-            return self.run_sweep(request)
-        return self._run(request)
+        try:
+            if request.method == "sweep":
+                return self.run_sweep(request)
+            return self._run(request)
+        except (QbusError, KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError as exc:
+            raise EngineError(
+                f"engine '{self.name}' ran out of memory: {exc or 'MemoryError'}",
+                code="memory_limit",
+            ) from exc
+        except BaseException as exc:
+            # Anything else an engine's library raises is a failure of this run, never
+            # of the executor: a Rust panic through PyO3 (QuEST's PanicException) is a
+            # BaseException and used to kill the executor process, so the job was
+            # redelivered until it was dead-lettered.
+            raise EngineError(
+                f"engine '{self.name}' crashed: {type(exc).__name__}: {exc}",
+                code="engine_crashed",
+            ) from exc
 
     @abc.abstractmethod
     def _run(self, request: RunRequest) -> EngineResult:

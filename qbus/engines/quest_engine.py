@@ -206,21 +206,24 @@ class QuestEngine(Engine):
         if sv:
             program += qops.DefinitionComplex("psi", 1 << circuit.num_qubits, True)
         else:
-            program += qops.DefinitionBit("ro", max(circuit.num_clbits, 1), True)
+            # One readout bit per qubit, read in qubit order: QuEST writes every qubit it
+            # simulates to a bit (an unmapped one to ``ro[qubit]``), so a register sized
+            # by the clbits either panicked (a qubit past its end) or let an unmeasured
+            # qubit overwrite a measured one's bit. The clbits are picked out in _counts.
+            program += qops.DefinitionBit("ro", circuit.num_qubits, True)
         for op in to_qoqo(circuit, request.parameters):
             program += op
         if sv:
             program += qops.PragmaGetStateVector("psi", None)
         else:
-            # qubit -> readout bit; a clbit written twice keeps its last source qubit.
-            mapping = {q: c for c, q in clbit_sources(circuit).items()}
-            program += qops.PragmaRepeatedMeasurement("ro", request.shots, mapping)
+            identity = {q: q for q in range(circuit.num_qubits)}
+            program += qops.PragmaRepeatedMeasurement("ro", request.shots, identity)
         try:
             with _RUN_LOCK:
                 backend = Backend(circuit.num_qubits)
                 backend.set_random_seed([request.seed])
                 bits, _, complexes = backend.run_circuit(program)
-        except (RuntimeError, ValueError, MemoryError) as exc:
+        except (RuntimeError, ValueError) as exc:
             raise EngineError(f"quest failed: {exc}", code="simulation_failed") from exc
         state = counts = None
         if sv:
@@ -231,13 +234,16 @@ class QuestEngine(Engine):
 
 
 def _counts(shots: list[list[bool]], circuit: Circuit) -> dict[str, int]:
-    """Counts keyed by bitstrings, clbit 0 rightmost, unwritten clbits ``0``."""
+    """Counts keyed by bitstrings, clbit 0 rightmost, unwritten clbits ``0``.
+
+    ``shots`` holds every qubit's outcome in qubit order; a clbit takes the qubit that
+    last wrote it (a clbit written twice keeps its last source).
+    """
     m = circuit.num_clbits
-    written = sorted(clbit_sources(circuit))
     table = np.asarray(shots, dtype=np.uint8).reshape(len(shots), -1)
     # Only clbits some measurement writes come from QuEST; the others stay 0.
     chars = np.full((table.shape[0], m), ord("0"), dtype=np.uint8)
-    for c in written:
-        chars[:, m - 1 - c] += table[:, c]
+    for c, q in clbit_sources(circuit).items():
+        chars[:, m - 1 - c] += table[:, q]
     keys, n = np.unique(chars.view(f"S{m}").reshape(-1), return_counts=True)
     return {k.decode(): int(v) for k, v in zip(keys, n, strict=True)}

@@ -116,7 +116,8 @@ async def wait_answer(
                 if subject == refused:
                     return event
                 if subject == ingested:
-                    ours = event.causation_id == event_id if ours is None else ours
+                    if ours is None:  # the job's first circuit.ingested says whose it is
+                        ours = event.causation_id == event_id
                 elif ours or (ours is None and event.causation_id == event_id):
                     return event
     except TimeoutError as exc:

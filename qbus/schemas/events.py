@@ -192,7 +192,9 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
             always runs it (docs/routing.md).
         chunk_size: For a long job (``sweep``): points per chunk; the router splits
             the job into chunks of this many points (None: the operator's
-            ``[chunks] points``; docs/long-jobs.md).
+            ``[chunks] points``). For a ``sample`` job whose circuit runs shot by shot
+            (``qbus.schemas.ir.shot_by_shot``): shots per chunk (None: chunks sized by
+            the predicted run time, ``[chunks] shot_seconds``; docs/long-jobs.md).
         tenant: The tenant the job belongs to, set by ingest from the submit subject
             (``qbus.submit.<tenant>``); empty for ``qbus.submit`` (docs/security.md).
     """
@@ -310,10 +312,15 @@ class ExecutionRequested(Event, tag="execution.requested"):
         predicted_seconds: The cost model's predicted run time on ``engine`` (None when
             the router made no prediction).
         chunk: For a long job split into chunks: this chunk's index (None: not chunked).
-            ``options.sweep`` then holds only the chunk's points (docs/long-jobs.md).
+            ``options.sweep`` then holds only the chunk's points, or, for a shot chunk,
+            ``options.shots`` only the chunk's shots and ``options.seed`` the chunk's
+            own seed (docs/long-jobs.md).
         chunks: How many chunks the job has.
         point_start: First point of the job's sweep in this chunk.
         point_stop: One past the chunk's last point.
+        shot_start: For a shot chunk of a shot-by-shot ``sample`` job: the job's first
+            shot in this chunk (None: not a shot chunk).
+        shot_stop: One past the chunk's last shot.
         attempt: 0 for the first run; k for the k-th retry after a transient engine
             failure (published by the verify stage, docs/operations.md).
         lane: ``heavy`` when the whole job's predicted run time reaches ``[lanes]
@@ -334,6 +341,8 @@ class ExecutionRequested(Event, tag="execution.requested"):
     point_start: int | None = None
     point_stop: int | None = None
     attempt: int = 0
+    shot_start: int | None = None
+    shot_stop: int | None = None
     lane: Lane = "light"
 
 
@@ -350,8 +359,8 @@ class ExecutionCompleted(Event, tag="execution.completed"):
         peak_rss_mb: Peak resident memory of the sandboxed process in MiB (None inline).
         cpu_seconds: CPU seconds the run used, all threads (None inline).
         wall_seconds: Wall time of the run as the sandbox saw it, start-up included.
-        chunk, chunks, point_start, point_stop: Copied from the chunk's
-            ExecutionRequested (None: not chunked).
+        chunk, chunks, point_start, point_stop, shot_start, shot_stop: Copied from the
+            chunk's ExecutionRequested (None: not chunked).
     """
 
     engine: str
@@ -376,6 +385,8 @@ class ExecutionCompleted(Event, tag="execution.completed"):
     chunks: int | None = None
     point_start: int | None = None
     point_stop: int | None = None
+    shot_start: int | None = None
+    shot_stop: int | None = None
 
 
 class ExecutionFailed(Event, tag="execution.failed"):

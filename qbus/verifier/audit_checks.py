@@ -21,8 +21,9 @@ What it checks (docs/audit.md has the list with the codes):
   JobCompleted, earlier in the log, field for field and hash for hash;
 * an assembled JobCompleted (``chunk_engines``) is re-derived from its chunks'
   ExecutionCompleted events: one per chunk, the latest generation's, first in the log
-  (the ledger's rule), joined in point order by the assembler's own ``join_chunks``
-  (qbus/verifier/chunks.py);
+  (the ledger's rule), joined by the assembler's own ``join_chunks`` (a sweep's points
+  in order, a shot-by-shot job's shot chunks by summing their counts;
+  qbus/verifier/chunks.py);
 * provenance: with the stages' public keys, every final event and execution result
   carries the signature of a stage allowed to write it (``unsigned_final``;
   qbus/bus/signing.py), so a result forged by anyone who can publish on the bus fails;
@@ -58,7 +59,7 @@ from qbus.schemas.events import (
 )
 from qbus.schemas.ir import circuit_hash
 from qbus.verifier import merkle
-from qbus.verifier.chunks import chunk_result, join_chunks
+from qbus.verifier.chunks import chunk_result, is_shot_chunk, join_chunks
 from qbus.verifier.hashing import HASH_VERSIONS, event_result_hash, statevector_digest
 
 # Events a person or program may publish without answering anything in the log.
@@ -594,10 +595,11 @@ class LogChecker:
                 )
                 break
             offset += size
+        how = "by summing their counts" if is_shot_chunk(last) else "in point order"
         self._problem(
             "result_mismatch",
-            f"its result does not re-derive from its {len(parts)} chunk results joined in "
-            f"point order: {'; '.join(diffs) or 'the hashed fields'} (here vs there)"
+            f"its result does not re-derive from its {len(parts)} chunk results joined "
+            f"{how}: {'; '.join(diffs) or 'the hashed fields'} (here vs there)"
             f"{culprit}; the joined result hashes to {derived[:23]}…, the job published "
             f"{event.result_hash[:23]}…",
             where,

@@ -271,6 +271,8 @@ def _request_for(
         chunks=rec.chunks,
         point_start=rec.point_start,
         point_stop=rec.point_stop,
+        shot_start=rec.shot_start,
+        shot_stop=rec.shot_stop,
     )
 
 
