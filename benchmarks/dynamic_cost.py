@@ -7,9 +7,9 @@ A circuit with mid-circuit measurements, resets after gates or ``if`` blocks mus
 simulated once per shot (``qbus.schemas.ir.shot_by_shot``), so a ``sample`` job of it
 costs about shots × one state evolution. The programs here are layered random circuits
 (one-qubit gates on every qubit, a ring of ``cx``) with, after each layer, a measurement,
-a conditional ``x`` and a reset on a few qubits. Calibration uses seed 1 (6-16 qubits,
-10-300 shots); ``--check`` uses seed 2 and adds wider programs, so what it reports was
-not fitted on. Each program runs once, directly on the engine (no bus), as
+a conditional ``x`` and a reset on a few qubits. Calibration uses seed 1 (6-18 qubits,
+10-300 shots); ``--check`` uses seed 2 and 10-1000 shots, so what it reports was not
+fitted on. Each program runs once, directly on the engine (no bus), as
 ``ExecutionCompleted.run_seconds`` measures it.
 """
 
@@ -81,14 +81,19 @@ def run_seconds(engine: str, circuit: Circuit, shots: int) -> float:
     return time.perf_counter() - started
 
 
-def calibrate(engine: str, count: int, out: Path) -> None:
-    """Fit ``engine``'s ``shot_by_shot`` row on seed 1 and merge it into ``out``."""
-    jobs = corpus(1, count, (6, 16))
+def calibrate(engine: str, count: int, out: Path, max_qubits: int, most: float) -> None:
+    """Fit ``engine``'s ``shot_by_shot`` row on seed 1 and merge it into ``out``; a program
+    whose run the current model puts above ``most`` seconds is skipped."""
+    model = CostModel.load_defaults()
+    jobs = corpus(1, count, (6, max_qubits))
     run_seconds(engine, jobs[0][0], 1)  # warm: imports, first-call set-up
     rows = []
     for i, (circuit, shots, label) in enumerate(jobs):
-        seconds = run_seconds(engine, circuit, shots)
         feats = features(circuit, "sample", shots)
+        if model.base_seconds(engine, feats) > most:
+            print(f"  {i + 1:3d}/{len(jobs)} {label:22s} skipped", file=sys.stderr)
+            continue
+        seconds = run_seconds(engine, circuit, shots)
         rows.append((feats, seconds))
         print(
             f"  {i + 1:3d}/{len(jobs)} {label:22s} {feats.ops:5d} ops {shots:4d} shots "
@@ -104,7 +109,8 @@ def calibrate(engine: str, count: int, out: Path) -> None:
         "load": Path("/proc/loadavg").read_text().split()[0]
         if Path("/proc/loadavg").exists()
         else "",
-        "corpus": f"benchmarks/dynamic_cost.py seed 1, {count} programs, 6-16 qubits, 10-300 shots",
+        "corpus": f"benchmarks/dynamic_cost.py seed 1, {len(rows)} programs, "
+        f"6-{max_qubits} qubits, 10-300 shots",
     }
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {out}: {engine} {SHOT_BY_SHOT} = {doc['coefficients'][engine][SHOT_BY_SHOT]}")
@@ -137,13 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="qiskit-aer")
     parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--max-qubits", type=int, default=18)
-    parser.add_argument(
-        "--most", type=float, default=60.0, help="--check: skip jobs predicted longer"
-    )
+    parser.add_argument("--most", type=float, default=60.0, help="skip jobs predicted longer")
     parser.add_argument("--out", type=Path, default=DEFAULTS_PATH)
     args = parser.parse_args(argv)
     if args.calibrate:
-        calibrate(args.engine, args.count or 40, args.out)
+        calibrate(args.engine, args.count or 40, args.out, args.max_qubits, args.most)
     if args.check:
         check(args.engine, args.count or 10, args.max_qubits, args.most)
     return 0
