@@ -28,7 +28,14 @@ from pathlib import Path
 from qbus.engines.base import RunRequest
 from qbus.engines.registry import get_engine
 from qbus.router.capability import capability_filter
-from qbus.router.cost import DEFAULTS_FILE, CostModel, JobFeatures, features, fit
+from qbus.router.cost import (
+    DEFAULTS_FILE,
+    SHOT_BY_SHOT,
+    CostModel,
+    JobFeatures,
+    features,
+    fit,
+)
 from qbus.schemas.events import JobOptions
 from qbus.schemas.ir import Circuit, Op
 
@@ -147,6 +154,19 @@ def calibrate(
         },
         "coefficients": coefficients,
     }
+
+
+def keep_shot_by_shot(doc: dict, path: Path) -> None:
+    """Carry the ``shot_by_shot`` rows (fitted by ``benchmarks.dynamic_cost``) and their
+    meta over from ``path`` into ``doc``: this corpus has no dynamic circuits to refit them."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    for engine, rows in old.get("coefficients", {}).items():
+        if SHOT_BY_SHOT in rows:
+            doc["coefficients"].setdefault(engine, {})[SHOT_BY_SHOT] = rows[SHOT_BY_SHOT]
+    if SHOT_BY_SHOT in old.get("meta", {}):
+        doc["meta"][SHOT_BY_SHOT] = old["meta"][SHOT_BY_SHOT]
 
 
 def evaluate(
@@ -272,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.calibrate:
         doc = calibrate(engines, args.count or 80, 22, args.repeat, args.table)
+        keep_shot_by_shot(doc, args.out)
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.out}")
         return 0

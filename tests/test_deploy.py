@@ -171,9 +171,9 @@ def test_keda_scales_each_executor_on_the_consumers_qbus_creates():
         engine = args[args.index("--engine") + 1]
         triggers = s["spec"]["triggers"]
         assert {t["type"] for t in triggers} == {"nats-jetstream"}
-        # One per priority; that they are the consumers qbus creates is checked on a
-        # real server (test_a_stage_connects_as_its_user_…).
-        assert len(triggers) == len(PRIORITIES)
+        # One per priority and one for the heavy lane; that they are the consumers qbus
+        # creates is checked on a real server (test_a_stage_connects_as_its_user_…).
+        assert len(triggers) == len(PRIORITIES) + 1
         assert all(engine in t["metadata"]["consumer"] for t in triggers)
         for t in triggers:
             meta = t["metadata"]

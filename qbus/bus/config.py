@@ -587,6 +587,32 @@ class SigningConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     public_keys: str = ""
 
 
+class LanesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Heavy jobs in their own executor lane (``[lanes]``; docs/routing.md, "Heavy lane").
+
+    Attributes:
+        heavy_seconds: A job whose predicted run time on its engine (the whole job, all
+            chunks together) is at least this many seconds goes to the heavy lane, so it
+            never holds up light jobs. ``inf`` turns the heavy lane off.
+        heavy_slots: Heavy runs one executor process runs at once, each in its own
+            sandbox worker, beside its light lane.
+        heavy_nice: Niceness (0-19) of the worker processes that run heavy jobs: the
+            light lane keeps the CPU on a small machine. 0 leaves it at the executor's.
+    """
+
+    heavy_seconds: float = 10.0
+    heavy_slots: int = 1
+    heavy_nice: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.heavy_seconds > 0:
+            raise ValueError("heavy_seconds must be > 0 (inf turns the heavy lane off)")
+        if self.heavy_slots < 1:
+            raise ValueError("heavy_slots must be >= 1")
+        if not 0 <= self.heavy_nice <= 19:
+            raise ValueError("heavy_nice must be between 0 and 19")
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
@@ -604,6 +630,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     observability: ObservabilityConfig = ObservabilityConfig()
     cache: CacheConfig = CacheConfig()
     chunks: ChunksConfig = ChunksConfig()
+    lanes: LanesConfig = LanesConfig()
     retries: RetriesConfig = RetriesConfig()
     signing: SigningConfig = SigningConfig()
     state_dir: str = ".qbus"

@@ -320,7 +320,8 @@ class Bus:
         """The durable consumer every executor of ``engine`` shares, per priority.
 
         Normal jobs keep the plain ``execute-<engine>`` name; ``high`` and ``low`` ones
-        have their own (``execute_high-<engine>``), which ``deployed_engines`` skips.
+        have their own (``execute_high-<engine>``), which ``deployed_engines`` skips, and
+        so has the heavy lane (``priority="heavy"``: ``execute_heavy-<engine>``).
         """
         if priority == "normal":
             return f"execute-{engine}"
@@ -331,22 +332,32 @@ class Bus:
 
         Jobs routed to it wait in the stream until an executor process binds, so a
         deployment creates these before any job can be routed (``qbus up`` does). One
-        consumer per priority (docs/routing.md).
+        consumer per priority, and one for the heavy lane (docs/routing.md).
         """
         for priority in PRIORITIES:
             await self.ensure_consumer(
                 self.executor_durable(engine, priority),
                 [self.subjects.exec(engine, priority=priority)],
             )
+        await self.ensure_consumer(
+            self.executor_durable(engine, "heavy"), [self.subjects.exec(engine, lane="heavy")]
+        )
 
-    async def executor_backlog(self, engine: str) -> int:
-        """Messages waiting for or held by ``engine``'s executors, every priority."""
+    async def executor_backlog(self, engine: str, lane: str = "light") -> int:
+        """Messages waiting for or held by ``engine``'s executors in ``lane``.
+
+        ``light``: every priority's consumer; ``heavy``: the heavy lane's. Each lane has
+        its own slots in every executor, so a light job waits only behind light ones.
+        """
+        durables = (
+            [self.executor_durable(engine, "heavy")]
+            if lane == "heavy"
+            else [self.executor_durable(engine, p) for p in PRIORITIES]
+        )
         total = 0
-        for priority in PRIORITIES:
+        for durable in durables:
             try:
-                info = await self.js.consumer_info(
-                    self.config.stream, self.executor_durable(engine, priority)
-                )
+                info = await self.js.consumer_info(self.config.stream, durable)
             except NotFoundError:
                 continue
             total += (info.num_pending or 0) + (info.num_ack_pending or 0)

@@ -124,14 +124,20 @@ class Subjects:
     def rewritten(self, job: str = "*") -> str:
         return f"{self.prefix}.rewritten.{job}"
 
-    def exec(self, engine: str = "*", job: str = "*", priority: str = "normal") -> str:
+    def exec(
+        self, engine: str = "*", job: str = "*", priority: str = "normal", lane: str = "light"
+    ) -> str:
         """Where ExecutionRequested for ``engine`` goes: the route itself.
 
         A ``high`` or ``low`` priority job carries one more token before the job id
         (``<prefix>.exec.<engine>.high.<job>``), so executors fetch each priority from its
         own consumer, high first (docs/routing.md). ``exec(engine)`` matches the normal
-        ones only: the extra token makes the subject one token longer.
+        ones only: the extra token makes the subject one token longer. A ``heavy`` lane
+        request has ``heavy`` in that place whatever its priority
+        (``<prefix>.exec.<engine>.heavy.<job>``): the executors' heavy slots read it.
         """
+        if lane == "heavy":
+            return f"{self.prefix}.exec.{engine}.heavy.{job}"
         if priority in PRIORITIES and priority != "normal":
             return f"{self.prefix}.exec.{engine}.{priority}.{job}"
         return f"{self.prefix}.exec.{engine}.{job}"
@@ -181,7 +187,10 @@ class Subjects:
             case CircuitRewritten():
                 return self.rewritten(event.job_id)
             case ExecutionRequested():
-                return self.exec(event.engine, event.job_id, event.options.priority)
+                # The request's own lane: every chunk of a heavy job goes to the heavy lane.
+                return self.exec(
+                    event.engine, event.job_id, event.options.priority, lane=event.lane
+                )
             case ExecutionCompleted() | ExecutionFailed():
                 return self.executed(event.job_id)
             case JobRejected(refusal=str(key)):

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-from qbus.bus.job_log import events_of, logged_events
+from qbus.bus.job_log import events_of, logged_events, stored_events
 from qbus.bus.signing import Trust, load_trust
 from qbus.cli.context import config_of
 from qbus.cli.control import follow_progress, job_progress
@@ -36,6 +36,7 @@ from qbus.producers.submit import submit as submit_job
 from qbus.schemas.enums import HYPERVISORS, METHODS, PRIORITIES
 from qbus.schemas.events import (
     Event,
+    ExecutionRequested,
     JobCompleted,
     JobFailed,
     JobRejected,
@@ -52,19 +53,74 @@ async def submit_and_wait(
         bus.trust = load_trust(config)  # a final event counts only when a stage signed it
         sequence = await submit_job(bus, job)
         click.echo(f"submitted {job.job_id}", err=True)
-        if not echo_progress:
-            # Its job's final event, or the refusal of the message (a used job id …).
-            return await wait_answer(bus, job.job_id, job.event_id, sequence, timeout)
-        started = time.monotonic()
-        final: Event | None = None
-        async for seq, subject, event in events_of(bus, job.job_id, follow=True):
-            click.echo(
-                f"  {time.monotonic() - started:6.3f}s  #{seq:<5} {subject:<40} "
-                f"{event.__struct_config__.tag}"
-            )
-            final = event
-        assert final is not None
-        return final
+        # A long run is announced once, when the router has predicted it.
+        announce = asyncio.create_task(announce_prediction(bus, job.job_id, timeout))
+        try:
+            if not echo_progress:
+                # Its job's final event, or the refusal of the message (a used job id …).
+                return await wait_answer(bus, job.job_id, job.event_id, sequence, timeout)
+            started = time.monotonic()
+            final: Event | None = None
+            async for seq, subject, event in events_of(bus, job.job_id, follow=True):
+                click.echo(
+                    f"  {time.monotonic() - started:6.3f}s  #{seq:<5} {subject:<40} "
+                    f"{event.__struct_config__.tag}"
+                )
+                final = event
+            assert final is not None
+            return final
+        finally:
+            announce.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await announce
+
+
+ANNOUNCE_SECONDS = 5.0
+"""``qbus submit`` prints the predicted run time of a job predicted to take this long
+(or routed to the heavy lane)."""
+
+
+def duration(seconds: float) -> str:
+    """``~12 s``, ``~3 min``, ``~2.5 h``: a predicted time, as precise as it is."""
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def job_prediction(request: ExecutionRequested) -> float | None:
+    """The whole job's predicted run time, from one of its requests: a shot chunk
+    carries its own share (chunks are balanced), a sweep chunk the whole job's."""
+    seconds = request.predicted_seconds
+    if seconds is not None and request.shot_start is not None and request.chunks:
+        return seconds * request.chunks
+    return seconds
+
+
+def prediction_line(request: ExecutionRequested) -> str:
+    """``predicted run time ~2 min on qiskit-aer (heavy lane, 8 chunks)``."""
+    notes = [f"{request.lane} lane"]
+    if request.chunks:
+        notes.append(f"{request.chunks} chunks")
+    seconds = job_prediction(request) or 0.0
+    return f"predicted run time {duration(seconds)} on {request.engine} ({', '.join(notes)})"
+
+
+async def announce_prediction(bus: Bus, job_id: str, timeout: float) -> None:
+    """Print the job's predicted run time once, when it is long (``ANNOUNCE_SECONDS``) or
+    the job went to the heavy lane; reads the job's first ExecutionRequested."""
+    s = bus.subjects
+    # Normal-priority requests have one token fewer than high/low/heavy ones.
+    subjects = [s.exec("*", job_id), f"{s.prefix}.exec.*.*.{job_id}"]
+    async with contextlib.aclosing(stored_events(bus, subjects, timeout)) as events:
+        async for _, event in events:
+            if not isinstance(event, ExecutionRequested):
+                continue
+            seconds = job_prediction(event)
+            if event.lane == "heavy" or (seconds is not None and seconds >= ANNOUNCE_SECONDS):
+                click.echo(prediction_line(event), err=True)
+            return
 
 
 def print_final(event: Event) -> int:
@@ -432,6 +488,8 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
 def _summary(event: Event) -> str:
     match event:
+        case ExecutionRequested(predicted_seconds=float(seconds)):
+            return f"predicted {duration(seconds)} ({event.lane} lane)"
         case JobCompleted():
             return f"verdict={event.verification.verdict} hash={event.result_hash[:19]}…"
         case JobFailed() | JobRejected():

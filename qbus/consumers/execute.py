@@ -70,6 +70,9 @@ class ExecuteHandler:
         blobs: Where large state vectors go.
         limits: The inline state-vector limit.
         hypervisor: Sandbox policy and caps; the drivers' workers start on first use.
+        gate: Says why a request is no longer wanted.
+        nice: Run every job in a sandbox worker at this niceness (0: as the job asks):
+            the heavy lane's handlers, so a heavy run gives the CPU to light ones.
     """
 
     stage = "execute"
@@ -81,8 +84,10 @@ class ExecuteHandler:
         limits: Limits | None = None,
         hypervisor: HypervisorConfig | None = None,
         gate: ExecutionGate | None = None,
+        nice: int = 0,
     ):
         self.engine: Engine = get_engine(engine)
+        self.nice = nice
         # Says why a request is no longer wanted (job ended, cancelled, rerouted):
         # qbus/consumers/control.py.
         self.gate = gate
@@ -95,7 +100,9 @@ class ExecuteHandler:
         """This executor's sandbox of ``driver``, created on first use."""
         sandbox = self.sandboxes.get(driver)
         if sandbox is None:
-            sandbox = make_sandbox(driver, self.hypervisor.pool_size, [engine_target(self.engine)])
+            sandbox = make_sandbox(
+                driver, self.hypervisor.pool_size, [engine_target(self.engine)], self.nice
+            )
             self.sandboxes[driver] = sandbox
         return sandbox
 
@@ -149,6 +156,9 @@ class ExecuteHandler:
                 ),
                 num_qubits=event.circuit.num_qubits,
             )
+            if self.nice and driver == "inline":
+                # Niceness needs a process of its own: inline would run in the executor's.
+                driver = "process"
             limits = run_limits(
                 self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds
             )

@@ -1,7 +1,8 @@
 """Route: answer from the result cache, or choose an engine and publish the circuit to it.
 
 Reads ``qbus.rewritten.*``; writes ``qbus.exec.<engine>.<job>`` (ExecutionRequested; high
-and low priority jobs on ``qbus.exec.<engine>.<priority>.<job>``) — the subject is the
+and low priority jobs on ``qbus.exec.<engine>.<priority>.<job>``, jobs predicted to take at
+least ``[lanes] heavy_seconds`` on ``qbus.exec.<engine>.heavy.<job>``) — the subject is the
 route, so an executor group only ever sees its own engine's work — or, on a cache hit,
 the job's final ``qbus.result.<job>`` (JobCompleted with ``cached=True``).
 
@@ -20,7 +21,7 @@ from functools import partial
 
 import msgspec
 
-from qbus.bus.config import ChunksConfig, Config
+from qbus.bus.config import ChunksConfig, Config, LanesConfig
 from qbus.bus.connection import Bus
 from qbus.bus.runner import StageRunner
 from qbus.engines.base import NOISE_ENGINES, Engine
@@ -74,13 +75,15 @@ class RouteHandler:
         deployed: Returns the engines that have executors on this bus; ``auto`` chooses
             among them, and a job for an installed engine nobody runs is rejected instead
             of waiting for ever. None: every installed engine counts as deployed.
-        backlog: Engine -> messages waiting for or held by its executors (the load term).
+        backlog: (Engine, lane) -> messages waiting for or held by its executors in that
+            lane (the load term).
         model: The cost model (shared with ``RouteFeedback``).
         cache: The result cache (None: no cache).
         version_policy: ``exact`` or ``any`` (``[cache]``).
         memory_cap_mb: The operator's memory cap for one run (``[hypervisor]``).
         load_engine: Engine name -> instance (the registry by default).
         chunks: How long jobs are split into chunks (``[chunks]``; qbus/router/chunks.py).
+        lanes: When a job goes to the heavy lane (``[lanes]``; docs/routing.md).
     """
 
     stage = "route"
@@ -92,22 +95,24 @@ class RouteHandler:
         default_engine: str | None = None,
         deployed: Callable[[], Awaitable[set[str]]] | None = None,
         *,
-        backlog: Callable[[str], Awaitable[int]] | None = None,
+        backlog: Callable[[str, str], Awaitable[int]] | None = None,
         model: CostModel | None = None,
         cache: ResultCache | None = None,
         version_policy: str = "exact",
         memory_cap_mb: int = 32_768,
         load_engine: Callable[[str], Engine] = get_engine,
         chunks: ChunksConfig | None = None,
+        lanes: LanesConfig | None = None,
     ) -> None:
         self.default_engine = default_engine
         self.chunks = chunks or ChunksConfig()
+        self.lanes = lanes or LanesConfig()
         self._installed = available_engines()
         self._deployed_source = deployed
         self._deployed: set[str] = set()
         self._deployed_at = -1e9
         self._backlog_source = backlog
-        self._backlog: dict[str, tuple[float, int]] = {}
+        self._backlog: dict[tuple[str, str], tuple[float, int]] = {}
         self.model = model or CostModel.load_defaults()
         self.cache = cache
         self.version_policy = version_policy
@@ -126,17 +131,23 @@ class RouteHandler:
             return True
         return engine in await self._deployed_now(refresh=engine not in self._deployed)
 
-    async def _pending(self, engine: str) -> int:
+    def lane(self, predicted: float | None) -> str:
+        """``heavy`` for a job predicted to run at least ``[lanes] heavy_seconds``."""
+        return (
+            "heavy" if predicted is not None and predicted >= self.lanes.heavy_seconds else "light"
+        )
+
+    async def _pending(self, engine: str, lane: str = "light") -> int:
         if self._backlog_source is None:
             return 0
         now = time.monotonic()
-        at, value = self._backlog.get(engine, (-1e9, 0))
+        at, value = self._backlog.get((engine, lane), (-1e9, 0))
         if now - at > self.BACKLOG_TTL:
             try:
-                value = await self._backlog_source(engine)
+                value = await self._backlog_source(engine, lane)
             except Exception:  # a missing consumer or a slow server: no load term
                 value = 0
-            self._backlog[engine] = (now, value)
+            self._backlog[(engine, lane)] = (now, value)
         return value
 
     async def handle(self, event: Event) -> Sequence[Event]:
@@ -189,6 +200,8 @@ class RouteHandler:
                 options=event.options,
                 route_reason=reason,
                 predicted_seconds=predicted,
+                # The whole job's prediction decides; its chunks all inherit this lane.
+                lane=self.lane(predicted),
             ),
             self.chunks.points,
             self.chunks.max_chunks,
@@ -244,19 +257,26 @@ class RouteHandler:
                 f"auto: {kind} job, first capable of {', '.join(ordered)}",
                 (self.model.predict(engine, job)),
             )
+        runs = {e: self.model.predict(e, job) for e in fit.capable}
+        # The load term counts the lane the job would join on each engine: heavy work
+        # does not hold up light jobs, and each waiting heavy job takes at least
+        # heavy_seconds (the engine's mean run is mostly light jobs).
+        lanes = {e: self.lane(runs[e]) for e in fit.capable}
         backlog = dict(
             zip(
                 fit.capable,
-                await asyncio.gather(*(self._pending(e) for e in fit.capable)),
+                await asyncio.gather(*(self._pending(e, lanes[e]) for e in fit.capable)),
                 strict=True,
             )
         )
-        runs = {e: self.model.predict(e, job) for e in fit.capable}
-        ranked = rank(
-            fit.capable,
-            runs.__getitem__,
-            lambda e: backlog[e] * self.model.mean_seconds(e, runs[e]),
-        )
+
+        def wait(e: str) -> float:
+            mean = self.model.mean_seconds(e, runs[e])
+            if lanes[e] == "heavy":
+                mean = max(mean, self.lanes.heavy_seconds) / self.lanes.heavy_slots
+            return backlog[e] * mean
+
+        ranked = rank(fit.capable, runs.__getitem__, wait)
         return ranked[0].engine, describe(ranked), ranked[0].run_seconds
 
     async def _cached(self, event: CircuitRewritten) -> JobCompleted | None:
@@ -391,6 +411,7 @@ class RouteStage:
             version_policy=policy,
             memory_cap_mb=config.hypervisor.max_memory_mb,
             chunks=config.chunks,
+            lanes=config.lanes,
         )
         self.feedback = RouteFeedback(self.model, cache, policy, partial(last_execution, bus))
         self.router = StageRunner(

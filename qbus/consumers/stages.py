@@ -89,28 +89,37 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
             # Routing plus its feedback consumer (cost model, result cache): route.py.
             return RouteStage(bus, config)
         case "execute":
-            handler = ExecuteHandler(
-                engine,
-                ObjectStoreBlobs(bus),
-                config.limits,
-                config.hypervisor,
-                # Skip work of an ended, cancelled or rerouted job: control.py.
-                gate=ExecutionGate(
-                    JobStates(bus.js, bus.config.kv_jobs),
-                    ControlWatch(bus),
-                    # With stage keys, a final state counts only with a signed final event.
-                    ended=partial(has_final, bus) if bus.trust is not None else None,
-                ),
+            # Skip work of an ended, cancelled or rerouted job: control.py. One gate (one
+            # control watch) for the light lanes and the heavy slots.
+            gate = ExecutionGate(
+                JobStates(bus.js, bus.config.kv_jobs),
+                ControlWatch(bus),
+                # With stage keys, a final state counts only with a signed final event.
+                ended=partial(has_final, bus) if bus.trust is not None else None,
             )
+
+            def execute_handler(nice: int = 0) -> ExecuteHandler:
+                return ExecuteHandler(
+                    engine,
+                    ObjectStoreBlobs(bus),
+                    config.limits,
+                    config.hypervisor,
+                    gate=gate,
+                    nice=nice,
+                )
+
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
-            # One consumer per priority, high drained first (docs/routing.md).
+            # One consumer per priority, high drained first, and heavy slots, each with
+            # its own handler and niced sandbox worker (docs/routing.md).
+            lanes = config.lanes
             return PriorityStageRunner(
                 bus,
                 engine=engine,
                 stage=name,
                 durable=bus.executor_durable(engine),
                 subjects=[s.exec(engine)],
-                handler=handler,
+                handler=execute_handler(),
+                heavy=[execute_handler(lanes.heavy_nice) for _ in range(lanes.heavy_slots)],
                 batch=64,
                 heartbeat=True,
             )

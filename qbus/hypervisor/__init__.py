@@ -13,8 +13,11 @@ from qbus.hypervisor.process import ProcessSandbox
 __all__ = ["RunLimits", "Sandbox", "choose_driver", "make_sandbox", "run_limits"]
 
 
-def make_sandbox(driver: str, pool_size: int = 2, preload: list[str] | None = None) -> Sandbox:
-    """A new sandbox of ``driver`` (workers start on first use or on ``warm()``).
+def make_sandbox(
+    driver: str, pool_size: int = 2, preload: list[str] | None = None, nice: int = 0
+) -> Sandbox:
+    """A new sandbox of ``driver`` (workers start on first use or on ``warm()``); ``nice``
+    lowers its workers' CPU priority (not ``inline``'s: it has no worker).
 
     Raises:
         ValueError: Unknown driver name.
@@ -23,7 +26,7 @@ def make_sandbox(driver: str, pool_size: int = 2, preload: list[str] | None = No
         case "inline":
             return InlineSandbox()
         case "process":
-            return ProcessSandbox(pool_size, preload)
+            return ProcessSandbox(pool_size, preload, nice)
         case "bwrap":
-            return BwrapSandbox(pool_size, preload)
+            return BwrapSandbox(pool_size, preload, nice)
     raise ValueError(f"unknown sandbox driver {driver!r}")

@@ -120,6 +120,7 @@ class BwrapSandbox(ProcessSandbox):
     Args:
         pool_size: Most workers kept.
         preload: Engines (``module:Class``) every worker imports at start.
+        nice: Niceness the workers add to the executor's (0: none).
     """
 
     name = "bwrap"

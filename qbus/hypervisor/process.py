@@ -23,6 +23,7 @@ from qbus.engines.base import Engine, EngineResult, RunRequest
 from qbus.errors import CircuitError, EngineError, QbusError, SandboxFailure
 from qbus.hypervisor.base import RunLimits
 from qbus.hypervisor.worker import (
+    NICE_FLAG,
     RESULT_FIELDS,
     Job,
     Outcome,
@@ -169,13 +170,16 @@ class ProcessSandbox:
     Args:
         pool_size: Most workers kept; more concurrent jobs wait for one.
         preload: Engines (``module:Class``) every worker imports at start.
+        nice: Niceness the workers add to the executor's (0: none): heavy-lane runs
+            give way to light ones on a small machine.
     """
 
     name = "process"
 
-    def __init__(self, pool_size: int = 2, preload: list[str] | None = None) -> None:
+    def __init__(self, pool_size: int = 2, preload: list[str] | None = None, nice: int = 0) -> None:
         self.pool_size = pool_size
         self.preload = list(preload or [])
+        self.nice = nice
         self._idle: list[Worker] = []
         self._count = 0
         self._cond = threading.Condition()
@@ -183,7 +187,8 @@ class ProcessSandbox:
 
     def argv(self) -> list[str]:
         """The command that starts one worker."""
-        return [sys.executable, "-m", "qbus.hypervisor.worker", *self.preload]
+        niceness = [f"{NICE_FLAG}{self.nice}"] if self.nice else []
+        return [sys.executable, "-m", "qbus.hypervisor.worker", *niceness, *self.preload]
 
     def env(self) -> dict[str, str]:
         """The environment of one worker."""

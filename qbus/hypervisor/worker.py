@@ -481,10 +481,19 @@ def _kill_group(pgid: int) -> None:
                 raise
 
 
+NICE_FLAG = "--nice="
+"""``--nice=N`` before the engines: the worker (and every job child it forks) runs at
+niceness +N, as the heavy lane's workers do (docs/hypervisor.md)."""
+
+
 def main(argv: list[str]) -> int:
     """Import the engines in ``argv``, say ready, serve jobs."""
     # Interrupts go to the executor; the worker ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if argv and argv[0].startswith(NICE_FLAG):
+        # Before any engine import: every thread the engines start inherits it.
+        os.nice(int(argv[0].removeprefix(NICE_FLAG)))
+        argv = argv[1:]
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

@@ -5,13 +5,21 @@ on measured run times (``benchmarks/routing.py --calibrate``)::
 
     log(seconds) ≈ w0 + w1 · n + w2 · log(1 + ops) + w3 · log(1 + shots)
 
-(``n`` qubits, ``ops`` gates without barriers; ``shots`` only for sampling methods; a
-sweep costs one run per point). Exponential in ``n`` and a power law in ops and shots,
-it follows both the fixed call overhead that decides small circuits and the state size
-that decides large ones; on the benchmark corpus it ranked engines better than a
-linear ``a + b·ops·2**n + c·shots`` fit (docs/routing.md). The fitted coefficients ship
-with the package (``cost_defaults.json``, with the machine they were measured on); an
-engine or method the file does not name falls back to the file's ``*`` row.
+(``n`` qubits, ``ops`` gates without barriers, those inside control flow counted once;
+``shots`` only for sampling methods; a sweep costs one run per point). Exponential in
+``n`` and a power law in ops and shots, it follows both the fixed call overhead that
+decides small circuits and the state size that decides large ones; on the benchmark
+corpus it ranked engines better than a linear ``a + b·ops·2**n + c·shots`` fit
+(docs/routing.md). The fitted coefficients ship with the package (``cost_defaults.json``,
+with the machine they were measured on); an engine or method the file does not name
+falls back to the file's ``*`` row.
+
+A ``sample`` (or ``sweep``) job whose circuit must be simulated shot by shot (mid-circuit
+measurement, reset after a gate, control flow: ``qbus.schemas.ir.shot_by_shot``) costs
+about shots × one state evolution, not one state and a sampling pass. It has its own row,
+``shot_by_shot``, with the same features (its shots weight comes out near 1), fitted on
+dynamic circuits (``python -m benchmarks.dynamic_cost --calibrate``). An engine without that
+row is predicted as ``shots`` × its ``statevector`` run: one state evolution per shot.
 
 Online, each engine keeps a multiplicative correction: an exponentially weighted mean of
 ``log(observed / predicted)`` over the ExecutionCompleted events the route stage reads, so
@@ -29,11 +37,13 @@ from importlib import resources
 from typing import Any
 
 from qbus.schemas.gates import DIRECTIVES
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, shot_by_shot, walk_ops
 
 DEFAULTS_FILE = "cost_defaults.json"
 UNCALIBRATED_PENALTY = 10.0
 FALLBACK = "*"
+SHOT_BY_SHOT = "shot_by_shot"
+"""The coefficient row of sampling jobs simulated one shot at a time."""
 FEATURES = ("const", "qubits", "log1p_ops", "log1p_shots")
 """Names of the model's features, in coefficient order."""
 
@@ -51,6 +61,7 @@ class JobFeatures:
         method: The job's method.
         shots: Shots (for ``sample``).
         points: Runs the job makes (sweep points; 1 otherwise).
+        shot_by_shot: The circuit must be simulated once per shot (``ir.shot_by_shot``).
     """
 
     qubits: int
@@ -59,6 +70,12 @@ class JobFeatures:
     method: str
     shots: int
     points: int = 1
+    shot_by_shot: bool = False
+
+    @property
+    def per_shot(self) -> bool:
+        """Sampled one shot at a time: shots × one state evolution."""
+        return self.shot_by_shot and self.method in ("sample", "sweep")
 
     def vector(self) -> tuple[float, float, float, float]:
         """The model's feature vector (see ``FEATURES``)."""
@@ -68,7 +85,12 @@ class JobFeatures:
 
 def features(circuit: Circuit, method: str, shots: int, sweep_points: int = 0) -> JobFeatures:
     """The features of running ``circuit`` with ``method``."""
-    ops = [op for op in circuit.ops if op.name not in DIRECTIVES or op.name in ("measure", "reset")]
+    # Ops inside control flow count once each (a loop's trip count is unknown here).
+    ops = [
+        op
+        for op in walk_ops(circuit.ops)
+        if op.name not in DIRECTIVES or op.name in ("measure", "reset")
+    ]
     return JobFeatures(
         qubits=circuit.num_qubits,
         ops=len(ops),
@@ -76,6 +98,7 @@ def features(circuit: Circuit, method: str, shots: int, sweep_points: int = 0) -
         method=method,
         shots=shots,
         points=max(1, sweep_points),
+        shot_by_shot=shot_by_shot(circuit),
     )
 
 
@@ -125,6 +148,20 @@ class CostModel:
                     return row
         return [math.log(1e-3), 0.3, 0.5, 0.1]
 
+    def _one_run(self, engine: str, job: JobFeatures) -> float:
+        """Log seconds of one run (one sweep point) of ``job``."""
+        if job.per_shot:
+            row = self.coefficients.get(engine, {}).get(SHOT_BY_SHOT)
+            if row is not None:
+                return sum(c * x for c, x in zip(row, job.vector(), strict=True))
+            # Not calibrated on dynamic circuits: one state evolution per shot.
+            one = self._coeffs(engine, "statevector")
+            vector = (1.0, float(job.qubits), math.log1p(job.ops), 0.0)
+            log_one = sum(c * x for c, x in zip(one, vector, strict=True))
+            return log_one + math.log(max(job.shots, 1))
+        coeffs = self._coeffs(engine, job.method)
+        return sum(c * x for c, x in zip(coeffs, job.vector(), strict=True))
+
     def base_seconds(self, engine: str, job: JobFeatures) -> float:
         """The calibrated prediction, without the online correction.
 
@@ -132,8 +169,8 @@ class CostModel:
         row times ``UNCALIBRATED_PENALTY``: it is chosen only when it is the one engine
         that fits, or once its observed runs (the online correction) show it is fast.
         """
-        coeffs = self._coeffs(engine, job.method)
-        log_one = sum(c * x for c, x in zip(coeffs, job.vector(), strict=True))
+        log_one = self._one_run(engine, job)
+        # Clamped at e**20 s (about 15 years): the lane decision needs no more.
         seconds = math.exp(max(-20.0, min(log_one, 20.0))) * job.points
         if engine not in self.coefficients:
             seconds *= UNCALIBRATED_PENALTY

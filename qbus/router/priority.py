@@ -6,6 +6,12 @@ consumer per priority (``Bus.ensure_executor``). ``PriorityStageRunner`` keeps p
 requests outstanding on all three and, each time it is free, takes the next batch from
 the highest lane that has messages. Priority decides fetch order only: a job already
 running is never interrupted, and a batch already taken is finished first.
+
+Beside those three light lanes, an executor runs ``[lanes] heavy_slots`` heavy slots: each
+a consumer of the engine's heavy durable (``execute_heavy-<engine>``, subjects
+``<prefix>.exec.<engine>.heavy.<job>``) with its own handler and sandbox worker, one
+message at a time. A heavy run therefore never occupies the light lanes' worker, and a
+light job never waits behind one (docs/routing.md, "Heavy lane").
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections import deque
 from nats.aio.msg import Msg
 
 from qbus.bus.pull import PullConsumer
-from qbus.bus.runner import StageRunner
+from qbus.bus.runner import Handler, StageRunner
 from qbus.schemas.enums import PRIORITIES
 
 log = logging.getLogger("qbus.priority")
@@ -71,18 +77,58 @@ class _Lane(PullConsumer):
                 await msg.nak()
 
 
+class _HeavySlot(StageRunner):
+    """One heavy slot: a StageRunner on the heavy durable whose dead letters the light
+    runner's watcher reports (one watcher per durable, not one per slot)."""
+
+    def dead_letter_watcher(self, consumers: list[str]) -> asyncio.Task | None:
+        return None
+
+
 class PriorityStageRunner(StageRunner):
     """A StageRunner for one engine's executors that fetches high, normal, low in turn.
 
     Args:
         engine: The engine whose three consumers it reads.
+        heavy: One handler per heavy slot (each with its own sandbox); none: no slots.
         **kwargs: As for ``StageRunner`` (``durable`` and ``subjects`` name the normal
             lane, for metrics and logs).
     """
 
-    def __init__(self, bus, *, engine: str, **kwargs) -> None:
+    def __init__(self, bus, *, engine: str, heavy: list[Handler] | None = None, **kwargs) -> None:
         super().__init__(bus, **kwargs)
         self.engine = engine
+        self.heavy = list(heavy or [])
+        self.slots: list[StageRunner] = []
+
+    def _start_slots(self) -> list[asyncio.Task]:
+        durable = self.bus.executor_durable(self.engine, "heavy")
+        self.slots = [
+            _HeavySlot(
+                self.bus,
+                stage=self.stage,
+                durable=durable,
+                subjects=[self.bus.subjects.exec(self.engine, lane="heavy")],
+                handler=handler,
+                # One message at a time: a second heavy job waits in the stream, where
+                # another executor copy's free slot can take it.
+                batch=1,
+                # Heavy runs take minutes: "still working" every ack_wait/3 meanwhile.
+                heartbeat=True,
+                consumer_poll=0,
+                retries=self.retries,
+            )
+            for handler in self.heavy
+        ]
+        return [
+            asyncio.create_task(slot.run(), name=f"heavy-{i}") for i, slot in enumerate(self.slots)
+        ]
+
+    def stop(self) -> None:
+        """Stop the light lanes and the heavy slots, each after its current run."""
+        super().stop()
+        for slot in self.slots:
+            slot.stop()
 
     async def _keep_buffered(self, lanes: list[_Lane]) -> None:
         interval = max(self.bus.config.ack_wait / 3, 0.05)
@@ -104,14 +150,26 @@ class PriorityStageRunner(StageRunner):
             )
             lanes.append(await _Lane(self.bus, durable, batch=self.batch, wake=wake).start())
         await self.start_handler()
-        log.info("executor %s consuming priorities %s", self.engine, ", ".join(PRIORITIES))
-        # Messages the executors gave up on become dead letters (qbus/bus/deadletter.py).
-        watcher = self.dead_letter_watcher(
-            [self.bus.executor_durable(self.engine, p) for p in PRIORITIES]
+        log.info(
+            "executor %s consuming priorities %s and %d heavy slot(s)",
+            self.engine,
+            ", ".join(PRIORITIES),
+            len(self.heavy),
         )
+        # Messages the executors gave up on become dead letters (qbus/bus/deadletter.py).
+        durables = [self.bus.executor_durable(self.engine, p) for p in PRIORITIES]
+        if self.heavy:
+            durables.append(self.bus.executor_durable(self.engine, "heavy"))
+        watcher = self.dead_letter_watcher(durables)
         poller = self.consumer_poller()
+        slots = self._start_slots()
         try:
             while not self._stopping.is_set():
+                # A heavy slot that died (its consumer could not be made, …) ends the
+                # executor, so its supervisor restarts it rather than run without slots.
+                for slot in slots:
+                    if slot.done() and not slot.cancelled() and slot.exception():
+                        raise RuntimeError("a heavy slot stopped") from slot.exception()
                 for lane in lanes:
                     await lane.refresh()
                 msgs: list[Msg] = []
@@ -134,7 +192,11 @@ class PriorityStageRunner(StageRunner):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=0.5)
         finally:
+            for slot in self.slots:
+                slot.stop()
             await self.stop_helpers(poller, watcher)
             for lane in lanes:
                 await lane.stop()
             self.close_handler()
+            # Each slot ends after its current run, closing its own handler.
+            await asyncio.gather(*slots, return_exceptions=True)

@@ -89,7 +89,8 @@ _CHANNELS: list[tuple[str, str, tuple[str, ...], tuple[type[Event], ...], str]] 
         ("engine", "job"),
         (ExecutionRequested,),
         "Work for one engine: the subject is the route. A high or low priority job is "
-        "published on exec.{engine}.high.{job} / exec.{engine}.low.{job} (docs/routing.md).",
+        "published on exec.{engine}.high.{job} / exec.{engine}.low.{job}, and a job in the "
+        "heavy lane on exec.{engine}.heavy.{job} (docs/routing.md).",
     ),
     (
         "executed",

@@ -25,6 +25,7 @@ __all__ = [
     "DRIVERS",
     "FORMATS",
     "HYPERVISORS",
+    "LANES",
     "METHODS",
     "PRIORITIES",
     "PROGRAM_FORMATS",
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetterCause",
     "Driver",
     "Hypervisor",
+    "Lane",
     "Method",
     "Priority",
     "ProgramFormat",
@@ -52,6 +54,12 @@ Priority = Literal["high", "normal", "low"]
 """A job's queue, in the order executors drain them: ``high`` first, ``low`` last
 (docs/routing.md)."""
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+
+Lane = Literal["light", "heavy"]
+"""Which of an engine's executor lanes runs a request: ``heavy`` for a job whose predicted
+run time reaches ``[lanes] heavy_seconds``, so it never holds up ``light`` ones
+(docs/routing.md, "Heavy lane")."""
+LANES: tuple[Lane, ...] = get_args(Lane)
 
 Driver = Literal["inline", "process", "bwrap"]
 """Sandbox drivers for engine code, weakest isolation first: the operator's ``minimum``

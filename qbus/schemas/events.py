@@ -21,6 +21,7 @@ from qbus.schemas.dynamics import DynamicsResult, DynamicsSpec
 from qbus.schemas.enums import (
     DeadLetterCause,
     Hypervisor,
+    Lane,
     Method,
     Priority,
     ProgramFormat,
@@ -322,6 +323,10 @@ class ExecutionRequested(Event, tag="execution.requested"):
         shot_stop: One past the chunk's last shot.
         attempt: 0 for the first run; k for the k-th retry after a transient engine
             failure (published by the verify stage, docs/operations.md).
+        lane: ``heavy`` when the whole job's predicted run time reaches ``[lanes]
+            heavy_seconds``: then it is published on ``qbus.exec.<engine>.heavy.<job>``
+            and runs in the executors' heavy slots, never in the light lane's worker
+            (docs/routing.md). Chunks of a job carry the whole job's lane.
     """
 
     engine: str
@@ -338,6 +343,7 @@ class ExecutionRequested(Event, tag="execution.requested"):
     attempt: int = 0
     shot_start: int | None = None
     shot_stop: int | None = None
+    lane: Lane = "light"
 
 
 class ExecutionCompleted(Event, tag="execution.completed"):
