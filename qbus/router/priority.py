@@ -84,6 +84,14 @@ class _HeavySlot(StageRunner):
     def dead_letter_watcher(self, consumers: list[str]) -> asyncio.Task | None:
         return None
 
+    async def process(self, msgs: list[Msg]) -> None:
+        # "Still working" at once, before the run: the message may have waited since its
+        # delivery (a busy event loop, a worker starting), and ack_wait counts from there.
+        # Light lanes do not: a job of milliseconds would pay a publish for nothing.
+        for msg in msgs:
+            await msg.in_progress()
+        await super().process(msgs)
+
 
 class PriorityStageRunner(StageRunner):
     """A StageRunner for one engine's executors that fetches high, normal, low in turn.
