@@ -95,6 +95,7 @@ from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.frontends.gate_library import EXACT_DECOMPOSITIONS, QELIB1_EXTRAS
 from qbus.frontends.gate_modifiers import GPHASE, ModifierError, SeqOp, control, inverse, power
+from qbus.frontends.qasm_classical import TYPES, ClassicalVariables
 from qbus.frontends.qasm_control import ControlStatements, write_control
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import CONTROL_FLOW, MAX_IR_QUBITS, Circuit, Op, walk_ops
@@ -292,11 +293,13 @@ _UNSUPPORTED: dict[str, str] = {
     "defcalgrammar": "calibrations ('defcalgrammar')",
     "cal": "calibrations ('cal')",
     "output": "'output' declarations",
-    "int": "classical variables ('int')",
-    "uint": "classical variables ('uint')",
-    "float": "classical variables ('float'); declare parameters with 'input float name;'",
-    "angle": "classical variables ('angle'); declare parameters with 'input angle name;'",
-    "bool": "classical variables ('bool')",
+    # int/uint/float/angle/bool are statements of their own (qasm_classical); these
+    # messages are for where they are not allowed: inside gate bodies.
+    "int": "classical variables ('int') inside gate bodies",
+    "uint": "classical variables ('uint') inside gate bodies",
+    "float": "classical variables ('float') inside gate bodies",
+    "angle": "classical variables ('angle') inside gate bodies",
+    "bool": "classical variables ('bool') inside gate bodies",
     "complex": "classical variables ('complex')",
     "duration": "classical variables ('duration')",
     "stretch": "classical variables ('stretch')",
@@ -401,7 +404,7 @@ def _constant_params(trees: Sequence[Expr]) -> tuple | None:
     return None
 
 
-class _Parser(ControlStatements):
+class _Parser(ClassicalVariables, ControlStatements):
     def __init__(self, text: str, tokens: list[str], max_ops: int):
         self.text = text
         self.toks = tokens
@@ -417,6 +420,8 @@ class _Parser(ControlStatements):
         self.inputs: dict[str, int] = {}
         self.consts: dict[str, Expr] = {}  # name -> ("num", value)
         self.scope: dict[str, int] = {}  # names a top-level parameter may use: inputs, consts
+        self.variables: dict[str, tuple[str, int | None]] = {}  # int/uint/bool/float/angle
+        self.folded: set[str] = set()  # variables whose parse-time value is in consts
         self.physical = False  # the program addresses physical qubits ($n)
         self.num_qubits = 0
         self.num_clbits = 0
@@ -513,6 +518,9 @@ class _Parser(ControlStatements):
         following = toks[self.i + 1]
         if t in self.cregs and (following == "=" or following == "["):
             self.assignment()
+            return
+        if self.is_assignment(t, following) and t not in self.gates:
+            self.classical_assignment()
             return
         if t in _MODIFIERS and (following == "@" or following == "(") and t not in self.gates:
             self.modified_call()
@@ -675,6 +683,13 @@ class _Parser(ControlStatements):
             self.fail(
                 "register slices and index sets are not supported", start, "unsupported_feature"
             )
+        constant = self.consts.get(t)
+        if constant is not None and constant[0] == "num" and float(constant[1]).is_integer():
+            # A constant or folded variable: its value when parsed.
+            self.i += 1
+            self.expect("]")
+            value = int(constant[1])
+            return -value if negative else value
         if not (t.isdigit() and t.isascii()):
             if t.isidentifier():
                 self.fail(
@@ -765,7 +780,20 @@ class _Parser(ControlStatements):
         for k in range(start, end):
             t = toks[k]
             if t.isidentifier() and t not in allowed and t not in CONSTANTS and t not in FUNCTIONS:
-                if gate is not None:
+                if gate is None and t in self.cregs:
+                    self.fail(
+                        f"'{t}' holds measured bits, known only at run time, so it cannot be "
+                        "used in an expression; qbus's IR has no classical arithmetic at run "
+                        "time (conditions such as 'if (c == 1)' can read it)",
+                        k,
+                        "unsupported_feature",
+                    )
+                if gate is not None and t in self.folded:
+                    message = (
+                        f"'{t}' is a variable; a gate body may use only constants and its "
+                        f"parameters, not '{t}'"
+                    )
+                elif gate is not None:
                     message = f"'{t}' is not a parameter of gate '{gate}'"
                 elif self.version == "qasm2":
                     message = f"'{t}' is not defined (OpenQASM 2 has no named parameters)"
@@ -1209,8 +1237,9 @@ class _Parser(ControlStatements):
         bits = self.operand(False)
         if toks[self.i] != "=" or toks[self.i + 1] != "measure":
             self.fail(
-                f"classical assignment to '{toks[start]}' is not supported (only "
-                "'c = measure q;' is)",
+                f"classical assignment to '{toks[start]}' is not supported: its bits are "
+                "written only by 'measure' ('c = measure q;'), as qbus's IR has no classical "
+                "arithmetic at run time",
                 start,
                 "unsupported_feature",
             )
@@ -1301,7 +1330,10 @@ class _Parser(ControlStatements):
         """A call's parameter list inside a gate body, with outer ``const`` values put in."""
         if not self.consts:
             return self.parameters(gate.params, gate.name)
-        visible = {k: v for k, v in self.consts.items() if k not in gate.params}
+        # Only constants: a gate body may not read variables (OpenQASM 3 scoping).
+        visible = {
+            k: v for k, v in self.consts.items() if k not in gate.params and k not in self.folded
+        }
         trees = self.parameters((*gate.params, *visible), gate.name)
         return [_expr.substitute(tree, visible) for tree in trees]
 
@@ -1534,6 +1566,7 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "if": _Parser.if_statement,
     "while": _Parser.while_statement,
     "for": _Parser.for_statement,
+    **dict.fromkeys(TYPES, _Parser.classical_declaration),
 }
 
 
