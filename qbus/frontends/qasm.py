@@ -310,6 +310,7 @@ _UNSUPPORTED: dict[str, str] = {
 }
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
 _CONST_TYPES = frozenset({"int", "uint", "float", "angle"})
+_INDEX_ARITHMETIC = frozenset({"+", "-", "*", "/", "**", "^"})
 _DURATION_UNITS = frozenset({"ns", "us", "µs", "ms", "s", "dt"})
 
 # Names people reach for that difflib would not connect to the gate they mean.
@@ -683,13 +684,12 @@ class _Parser(ClassicalVariables, ControlStatements):
             self.fail(
                 "register slices and index sets are not supported", start, "unsupported_feature"
             )
-        constant = self.consts.get(t)
-        if constant is not None and constant[0] == "num" and float(constant[1]).is_integer():
-            # A constant or folded variable: its value when parsed.
-            self.i += 1
+        if t in self.consts or toks[self.i + 1] in _INDEX_ARITHMETIC:
+            # An expression of constants and folded variables: its value when parsed.
+            self.i = start
+            value = self.static_integer("a register index")
             self.expect("]")
-            value = int(constant[1])
-            return -value if negative else value
+            return value
         if not (t.isdigit() and t.isascii()):
             if t.isidentifier():
                 self.fail(
