@@ -26,8 +26,10 @@ line and column of the offending token and a stable ``code``:
 ``invalid_condition``
     A classical condition the IR cannot hold (``c == 9`` on a 3-bit register).
 ``unsupported_feature``
-    Valid OpenQASM that the IR cannot hold: classical variables other than bits and
-    assignment, subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
+    Valid OpenQASM that the IR cannot hold: classical computation at run time (arithmetic
+    on measured variables, a gate parameter that depends on one, assigning a folded
+    variable inside an ``if``/``while`` body), ``complex``/``duration``/array variables,
+    subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
     anything but one rotation or phase gate, a non-constant modifier argument, physical
     and declared qubits in one program, durations other than a literal, ...
 ``unsupported_include``
@@ -60,6 +62,9 @@ What the parser produces:
   ``k`` and ``n`` must be constant;
 * ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, or untyped) are folded
   into every parameter, register size and modifier argument that names them;
+* ``int``/``uint``/``bool``/``float``/``angle`` variables are folded the same way while
+  their values are known when parsing, and become clbits when measured into
+  (:mod:`qbus.frontends.qasm_classical`);
 * physical qubits ``$n`` (what Qiskit's exporter writes after transpiling) are IR qubit
   ``n``: the circuit has as many qubits as the highest index used needs, unused ones
   included; a program cannot also declare qubits (the mapping between the two is the

@@ -12,11 +12,15 @@ What is read:
   quantum operation as the body, as the specification defines it.
 * OpenQASM 3: ``if (cond) stmt-or-block [else stmt-or-block]`` (``else if`` chains),
   ``while (cond) stmt-or-block``, ``for type i in [a:b] / [a:s:b] / {v, ...}
-  stmt-or-block``. A condition compares a bit or a bit register with an integer (``==
-  != < <= > >=``, either side), names a bit (true when 1) or a register (true when
-  non-zero), and combines those with ``!``, ``&&``, ``||`` and parentheses.
-* ``for`` loops are **unrolled when parsed**: their ranges are constant, and the loop
-  variable may appear only as a qubit or bit index (``q[i]``) or as a gate parameter.
+  stmt-or-block``. A condition compares a bit, a bit register or a measured variable
+  with an integer known when parsing (``== != < <= > >=``, either side), names a bit
+  (true when 1) or a register (true when non-zero), and combines those with ``!``,
+  ``&&``, ``||`` and parentheses. Parts known when parsing are folded: a condition known
+  as a whole makes an ``if`` its branch taken and a ``while`` nothing (or, when true, an
+  ``unsupported_feature`` error).
+* ``for`` loops are **unrolled when parsed**: their ranges are known when parsing, and
+  the loop variable may appear wherever an integer literal may (an index, a gate
+  parameter, a folded variable's assignment).
   An unrolled loop counts toward the program's operation limit.
 
 Blocks may hold gate calls, measurements, resets, barriers and nested control flow, not
