@@ -74,6 +74,19 @@ def test_a_branch_not_taken_and_an_empty_loop_change_nothing():
     assert ops(src) == [("rx", (0,), (2.0,))]
 
 
+def test_measurements_in_blocks_after_a_folded_range_or_condition():
+    src = (
+        H3 + "qubit[2] q;\nbit[2] c;\nint n = 1;\nfor int i in [0:n] { c[i] = measure q[i]; }\n"
+        "if (n == 1) { c[0] = measure q[1]; }\n"
+    )
+    circuit, _ = parse_qasm(src)
+    assert [(op.name, op.qubits, op.clbits) for op in circuit.ops] == [
+        ("measure", (0,), (0,)),
+        ("measure", (1,), (1,)),
+        ("measure", (1,), (0,)),
+    ]
+
+
 def test_a_float_may_hold_an_input_expression():
     circuit, _ = parse_qasm(H3 + "input float t;\nqubit q;\nfloat f = 2 * t;\nrx(f + 1) q;\n")
     assert circuit.parameters == ("t",)

@@ -143,6 +143,14 @@ class ClassicalVariables:
     def compile_time_value(self, name: str, kind: str, width: int | None, index: int) -> Expr:
         """The value of an initialiser or right-hand side, known when parsing."""
         start = self.i
+        toks = self.toks
+        if any(toks[k] == "measure" for k in range(start, self.end_of_statement())):
+            self.fail(
+                f"a measurement inside an expression needs classical computation; {_NO_ARITHMETIC}"
+                " (assign it alone: 'x = measure q;')",
+                start,
+                "unsupported_feature",
+            )
         if kind == "bool":
             truth = self.condition(0)
             if not isinstance(truth, bool):
@@ -153,16 +161,6 @@ class ClassicalVariables:
 
     def value_expression(self, start: int) -> Expr:
         """An arithmetic expression over constants, folded variables and inputs, folded."""
-        toks = self.toks
-        if toks[self.i] == "measure" or any(
-            toks[k] == "measure" for k in range(self.i, self.end_of_statement())
-        ):
-            self.fail(
-                f"a measurement inside an expression needs classical computation; {_NO_ARITHMETIC}"
-                " (assign it alone: 'x = measure q;')",
-                start,
-                "unsupported_feature",
-            )
         tree = self.expression(_Scope(self.scope), None)
         return self.simplify(_expr.substitute(tree, {**_BOOLS, **self.consts}), start)
 
