@@ -100,7 +100,7 @@ from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.frontends.gate_library import EXACT_DECOMPOSITIONS, QELIB1_EXTRAS
 from qbus.frontends.gate_modifiers import GPHASE, ModifierError, SeqOp, control, inverse, power
-from qbus.frontends.qasm_classical import TYPES, ClassicalVariables
+from qbus.frontends.qasm_classical import ASSIGNING, TYPES, ClassicalVariables
 from qbus.frontends.qasm_control import ControlStatements, write_control
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import CONTROL_FLOW, MAX_IR_QUBITS, Circuit, Op, walk_ops
@@ -525,7 +525,7 @@ class _Parser(ClassicalVariables, ControlStatements):
         if t in self.cregs and (following == "=" or following == "["):
             self.assignment()
             return
-        if self.is_assignment(t, following) and t not in self.gates:
+        if following in ASSIGNING and self.is_assignment(t, following) and t not in self.gates:
             self.classical_assignment()
             return
         if t in _MODIFIERS and (following == "@" or following == "(") and t not in self.gates:

@@ -44,6 +44,8 @@ TYPES = frozenset({"int", "uint", "bool", "float", "angle"})
 ASSIGNMENTS = {"=": "", "+=": "+", "-=": "-", "*=": "*", "/=": "/"}
 # Compound assignments the tokenizer splits in two ("&" then "="): named in the refusal.
 _OTHER_COMPOUND = frozenset({"&", "|", "^", "%", "<<", ">>", "**", "~"})
+# Tokens after a name that may make a statement an assignment (a cheap first test).
+ASSIGNING = frozenset({*ASSIGNMENTS, *_OTHER_COMPOUND, "[", "++"})
 DEFAULT_WIDTH = 32
 _BOOLS: dict[str, Expr] = {"true": ("num", 1.0), "false": ("num", 0.0)}
 _ARITHMETIC = frozenset({"+", "-", "*", "/", "**", "^", "("})
@@ -343,4 +345,4 @@ class _Scope:
         return name in self.names or name in _BOOLS
 
 
-__all__ = ["ASSIGNMENTS", "DEFAULT_WIDTH", "TYPES", "ClassicalVariables"]
+__all__ = ["ASSIGNING", "ASSIGNMENTS", "DEFAULT_WIDTH", "TYPES", "ClassicalVariables"]
