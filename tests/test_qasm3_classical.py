@@ -263,6 +263,14 @@ def test_every_refused_arithmetic_names_the_variable():
         assert info.value.code == "unsupported_feature"
 
 
+def test_a_const_bool_decides_an_if():
+    src = (
+        "qubit q;\nconst int n = 2;\nconst bool big = n > 1 && true;\n"
+        "if (big) x q;\nif (!big) h q;\n"
+    )
+    assert ops(src) == [("x", (0,), ())]
+
+
 def test_combinations_of_folded_operands_fold():
     for a, b in itertools.product((True, False), repeat=2):
         src = (

@@ -60,7 +60,7 @@ What the parser produces:
   inversion, non-integer powers of one rotation or phase-family gate by scaling its
   angle, controls onto the IR's controlled gates or gate by gate through exact bodies);
   ``k`` and ``n`` must be constant;
-* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, or untyped) are folded
+* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, ``bool``, or untyped) are folded
   into every parameter, register size and modifier argument that names them;
 * ``int``/``uint``/``bool``/``float``/``angle`` variables are folded the same way while
   their values are known when parsing, and become clbits when measured into
@@ -1484,6 +1484,9 @@ class _Parser(ClassicalVariables, ControlStatements):
         toks = self.toks
         self.i += 1
         kind = toks[self.i]
+        if kind == "bool":
+            self.const_bool()
+            return
         if kind in _CONST_TYPES:
             self.i += 1
             if toks[self.i] == "[":
@@ -1492,8 +1495,8 @@ class _Parser(ClassicalVariables, ControlStatements):
                 self.expect("]")
         elif toks[self.i + 1] != "=" or not kind.isidentifier():
             self.fail(
-                f"'const {clipped(kind)}' is not supported; constants are int, uint, float or "
-                "angle",
+                f"'const {clipped(kind)}' is not supported; constants are int, uint, float, "
+                "angle or bool",
                 self.i,
                 "unsupported_feature",
             )
@@ -1513,6 +1516,26 @@ class _Parser(ClassicalVariables, ControlStatements):
         self.expect(";")
         self.declared_at[name] = index
         self.consts[name] = ("num", value)
+        self.scope[name] = index
+
+    def const_bool(self) -> None:
+        """``const bool b = true;`` (``self.i`` at ``bool``): folded as 1 or 0."""
+        self.i += 1
+        index = self.i
+        name = self.new_name(index, "constant")
+        self.i += 1
+        self.expect("=")
+        start = self.i
+        truth = self.condition(0)
+        if not isinstance(truth, bool):
+            self.fail(
+                f"constant '{name}' depends on measured bits, known only at run time",
+                start,
+                "invalid_parameter",
+            )
+        self.expect(";")
+        self.declared_at[name] = index
+        self.consts[name] = ("num", 1.0 if truth else 0.0)
         self.scope[name] = index
 
     def duration(self) -> None:
