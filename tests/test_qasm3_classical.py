@@ -87,6 +87,23 @@ def test_measurements_in_blocks_after_a_folded_range_or_condition():
     ]
 
 
+def test_a_variable_first_measured_into_in_an_if_body_reads_as_0_where_it_was_not():
+    src = (
+        H3 + "qubit[2] q;\nh q[0];\nbit c = measure q[0];\nbool r;\nif (c) { r = measure q[1]; }"
+        " else { if (r) x q[1]; }\nif (r) h q[0];\n"
+    )
+    circuit, _ = parse_qasm(src)
+    branch = circuit.ops[2]
+    assert branch.body[0].clbits == (1,)
+    # From its measurement on, r is its clbit (still 0 where the measurement did not run).
+    read = Condition(op="==", clbits=(1,), value=1)
+    assert branch.orelse[0].condition == read
+    assert circuit.ops[3].condition == read
+    exact = reference.probabilities(circuit)
+    # c = 0: r stays 0 and nothing flips; c = 1: r is measured as 0, h on q[0] never runs.
+    assert exact == pytest.approx({"01": 0.5, "00": 0.5})
+
+
 def test_a_float_may_hold_an_input_expression():
     circuit, _ = parse_qasm(H3 + "input float t;\nqubit q;\nfloat f = 2 * t;\nrx(f + 1) q;\n")
     assert circuit.parameters == ("t",)
@@ -233,6 +250,11 @@ def test_classical_variables_run_like_the_program_qiskit_reads(aer, name):
         ),
         ("bit c = measure q[0];\nbool b = c;\n", "unsupported_feature", "depends on measured"),
         ("float f = measure q[0];\n", "unsupported_feature", "measuring into 'float'"),
+        (
+            "bit c = measure q[0];\nbool r;\nwhile (c) { if (r) x q[1]; r = measure q[1]; }\n",
+            "unsupported_feature",
+            "inside a 'while' body",
+        ),
         (
             "uint[2] x = measure q;\nbit[2] c = measure q;\nif (x == c) h q;\n",
             "unsupported_feature",

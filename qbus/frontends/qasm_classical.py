@@ -67,6 +67,7 @@ class ClassicalVariables:
     variables: dict[str, tuple[str, int | None]]
     folded: set[str]  # variables whose value is in ``consts``
     runtime_depth: int = 0  # how many run-time if/while bodies enclose the statement
+    loop_depth: int = 0  # how many of those are while bodies
 
     if TYPE_CHECKING:
 
@@ -318,6 +319,17 @@ class ClassicalVariables:
 
     def measure_into_folded(self, name: str, kind: str, width: int | None, start: int) -> None:
         """``x = measure q;`` on a folded variable: it becomes clbits from here on."""
+        if self.loop_depth:
+            # The body was read once, with the folded value before this point; from the
+            # second iteration on, those reads would have to see the measured bits.
+            self.fail(
+                f"'{name}' holds a value known when parsing and is first measured into "
+                "inside a 'while' body, where its earlier reads in the body would need "
+                f"the measured value from the second iteration on; measure into '{name}' "
+                "before the loop, or declare it with a measurement",
+                start,
+                "unsupported_feature",
+            )
         if self.runtime_depth and self.consts[name] != ("num", 0.0):
             self.fail(
                 f"'{name}' holds {clipped(_expr.to_text(self.consts[name]))} and is measured "

@@ -108,6 +108,7 @@ class ControlStatements:
     gates: dict[str, Any]
     variables: dict[str, tuple[str, int | None]]
     runtime_depth: int = 0
+    loop_depth: int = 0  # how many run-time while bodies enclose the statement
 
     if TYPE_CHECKING:
 
@@ -191,7 +192,11 @@ class ControlStatements:
             self.skipped_block(start)
             self.nested_ops = saved
             return
-        body = self.runtime_block(start)
+        self.loop_depth += 1
+        try:
+            body = self.runtime_block(start)
+        finally:
+            self.loop_depth -= 1
         self.emit("while", condition, body, (), start)
 
     def for_statement(self) -> None:
