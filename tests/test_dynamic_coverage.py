@@ -11,7 +11,8 @@ skipped with the reason, never counted as a pass):
 * any other engine must refuse it in ``validate`` with the code that says why.
 
 Constructs no engine claims (among those deployed) get the router's rejection code,
-and declarations the OpenQASM 3 front end does not support get its code.
+and classical computation at run time (which the IR has no op for) gets the OpenQASM 3
+front end's code.
 """
 
 from __future__ import annotations
@@ -53,11 +54,22 @@ QASM = {
     "for int i in [0:2] { rx(0.4 * i + 0.2) q[i]; }\nfor uint j in {0, 2} { h q[j]; }\n"
     "c = measure q;\n",
     # Bits declared with a measurement as initialiser, and assigned from one; constants
-    # of every type the front end has (mutable int/float/… are refused below).
+    # of every type the front end has.
     "qasm3_bit_and_const_declarations": H3 + "const int n = 1;\nconst uint k = 0;\n"
     "const float f = 0.5;\nconst angle a = pi / 4;\nqubit[2] q;\nh q[0];\n"
     "bit m = measure q[0];\nbit[2] c;\nif (m) { rx(f * n) q[1]; } else { ry(a + k) q[1]; }\n"
     "c[0] = measure q[1];\nc[1] = measure q[0];\n",
+    # Classical variables holding values known when parsing: folded like constants,
+    # assignments (in an unrolled for) in program order, a condition decided when parsed.
+    "qasm3_classical_folded": H3 + "int[8] n = 1;\nuint[4] m;\nbool flag = true;\n"
+    "float[64] f = 0.25;\nangle[16] a = pi / 8;\nqubit[3] q;\nbit[3] c;\n"
+    "for int i in [0:2] { m += i; f *= 2; }\nh q[0];\nrx(f) q[1];\nry(a * m) q[2];\n"
+    "if (flag && m == 3) { cx q[0], q[n + 1]; }\nc = measure q;\n",
+    # Variables measured into: clbits, read by conditions (unsigned, signed, bool).
+    "qasm3_measured_variables": H3 + "qubit[2] a;\nqubit[2] b;\nh a;\n"
+    "uint[2] x = measure a;\nint[2] s;\ns = measure a;\n"
+    "if (x >= 2) { x b[0]; } else { ry(0.6) b[0]; }\nif (s == -1 || s > 0) { h b[1]; }\n"
+    "bool r = measure b[0];\nif (!r) { rx(0.3) b[1]; }\nbit e = measure b[1];\n",
     "qasm3_modifiers": H3 + "qubit[3] q;\nbit[3] c;\nh q[0];\nctrl @ x q[0], q[1];\n"
     "negctrl @ h q[1], q[2];\ninv @ s q[0];\npow(2) @ t q[2];\nrx(0.3) q[2];\n"
     "ctrl(2) @ x q[0], q[1], q[2];\nc = measure q;\n",
@@ -147,17 +159,15 @@ def test_a_construct_no_deployed_engine_claims_is_rejected_by_the_router(constru
 
 
 @pytest.mark.parametrize(
-    "declaration",
+    "statement",
     [
-        "int[8] n = 1;",
-        "uint[4] k = 0;",
-        "bool b = true;",
-        "angle[16] a = pi / 4;",
-        "float[64] f = 0.5;",
-        "bool b = measure q[0];",
+        "x = x + 1;",
+        "x += 1;",
+        "rx(x) q[0];",
+        "uint[2] y = x * 2;",
     ],
 )
-def test_classical_variables_the_front_end_lacks_are_refused_with_a_code(declaration):
-    with pytest.raises(QasmSyntaxError) as info:
-        parse_qasm(H3 + f"qubit[2] q;\n{declaration}\nbit[2] c;\nc = measure q;\n")
+def test_classical_computation_at_run_time_is_refused_with_a_code(statement):
+    with pytest.raises(QasmSyntaxError, match="no classical arithmetic") as info:
+        parse_qasm(H3 + f"qubit[2] q;\nuint[2] x = measure q;\n{statement}\n")
     assert info.value.code == "unsupported_feature"

@@ -89,9 +89,9 @@ def test_while_parses_to_a_while_op():
     [
         ("qubit q;\nfor int q in [0:1] { x q; }\n", "unsupported_feature", "declared register"),
         (
-            "qubit q;\nfor int i in [0:n] { x q; }\n",
+            "input float t;\nqubit q;\nfor int i in [0:t] { x q; }\n",
             "unsupported_feature",
-            "takes integer literals",
+            "depends on an input parameter",
         ),
         ("qubit q;\nfor int i in [0:0:3] { x q; }\n", "qasm_syntax", "step cannot be 0"),
         ("qubit q;\nfor int i in [0:60] { x q; x q; }\n", "too_large", "more than 100 operations"),

@@ -26,8 +26,10 @@ line and column of the offending token and a stable ``code``:
 ``invalid_condition``
     A classical condition the IR cannot hold (``c == 9`` on a 3-bit register).
 ``unsupported_feature``
-    Valid OpenQASM that the IR cannot hold: classical variables other than bits and
-    assignment, subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
+    Valid OpenQASM that the IR cannot hold: classical computation at run time (arithmetic
+    on measured variables, a gate parameter that depends on one, assigning a folded
+    variable inside an ``if``/``while`` body), ``complex``/``duration``/array variables,
+    subroutines, ``let`` aliases, ``opaque``, slices, a non-integer ``pow`` of
     anything but one rotation or phase gate, a non-constant modifier argument, physical
     and declared qubits in one program, durations other than a literal, ...
 ``unsupported_include``
@@ -58,8 +60,11 @@ What the parser produces:
   inversion, non-integer powers of one rotation or phase-family gate by scaling its
   angle, controls onto the IR's controlled gates or gate by gate through exact bodies);
   ``k`` and ``n`` must be constant;
-* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, or untyped) are folded
+* ``const`` declarations (``int``, ``uint``, ``float``, ``angle``, ``bool``, or untyped) are folded
   into every parameter, register size and modifier argument that names them;
+* ``int``/``uint``/``bool``/``float``/``angle`` variables are folded the same way while
+  their values are known when parsing, and become clbits when measured into
+  (:mod:`qbus.frontends.qasm_classical`);
 * physical qubits ``$n`` (what Qiskit's exporter writes after transpiling) are IR qubit
   ``n``: the circuit has as many qubits as the highest index used needs, unused ones
   included; a program cannot also declare qubits (the mapping between the two is the
@@ -95,6 +100,7 @@ from qbus.frontends.bounds import clipped
 from qbus.frontends.expr import CONSTANTS, FUNCTIONS, Expr, ExprSyntaxError, is_number_token
 from qbus.frontends.gate_library import EXACT_DECOMPOSITIONS, QELIB1_EXTRAS
 from qbus.frontends.gate_modifiers import GPHASE, ModifierError, SeqOp, control, inverse, power
+from qbus.frontends.qasm_classical import ASSIGNING, TYPES, ClassicalVariables
 from qbus.frontends.qasm_control import ControlStatements, write_control
 from qbus.schemas.gates import ALIASES, GATES
 from qbus.schemas.ir import CONTROL_FLOW, MAX_IR_QUBITS, Circuit, Op, walk_ops
@@ -292,11 +298,13 @@ _UNSUPPORTED: dict[str, str] = {
     "defcalgrammar": "calibrations ('defcalgrammar')",
     "cal": "calibrations ('cal')",
     "output": "'output' declarations",
-    "int": "classical variables ('int')",
-    "uint": "classical variables ('uint')",
-    "float": "classical variables ('float'); declare parameters with 'input float name;'",
-    "angle": "classical variables ('angle'); declare parameters with 'input angle name;'",
-    "bool": "classical variables ('bool')",
+    # int/uint/float/angle/bool are statements of their own (qasm_classical); these
+    # messages are for where they are not allowed: inside gate bodies.
+    "int": "classical variables ('int') inside gate bodies",
+    "uint": "classical variables ('uint') inside gate bodies",
+    "float": "classical variables ('float') inside gate bodies",
+    "angle": "classical variables ('angle') inside gate bodies",
+    "bool": "classical variables ('bool') inside gate bodies",
     "complex": "classical variables ('complex')",
     "duration": "classical variables ('duration')",
     "stretch": "classical variables ('stretch')",
@@ -307,6 +315,7 @@ _UNSUPPORTED: dict[str, str] = {
 }
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
 _CONST_TYPES = frozenset({"int", "uint", "float", "angle"})
+_INDEX_ARITHMETIC = frozenset({"+", "-", "*", "/", "**", "^"})
 _DURATION_UNITS = frozenset({"ns", "us", "µs", "ms", "s", "dt"})
 
 # Names people reach for that difflib would not connect to the gate they mean.
@@ -401,7 +410,7 @@ def _constant_params(trees: Sequence[Expr]) -> tuple | None:
     return None
 
 
-class _Parser(ControlStatements):
+class _Parser(ClassicalVariables, ControlStatements):
     def __init__(self, text: str, tokens: list[str], max_ops: int):
         self.text = text
         self.toks = tokens
@@ -417,6 +426,8 @@ class _Parser(ControlStatements):
         self.inputs: dict[str, int] = {}
         self.consts: dict[str, Expr] = {}  # name -> ("num", value)
         self.scope: dict[str, int] = {}  # names a top-level parameter may use: inputs, consts
+        self.variables: dict[str, tuple[str, int | None]] = {}  # int/uint/bool/float/angle
+        self.folded: set[str] = set()  # variables whose parse-time value is in consts
         self.physical = False  # the program addresses physical qubits ($n)
         self.num_qubits = 0
         self.num_clbits = 0
@@ -513,6 +524,9 @@ class _Parser(ControlStatements):
         following = toks[self.i + 1]
         if t in self.cregs and (following == "=" or following == "["):
             self.assignment()
+            return
+        if following in ASSIGNING and self.is_assignment(t, following) and t not in self.gates:
+            self.classical_assignment()
             return
         if t in _MODIFIERS and (following == "@" or following == "(") and t not in self.gates:
             self.modified_call()
@@ -675,6 +689,12 @@ class _Parser(ControlStatements):
             self.fail(
                 "register slices and index sets are not supported", start, "unsupported_feature"
             )
+        if t in self.consts or toks[self.i + 1] in _INDEX_ARITHMETIC:
+            # An expression of constants and folded variables: its value when parsed.
+            self.i = start
+            value = self.static_integer("a register index")
+            self.expect("]")
+            return value
         if not (t.isdigit() and t.isascii()):
             if t.isidentifier():
                 self.fail(
@@ -765,7 +785,20 @@ class _Parser(ControlStatements):
         for k in range(start, end):
             t = toks[k]
             if t.isidentifier() and t not in allowed and t not in CONSTANTS and t not in FUNCTIONS:
-                if gate is not None:
+                if gate is None and t in self.cregs:
+                    self.fail(
+                        f"'{t}' holds measured bits, known only at run time, so it cannot be "
+                        "used in an expression; qbus's IR has no classical arithmetic at run "
+                        "time (conditions such as 'if (c == 1)' can read it)",
+                        k,
+                        "unsupported_feature",
+                    )
+                if gate is not None and t in self.folded:
+                    message = (
+                        f"'{t}' is a variable; a gate body may use only constants and its "
+                        f"parameters, not '{t}'"
+                    )
+                elif gate is not None:
                     message = f"'{t}' is not a parameter of gate '{gate}'"
                 elif self.version == "qasm2":
                     message = f"'{t}' is not defined (OpenQASM 2 has no named parameters)"
@@ -1209,8 +1242,9 @@ class _Parser(ControlStatements):
         bits = self.operand(False)
         if toks[self.i] != "=" or toks[self.i + 1] != "measure":
             self.fail(
-                f"classical assignment to '{toks[start]}' is not supported (only "
-                "'c = measure q;' is)",
+                f"classical assignment to '{toks[start]}' is not supported: its bits are "
+                "written only by 'measure' ('c = measure q;'), as qbus's IR has no classical "
+                "arithmetic at run time",
                 start,
                 "unsupported_feature",
             )
@@ -1301,7 +1335,10 @@ class _Parser(ControlStatements):
         """A call's parameter list inside a gate body, with outer ``const`` values put in."""
         if not self.consts:
             return self.parameters(gate.params, gate.name)
-        visible = {k: v for k, v in self.consts.items() if k not in gate.params}
+        # Only constants: a gate body may not read variables (OpenQASM 3 scoping).
+        visible = {
+            k: v for k, v in self.consts.items() if k not in gate.params and k not in self.folded
+        }
         trees = self.parameters((*gate.params, *visible), gate.name)
         return [_expr.substitute(tree, visible) for tree in trees]
 
@@ -1447,6 +1484,9 @@ class _Parser(ControlStatements):
         toks = self.toks
         self.i += 1
         kind = toks[self.i]
+        if kind == "bool":
+            self.const_bool()
+            return
         if kind in _CONST_TYPES:
             self.i += 1
             if toks[self.i] == "[":
@@ -1455,8 +1495,8 @@ class _Parser(ControlStatements):
                 self.expect("]")
         elif toks[self.i + 1] != "=" or not kind.isidentifier():
             self.fail(
-                f"'const {clipped(kind)}' is not supported; constants are int, uint, float or "
-                "angle",
+                f"'const {clipped(kind)}' is not supported; constants are int, uint, float, "
+                "angle or bool",
                 self.i,
                 "unsupported_feature",
             )
@@ -1476,6 +1516,26 @@ class _Parser(ControlStatements):
         self.expect(";")
         self.declared_at[name] = index
         self.consts[name] = ("num", value)
+        self.scope[name] = index
+
+    def const_bool(self) -> None:
+        """``const bool b = true;`` (``self.i`` at ``bool``): folded as 1 or 0."""
+        self.i += 1
+        index = self.i
+        name = self.new_name(index, "constant")
+        self.i += 1
+        self.expect("=")
+        start = self.i
+        truth = self.condition(0)
+        if not isinstance(truth, bool):
+            self.fail(
+                f"constant '{name}' depends on measured bits, known only at run time",
+                start,
+                "invalid_parameter",
+            )
+        self.expect(";")
+        self.declared_at[name] = index
+        self.consts[name] = ("num", 1.0 if truth else 0.0)
         self.scope[name] = index
 
     def duration(self) -> None:
@@ -1534,6 +1594,7 @@ _HANDLERS: dict[str, Callable[[_Parser], Any]] = {
     "if": _Parser.if_statement,
     "while": _Parser.while_statement,
     "for": _Parser.for_statement,
+    **dict.fromkeys(TYPES, _Parser.classical_declaration),
 }
 
 

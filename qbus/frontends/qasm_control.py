@@ -12,11 +12,15 @@ What is read:
   quantum operation as the body, as the specification defines it.
 * OpenQASM 3: ``if (cond) stmt-or-block [else stmt-or-block]`` (``else if`` chains),
   ``while (cond) stmt-or-block``, ``for type i in [a:b] / [a:s:b] / {v, ...}
-  stmt-or-block``. A condition compares a bit or a bit register with an integer (``==
-  != < <= > >=``, either side), names a bit (true when 1) or a register (true when
-  non-zero), and combines those with ``!``, ``&&``, ``||`` and parentheses.
-* ``for`` loops are **unrolled when parsed**: their ranges are constant, and the loop
-  variable may appear only as a qubit or bit index (``q[i]``) or as a gate parameter.
+  stmt-or-block``. A condition compares a bit, a bit register or a measured variable
+  with an integer known when parsing (``== != < <= > >=``, either side), names a bit
+  (true when 1) or a register (true when non-zero), and combines those with ``!``,
+  ``&&``, ``||`` and parentheses. Parts known when parsing are folded: a condition known
+  as a whole makes an ``if`` its branch taken and a ``while`` nothing (or, when true, an
+  ``unsupported_feature`` error).
+* ``for`` loops are **unrolled when parsed**: their ranges are known when parsing, and
+  the loop variable may appear wherever an integer literal may (an index, a gate
+  parameter, a folded variable's assignment).
   An unrolled loop counts toward the program's operation limit.
 
 Blocks may hold gate calls, measurements, resets, barriers and nested control flow, not
@@ -25,6 +29,7 @@ declarations (register, gate or input declarations inside a block are refused).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +49,33 @@ if TYPE_CHECKING:
 # Statements that declare something: not allowed inside a block (their scope would be
 # the block's, which the IR's flat registers cannot express).
 _DECLARATIONS = frozenset(
-    {"OPENQASM", "include", "qreg", "creg", "qubit", "bit", "input", "gate", "def"}
+    {
+        "OPENQASM",
+        "include",
+        "qreg",
+        "creg",
+        "qubit",
+        "bit",
+        "input",
+        "gate",
+        "def",
+        "int",
+        "uint",
+        "bool",
+        "float",
+        "angle",
+    }
 )
 
 _LOGIC = {"||": "or", "&&": "and"}
+COMPARE: dict[str, Callable[[int, int], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 class ControlStatements:
@@ -78,6 +106,15 @@ class ControlStatements:
     cregs: dict[str, tuple[int, int, bool, tuple[int, ...]]]
     declared_at: dict[str, int]
     gates: dict[str, Any]
+    variables: dict[str, tuple[str, int | None]]
+    runtime_depth: int = 0
+    loop_depth: int = 0  # how many run-time while bodies enclose the statement
+
+    if TYPE_CHECKING:
+
+        def static_integer(self, what: str) -> int: ...
+        def snapshot(self) -> tuple[Any, ...]: ...
+        def restore(self, saved: tuple[Any, ...]) -> None: ...
 
     # -- statements -------------------------------------------------------------------
 
@@ -88,16 +125,51 @@ class ControlStatements:
         self.expect("(")
         condition = self.condition(0)
         self.expect(")")
+        if isinstance(condition, bool):
+            self.static_if(condition, start)
+            return
         if self.version == "qasm2":
             self.check_qasm2_condition(condition, start)
-        body = self.block(start)
+        body = self.runtime_block(start)
         orelse: tuple[Op, ...] = ()
         if self.toks[self.i] == "else":
             if self.version == "qasm2":
                 self.fail("OpenQASM 2 has no 'else'", self.i)
             self.i += 1
-            orelse = self.block(start)
+            orelse = self.runtime_block(start)
         self.emit("if", condition, body, orelse, start)
+
+    def static_if(self, condition: bool, start: int) -> None:
+        """An ``if`` whose condition is known when parsing: the branch taken, inlined.
+
+        The other branch is still parsed (its errors are errors), and what it would
+        change (folded variables, clbits measured into) is put back.
+        """
+        saved = self.nested_ops
+        taken = self.block(start) if condition else self.skipped_block(start)
+        if self.toks[self.i] == "else":
+            self.i += 1
+            other = self.skipped_block(start) if condition else self.block(start)
+            if not condition:
+                taken = other
+        self.nested_ops = saved
+        self.ops.extend(taken)
+
+    def skipped_block(self, start: int) -> tuple[Op, ...]:
+        saved = self.snapshot()
+        try:
+            self.block(start)
+        finally:
+            self.restore(saved)
+        return ()
+
+    def runtime_block(self, start: int) -> tuple[Op, ...]:
+        """The body of a run-time ``if``/``while``: folded variables cannot change in it."""
+        self.runtime_depth += 1
+        try:
+            return self.block(start)
+        finally:
+            self.runtime_depth -= 1
 
     def while_statement(self) -> None:
         """``while (cond) body`` (OpenQASM 3)."""
@@ -105,9 +177,26 @@ class ControlStatements:
         self.require_qasm3("'while' loops", start)
         self.i += 1
         self.expect("(")
+        condition_at = self.i
         condition = self.condition(0)
         self.expect(")")
-        body = self.block(start)
+        if condition is True:
+            self.fail(
+                "a 'while' loop whose condition is constant (true when the program is "
+                "parsed) is not supported; use a 'for' loop",
+                condition_at,
+                "unsupported_feature",
+            )
+        if condition is False:
+            saved = self.nested_ops
+            self.skipped_block(start)
+            self.nested_ops = saved
+            return
+        self.loop_depth += 1
+        try:
+            body = self.runtime_block(start)
+        finally:
+            self.loop_depth -= 1
         self.emit("while", condition, body, (), start)
 
     def for_statement(self) -> None:
@@ -147,7 +236,13 @@ class ControlStatements:
         # One trial parse finds where the body ends (its token count does not change
         # with the value); an empty loop is still checked, with value 0.
         slots = self.substitute(var, body_start, len(toks), str(values[0] if values else 0))
-        first = self.block(start)
+        # An empty loop's trial parse must not change folded variables or clbits.
+        saved_state = self.snapshot() if not values else None
+        try:
+            first = self.block(start)
+        finally:
+            if saved_state is not None:
+                self.restore(saved_state)
         end = self.i
         for k in slots:
             toks[k] = var
@@ -224,21 +319,7 @@ class ControlStatements:
         return list(range(first, last + (1 if step > 0 else -1), step))
 
     def loop_integer(self) -> int:
-        toks = self.toks
-        negative = toks[self.i] == "-"
-        if negative:
-            self.i += 1
-        value = self.literal("a 'for' loop's range")
-        return -value if negative else value
-
-    def literal(self, what: str) -> int:
-        """The integer literal at ``self.i`` (consumed); anything else is refused."""
-        t = self.toks[self.i]
-        if not (t.isdigit() and t.isascii()):
-            self.fail(f"{what} takes integer literals; found '{t}'", self.i, "unsupported_feature")
-        value = self.integer(self.i)
-        self.i += 1
-        return value
+        return self.static_integer("a 'for' loop's range")
 
     def bit_initialiser(self, name: str) -> None:
         """``bit b = measure q;`` / ``bit[2] c = measure q;`` / ``= 0`` / ``= "00"``.
@@ -347,17 +428,24 @@ class ControlStatements:
     def conjunction(self, depth: int) -> Condition:
         return self.connective("&&", self.negation, depth)
 
-    def connective(self, token: str, operand: Any, depth: int) -> Condition:
+    def connective(self, token: str, operand: Any, depth: int) -> Condition | bool:
         start = self.i
         args = [operand(depth)]
         while self.toks[self.i] == token:
             self.i += 1
             args.append(operand(depth + 1))
-        if len(args) == 1:
-            return args[0]
-        return self.make_condition(start, depth + 1, op=_LOGIC[token], args=tuple(args))
+        # Operands known when parsing decide the result or drop out.
+        absorbing = token == "||"
+        if absorbing in args:
+            return absorbing
+        runtime = [a for a in args if not isinstance(a, bool)]
+        if not runtime:
+            return not absorbing
+        if len(runtime) == 1:
+            return runtime[0]
+        return self.make_condition(start, depth + 1, op=_LOGIC[token], args=tuple(runtime))
 
-    def negation(self, depth: int) -> Condition:
+    def negation(self, depth: int) -> Condition | bool:
         toks = self.toks
         start = self.i
         if depth > MAX_CONDITION_DEPTH:
@@ -369,6 +457,8 @@ class ControlStatements:
         if toks[self.i] == "!":
             self.i += 1
             inner = self.negation(depth + 1)
+            if isinstance(inner, bool):
+                return not inner
             return self.make_condition(start, depth + 1, op="not", args=(inner,))
         if toks[self.i] == "(":
             self.i += 1
@@ -377,34 +467,116 @@ class ControlStatements:
             return inner
         return self.comparison(depth)
 
-    def comparison(self, depth: int) -> Condition:
-        """``bits OP n``, ``n OP bits``, or ``bits`` alone (a bit is 1, a register non-zero)."""
+    def comparison(self, depth: int) -> Condition | bool:
+        """``bits OP n``, ``n OP bits``, ``bits`` alone (a bit is 1, a register non-zero).
+
+        ``n`` is any value known when parsing (a literal, a constant, a folded variable,
+        an expression of those); comparing two such values, or naming one alone (true
+        when non-zero), gives a constant.
+        """
         toks = self.toks
         start = self.i
-        if toks[self.i] in ("true", "false"):
+        left = self.condition_side()
+        op = toks[self.i]
+        if op not in COMPARISONS:
+            if isinstance(left, int):
+                return left != 0
+            bits, whole, _ = left
+            if whole and len(bits) > 1:
+                return self.make_condition(start, depth, op="!=", clbits=bits, value=0)
+            return self.make_condition(start, depth, op="==", clbits=bits, value=1)
+        self.i += 1
+        right = self.condition_side()
+        if isinstance(left, int) and isinstance(right, int):
+            return COMPARE[op](left, right)
+        if not isinstance(left, int) and not isinstance(right, int):
             self.fail(
-                f"constant conditions ('{toks[self.i]}') are not supported; a condition reads bits",
-                self.i,
+                f"comparing '{toks[left[2]]}' with '{toks[right[2]]}' compares two values "
+                "measured at run time; qbus's IR compares measured bits with constants only",
+                start,
                 "unsupported_feature",
             )
-        if toks[self.i].isdigit():
-            value = self.integer(self.i)
-            self.i += 1
-            op = toks[self.i]
-            if op not in COMPARISONS:
-                self.fail(f"expected a comparison after {value} but found '{op}'", self.i)
-            self.i += 1
-            bits, _, _ = self.operand(False)
-            return self.make_condition(start, depth, op=MIRRORED[op], clbits=bits, value=value)
-        bits, whole, _ = self.operand(False)
-        op = toks[self.i]
-        if op in COMPARISONS:
-            self.i += 1
-            value = self.literal("a comparison of bits")
-            return self.make_condition(start, depth, op=op, clbits=bits, value=value)
-        if whole and len(bits) > 1:
-            return self.make_condition(start, depth, op="!=", clbits=bits, value=0)
-        return self.make_condition(start, depth, op="==", clbits=bits, value=1)
+        if isinstance(left, int):
+            assert not isinstance(right, int)
+            return self.bits_comparison(start, depth, MIRRORED[op], right, left)
+        assert isinstance(right, int)
+        return self.bits_comparison(start, depth, op, left, right)
+
+    def condition_side(self) -> int | tuple[tuple[int, ...], bool, int]:
+        """One side of a comparison: bits (bits, whole, token index) or an integer."""
+        toks = self.toks
+        t = toks[self.i]
+        if t in self.cregs:
+            index = self.i
+            bits, whole, _ = self.operand(False)
+            return bits, whole, index
+        return self.static_integer("a comparison with measured bits")
+
+    def bits_comparison(
+        self,
+        start: int,
+        depth: int,
+        op: str,
+        side: tuple[tuple[int, ...], bool, int],
+        value: int,
+    ) -> Condition | bool:
+        bits, whole, index = side
+        name = self.toks[index]
+        if whole and self.variables.get(name, ("", None))[0] == "int":
+            return self.signed_comparison(start, depth, op, bits, value, name)
+        if value < 0:
+            self.fail(
+                f"'{name}' is unsigned, so comparing it with {value} is constant; compare "
+                "with a non-negative integer",
+                start,
+                "invalid_condition",
+            )
+        return self.make_condition(start, depth, op=op, clbits=bits, value=value)
+
+    def signed_comparison(
+        self, start: int, depth: int, op: str, bits: tuple[int, ...], value: int, name: str
+    ) -> Condition | bool:
+        """``int`` bits compared in two's complement, as unsigned comparisons."""
+        n = len(bits)
+        low, high = -(1 << (n - 1)), (1 << (n - 1)) - 1
+        if op in ("==", "!="):
+            if not low <= value <= high:
+                self.fail(
+                    f"{value} does not fit int[{n}] '{name}' ({low}..{high})",
+                    start,
+                    "invalid_condition",
+                )
+            return self.make_condition(start, depth, op=op, clbits=bits, value=value % (1 << n))
+        lo, hi = {
+            "<": (low, value - 1),
+            "<=": (low, value),
+            ">": (value + 1, high),
+            ">=": (value, high),
+        }[op]
+        lo, hi = max(lo, low), min(hi, high)
+        if lo > hi or (lo, hi) == (low, high):
+            return lo <= hi  # every value of the type, or none
+        parts: list[Condition] = []
+        # The non-negative part reads the same unsigned; the negative part is 2**n higher.
+        for a, b in ((max(lo, 0), hi), (lo + (1 << n), min(hi, -1) + (1 << n))):
+            if a > b or (a >= 1 << n) or b < 0:
+                continue
+            if a == b:
+                parts.append(self.make_condition(start, depth, op="==", clbits=bits, value=a))
+                continue
+            bounds = []
+            if a > 0:
+                bounds.append(self.make_condition(start, depth, op=">=", clbits=bits, value=a))
+            if b < (1 << n) - 1:
+                bounds.append(self.make_condition(start, depth, op="<=", clbits=bits, value=b))
+            parts.append(
+                bounds[0]
+                if len(bounds) == 1
+                else self.make_condition(start, depth + 1, op="and", args=tuple(bounds))
+            )
+        if len(parts) == 1:
+            return parts[0]
+        return self.make_condition(start, depth + 2, op="or", args=tuple(parts))
 
     def make_condition(self, start: int, depth: int, **fields: Any) -> Condition:
         try:
