@@ -16,15 +16,24 @@ from qiskit_aer import AerSimulator
 
 from qbus.ai.rewrite import AiRewriter
 from qbus.bus.config import AiConfig
+from qbus.consumers.verify import VERIFY_MAX_WORK, VerifyHandler
 from qbus.engines import reference
 from qbus.engines.aer import AerEngine
 from qbus.engines.base import Capabilities, RunRequest
-from qbus.engines.branching import MAX_LOOP_ITERATIONS, is_dynamic
+from qbus.engines.branching import MAX_LOOP_ITERATIONS
 from qbus.engines.registry import get_engine
 from qbus.errors import CircuitError, EngineError
 from qbus.frontends.parameters import bind, check_angles, check_parameters
 from qbus.frontends.qasm import parse_qasm, to_qasm3
-from qbus.schemas.ir import Circuit, Condition, Op, circuit_hash, unbounded_loop
+from qbus.schemas.events import ExecutionCompleted, JobOptions
+from qbus.schemas.ir import (
+    Circuit,
+    Condition,
+    Op,
+    circuit_hash,
+    shot_by_shot,
+    unbounded_loop,
+)
 from qbus.verifier.crosscheck import compare_counts
 from qbus.verifier.statistics import check_counts
 
@@ -134,7 +143,7 @@ def test_if_statements_parse_into_if_ops():
     conds = [op.condition for op in syndrome.ops if op.name == "if"]
     assert [c.clbits for c in conds] == [(0, 1)] * 3  # the whole 2-bit register s
     assert [c.value for c in conds] == [1, 3, 2]
-    assert is_dynamic(circuit) and is_dynamic(syndrome)
+    assert shot_by_shot(circuit) and shot_by_shot(syndrome)
 
 
 def test_reference_teleports_exactly():
@@ -267,6 +276,70 @@ def test_branch_explosion_is_refused_before_memory_runs_out():
     with pytest.raises(CircuitError) as info:
         reference.probabilities(circuit)
     assert info.value.code == "too_many_branches"
+
+
+def _rounds(n: int, rounds: int) -> Circuit:
+    """``rounds`` of entangle, then measure and reset every other qubit: branches double
+    each round while the gates pile up (the shape of benchmarks/fairness.py's job)."""
+    ops: list[Op] = []
+    for r in range(rounds):
+        ops += [Op(name="h", qubits=(q,)) for q in range(n)]
+        ops += [Op(name="cx", qubits=(q, q + 1)) for q in range(n - 1)]
+        for q in range(r % 2, n, 2):
+            ops += [Op(name="measure", qubits=(q,), clbits=(q,)), Op(name="reset", qubits=(q,))]
+    ops += [Op(name="measure", qubits=(q,), clbits=(q,)) for q in range(n)]
+    return Circuit(num_qubits=n, num_clbits=n, ops=tuple(ops))
+
+
+def test_exact_branching_gives_up_past_its_work_budget():
+    small = _rounds(4, 2)
+    exact = reference.probabilities(small)
+    assert math.isclose(sum(exact.values()), 1.0)
+    # The same answer within a budget that is big enough.
+    assert reference.probabilities(small, max_work=10**7) == pytest.approx(exact)
+    with pytest.raises(CircuitError, match="amplitude updates") as info:
+        reference.probabilities(small, max_work=2_000)
+    assert info.value.code == "too_many_branches"
+
+
+async def test_verify_skips_a_dynamic_circuit_too_costly_to_branch_and_remembers_it(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # Within the stage's branch limit for many rounds, but not within its work budget:
+    # skipped at once instead of holding every other job's verification.
+    circuit = _rounds(12, 30)
+    calls = []
+    real = reference.probabilities
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "probabilities", counted)
+    handler = VerifyHandler()
+    for k in range(2):
+        verdict = handler._verify(_completed(circuit, f"costly-{k}"))
+        assert verdict.verdict == "skipped"
+        assert "amplitude updates" in verdict.detail
+    assert len(calls) == 1  # the second job is answered from the stage's cache
+    assert calls[0]["max_work"] == VERIFY_MAX_WORK
+
+
+def _completed(circuit: Circuit, job_id: str) -> ExecutionCompleted:
+    options = JobOptions(shots=100, seed=1)
+    return ExecutionCompleted(
+        event_id=f"{job_id}-x",
+        job_id=job_id,
+        causation_id=f"{job_id}-r",
+        engine="qiskit-aer",
+        engine_version="test",
+        circuit=circuit,
+        circuit_hash=circuit_hash(circuit),
+        options=options,
+        seed=1,
+        counts={"0" * circuit.num_clbits: 100},
+        run_seconds=0.1,
+    )
 
 
 def test_engines_without_classical_control_refuse_it_before_running():

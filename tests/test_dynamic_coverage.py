@@ -21,13 +21,12 @@ import pytest
 
 from qbus.engines import reference
 from qbus.engines.base import Engine, RunRequest
-from qbus.engines.branching import is_dynamic
 from qbus.engines.registry import available_engines, get_engine
 from qbus.errors import EngineError, QasmSyntaxError, Reject
 from qbus.frontends.qasm import parse_qasm
 from qbus.frontends.quil import parse_quil
 from qbus.router.capability import BUILTIN_CONTROL, route_control
-from qbus.schemas.ir import Circuit, control_constructs
+from qbus.schemas.ir import Circuit, control_constructs, shot_by_shot
 from qbus.verifier.statistics import check_counts
 
 SHOTS = 2000
@@ -105,7 +104,7 @@ def parse(name: str) -> Circuit:
 def claims(engine: Engine, circuit: Circuit) -> bool:
     """Whether the engine's capabilities say it runs ``circuit`` (method ``sample``)."""
     control = set(control_constructs(circuit)) <= set(engine.capabilities.classical_control)
-    return control and (not is_dynamic(circuit) or "sample" in engine.mid_circuit_methods)
+    return control and (not shot_by_shot(circuit) or "sample" in engine.mid_circuit_methods)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,11 @@ VERIFY_MAX_BRANCHES = 64
 """Live measurement branches the verify stage follows for a dynamic circuit's exact
 distribution (docs/engines.md): more is ``skipped``, as the stage verifies every job of
 the bus in one process and a branch costs a state vector pass per op."""
+VERIFY_MAX_WORK = 2**21
+"""Most amplitude updates the stage spends on one dynamic circuit's exact distribution
+(tens of milliseconds): many branches over many ops cost time long before they cost
+memory, and every other job's verification waits meanwhile (benchmarks/fairness.py
+showed a 340 ms stall). More is ``skipped``."""
 
 
 class VerifyHandler:
@@ -81,7 +86,7 @@ class VerifyHandler:
         self.crosscheck = crosscheck or CrossChecker()
         # None: every engine failure ends the job at once (no retries).
         self.retry = retry
-        self._exact: OrderedDict[tuple, object] = OrderedDict()
+        self._exact: OrderedDict[tuple, dict[str, float] | np.ndarray | CircuitError] = OrderedDict()
 
     async def start(self) -> None:
         """Start the assembler's control watch (the runner calls this before consuming)."""
@@ -220,18 +225,32 @@ class VerifyHandler:
     def _reference(
         self, bound: Circuit, circuit_hash: str, params: dict[str, float], kind: str
     ) -> dict[str, float] | np.ndarray:
-        # Many jobs share a circuit (sweeps aside): the exact answer is computed once.
+        # Many jobs share a circuit (sweeps aside): the exact answer is computed once, and
+        # so is the finding that there is none (a circuit too costly to branch is skipped
+        # at once the next time, not after its work budget again).
         key = (circuit_hash, tuple(sorted(params.items())), kind)
         if key in self._exact:
             self._exact.move_to_end(key)
-            return self._exact[key]  # type: ignore[return-value]
-        if kind == "sv":
-            value = reference.statevector(bound)
-        else:
-            # A dynamic circuit's exact answer branches per mid-circuit measurement; the
-            # stage checks what it can in milliseconds, and skips (saying so) the rest.
-            value = reference.probabilities(bound, max_branches=VERIFY_MAX_BRANCHES)
+            cached = self._exact[key]
+            if isinstance(cached, CircuitError):
+                raise cached
+            return cached
+        value: dict[str, float] | np.ndarray | CircuitError
+        try:
+            if kind == "sv":
+                value = reference.statevector(bound)
+            else:
+                # A dynamic circuit's exact answer branches per mid-circuit measurement;
+                # the stage checks what it can in milliseconds, and skips (saying so)
+                # the rest.
+                value = reference.probabilities(
+                    bound, max_branches=VERIFY_MAX_BRANCHES, max_work=VERIFY_MAX_WORK
+                )
+        except CircuitError as exc:
+            value = exc
         self._exact[key] = value
         if len(self._exact) > _CACHE_SIZE:
             self._exact.popitem(last=False)
+        if isinstance(value, CircuitError):
+            raise value
         return value

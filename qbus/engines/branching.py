@@ -26,15 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qbus.engines.checks import check_bound, check_terminal_measurements
+from qbus.engines.checks import check_bound
 from qbus.engines.kernels import apply_matrix
 from qbus.engines.params import numeric_params
 from qbus.errors import CircuitError
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit, Op, has_control_flow
+from qbus.schemas.ir import Circuit, Op
 
 MAX_BRANCH_AMPLITUDES = 2**22
 """Most amplitudes held over all live branches (64 MiB of ``complex128``)."""
+
+WORK_FLOOR = 256
+"""Amplitudes one pass over a state counts for at least, in ``max_work`` (the numpy call
+overhead of a pass over a few qubits is that of a few hundred amplitudes)."""
 
 MAX_LOOP_ITERATIONS = 1000
 """Most iterations of one ``while`` loop per entry, on any branch."""
@@ -52,17 +56,6 @@ class _Branch:
     bits: int
 
 
-def is_dynamic(circuit: Circuit) -> bool:
-    """Whether ``circuit`` needs branching: control flow, or a non-terminal measurement/reset."""
-    if has_control_flow(circuit):
-        return True
-    try:
-        check_terminal_measurements(circuit)
-    except CircuitError:
-        return True
-    return False
-
-
 def _tail_start(ops: tuple[Op, ...]) -> int:
     """Index where the circuit's final run of measurements and barriers begins."""
     k = len(ops)
@@ -78,6 +71,7 @@ class _Simulator:
         values: Mapping[str, float],
         matrix: MatrixOf,
         max_branches: int | None = None,
+        max_work: int | None = None,
     ):
         self.n = circuit.num_qubits
         self.values = values
@@ -85,6 +79,23 @@ class _Simulator:
         self.max_branches = max(1, MAX_BRANCH_AMPLITUDES >> self.n)
         if max_branches is not None:
             self.max_branches = min(self.max_branches, max_branches)
+        self.max_work = max_work
+        self.work = 0
+
+    def spend(self, branches: int, here: str) -> None:
+        """Count one pass over ``branches`` states; past ``max_work``, give up."""
+        if self.max_work is None:
+            return
+        # A small state costs its call overhead, not its few amplitudes.
+        self.work += branches * max(1 << self.n, WORK_FLOOR)
+        if self.work > self.max_work:
+            raise CircuitError(
+                f"exact simulation of this dynamic circuit would take more than "
+                f"{self.max_work:,} amplitude updates (reached at {here}, with "
+                f"{branches} live branches of {self.n} qubits)",
+                code="too_many_branches",
+                where=f"$.{here}",
+            )
 
     def run(self, ops: tuple[Op, ...], branches: list[_Branch], where: str) -> list[_Branch]:
         for i, op in enumerate(ops):
@@ -93,6 +104,7 @@ class _Simulator:
             name = op.name
             here = f"{where}[{i}]"
             if name in GATES:
+                self.spend(len(branches), here)
                 m = self.matrix(name, numeric_params(op.params, self.values))
                 for b in branches:
                     b.psi = apply_matrix(b.psi, m, op.qubits, self.n)
@@ -138,6 +150,7 @@ class _Simulator:
     def split(self, branches: list[_Branch], q: int, clbit: int | None, here: str) -> list[_Branch]:
         """Each branch into its outcomes of measuring ``q`` (``clbit``: None for a reset)."""
         n = self.n
+        self.spend(2 * len(branches), here)
         out: list[_Branch] = []
         for b in branches:
             view = b.psi.reshape(1 << (n - 1 - q), 2, 1 << q)
@@ -201,6 +214,7 @@ def branch_distribution(
     matrix: MatrixOf,
     *,
     max_branches: int | None = None,
+    max_work: int | None = None,
 ) -> dict[str, float]:
     """The exact distribution over clbit bitstrings of a (possibly dynamic) circuit.
 
@@ -210,13 +224,17 @@ def branch_distribution(
         matrix: ``(gate name, numeric params) -> matrix`` in Qiskit's convention.
         max_branches: A tighter bound on live branches than the memory bound (the
             verify stage's, whose time per job must stay small).
+        max_work: Most amplitude updates (live branches × ``2**n`` per gate or
+            measurement, at least ``WORK_FLOOR`` per state) before giving up; None: no
+            bound but memory. Many branches over many ops cost time long before memory.
 
     Returns:
         ``{bitstring: probability}``, clbit 0 rightmost; outcomes below ``PROB_CUTOFF``
         left out.
 
     Raises:
-        CircuitError: ``too_many_branches`` past ``MAX_BRANCH_AMPLITUDES``;
+        CircuitError: ``too_many_branches`` past ``MAX_BRANCH_AMPLITUDES`` or
+            ``max_work``;
             ``loop_budget_exceeded`` for a ``while`` past ``MAX_LOOP_ITERATIONS``;
             ``unbound_parameter``.
     """
@@ -232,7 +250,7 @@ def branch_distribution(
     psi = np.zeros(1 << n, dtype=np.complex128)
     psi[0] = 1.0
     k = _tail_start(circuit.ops)
-    sim = _Simulator(circuit, values, matrix, max_branches)
+    sim = _Simulator(circuit, values, matrix, max_branches, max_work)
     branches = sim.run(circuit.ops[:k], [_Branch(1.0, psi, 0)], "ops")
     return _final_distribution(branches, circuit.ops[k:], n, circuit.num_clbits)
 
@@ -241,5 +259,4 @@ __all__ = [
     "MAX_BRANCH_AMPLITUDES",
     "MAX_LOOP_ITERATIONS",
     "branch_distribution",
-    "is_dynamic",
 ]

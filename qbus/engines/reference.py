@@ -24,14 +24,14 @@ import numpy as np
 
 import qbus
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
-from qbus.engines.branching import branch_distribution, is_dynamic
+from qbus.engines.branching import branch_distribution
 from qbus.engines.checks import check_bound, check_terminal_measurements
 from qbus.engines.kernels import apply_matrix, draw_counts
 from qbus.engines.params import numeric_params
 from qbus.engines.results import state_result
 from qbus.errors import CircuitError, LimitError
 from qbus.schemas.gates import GATES
-from qbus.schemas.ir import Circuit
+from qbus.schemas.ir import Circuit, shot_by_shot
 
 max_reference_qubits = 20
 """Largest circuit the reference engine (and so exact verification) accepts."""
@@ -274,6 +274,7 @@ def probabilities(
     values: Mapping[str, float] | None = None,
     *,
     max_branches: int | None = None,
+    max_work: int | None = None,
 ) -> dict[str, float]:
     """The exact distribution over clbit bitstrings of a circuit.
 
@@ -286,6 +287,8 @@ def probabilities(
         circuit: The circuit.
         values: Values of the circuit's named parameters.
         max_branches: For a dynamic circuit, fewer live branches than memory allows.
+        max_work: For a dynamic circuit, most amplitude updates before giving up
+            (``branching.branch_distribution``).
 
     Returns:
         ``{bitstring: probability}``; the probabilities sum to 1 (up to rounding).
@@ -295,8 +298,10 @@ def probabilities(
             ``branching.branch_distribution`` (``too_many_branches``,
             ``loop_budget_exceeded``).
     """
-    if is_dynamic(circuit):
-        return branch_distribution(circuit, values, gate_matrix, max_branches=max_branches)
+    if shot_by_shot(circuit):
+        return branch_distribution(
+            circuit, values, gate_matrix, max_branches=max_branches, max_work=max_work
+        )
     psi = statevector(circuit, values)
     return distribution(circuit, psi)
 
@@ -362,7 +367,7 @@ class ReferenceEngine(Engine):
 
     def _run(self, request: RunRequest) -> EngineResult:
         start = time.perf_counter()
-        if request.method == "sample" and is_dynamic(request.circuit):
+        if request.method == "sample" and shot_by_shot(request.circuit):
             dist = branch_distribution(request.circuit, request.parameters, gate_matrix)
             counts = draw_counts(dist, request.shots, request.seed)
             return EngineResult.timed(request, start, counts=counts)
