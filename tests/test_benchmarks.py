@@ -199,6 +199,31 @@ def test_flood_benchmark_measures_canaries_idle_and_under_a_flood():
     assert "p99" in lines["flood"] and "ratio flood / idle" in lines
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fairness_benchmark_routes_the_heavy_job_apart_and_completes_every_shot():
+    # Its figures are for a person; what can fail here: the heavy job took the heavy
+    # lane in shot chunks, and each run of it ended with all its shots.
+    short = ["--seconds", "3", "--idle-seconds", "2", "--rate", "5"]
+    small_lanes = ["--heavy-seconds", "1", "--chunk-seconds", "1"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fairness.py"), *short, *small_lanes],
+        capture_output=True,
+        text=True,
+        timeout=290,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln.strip() for ln in out.stdout.splitlines()]
+    (routing,) = [ln for ln in lines if ln.startswith("routing:")]
+    assert routing.startswith("routing: lane heavy, ") and " 1 chunk(s)" not in routing
+    (heavy,) = [ln for ln in lines if ln.startswith("heavy job:")]
+    shots = int(heavy.split(" shots;")[0].rsplit(" ", 1)[-1])
+    (counts,) = [ln for ln in lines if ln.startswith("counts ")]
+    assert counts.startswith(f"counts {shots} / {shots} of {shots} shots")
+    assert any(ln.startswith("ratio busy / idle:") for ln in lines)
+
+
 @pytest.mark.timeout(120)
 def test_publish_acks_benchmark_compares_both_ways_in_one_run():
     lines = _lines_of("publish_acks.py", "--messages", "300", "--repeats", "1", timeout=110)
