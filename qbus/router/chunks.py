@@ -137,34 +137,28 @@ def chunk_request(
     ``shots`` and ``shot_seed``); a sweep into points.
     """
     opts = request.options
+    where: dict[str, object]
     if opts.method in SHOT_CHUNKED_METHODS:
         start, stop = chunk_range(opts.shots, chunks, index)
         # A job without a seed (ingest normally fills one in) still gets fixed chunk seeds.
         seed = opts.seed if opts.seed is not None else default_seed(request.job_id)
+        options = msgspec.structs.replace(opts, shots=stop - start, seed=shot_seed(seed, index))
         predicted = request.predicted_seconds
-        return msgspec.structs.replace(
-            request,
-            event_id=event_id,
-            causation_id=causation_id,
-            producer=producer,
-            engine=engine,
-            options=msgspec.structs.replace(opts, shots=stop - start, seed=shot_seed(seed, index)),
-            generation=generation,
-            route_reason=route_reason,
+        where = {
+            "shot_start": start,
+            "shot_stop": stop,
             # The chunk's own share of the job's predicted time.
-            predicted_seconds=None
+            "predicted_seconds": None
             if predicted is None
             else predicted * (stop - start) / max(opts.shots, 1),
-            chunk=index,
-            chunks=chunks,
-            shot_start=start,
-            shot_stop=stop,
+        }
+    else:
+        start, stop = chunk_range(len(opts.sweep), chunks, index)
+        seed = opts.seed if opts.seed is not None else 0
+        options = msgspec.structs.replace(
+            opts, sweep=list(opts.sweep[start:stop]), seed=point_seed(seed, start)
         )
-    start, stop = chunk_range(len(opts.sweep), chunks, index)
-    seed = opts.seed if opts.seed is not None else 0
-    options = msgspec.structs.replace(
-        opts, sweep=list(opts.sweep[start:stop]), seed=point_seed(seed, start)
-    )
+        where = {"point_start": start, "point_stop": stop}
     return msgspec.structs.replace(
         request,
         event_id=event_id,
@@ -176,8 +170,7 @@ def chunk_request(
         route_reason=route_reason,
         chunk=index,
         chunks=chunks,
-        point_start=start,
-        point_stop=stop,
+        **where,
     )
 
 

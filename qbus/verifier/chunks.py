@@ -29,16 +29,12 @@ def chunk_result(event: ExecutionCompleted) -> ChunkResult:
     """What the ledger keeps of one chunk's result (its points or counts, as its engine
     ran them)."""
     if is_shot_chunk(event):
-        return ChunkResult(
-            engine=event.engine,
-            engine_version=event.engine_version,
-            generation=event.generation,
-            event_id=event.event_id,
-            seed=event.seed,
-            run_seconds=event.run_seconds,
-            shots=event.options.shots,
-            counts=dict(event.counts or {}),
-        )
+        part = {"shots": event.options.shots, "counts": dict(event.counts or {})}
+    else:
+        part = {
+            "sweep": list(event.options.sweep),
+            "sweep_results": list(event.sweep_results or []),
+        }
     return ChunkResult(
         engine=event.engine,
         engine_version=event.engine_version,
@@ -46,8 +42,7 @@ def chunk_result(event: ExecutionCompleted) -> ChunkResult:
         event_id=event.event_id,
         seed=event.seed,
         run_seconds=event.run_seconds,
-        sweep=list(event.options.sweep),
-        sweep_results=list(event.sweep_results or []),
+        **part,
     )
 
 
