@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -179,6 +180,7 @@ def test_lanes_config_reads_and_refuses_nonsense(tmp_path: Path):
     path.write_text("[lanes]\nheavy_seconds = inf\nheavy_slots = 2\n")
     lanes = read_config(path, env={}).lanes
     assert lanes.heavy_seconds == math.inf and lanes.heavy_slots == 2 and lanes.heavy_nice == 10
+    assert lanes.heavy_idle
     for bad, words in (
         ("heavy_seconds = 0", "heavy_seconds must be > 0"),
         ("heavy_slots = 0", "heavy_slots must be >= 1"),
@@ -218,12 +220,16 @@ def test_heavy_sandbox_workers_run_niced():
         # /proc/<pid>/stat: field 19 is the nice value (after the parenthesised name).
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
-    plain, niced = ProcessSandbox(1), ProcessSandbox(1, nice=7)
+    plain, niced = ProcessSandbox(1), ProcessSandbox(1, nice=7, idle=True)
     try:
         plain.warm()
         niced.warm()
         base = niceness(plain._idle[0].proc.pid)
-        assert niceness(niced._idle[0].proc.pid) == min(base + 7, 19)
+        heavy = niced._idle[0].proc.pid
+        assert niceness(heavy) == min(base + 7, 19)
+        # SCHED_IDLE: a waking light stage takes the CPU from it at once.
+        assert os.sched_getscheduler(heavy) == os.SCHED_IDLE
+        assert os.sched_getscheduler(plain._idle[0].proc.pid) == os.SCHED_OTHER
     finally:
         plain.close()
         niced.close()

@@ -598,11 +598,17 @@ class LanesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             sandbox worker, beside its light lane.
         heavy_nice: Niceness (0-19) of the worker processes that run heavy jobs: the
             light lane keeps the CPU on a small machine. 0 leaves it at the executor's.
+        heavy_idle: Run those workers under Linux's ``SCHED_IDLE`` policy too: they get
+            a CPU only when no other task wants it, and a light job's stage that wakes
+            takes the CPU at once (niceness alone still let each hop wait behind a
+            heavy run; benchmarks/fairness.py, docs/routing.md). Ignored where the OS has
+            no such policy.
     """
 
     heavy_seconds: float = 10.0
     heavy_slots: int = 1
     heavy_nice: int = 10
+    heavy_idle: bool = True
 
     def __post_init__(self) -> None:
         if not self.heavy_seconds > 0:

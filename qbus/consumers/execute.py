@@ -73,6 +73,8 @@ class ExecuteHandler:
         gate: Says why a request is no longer wanted.
         nice: Run every job in a sandbox worker at this niceness (0: as the job asks):
             the heavy lane's handlers, so a heavy run gives the CPU to light ones.
+        idle: Run every job in a sandbox worker under ``SCHED_IDLE`` (the heavy lane's
+            default).
     """
 
     stage = "execute"
@@ -85,9 +87,11 @@ class ExecuteHandler:
         hypervisor: HypervisorConfig | None = None,
         gate: ExecutionGate | None = None,
         nice: int = 0,
+        idle: bool = False,
     ):
         self.engine: Engine = get_engine(engine)
         self.nice = nice
+        self.idle = idle
         # Says why a request is no longer wanted (job ended, cancelled, rerouted):
         # qbus/consumers/control.py.
         self.gate = gate
@@ -101,7 +105,11 @@ class ExecuteHandler:
         sandbox = self.sandboxes.get(driver)
         if sandbox is None:
             sandbox = make_sandbox(
-                driver, self.hypervisor.pool_size, [engine_target(self.engine)], self.nice
+                driver,
+                self.hypervisor.pool_size,
+                [engine_target(self.engine)],
+                self.nice,
+                self.idle,
             )
             self.sandboxes[driver] = sandbox
         return sandbox
@@ -156,8 +164,9 @@ class ExecuteHandler:
                 ),
                 num_qubits=event.circuit.num_qubits,
             )
-            if self.nice and driver == "inline":
-                # Niceness needs a process of its own: inline would run in the executor's.
+            if (self.nice or self.idle) and driver == "inline":
+                # A lower CPU priority needs a process of its own: inline would run in
+                # the executor's.
                 driver = "process"
             limits = run_limits(
                 self.hypervisor, opts.memory_mb, opts.cpu_seconds, opts.wall_seconds

@@ -98,7 +98,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 ended=partial(has_final, bus) if bus.trust is not None else None,
             )
 
-            def execute_handler(nice: int = 0) -> ExecuteHandler:
+            def execute_handler(nice: int = 0, idle: bool = False) -> ExecuteHandler:
                 return ExecuteHandler(
                     engine,
                     ObjectStoreBlobs(bus),
@@ -106,6 +106,7 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                     config.hypervisor,
                     gate=gate,
                     nice=nice,
+                    idle=idle,
                 )
 
             # A CPU-bound engine holds the event loop: small batches keep acks timely.
@@ -119,7 +120,10 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
                 durable=bus.executor_durable(engine),
                 subjects=[s.exec(engine)],
                 handler=execute_handler(),
-                heavy=[execute_handler(lanes.heavy_nice) for _ in range(lanes.heavy_slots)],
+                heavy=[
+                    execute_handler(lanes.heavy_nice, lanes.heavy_idle)
+                    for _ in range(lanes.heavy_slots)
+                ],
                 batch=64,
                 heartbeat=True,
             )

@@ -86,7 +86,9 @@ class VerifyHandler:
         self.crosscheck = crosscheck or CrossChecker()
         # None: every engine failure ends the job at once (no retries).
         self.retry = retry
-        self._exact: OrderedDict[tuple, dict[str, float] | np.ndarray | CircuitError] = OrderedDict()
+        self._exact: OrderedDict[tuple, dict[str, float] | np.ndarray | CircuitError] = (
+            OrderedDict()
+        )
 
     async def start(self) -> None:
         """Start the assembler's control watch (the runner calls this before consuming)."""

@@ -14,10 +14,15 @@ __all__ = ["RunLimits", "Sandbox", "choose_driver", "make_sandbox", "run_limits"
 
 
 def make_sandbox(
-    driver: str, pool_size: int = 2, preload: list[str] | None = None, nice: int = 0
+    driver: str,
+    pool_size: int = 2,
+    preload: list[str] | None = None,
+    nice: int = 0,
+    idle: bool = False,
 ) -> Sandbox:
     """A new sandbox of ``driver`` (workers start on first use or on ``warm()``); ``nice``
-    lowers its workers' CPU priority (not ``inline``'s: it has no worker).
+    lowers its workers' CPU priority and ``idle`` puts them under ``SCHED_IDLE`` (not
+    ``inline``'s: it has no worker).
 
     Raises:
         ValueError: Unknown driver name.
@@ -26,7 +31,7 @@ def make_sandbox(
         case "inline":
             return InlineSandbox()
         case "process":
-            return ProcessSandbox(pool_size, preload, nice)
+            return ProcessSandbox(pool_size, preload, nice, idle)
         case "bwrap":
-            return BwrapSandbox(pool_size, preload, nice)
+            return BwrapSandbox(pool_size, preload, nice, idle)
     raise ValueError(f"unknown sandbox driver {driver!r}")

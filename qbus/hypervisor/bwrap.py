@@ -121,6 +121,7 @@ class BwrapSandbox(ProcessSandbox):
         pool_size: Most workers kept.
         preload: Engines (``module:Class``) every worker imports at start.
         nice: Niceness the workers add to the executor's (0: none).
+        idle: Run the workers under ``SCHED_IDLE``.
     """
 
     name = "bwrap"

@@ -23,6 +23,7 @@ from qbus.engines.base import Engine, EngineResult, RunRequest
 from qbus.errors import CircuitError, EngineError, QbusError, SandboxFailure
 from qbus.hypervisor.base import RunLimits
 from qbus.hypervisor.worker import (
+    IDLE_FLAG,
     NICE_FLAG,
     RESULT_FIELDS,
     Job,
@@ -172,14 +173,23 @@ class ProcessSandbox:
         preload: Engines (``module:Class``) every worker imports at start.
         nice: Niceness the workers add to the executor's (0: none): heavy-lane runs
             give way to light ones on a small machine.
+        idle: Run the workers under ``SCHED_IDLE`` (``worker.IDLE_FLAG``): the CPU only
+            when nothing else wants it.
     """
 
     name = "process"
 
-    def __init__(self, pool_size: int = 2, preload: list[str] | None = None, nice: int = 0) -> None:
+    def __init__(
+        self,
+        pool_size: int = 2,
+        preload: list[str] | None = None,
+        nice: int = 0,
+        idle: bool = False,
+    ) -> None:
         self.pool_size = pool_size
         self.preload = list(preload or [])
         self.nice = nice
+        self.idle = idle
         self._idle: list[Worker] = []
         self._count = 0
         self._cond = threading.Condition()
@@ -188,7 +198,8 @@ class ProcessSandbox:
     def argv(self) -> list[str]:
         """The command that starts one worker."""
         niceness = [f"{NICE_FLAG}{self.nice}"] if self.nice else []
-        return [sys.executable, "-m", "qbus.hypervisor.worker", *niceness, *self.preload]
+        idle = [IDLE_FLAG] if self.idle else []
+        return [sys.executable, "-m", "qbus.hypervisor.worker", *niceness, *idle, *self.preload]
 
     def env(self) -> dict[str, str]:
         """The environment of one worker."""

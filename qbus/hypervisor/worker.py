@@ -257,7 +257,12 @@ def _classify(exc: BaseException) -> Outcome:
             code="memory_limit",
             message=f"the run ran out of memory: {type(exc).__name__}: {exc}"[:500],
         )
-    if isinstance(exc, EngineError):
+    crashed = isinstance(exc, EngineError) and exc.code == "engine_crashed"
+    if crashed and isinstance(exc.__cause__, OSError):
+        # Engine.run turned the engine's own OSError into engine_crashed; inside a
+        # sandbox it is the sandbox's refusal (below), whatever wrapped it.
+        exc = exc.__cause__
+    elif isinstance(exc, EngineError):
         return Outcome(kind="engine", code=exc.code, message=str(exc), retryable=exc.retryable)
     if isinstance(exc, CircuitError):
         return Outcome(kind="circuit", code=exc.code, message=str(exc))
@@ -485,6 +490,11 @@ NICE_FLAG = "--nice="
 """``--nice=N`` before the engines: the worker (and every job child it forks) runs at
 niceness +N, as the heavy lane's workers do (docs/hypervisor.md)."""
 
+IDLE_FLAG = "--idle"
+"""``--idle`` before the engines: the worker (and every job child and thread) runs under
+Linux's ``SCHED_IDLE``, as the heavy lane's workers do: a CPU only when no other task
+wants it (docs/hypervisor.md). Ignored where the OS has no such policy."""
+
 
 def main(argv: list[str]) -> int:
     """Import the engines in ``argv``, say ready, serve jobs."""
@@ -493,6 +503,10 @@ def main(argv: list[str]) -> int:
     if argv and argv[0].startswith(NICE_FLAG):
         # Before any engine import: every thread the engines start inherits it.
         os.nice(int(argv[0].removeprefix(NICE_FLAG)))
+        argv = argv[1:]
+    if argv and argv[0] == IDLE_FLAG:
+        if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         argv = argv[1:]
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
