@@ -99,19 +99,23 @@ class ContractionCost:
         peak_bytes: Largest intermediate tensor of any contraction, after slicing.
         contractions: How many contractions that counts.
         slices: Most slices any one contraction is cut into to fit the memory.
+        partial: The prediction stopped once it passed the limit: the run costs at
+            least this much.
     """
 
     flops: float
     peak_bytes: int
     contractions: int
     slices: int
+    partial: bool = False
 
     def describe(self) -> str:
         """The cost in words: flops, largest intermediate, slicing."""
         return (
-            f"about {self.flops:.2e} flops in {self.contractions} contraction(s), "
+            f"{'at least' if self.partial else 'about'} {self.flops:.2e} flops in "
+            f"{self.contractions:,} contraction(s), "
             f"largest intermediate {self.peak_bytes / 2**20:,.1f} MiB"
-            + (f" after slicing into {self.slices} slices" if self.slices > 1 else "")
+            + (f" after slicing into {self.slices:.3g} slices" if self.slices > 1 else "")
         )
 
 
@@ -134,6 +138,7 @@ def optimizer(target: int) -> Any:
                 max_time=SEARCH_SECONDS,
                 slicing_opts={"target_size": target},
                 progbar=False,
+                parallel=False,  # in the calling thread: no pool in a sandboxed child
             )
             _optimizers[target] = opt
         return opt
@@ -216,19 +221,27 @@ class TensorNetworkEngine(Engine):
         qc = to_quimb(request.circuit, request.parameters)
         costs: list[tuple[float, int, int]] = []
         count = 0
+        partial = False
         with _lock:
             if request.method == "sample":
-                qubits = measured_qubits(request.circuit)
-                rehearsal = qc.sample_rehearse(qubits=qubits, group_size=GROUP_SIZE, optimize=opt)
-                fixed = 0
-                for where, found in rehearsal.items():
+                # quimb's sample_rehearse, group by group, so that a hopeless circuit
+                # is refused after its first marginal, not after all of them.
+                _, order = qc._parse_qubits_order(measured_qubits(request.circuit), None)
+                fix: dict[int, str] = {}
+                for where in qc._group_order(order, GROUP_SIZE):
+                    found = qc.compute_marginal(
+                        where=where, fix=fix, optimize=opt, dtype=_DTYPE, rehearse=True
+                    )
                     flops, peak, slices = _tree_cost(found["tree"])
                     # Conditionals are cached: a group is contracted at most once per
                     # distinct value of the bits drawn before it, and once per shot.
-                    times = min(request.shots, 2 ** min(fixed, 62))
+                    times = min(request.shots, 2 ** min(len(fix), 62))
                     costs.append((flops * times, peak, slices))
                     count += times
-                    fixed += len(where)
+                    fix.update({q: "0" for q in where})
+                    if sum(c[0] for c in costs) > self.max_flops:
+                        partial = True
+                        break
             elif request.method == "expectation":
                 for factors in _distinct_strings(request.observables):
                     if not factors:
@@ -237,6 +250,9 @@ class TensorNetworkEngine(Engine):
                     if tn.num_tensors > 1:
                         costs.append(_tree_cost(tn.contraction_tree(opt, output_inds=())))
                     count += 1
+                    if sum(c[0] for c in costs) > self.max_flops:
+                        partial = True
+                        break
             else:
                 n = request.circuit.num_qubits
                 count = 1
@@ -247,6 +263,7 @@ class TensorNetworkEngine(Engine):
             peak_bytes=max((c[1] for c in costs), default=0),
             contractions=count,
             slices=max((c[2] for c in costs), default=1),
+            partial=partial,
         )
 
     def _check(self, request: RunRequest) -> None:
