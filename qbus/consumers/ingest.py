@@ -228,7 +228,9 @@ class IngestHandler:
 
     def _wide(self, job: JobSubmitted, circuit: Circuit) -> bool:
         """A job past the dense-state limits that a tensor-network engine may run."""
-        return tensor_network_job(job.method, job.noise, circuit, self.limits.max_tn_qubits)
+        return tensor_network_job(
+            job.engine, job.method, job.noise, circuit, self.limits.max_tn_qubits
+        )
 
     def _check_sandbox(self, job: JobSubmitted, circuit: Circuit) -> None:
         """The dense state fits the memory cap (the driver's name was checked on decode)."""
@@ -238,8 +240,9 @@ class IngestHandler:
         # Every engine qbus ships holds the dense state vector, whatever the method; a
         # job that cannot fit would only be killed after queueing, so it ends here.
         need = statevector_mb(circuit.num_qubits) + STATE_OVERHEAD_MB
-        # ... except a tensor-network engine's: the router judges its contraction cost.
-        if need > cap and not self._wide(job, circuit):
+        # ... except a tensor-network engine's: the router judges its contraction cost
+        # (the process's own overhead must still fit).
+        if need > cap and (cap <= STATE_OVERHEAD_MB or not self._wide(job, circuit)):
             raise Reject(
                 f"a {circuit.num_qubits}-qubit state needs about {need:,.0f} MiB "
                 f"(16 B x 2^n + {STATE_OVERHEAD_MB} MiB); the memory cap is {cap:,} MiB",

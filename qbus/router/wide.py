@@ -14,28 +14,34 @@ from __future__ import annotations
 from qbus.schemas.ir import Circuit, has_control_flow
 from qbus.schemas.noise import NoiseModel, is_noisy
 
+TN_ENGINES = ("quimb-tn",)
+"""Engines shipped with qbus that hold no dense state (``Capabilities.holds_state``)."""
+
 TN_METHODS = ("sample", "expectation")
 """Methods a tensor-network engine runs at any width (a dense ``statevector`` it cannot
 return past a state vector's memory anyway)."""
 
 
 def tensor_network_job(
-    method: str, noise: NoiseModel | None, circuit: Circuit, max_tn_qubits: int
+    engine: str, method: str, noise: NoiseModel | None, circuit: Circuit, max_tn_qubits: int
 ) -> bool:
     """Whether a tensor-network engine could take the job whatever its width.
 
     Args:
+        engine: The job's engine: ``auto`` or a tensor-network engine (a job that names
+            a state-vector engine keeps the dense-state checks).
         method: The job's method.
         noise: Its noise model (a noisy run needs a density matrix: never).
         circuit: The circuit (classical control runs shot by shot on a state: never).
         max_tn_qubits: ``[limits] max_tn_qubits``; 0 turns the path off.
     """
     return (
-        method in TN_METHODS
+        engine in ("auto", *TN_ENGINES)
+        and method in TN_METHODS
         and not is_noisy(noise)
         and not has_control_flow(circuit)
         and circuit.num_qubits <= max_tn_qubits
     )
 
 
-__all__ = ["TN_METHODS", "tensor_network_job"]
+__all__ = ["TN_ENGINES", "TN_METHODS", "tensor_network_job"]
