@@ -126,21 +126,23 @@ def target_size(memory_mb: int | None) -> int:
     return 2 ** max(4, int(math.log2(memory // _BYTES // WORKING_COPIES)))
 
 
-def optimizer(target: int) -> Any:
-    """The process's path optimiser for intermediates of at most ``target`` amplitudes."""
+def optimizer(target: int | None) -> Any:
+    """The process's path optimiser for intermediates of at most ``target`` amplitudes
+    (None: no slicing)."""
+    key = target or 0
     with _lock:
-        opt = _optimizers.get(target)
+        opt = _optimizers.get(key)
         if opt is None:
             opt = ctg.ReusableHyperOptimizer(
                 methods=("greedy",),
                 optlib="random",  # no optuna/nevergrad needed (and no warning)
                 max_repeats=16,
                 max_time=SEARCH_SECONDS,
-                slicing_opts={"target_size": target},
+                slicing_opts={"target_size": target} if target else None,
                 progbar=False,
                 parallel=False,  # in the calling thread: no pool in a sandboxed child
             )
-            _optimizers[target] = opt
+            _optimizers[key] = opt
         return opt
 
 
@@ -217,7 +219,8 @@ class TensorNetworkEngine(Engine):
         Raises:
             EngineError: ``unsupported_method`` for a method it does not cost.
         """
-        opt = optimizer(target_size(request.memory_mb))
+        target = target_size(request.memory_mb)
+        opt, free = optimizer(target), optimizer(None)
         qc = to_quimb(request.circuit, request.parameters)
         costs: list[tuple[float, int, int]] = []
         count = 0
@@ -229,10 +232,17 @@ class TensorNetworkEngine(Engine):
                 _, order = qc._parse_qubits_order(measured_qubits(request.circuit), None)
                 fix: dict[int, str] = {}
                 for where in qc._group_order(order, GROUP_SIZE):
+                    # Unsliced first: slicing only adds flops, and finding the slices
+                    # of a hopeless tree takes the slicer minutes.
                     found = qc.compute_marginal(
-                        where=where, fix=fix, optimize=opt, dtype=_DTYPE, rehearse=True
+                        where=where, fix=fix, optimize=free, dtype=_DTYPE, rehearse=True
                     )
                     flops, peak, slices = _tree_cost(found["tree"])
+                    if flops <= self.max_flops and peak > target * _BYTES:
+                        found = qc.compute_marginal(
+                            where=where, fix=fix, optimize=opt, dtype=_DTYPE, rehearse=True
+                        )
+                        flops, peak, slices = _tree_cost(found["tree"])
                     # Conditionals are cached: a group is contracted at most once per
                     # distinct value of the bits drawn before it, and once per shot.
                     times = min(request.shots, 2 ** min(len(fix), 62))
@@ -248,7 +258,10 @@ class TensorNetworkEngine(Engine):
                         continue
                     tn = _term_network(qc, list(factors))
                     if tn.num_tensors > 1:
-                        costs.append(_tree_cost(tn.contraction_tree(opt, output_inds=())))
+                        cost = _tree_cost(tn.contraction_tree(free, output_inds=()))
+                        if cost[0] <= self.max_flops and cost[1] > target * _BYTES:
+                            cost = _tree_cost(tn.contraction_tree(opt, output_inds=()))
+                        costs.append(cost)
                     count += 1
                     if sum(c[0] for c in costs) > self.max_flops:
                         partial = True
