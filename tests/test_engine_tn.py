@@ -19,6 +19,7 @@ from qbus.engines.registry import get_engine
 from qbus.engines.tn_engine import TensorNetworkEngine, target_size
 from qbus.errors import EngineError
 from qbus.router.capability import capability_filter
+from qbus.router.wide import tensor_network_job
 from qbus.schemas.events import JobCompleted, JobOptions, JobRejected, Observable, PauliTerm
 from qbus.schemas.ir import Circuit, Op
 from qbus.verifier.stabilizer import (
@@ -173,13 +174,27 @@ async def test_a_fifty_qubit_ghz_job_runs_on_the_network_verified_by_stim(bus: B
     ghz_source = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[50] q;\nbit[50] c;\nh q[0];\n'
     ghz_source += "".join(f"cx q[{i}], q[{i + 1}];\n" for i in range(49)) + "c = measure q;\n"
     costly = scrambler(56, 12, seed=1)
+    xs = Observable(terms=[PauliTerm(coeff=1.0, pauli=" ".join(f"X{q}" for q in range(50)))])
+    zz = Observable(terms=[PauliTerm(coeff=0.5, pauli="Z0 Z49"), PauliTerm(coeff=1.0, pauli="")])
     async with Pipeline(config, engines=("reference", "quimb-tn")) as pipeline:
-        sample, rejected = await run_jobs(
+        sample, values, rejected, named = await run_jobs(
             bus,
-            [job(ghz_source, shots=500, seed=5), job(circuit=costly, shots=100)],
+            [
+                job(ghz_source, shots=500, seed=5),
+                job(ghz_source, method="expectation", observables=[xs, zz]),
+                job(circuit=costly, shots=100),
+                # A job naming a state-vector engine keeps the dense-state checks.
+                job(ghz_source, shots=10, engine="reference"),
+            ],
             timeout=120,
         )
         pipeline.check()
+    assert isinstance(values, JobCompleted), values
+    assert values.engine == "quimb-tn"
+    assert values.expectations == pytest.approx([1.0, 1.5], abs=1e-9)
+    assert values.verification.verdict == "pass" and values.verification.test == "stabilizer"
+    assert isinstance(named, JobRejected) and named.code == "too_many_qubits", named
+    assert named.stage == "ingest"
     assert isinstance(sample, JobCompleted), sample
     assert sample.engine == "quimb-tn"
     assert set(sample.counts or {}) == {"0" * 50, "1" * 50}
@@ -190,3 +205,13 @@ async def test_a_fifty_qubit_ghz_job_runs_on_the_network_verified_by_stim(bus: B
     assert rejected.code == "no_capable_engine" and rejected.stage == "route"
     assert "quimb-tn: contraction_too_costly" in rejected.message
     assert "flops" in rejected.message and "56 qubits" in rejected.message
+
+
+def test_ingest_lets_wide_jobs_through_only_for_the_network():
+    wide = ghz(50)
+    assert tensor_network_job("auto", "sample", None, wide, 100)
+    assert tensor_network_job("quimb-tn", "expectation", None, wide, 100)
+    assert not tensor_network_job("qiskit-aer", "sample", None, wide, 100)
+    assert not tensor_network_job("auto", "statevector", None, wide, 100)
+    assert not tensor_network_job("auto", "sample", None, wide, 49)
+    assert not tensor_network_job("auto", "sample", None, wide, 0)  # the path turned off

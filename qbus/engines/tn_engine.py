@@ -24,10 +24,12 @@ for quimb), so the mapping is exact including global phase; every IR gate maps.
 (cotengra, greedy with random restarts, at most ``SEARCH_SECONDS`` per network) with
 *slicing* so that no intermediate tensor exceeds the job's memory (``RunRequest.memory_mb``,
 else ``DEFAULT_MEMORY_MB``) divided by ``WORKING_COPIES``, and refuses the run with
-``contraction_too_costly`` when the predicted work exceeds ``max_flops``: the message
-states the predicted flops and the largest intermediate. The router asks the same
-question before it sends a job here (``qbus/router/capability.py``). The trees are
-cached by the optimiser (per network structure), so the run does not search again.
+``contraction_too_costly`` when the predicted work exceeds ``max_flops`` or
+``max_contractions``: the message states the predicted flops, contractions and largest
+intermediate. The router asks the same question before it sends a job here
+(``qbus/router/capability.py``). Trees are cached per network structure by the
+process's optimisers, so a search is done once per structure (the run searches with
+the slicing optimiser, which the prediction used only where the tree did not fit).
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ _PAULI = {
     "Z": np.array([[1, 0], [0, -1]], dtype=complex),
 }
 _SKIP = frozenset({"measure", "barrier", "id", "reset"})
-# cotengra's optimisers hold a cache of trees; one per slicing target, shared by the
-# process, so the run reuses what validation found. Searches are serialised.
+# cotengra's optimisers hold a cache of trees; one per slicing target (0: unsliced),
+# shared by the process, so a network structure is searched once. Searches are
+# serialised.
 _optimizers: dict[int, Any] = {}
 _lock = threading.RLock()
 
@@ -200,7 +203,11 @@ class TensorNetworkEngine(Engine):
     name = "quimb-tn"
     capabilities = Capabilities(
         methods=("sample", "expectation", "statevector"),
-        max_qubits={"sample": MAX_QUBITS, "expectation": MAX_QUBITS, "statevector": 20},
+        max_qubits={
+            "sample": MAX_QUBITS,
+            "expectation": MAX_QUBITS,
+            "statevector": STATEVECTOR_QUBITS,
+        },
         holds_state=False,
     )
     max_flops: float = MAX_FLOPS
@@ -216,8 +223,8 @@ class TensorNetworkEngine(Engine):
     def predict(self, request: RunRequest) -> ContractionCost:
         """The predicted cost of running ``request`` (searches the contraction trees).
 
-        Raises:
-            EngineError: ``unsupported_method`` for a method it does not cost.
+        Stops at the first network that takes the total past ``max_flops`` (the cost
+        is then ``partial``: at least that much).
         """
         target = target_size(request.memory_mb)
         opt, free = optimizer(target), optimizer(None)
@@ -280,7 +287,7 @@ class TensorNetworkEngine(Engine):
         )
 
     def _check(self, request: RunRequest) -> None:
-        """Refuse a run whose predicted contraction is beyond ``max_flops``.
+        """Refuse a run predicted past ``max_flops`` or ``max_contractions``.
 
         Raises:
             EngineError: ``contraction_too_costly`` with the predicted cost.
