@@ -14,7 +14,9 @@ import pytest
 
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
+from qbus.engines import reference
 from qbus.engines.base import RunRequest
+from qbus.engines.observables import expectation_values
 from qbus.engines.registry import get_engine
 from qbus.engines.tn_engine import TensorNetworkEngine, target_size
 from qbus.errors import EngineError
@@ -215,3 +217,19 @@ def test_ingest_lets_wide_jobs_through_only_for_the_network():
     assert not tensor_network_job("auto", "statevector", None, wide, 100)
     assert not tensor_network_job("auto", "sample", None, wide, 49)
     assert not tensor_network_job("auto", "sample", None, wide, 0)  # the path turned off
+
+
+def test_twenty_two_qubit_expectations_match_the_exact_state_vector(tn):
+    # Past the conformance suite's widths: a shallow 22-qubit circuit, non-Clifford,
+    # against the reference state vector (64 MiB).
+    circuit = scrambler(22, 3, seed=4)
+    bare = Circuit(num_qubits=22, ops=tuple(op for op in circuit.ops if op.name != "measure"))
+    observables = [
+        Observable(terms=[PauliTerm(coeff=1.0, pauli=f"Z{q} Z{q + 1}") for q in range(21)]),
+        Observable(
+            terms=[PauliTerm(coeff=0.5, pauli="X0 Y5 Z21"), PauliTerm(coeff=-1.0, pauli="X11")]
+        ),
+    ]
+    got = tn.run(RunRequest(circuit=bare, method="expectation", observables=observables))
+    exact = expectation_values(reference.statevector(bare), observables)
+    assert got.expectations == pytest.approx(exact, abs=1e-9)
