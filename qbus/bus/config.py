@@ -138,6 +138,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         max_ops: Instructions per circuit.
         inline_statevector_qubits: Larger state vectors go to the object store.
         max_sweep_points: Parameter sets in one ``sweep`` job.
+        max_tn_qubits: Qubits for a noiseless ``sample`` or ``expectation`` job past
+            ``max_qubits`` or the memory cap: such a job goes to the router, which sends
+            it to a tensor-network engine when its contraction cost is within limits
+            (qbus/router/wide.py). 0 refuses them at ingest, as before.
     """
 
     max_source_bytes: int = 1_000_000
@@ -147,6 +151,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_ops: int = 100_000
     inline_statevector_qubits: int = 20
     max_sweep_points: int = 100_000
+    max_tn_qubits: int = 100
 
 
 def machine_memory_mb() -> int:

@@ -134,8 +134,9 @@ class ExecuteHandler:
         opts = event.options
         expectation = opts.method == "expectation"
         # A noisy state is a density matrix: the engine evaluates the observables itself
-        # (method 'expectation'), since a density matrix never leaves the engine.
-        density = expectation and is_noisy(opts.noise)
+        # (method 'expectation'), since a density matrix never leaves the engine; so does
+        # an engine that never holds the dense state (a tensor network).
+        density = expectation and (is_noisy(opts.noise) or not self.engine.capabilities.holds_state)
         # Measurements in the program of a dynamics job are ignored, as for expectation.
         unmeasured = expectation or opts.method == "dynamics"
         request = RunRequest(
@@ -150,6 +151,7 @@ class ExecuteHandler:
             sweep=opts.sweep,
             observables=opts.observables,
             dynamics=opts.dynamics,
+            memory_mb=run_limits(self.hypervisor, opts.memory_mb).memory_mb,
         )
         try:
             # No validation here: ``Engine.run`` validates the request once, before any

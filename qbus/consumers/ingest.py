@@ -22,6 +22,7 @@ from qbus.frontends.parameters import check_angles, check_parameters
 from qbus.frontends.program import parse_program
 from qbus.hypervisor.base import STATE_OVERHEAD_MB, statevector_mb
 from qbus.observability import tracing
+from qbus.router.wide import tensor_network_job
 from qbus.schemas.events import (
     CircuitIngested,
     Event,
@@ -146,7 +147,7 @@ class IngestHandler:
             )
         needs_state = job.method in ("statevector", "expectation")
         cap = limits.max_statevector_qubits if needs_state else limits.max_qubits
-        if circuit.num_qubits > cap:
+        if circuit.num_qubits > cap and not self._wide(job, circuit):
             raise Reject(
                 f"the circuit has {circuit.num_qubits} qubits; {job.method} jobs may have at "
                 f"most {cap} here (a state vector of n qubits takes 16·2^n bytes)",
@@ -225,6 +226,12 @@ class IngestHandler:
                 code="no_measurements",
             )
 
+    def _wide(self, job: JobSubmitted, circuit: Circuit) -> bool:
+        """A job past the dense-state limits that a tensor-network engine may run."""
+        return tensor_network_job(
+            job.engine, job.method, job.noise, circuit, self.limits.max_tn_qubits
+        )
+
     def _check_sandbox(self, job: JobSubmitted, circuit: Circuit) -> None:
         """The dense state fits the memory cap (the driver's name was checked on decode)."""
         cap = self.hypervisor.max_memory_mb
@@ -233,7 +240,9 @@ class IngestHandler:
         # Every engine qbus ships holds the dense state vector, whatever the method; a
         # job that cannot fit would only be killed after queueing, so it ends here.
         need = statevector_mb(circuit.num_qubits) + STATE_OVERHEAD_MB
-        if need > cap:
+        # ... except a tensor-network engine's: the router judges its contraction cost
+        # (the process's own overhead must still fit).
+        if need > cap and (cap <= STATE_OVERHEAD_MB or not self._wide(job, circuit)):
             raise Reject(
                 f"a {circuit.num_qubits}-qubit state needs about {need:,.0f} MiB "
                 f"(16 B x 2^n + {STATE_OVERHEAD_MB} MiB); the memory cap is {cap:,} MiB",

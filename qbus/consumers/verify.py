@@ -6,8 +6,10 @@ hash) or JobFailed (engine failure, or a result the statistics reject).
 Counts of circuits up to ``max_reference_qubits`` are held to a chi-square test against
 the exact distribution (its tolerance follows from the shot count); state vectors to a
 fidelity bound. Larger circuits, mid-circuit measurements and object-store vectors are
-marked ``skipped`` with the reason. A sweep's points are checked one by one, or a seeded
-sample of them, at a Bonferroni-corrected level (``qbus/verifier/sweep.py``).
+marked ``skipped`` with the reason, except wide Clifford circuits, held to stim's exact
+stabilizer state (``qbus/verifier/stabilizer.py``). A sweep's points are checked one
+by one, or a seeded sample of them, at a Bonferroni-corrected level
+(``qbus/verifier/sweep.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from qbus.verifier.crosscheck import CrossChecker
 from qbus.verifier.expectations import check_expectations
 from qbus.verifier.hashing import HASH_VERSION, event_result_hash
 from qbus.verifier.open_systems import verify_dynamics, verify_noisy
+from qbus.verifier.stabilizer import verify_wide
 from qbus.verifier.statistics import check_counts, check_statevector, too_wide
 from qbus.verifier.sweep import verify_sweep
 
@@ -195,7 +198,8 @@ class VerifyHandler:
         circuit = event.circuit
         wide = too_wide(circuit.num_qubits, self.max_reference_qubits, "exact-reference")
         if wide is not None:
-            return wide
+            # A Clifford circuit has an exact reference at any width: stim's tableau.
+            return verify_wide(event, self.alpha) or wide
         try:
             # Noise and dynamics have their own exact references (verifier/open_systems.py).
             if event.options.method == "dynamics":

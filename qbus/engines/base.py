@@ -73,6 +73,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         device: ``cpu`` or ``gpu``.
         classical_control: Control-flow constructs of the IR the engine runs
             (``if``, ``while``; ``qbus.schemas.ir.CONTROL_FLOW``), with method ``sample``.
+        holds_state: Whether a run holds the dense state (16·2^n bytes): the router
+            excludes such an engine when that state cannot fit the job's memory. False
+            for a tensor-network engine, which bounds its own memory in ``_check``.
     """
 
     methods: tuple[str, ...]
@@ -82,6 +85,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     batching: bool = False
     device: str = "cpu"
     classical_control: tuple[str, ...] = ()
+    holds_state: bool = True
 
     @classmethod
     def state_vector(
@@ -112,6 +116,9 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
         sweep: For ``sweep``: parameter sets, each updating ``parameters`` for one point.
         observables: Observables for ``expectation`` and for ``sweep`` points.
         dynamics: For ``dynamics``: what to evolve and report.
+        memory_mb: Memory the run may use, MiB (the job's limit clamped to the
+            hypervisor's cap), for engines that size their work to it (tensor-network
+            slicing); None: the engine's own default.
     """
 
     circuit: Circuit
@@ -123,6 +130,7 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     sweep: list[dict[str, float]] = []
     observables: list[Observable] = []
     dynamics: DynamicsSpec | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "qutip": "qbus.engines.qutip_engine:QutipEngine",
     "jax": "qbus.engines.jax_engine:JaxEngine",
     "quest": "qbus.engines.quest_engine:QuestEngine",
+    "quimb-tn": "qbus.engines.tn_engine:TensorNetworkEngine",
 }
 """qbus's own engines, as ``module:attribute`` targets."""
 
@@ -56,6 +57,7 @@ EXTRAS = {
     "qutip": "qutip",
     "jax": "jax",
     "quest": "quest",
+    "quimb-tn": "tn",
 }
 
 # The distribution whose version each built-in engine reports (its framework's), so that
@@ -70,6 +72,7 @@ FRAMEWORKS = {
     "qutip": "qutip",
     "jax": "jax",
     "quest": "qoqo-quest",
+    "quimb-tn": "quimb",
 }
 
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from qbus.engines.base import NOISE_ENGINES, Engine, RunRequest
+from qbus.engines.base import NOISE_ENGINES, Capabilities, Engine, RunRequest
 from qbus.engines.registry import get_engine
 from qbus.errors import QbusError, Reject
 from qbus.schemas.events import JobOptions
 from qbus.schemas.ir import Circuit, control_constructs
 from qbus.schemas.noise import is_noisy
 
-NOISELESS_ENGINES = frozenset({"reference", "jax", "qsim"})
+NOISELESS_ENGINES = frozenset({"reference", "jax", "qsim", "quimb-tn"})
 """Engines shipped with qbus that cannot simulate noise."""
 
 DYNAMICS_ENGINES = ("qutip", "jax")
@@ -38,6 +38,7 @@ BUILTIN_CONTROL: dict[str, tuple[str, ...]] = {
     "qutip": (),
     "jax": (),
     "quest": (),
+    "quimb-tn": (),
 }
 """The control-flow constructs each engine shipped with qbus claims
 (``Capabilities.classical_control``, at the locked framework versions; a test keeps the
@@ -193,14 +194,21 @@ _BYTES_PER_AMPLITUDE = 16  # complex128
 _COPIES = 2  # a simulator holds the state and at least one work copy
 
 
-def run_request(circuit: Circuit, options: JobOptions) -> RunRequest:
+def run_request(
+    circuit: Circuit,
+    options: JobOptions,
+    capabilities: Capabilities | None = None,
+    memory_mb: int | None = None,
+) -> RunRequest:
     """The RunRequest an executor builds for these options (qbus/consumers/execute.py).
 
     Expectation jobs run as state vectors of the circuit without measurements, unless
-    noisy (then the engine's own ``expectation`` method); dynamics ignores measurements.
+    noisy or on an engine that holds no state (``capabilities.holds_state`` False): then
+    the engine's own ``expectation`` method; dynamics ignores measurements.
     """
     expectation = options.method == "expectation"
-    density = expectation and is_noisy(options.noise)
+    own = capabilities is not None and not capabilities.holds_state
+    density = expectation and (is_noisy(options.noise) or own)
     if expectation or options.method == "dynamics":
         ops = tuple(op for op in circuit.ops if op.name not in ("measure", "barrier"))
         circuit = msgspec.structs.replace(circuit, ops=ops)
@@ -214,6 +222,7 @@ def run_request(circuit: Circuit, options: JobOptions) -> RunRequest:
         sweep=options.sweep,
         observables=options.observables,
         dynamics=options.dynamics,
+        memory_mb=memory_mb,
     )
 
 
@@ -251,7 +260,9 @@ def capability_filter(
 
     Each engine's own ``validate`` decides method, qubits per method, gate set, noise,
     shots and parameters (one pass over the ops, no compute); on top, the state must fit
-    the job's memory limit (``memory_mb``, else the operator's cap).
+    the job's memory limit (``memory_mb``, else the operator's cap). An engine that holds
+    no dense state (a tensor network) is judged by its own ``validate``, which bounds its
+    contraction cost by that memory, and is capable only when no state-vector engine is.
 
     Args:
         engines: Candidate engine names.
@@ -261,10 +272,11 @@ def capability_filter(
         load: Engine name -> instance (the registry's ``get_engine`` by default).
     """
     load = load or get_engine
-    request = run_request(circuit, options)
     limit_mb = min(options.memory_mb or memory_cap_mb, memory_cap_mb)
+    request = run_request(circuit, options, memory_mb=limit_mb)
     need = state_bytes(circuit.num_qubits, is_noisy(options.noise))
     capable: list[str] = []
+    stateless: list[str] = []
     excluded: dict[str, str] = {}
     for name in engines:
         try:
@@ -272,10 +284,20 @@ def capability_filter(
         except Exception as exc:  # an engine that does not load here cannot be judged
             excluded[name] = f"does not load in the router ({type(exc).__name__}: {exc})"
             continue
+        holds_state = engine.capabilities.holds_state
         try:
-            engine.validate(request)
+            # A tensor-network engine's validate predicts its contraction cost within
+            # the job's memory, and refuses with that cost (contraction_too_costly).
+            engine.validate(
+                request
+                if holds_state
+                else run_request(circuit, options, engine.capabilities, limit_mb)
+            )
         except QbusError as exc:
             excluded[name] = f"{exc.code}: {exc}"
+            continue
+        if not holds_state:
+            stateless.append(name)
             continue
         if options.method != "dynamics" and need > limit_mb * 2**20:
             kind = "density matrix" if is_noisy(options.noise) else "state vector"
@@ -285,4 +307,11 @@ def capability_filter(
             )
             continue
         capable.append(name)
+    if capable:
+        # The dense state fits: a state-vector engine runs the job exactly and faster;
+        # the tensor-network path is for what does not fit (docs/routing.md).
+        for name in stateless:
+            excluded[name] = "the state vector fits: a state-vector engine runs the job"
+    else:
+        capable = stateless
     return Fit(capable=capable, excluded=excluded)
