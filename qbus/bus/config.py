@@ -689,6 +689,10 @@ def read_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             for key in keys[:-1]:
                 node = node.setdefault(key, {})
             node[keys[-1]] = _env_value(var, env[var])
+    if "QBUS_URL" in env and isinstance(raw.get("bus"), dict):
+        # The variable names the servers (a comma-separated list for a cluster): it
+        # replaces the file's list too, as it replaces the file's url.
+        raw["bus"].pop("servers", None)
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
