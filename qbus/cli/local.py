@@ -163,7 +163,8 @@ def up(
             click.echo(f"nats-server  {n.url}{named}  (store {n.store_dir}, pid {n.pid})")
         if cluster_size:
             click.echo(
-                f"cluster      {cluster_size} nodes, replicas {replicas}; QBUS_URL={server.url}"
+                f"cluster      {cluster_size} nodes, replicas {replicas}: "
+                f"QBUS_URL={server.url} QBUS_REPLICAS={replicas}"
             )
         click.echo(keys_line)
         if nats_config is None:
