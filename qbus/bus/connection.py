@@ -46,6 +46,9 @@ from qbus.schemas.events import (
 )
 
 MAX_MSG_SIZE = 16 * 1024 * 1024
+# Seconds between the client's pings, and pings unanswered before it gives the server up.
+PING_INTERVAL = 2
+MAX_OUTSTANDING_PINGS = 3
 WRONG_LAST_SEQUENCE = 10071  # JetStream error code for a failed expected-sequence check
 
 # A job has one ingested event and one final event, whoever publishes them: the server
@@ -160,6 +163,11 @@ class Bus:
             # at unsubscribe; a long drain would wait out its timeout on close.
             "drain_timeout": 3,
             "error_cb": _log_error,
+            # A server that stops answering without closing the socket (a stalled or
+            # partitioned node) is noticed after PING_INTERVAL * MAX_OUTSTANDING_PINGS
+            # seconds and the client moves to another node; nats-py's default is 4 min.
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         }
         if config.user:
             kwargs["user"] = config.user
