@@ -63,6 +63,21 @@ EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _state_encoder = msgspec.json.Encoder()
 
 
+class _Names(msgspec.Struct):
+    """A page of ``$JS.API.CONSUMER.NAMES`` (or its error)."""
+
+    consumers: list[str] | None = None
+    total: int = 0
+    error: dict | None = None
+
+
+_decode_names = msgspec.json.Decoder(_Names).decode
+
+
+def _names_request(offset: int) -> bytes:
+    return msgspec.json.encode({"offset": offset})
+
+
 def claims_job(event: Event) -> bool:
     """Whether ``event`` is the first event of a job id: its ``circuit.ingested``, or its
     rejection at ingest (not a refusal, which is keyed by the message, not the job)."""
@@ -447,12 +462,33 @@ class Bus:
 
     async def deployed_engines(self) -> set[str]:
         """Engines that have an executor consumer on this bus."""
-        names = set()
-        for info in await self.js.consumers_info(self.config.stream):
-            name = info.name or ""
-            if name.startswith("execute-"):
-                names.add(name.removeprefix("execute-"))
-        return names
+        return {
+            name.removeprefix("execute-")
+            for name in await self.consumer_names()
+            if name.startswith("execute-")
+        }
+
+    async def consumer_names(self) -> list[str]:
+        """Names of the event log's consumers.
+
+        Asks for names, not infos: on a cluster with a node down, the server answers a
+        consumer-info list only after waiting 4 s for that node's consumers, and the
+        router asks every couple of seconds (a node loss stalled routing for as long
+        as the node was away). The names come from the cluster's metadata at once.
+        """
+        names: list[str] = []
+        while True:
+            reply = await self.nc.request(
+                f"$JS.API.CONSUMER.NAMES.{self.config.stream}",
+                _names_request(len(names)),
+                timeout=5,
+            )
+            page = _decode_names(reply.data)
+            if page.error is not None:
+                nats.js.errors.APIError.from_error(page.error)
+            names += page.consumers or []
+            if not page.consumers or len(names) >= page.total:
+                return names
 
     # -- publishing -------------------------------------------------------------------
 
