@@ -387,3 +387,55 @@ async def test_kill_9_of_a_follower_loses_nothing(cluster: NatsCluster, tmp_path
         return lambda: asyncio.to_thread(node.start)
 
     await run_through_fault(cluster, tmp_path, kill_follower, "kill -9 of a follower")
+
+
+# --- qbus up --cluster 3 ---------------------------------------------------------------
+
+
+def test_up_cluster_runs_three_nodes_and_restarts_a_killed_one(tmp_path: Path):
+    env = {**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")}
+    env.pop("QBUS_URL", None)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "qbus", "up", "--cluster", "3", "--port", "-1", "--no-metrics"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+
+    def read_until(prefix: str) -> None:
+        while not any(ln.startswith(prefix) for ln in lines):
+            line = up.stdout.readline()
+            assert line, "qbus up exited early:\n" + "".join(lines)
+            lines.append(line)
+
+    try:
+        read_until("logs in")
+        nodes = [ln.split() for ln in lines if ln.startswith("nats-server")]
+        assert [n[2] for n in nodes] == ["qbus-1", "qbus-2", "qbus-3"], lines
+        cluster_line = next(ln for ln in lines if ln.startswith("cluster"))
+        assert "replicas 3" in cluster_line
+        url = cluster_line.split("QBUS_URL=")[1].split()[0]
+        assert url.split(",") == [n[1] for n in nodes]
+        client_env = {**env, "QBUS_URL": url, "QBUS_REPLICAS": "3"}
+        program = tmp_path / "bell.qasm"
+        program.write_text(QASM2_BELL)
+        submit = [sys.executable, "-m", "qbus", "submit", str(program), "--wait"]
+        out = subprocess.run(submit, capture_output=True, text=True, env=client_env, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # A node killed under `qbus up` is started again, and the bus keeps working.
+        pid = int(nodes[0][-1].rstrip(")"))
+        os.kill(pid, signal.SIGKILL)
+        read_until("restarted nats-server qbus-1")
+        out = subprocess.run(submit, capture_output=True, text=True, env=client_env, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        doctor = [sys.executable, "-m", "qbus", "doctor", "--bus", "--json"]
+        out = subprocess.run(doctor, capture_output=True, text=True, env=client_env, timeout=60)
+        assert out.stdout.startswith("{"), out.stdout + out.stderr
+        report = json.loads(out.stdout)
+        assert set(report["nodes"]) == {"qbus-1", "qbus-2", "qbus-3"}, out.stdout
+        assert all(a["replicas"] == 3 for a in report["assets"]), out.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)

@@ -16,6 +16,7 @@ import msgspec
 from qbus.bus.cluster import BusReport, bus_report, format_report
 from qbus.bus.config import BusConfig
 from qbus.bus.connection import Bus
+from qbus.bus.retry import retrying
 from qbus.cli.context import config_of, url_given
 from qbus.hypervisor.doctor import check_drivers
 
@@ -62,4 +63,6 @@ def doctor(ctx: click.Context, as_json: bool, bus_only: bool) -> None:
 
 async def _report(config: BusConfig) -> BusReport:
     async with await Bus.connect(config, name="qbus-doctor") as bus:
-        return await bus_report(bus)
+        # A cluster electing a leader (a node just lost or back) answers late: asked
+        # again, with backoff, for up to half a minute.
+        return await retrying("reading the bus", lambda: bus_report(bus), retry_for=30.0)
