@@ -46,7 +46,7 @@ class ServerProcess:
 
 def restart_delay(failures: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds before the next start of something that failed ``failures`` times in a
-    row: exponential with jitter, so nodes (or stages) that died together do not all
+    row: exponential with jitter, so nodes that died together do not all
     come back in the same instant."""
     ceiling = min(cap, base * 2 ** max(0, failures - 1))
     return ceiling / 2 + random.uniform(0.0, ceiling / 2)
@@ -97,7 +97,7 @@ class Supervisor:
             free ports from ``qbus.observability.endpoints.free_ports``).
         extra_stages: More processes, (name, argv after ``python -m qbus``), one each.
         servers: Servers to keep running (nats-server or a cluster's nodes), each
-            ``(label, server)``; ``poll`` starts one that died again.
+            ``(label, server)``; ``poll_servers`` starts one that died again.
     """
 
     def __init__(

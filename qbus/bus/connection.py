@@ -323,7 +323,6 @@ class Bus:
                 )
             )
         await self._ensure_bucket(chunks_bucket_config(cfg.kv_chunks, chunks_ttl))
-
         await self._ensure_object_store()
 
     async def _ensure_object_store(self) -> None:
