@@ -32,9 +32,9 @@ from qbus.supervisor import Supervisor
 from qbus.verifier.log_audit import verify_log
 from tests.jobs import QASM2_BELL, job
 
-pytestmark = pytest.mark.timeout(300)
-
 JOBS = int(os.environ.get("QBUS_CLUSTER_JOBS", "120"))
+
+pytestmark = pytest.mark.timeout(300 if JOBS <= 200 else 1800)
 ASSETS = (
     "QBUS",
     "QBUS_AUDIT",
@@ -320,7 +320,7 @@ async def run_through_fault(
         recover = time.monotonic() - fault_at
         await _done(bus, JOBS // 2, sup, 180)
         await repair()
-        counts = await _done(bus, JOBS, sup, 240)
+        counts = await _done(bus, JOBS, sup, 240 + JOBS * 0.5)
         drain = time.monotonic() - fault_at
         # A straggler (a redelivered copy) would show within ack_wait; give it that long.
         await asyncio.sleep(config.bus.ack_wait + 1)
