@@ -3,13 +3,15 @@ lowers what an operator set, start-up that waits for a server, and node loss wit
 jobs in flight (real nats-server processes, real kill -9 and SIGSTOP).
 
 The node-loss tests run ``QBUS_CLUSTER_JOBS`` jobs each (120 by default, about half a
-minute); ``QBUS_CLUSTER_JOBS=1000`` is the long form, run by hand. Each prints its time
-to recover (first result after the fault) and its drain time; neither is asserted.
+minute); ``QBUS_CLUSTER_JOBS=1000`` is the long form, run by hand (it does not pass yet:
+see docs/operations.md, "A cluster"). Each prints its time to recover (first result
+after the fault) and its drain time; neither is asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,9 +26,9 @@ import pytest
 
 from qbus.bus.config import BusConfig, Config, read_config
 from qbus.bus.connection import Bus
+from qbus.bus.job_log import stored_events
 from qbus.bus.server import NatsCluster, NatsServer
 from qbus.errors import ConfigError
-from qbus.producers.submit import wait_final
 from qbus.schemas.events import JobCompleted
 from qbus.supervisor import Supervisor
 from qbus.verifier.log_audit import verify_log
@@ -328,8 +330,16 @@ async def run_through_fault(
         assert set(counts) == {j.job_id for j in jobs}
         doubled = {job_id: n for job_id, n in counts.items() if n != 1}
         assert doubled == {}, f"jobs with more than one final event: {doubled}"
-        for j in jobs:
-            assert isinstance(await wait_final(bus, j.job_id, 10), JobCompleted), j.job_id
+        # Every final event is a completion: one reader over every result subject (a
+        # reader per job would create a thousand consumers in the long form).
+        finals: dict[str, object] = {}
+        async with contextlib.aclosing(
+            stored_events(bus, [bus.subjects.result(">")], timeout=120)
+        ) as events:
+            while len(finals) < len(jobs):
+                _, event = await anext(events)
+                finals[event.job_id] = event
+        assert all(isinstance(e, JobCompleted) for e in finals.values()), finals
         deadline = time.monotonic() + 60
         while (report := await verify_log(bus)).ok and report.unaudited:
             assert time.monotonic() < deadline, f"{report.unaudited} events not chained"
