@@ -1,10 +1,16 @@
-"""Run every stage as its own OS process, restart the ones that die, stop all cleanly."""
+"""Run every stage as its own OS process, restart the ones that die, stop all cleanly.
+
+The servers under ``qbus up`` (nats-server, or each node of a local cluster) are kept
+running the same way: one that dies is started again, with backoff, on its own port and
+store, while the stages ride through on their reconnects.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,8 +18,38 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("qbus.supervisor")
+
+
+class Restartable(Protocol):
+    """A server the supervisor keeps running (``qbus.childproc.ChildServer``)."""
+
+    name: str
+
+    def start(self) -> object: ...
+
+    def running(self) -> bool: ...
+
+
+@dataclass
+class ServerProcess:
+    """One supervised server, and when it may be started again."""
+
+    server: Restartable
+    label: str
+    restarts: int = 0
+    next_start: float = 0.0
+    failures: int = 0
+
+
+def restart_delay(failures: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds before the next start of something that failed ``failures`` times in a
+    row: exponential with jitter, so nodes that died together do not all
+    come back in the same instant."""
+    ceiling = min(cap, base * 2 ** max(0, failures - 1))
+    return ceiling / 2 + random.uniform(0.0, ceiling / 2)
 
 
 @dataclass
@@ -60,6 +96,8 @@ class Supervisor:
         metrics_ports: Ports to take, one per process in order, instead of base + i (the
             free ports from ``qbus.observability.endpoints.free_ports``).
         extra_stages: More processes, (name, argv after ``python -m qbus``), one each.
+        servers: Servers to keep running (nats-server or a cluster's nodes), each
+            ``(label, server)``; ``poll_servers`` starts one that died again.
     """
 
     def __init__(
@@ -73,6 +111,7 @@ class Supervisor:
         extra_env: dict[str, str] | None = None,
         metrics_ports: Iterator[int] | None = None,
         extra_stages: list[tuple[str, list[str]]] | None = None,
+        servers: list[tuple[str, Restartable]] | None = None,
     ) -> None:
         self.url = url
         self.log_dir = Path(log_dir)
@@ -108,12 +147,44 @@ class Supervisor:
                     metrics_port=metrics_port,
                 )
             )
+        self.servers = [ServerProcess(server, label) for label, server in servers or []]
         self._stopping = False
 
     def start(self) -> None:
         for p in self.processes:
             p.start(self.env)
             log.info("started %s (pid %s)", p.name, p.proc.pid if p.proc else "?")
+
+    def poll_servers(self) -> list[str]:
+        """Start again the servers that died (with backoff and jitter); returns the
+        labels of those started."""
+        started = []
+        for s in self.servers:
+            if self._stopping or s.server.running():
+                continue
+            now = time.monotonic()
+            if s.next_start == 0.0:
+                s.next_start = now + restart_delay(s.failures + 1, base=0.2)
+                log.warning("%s is not running; starting it again", s.label)
+            if now < s.next_start:
+                continue
+            try:
+                s.server.start()
+            except Exception as exc:  # any start failure: try again later, never give up
+                s.failures += 1
+                s.next_start = time.monotonic() + restart_delay(s.failures)
+                log.warning(
+                    "%s did not start (%s); next try in %.1f s",
+                    s.label,
+                    exc,
+                    s.next_start - time.monotonic(),
+                )
+                continue
+            s.failures = 0
+            s.next_start = 0.0
+            s.restarts += 1
+            started.append(s.label)
+        return started
 
     def poll(self) -> list[str]:
         """Restart stages that died (with backoff); returns the names restarted."""

@@ -7,6 +7,7 @@ Nothing is read at import time. ``read_config`` parses; ``qbus.secrets.load_conf
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -15,12 +16,26 @@ import msgspec
 from qbus.errors import ConfigError
 from qbus.schemas.enums import DRIVERS
 
+# A server URL: a scheme nats-py connects with, a host (name, IPv4 or [IPv6]) and an
+# optional port; checked before connecting so a typo is a config error, not a timeout.
+SERVER_URL_RE = re.compile(r"(nats|tls|ws|wss)://([^@/\s]+@)?(\[[0-9a-fA-F:.]+\]|[\w.-]+)(:\d+)?/?")
+
 
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where the bus is and how its stream is laid out.
 
     Attributes:
-        url: NATS server URL.
+        url: NATS server URL; several, comma-separated (``nats://a:4222,nats://b:4222``),
+            as the nats CLI takes them, for a cluster.
+        servers: The cluster's server URLs as a list; when set it is used instead of
+            ``url``. A client connects to any of them and reconnects to another when
+            its server goes away (docs/operations.md, "A cluster").
+        replicas: Copies of the event log, every KV bucket and the object store kept by
+            a JetStream cluster: 1 (one server) or 3 (a cluster of three or more). Set
+            when an asset is created, and raised on an existing one; never lowered by
+            provisioning (a lower setting is reported as a mismatch).
+        placement_tags: Server tags the assets' replicas must be placed on (the servers'
+            ``server_tags``), e.g. ``["ssd"]``; empty: anywhere in the cluster.
         user, password, token, creds: Optional NATS credentials.
         password_secret, token_secret: Names of secrets (``nats/ingest``) holding the
             password or token, read from the secrets provider by ``qbus.secrets.load_config`` so the
@@ -42,6 +57,9 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """
 
     url: str = "nats://127.0.0.1:4222"
+    servers: tuple[str, ...] = ()
+    replicas: int = 1
+    placement_tags: tuple[str, ...] = ()
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -61,6 +79,16 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     results_max_bytes: int = 4 * 2**30
 
     def __post_init__(self) -> None:
+        for server in self.server_urls:
+            if not SERVER_URL_RE.fullmatch(server):
+                raise ValueError(
+                    f"server URL must look like nats://host:port, got {server!r} "
+                    "(several servers: a comma-separated list, or [bus] servers = [...])"
+                )
+        if self.replicas not in (1, 3):
+            # JetStream allows up to 5, but 3 is what survives one node and keeps a
+            # quorum; 1 is the single server. Others are refused until someone needs them.
+            raise ValueError(f"replicas must be 1 or 3, got {self.replicas}")
         if self.results_ttl < 0 or self.results_max_bytes < 0:
             raise ValueError("results_ttl and results_max_bytes must be 0 or more")
         if not self.prefix or any(c in self.prefix for c in " .*>"):
@@ -74,6 +102,14 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 "duplicate_window must cover ack_wait * max_deliver "
                 f"({self.ack_wait * self.max_deliver:.0f} s)"
             )
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The server URLs a client may connect to: ``servers``, else ``url`` split at
+        commas (the form ``QBUS_URL`` and the nats CLI use)."""
+        if self.servers:
+            return [s.strip() for s in self.servers]
+        return [s.strip() for s in self.url.split(",") if s.strip()]
 
     @property
     def kv_jobs(self) -> str:
@@ -649,6 +685,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 _ENV_MAP = {
     "QBUS_URL": ("bus", "url"),
+    "QBUS_REPLICAS": ("bus", "replicas"),
     "QBUS_USER": ("bus", "user"),
     "QBUS_PASSWORD": ("bus", "password"),
     "QBUS_TOKEN": ("bus", "token"),
@@ -665,6 +702,19 @@ _ENV_MAP = {
     "QBUS_AI_HOST": ("ai", "host"),
     "QBUS_AI_MODEL": ("ai", "model"),
 }
+
+
+# Variables whose setting is a number, not text.
+_ENV_INTS = frozenset({"QBUS_REPLICAS"})
+
+
+def _env_value(var: str, value: str) -> str | int:
+    if var not in _ENV_INTS:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{var} must be a whole number, got {value!r}") from None
 
 
 def read_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -689,7 +739,11 @@ def read_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             node = raw
             for key in keys[:-1]:
                 node = node.setdefault(key, {})
-            node[keys[-1]] = env[var]
+            node[keys[-1]] = _env_value(var, env[var])
+    if "QBUS_URL" in env and isinstance(raw.get("bus"), dict):
+        # The variable names the servers (a comma-separated list for a cluster): it
+        # replaces the file's list too, as it replaces the file's url.
+        raw["bus"].pop("servers", None)
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:

@@ -1,4 +1,10 @@
-"""Connect to NATS and provision qbus's stream, KV buckets and object store, idempotently."""
+"""Connect to NATS and provision qbus's stream, KV buckets and object store, idempotently.
+
+On a cluster (docs/operations.md, "A cluster") the client is given every server and
+reconnects to any; provisioning creates each asset with ``[bus] replicas``, raises the
+replicas of one that has fewer, and otherwise leaves what exists alone, reporting where
+it differs from what qbus would make (``Bus.mismatches``, ``qbus doctor``).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ from nats.js.api import PubAck
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from qbus.bus.acks import PubAcks
+from qbus.bus.assets import Mismatch, placement, reconcile_replicas, stream_mismatches
 from qbus.bus.config import BusConfig
 from qbus.bus.jobstate import JobState, decode_state
 from qbus.bus.ledger import DEFAULT_CHUNKS_TTL, chunks_bucket_config
+from qbus.bus.retry import retrying
 from qbus.bus.signing import HEADER as SIGNATURE
 from qbus.bus.signing import Signer, Trust
 from qbus.bus.subjects import Subjects
@@ -38,6 +46,9 @@ from qbus.schemas.events import (
 )
 
 MAX_MSG_SIZE = 16 * 1024 * 1024
+# Seconds between the client's pings, and pings unanswered before it gives the server up.
+PING_INTERVAL = 2
+MAX_OUTSTANDING_PINGS = 3
 WRONG_LAST_SEQUENCE = 10071  # JetStream error code for a failed expected-sequence check
 
 # A job has one ingested event and one final event, whoever publishes them: the server
@@ -50,6 +61,21 @@ EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # the message's own subject.
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _state_encoder = msgspec.json.Encoder()
+
+
+class _Names(msgspec.Struct):
+    """A page of ``$JS.API.CONSUMER.NAMES`` (or its error)."""
+
+    consumers: list[str] | None = None
+    total: int = 0
+    error: dict | None = None
+
+
+_decode_names = msgspec.json.Decoder(_Names).decode
+
+
+def _names_request(offset: int) -> bytes:
+    return msgspec.json.encode({"offset": offset})
 
 
 def claims_job(event: Event) -> bool:
@@ -108,6 +134,9 @@ class Bus:
         # final events read from the log (qbus/bus/signing.py); None: unsigned, unchecked.
         self.signer: Signer | None = None
         self.trust: Trust | None = None
+        # Where the assets on the server differ from what provisioning would make
+        # (filled by ``provision``; reported, never changed).
+        self.mismatches: list[Mismatch] = []
 
     @classmethod
     async def connect(
@@ -116,15 +145,31 @@ class Bus:
         *,
         name: str = "qbus",
         connect_timeout: float = 10.0,
+        retry_for: float = 0.0,
         **options: Any,
     ) -> Bus:
-        """Connect to the server in ``config``.
+        """Connect to one of the servers in ``config``.
+
+        Args:
+            retry_for: Seconds to keep trying, with backoff and jitter, while no server
+                answers (a stage starting while its server restarts); 0: try once.
 
         Raises:
-            BusError: The server cannot be reached.
+            BusError: No server can be reached.
         """
+        return await retrying(
+            f"connecting to NATS at {config.url}",
+            lambda: cls._connect_once(config, name, connect_timeout, options),
+            retry_for=retry_for,
+        )
+
+    @classmethod
+    async def _connect_once(
+        cls, config: BusConfig, name: str, connect_timeout: float, options: dict[str, Any]
+    ) -> Bus:
+        servers = config.server_urls
         kwargs: dict[str, Any] = {
-            "servers": [config.url],
+            "servers": servers,
             "name": name,
             "connect_timeout": 5,
             "max_reconnect_attempts": 1,
@@ -133,6 +178,11 @@ class Bus:
             # at unsubscribe; a long drain would wait out its timeout on close.
             "drain_timeout": 3,
             "error_cb": _log_error,
+            # A server that stops answering without closing the socket (a stalled or
+            # partitioned node) is noticed after PING_INTERVAL * MAX_OUTSTANDING_PINGS
+            # seconds and the client moves to another node; nats-py's default is 4 min.
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         }
         if config.user:
             kwargs["user"] = config.user
@@ -145,7 +195,7 @@ class Bus:
             kwargs["inbox_prefix"] = config.inbox_prefix
         if config.tls_ca or config.tls_cert:
             kwargs["tls"] = _tls_context(config)
-            kwargs["tls_hostname"] = urlsplit(config.url).hostname
+            kwargs["tls_hostname"] = urlsplit(servers[0]).hostname
         kwargs.update(options)
         try:
             # nats-py applies unlimited reconnects to the first connect too, which would
@@ -156,7 +206,8 @@ class Bus:
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             reason = str(exc) or type(exc).__name__
-            raise BusUnreachableError(f"cannot connect to NATS at {config.url}: {reason}") from exc
+            where = ", ".join(servers)
+            raise BusUnreachableError(f"cannot connect to NATS at {where}: {reason}") from exc
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)
@@ -180,10 +231,34 @@ class Bus:
     # -- provisioning -----------------------------------------------------------------
 
     async def provision(
-        self, cache_ttl: float = 86_400.0, chunks_ttl: float = DEFAULT_CHUNKS_TTL
+        self,
+        cache_ttl: float = 86_400.0,
+        chunks_ttl: float = DEFAULT_CHUNKS_TTL,
+        *,
+        retry_for: float = 60.0,
     ) -> None:
-        """Create (or update) the event-log stream, job-state KV, object store and audit stream."""
+        """Create the event-log stream, job-state KV, object store and audit stream, or
+        check the ones that exist (``mismatches``).
+
+        Args:
+            retry_for: Seconds to keep retrying, with backoff and jitter, while the
+                server or cluster cannot answer yet (restarting, electing a leader).
+
+        Raises:
+            nats.errors.Error: The server refused an asset, or kept failing past
+                ``retry_for``.
+        """
+        await retrying(
+            "provisioning the stream and buckets",
+            lambda: self._provision_once(cache_ttl, chunks_ttl),
+            retry_for=retry_for,
+        )
+        for mismatch in self.mismatches:
+            log.warning("provisioning: %s", mismatch.describe())
+
+    async def _provision_once(self, cache_ttl: float, chunks_ttl: float) -> None:
         cfg = self.config
+        self.mismatches = []
         await self._ensure_stream(
             js_api.StreamConfig(
                 name=cfg.stream,
@@ -256,7 +331,7 @@ class Bus:
         cfg = self.config
         ttl, quota = cfg.results_ttl, cfg.results_max_bytes or -1
         try:
-            store = await self.js.object_store(cfg.object_store)
+            await self.js.object_store(cfg.object_store)
         except (BucketNotFoundError, NotFoundError):
             await self.js.create_object_store(
                 cfg.object_store,
@@ -266,10 +341,13 @@ class Bus:
                     storage=js_api.StorageType.FILE,
                     ttl=ttl,
                     max_bytes=quota,
+                    replicas=cfg.replicas,
+                    placement=placement(cfg),
                 ),
             )
             return
-        stream = (await store.status()).stream_info.config
+        await self._check_replicas(f"OBJ_{cfg.object_store}", "object store")
+        stream = (await self.js.stream_info(f"OBJ_{cfg.object_store}")).config
         if (stream.max_age or 0.0) != ttl or stream.max_bytes != quota:
             # The server requires the dedupe window to fit in the TTL (it is 2 min).
             window = min(stream.duplicate_window or ttl, ttl) if ttl else stream.duplicate_window
@@ -279,19 +357,48 @@ class Bus:
 
     async def _ensure_bucket(self, config: js_api.KeyValueConfig) -> None:
         # Created once, never updated: a bucket's settings (TTL, history) are fixed at
-        # creation, and an operator may have tuned them since.
+        # creation, and an operator may have tuned them since. Only its replicas are
+        # raised to [bus] replicas.
         try:
             await self.js.key_value(config.bucket)
         except BucketNotFoundError:
+            config = dataclasses.replace(
+                config, replicas=self.config.replicas, placement=placement(self.config)
+            )
             await self.js.create_key_value(config)
+            return
+        await self._check_replicas(f"KV_{config.bucket}", "KV bucket")
+
+    async def _check_replicas(
+        self, stream: str, kind: str, info: js_api.StreamInfo | None = None
+    ) -> None:
+        """Raise the replicas of an existing asset's stream to ``[bus] replicas``;
+        record more replicas than configured, or other placement tags, as mismatches."""
+        info = info or await self.js.stream_info(stream)
+        raised, mismatches = reconcile_replicas(info.config, self.config, kind)
+        self.mismatches += mismatches
+        if raised is not None:
+            log.warning(
+                "provisioning: raising %s %s to %d replicas",
+                kind,
+                stream,
+                raised.num_replicas,
+            )
+            await self.js.update_stream(raised)
 
     async def _ensure_stream(self, config: js_api.StreamConfig) -> None:
+        # An existing stream is not updated to qbus's settings: an operator may have
+        # tuned it (more replicas, a longer dedupe window); differences are reported.
+        config = dataclasses.replace(
+            config, num_replicas=self.config.replicas, placement=placement(self.config)
+        )
         try:
-            await self.js.stream_info(config.name)
+            info = await self.js.stream_info(config.name)
         except NotFoundError:
             await self.js.add_stream(config)
             return
-        await self.js.update_stream(config)
+        self.mismatches += stream_mismatches(info.config, config)
+        await self._check_replicas(config.name, "stream", info)
 
     async def ensure_consumer(
         self,
@@ -365,12 +472,33 @@ class Bus:
 
     async def deployed_engines(self) -> set[str]:
         """Engines that have an executor consumer on this bus."""
-        names = set()
-        for info in await self.js.consumers_info(self.config.stream):
-            name = info.name or ""
-            if name.startswith("execute-"):
-                names.add(name.removeprefix("execute-"))
-        return names
+        return {
+            name.removeprefix("execute-")
+            for name in await self.consumer_names()
+            if name.startswith("execute-")
+        }
+
+    async def consumer_names(self) -> list[str]:
+        """Names of the event log's consumers.
+
+        Asks for names, not infos: on a cluster with a node down, the server answers a
+        consumer-info list only after waiting 4 s for that node's consumers, and the
+        router asks every couple of seconds (a node loss stalled routing for as long
+        as the node was away). The names come from the cluster's metadata at once.
+        """
+        names: list[str] = []
+        while True:
+            reply = await self.nc.request(
+                f"$JS.API.CONSUMER.NAMES.{self.config.stream}",
+                _names_request(len(names)),
+                timeout=5,
+            )
+            page = _decode_names(reply.data)
+            if page.error is not None:
+                nats.js.errors.APIError.from_error(page.error)
+            names += page.consumers or []
+            if not page.consumers or len(names) >= page.total:
+                return names
 
     # -- publishing -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from qbus.bus.connection import Bus
+from qbus.bus.retry import retrying
 from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.schemas.events import FINAL_EVENTS, Event
 
@@ -118,14 +119,21 @@ async def stored_events(
         TimeoutError: ``timeout`` seconds have passed (the iteration never ends otherwise).
     """
     several = js_api.ConsumerConfig(filter_subjects=list(subjects)) if len(subjects) > 1 else None
-    sub = await bus.js.subscribe(
-        subjects[0],
-        stream=bus.config.stream,
-        ordered_consumer=True,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-        config=several,
-    )
     deadline = time.monotonic() + timeout
+    # Creating the reader is a JetStream API call: on a cluster that is electing a
+    # leader, or whose node just came back, it can time out; it is tried again within
+    # the caller's time (qbus/bus/retry.py).
+    sub = await retrying(
+        "reading the event log",
+        lambda: bus.js.subscribe(
+            subjects[0],
+            stream=bus.config.stream,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            config=several,
+        ),
+        retry_for=timeout,
+    )
     try:
         while True:
             left = max(deadline - time.monotonic(), 0.001)

@@ -57,7 +57,9 @@ class PullConsumer:
         *,
         batch: int = 256,
         expires: float = 30.0,
-        heartbeat: float = 5.0,
+        # A request lost with its node (or with a consumer leader that moved) is noticed
+        # after two missed heartbeats: 2 s keeps a node loss to a few seconds' pause.
+        heartbeat: float = 2.0,
     ) -> None:
         self.bus = bus
         self.batch = batch

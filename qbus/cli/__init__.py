@@ -80,7 +80,9 @@ def cli(ctx: click.Context, config_path: str | None, url: str | None, verbose: i
     )
     config = load_config(config_path)  # a ConfigError ends with exit code 2
     if url:
-        config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, url=url))
+        # --url names the servers (comma-separated for a cluster), replacing [bus] servers.
+        bus = msgspec.structs.replace(config.bus, url=url, servers=())
+        config = msgspec.structs.replace(config, bus=bus)
     if config_path:
         # Stage processes started from here (`qbus up`) read the same file: in auth mode
         # it names their users and where their passwords are.

@@ -15,7 +15,7 @@ import msgspec
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-from qbus.bus.server import DEFAULT_CONFIG, NatsServer
+from qbus.bus.server import DEFAULT_CONFIG, NatsCluster, NatsServer
 from qbus.bus.signing import generate_keys
 from qbus.cli.chain import anchored_report, chain_for_up
 from qbus.cli.context import config_of
@@ -71,6 +71,15 @@ c = measure q;
 )
 @click.option("--copies", type=int, default=1, show_default=True, help="Processes per stage.")
 @click.option(
+    "--cluster",
+    "cluster_size",
+    type=click.IntRange(3, 5),
+    default=None,
+    help="Run a local JetStream cluster of this many nats-server nodes (client ports "
+    "--port, --port+1, …; stores <store>/node-<i>) with [bus] replicas 3, instead of one "
+    'server (docs/operations.md, "A cluster").',
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=None,
@@ -103,8 +112,13 @@ def up(
     no_metrics: bool,
     chain_opt: str | None,
     nats_config: str | None = None,
+    cluster_size: int | None = None,
 ) -> None:
-    """Start nats-server and every stage as separate processes; Ctrl-C stops all."""
+    """Start nats-server and every stage as separate processes; Ctrl-C stops all.
+
+    A nats-server (or cluster node) that dies is started again on its port and store;
+    a stage that dies is restarted.
+    """
 
     config = config_of(ctx)
     state = Path(config.state_dir)
@@ -112,15 +126,24 @@ def up(
     base = obs.metrics_port if metrics_port is None else metrics_port
     ports = None if no_metrics or base < 0 else free_ports(base, obs.metrics_addr)
 
-    with (
-        NatsServer(
-            store or state / "nats", port=port, config=nats_config or DEFAULT_CONFIG
-        ) as server,
-        chain_for_up(chain_opt, config, state) as chain_up,
-    ):
-        cfg = msgspec.structs.replace(
-            config, bus=msgspec.structs.replace(config.bus, url=server.url)
+    store_dir = Path(store) if store else state / "nats"
+    server: NatsServer | NatsCluster
+    if cluster_size:
+        cluster_ports = None if port < 0 else [port + i for i in range(cluster_size)]
+        server = NatsCluster(
+            store_dir,
+            size=cluster_size,
+            ports=cluster_ports,
+            config=nats_config or DEFAULT_CONFIG,
         )
+        nodes = server.nodes
+    else:
+        server = NatsServer(store_dir, port=port, config=nats_config or DEFAULT_CONFIG)
+        nodes = [server]
+    with server, chain_for_up(chain_opt, config, state) as chain_up:
+        replicas = 3 if cluster_size else config.bus.replicas
+        bus_cfg = msgspec.structs.replace(config.bus, url=server.url, servers=(), replicas=replicas)
+        cfg = msgspec.structs.replace(config, bus=bus_cfg)
         asyncio.run(_provision(cfg, engines))
         keys_line = _stage_keys(config)
         sup = Supervisor(
@@ -129,11 +152,20 @@ def up(
             engines=engines,
             copies=copies,
             metrics_ports=ports,
-            extra_env=chain_up.env,
+            # The stages read [bus] from the same settings, with these two overridden.
+            extra_env={**chain_up.env, "QBUS_REPLICAS": str(replicas)},
             extra_stages=chain_up.stages,
+            servers=[(f"nats-server {n.server_name or ''}".rstrip(), n) for n in nodes],
         )
         sup.start()
-        click.echo(f"nats-server  {server.url}  (store {server.store_dir}, pid {server.pid})")
+        for n in nodes:
+            named = f"  {n.server_name}" if n.server_name else ""
+            click.echo(f"nats-server  {n.url}{named}  (store {n.store_dir}, pid {n.pid})")
+        if cluster_size:
+            click.echo(
+                f"cluster      {cluster_size} nodes, replicas {replicas}: "
+                f"QBUS_URL={server.url} QBUS_REPLICAS={replicas}"
+            )
         click.echo(keys_line)
         if nats_config is None:
             click.echo(DEFAULT_MODE_WARNING)
@@ -161,11 +193,12 @@ def up(
             # this try, so a signal at any point from here on stops the stages.
             signal.signal(signal.SIGTERM, _interrupt)
             click.echo(f"logs in {sup.log_dir}/ — Ctrl-C stops everything")
-            while server.running():
+            while True:
+                for label in sup.poll_servers():
+                    click.echo(f"restarted {label}", err=True)
                 for name in sup.poll():
                     click.echo(f"restarted {name}", err=True)
                 time.sleep(0.5)
-            click.echo("nats-server exited; stopping stages", err=True)
         except KeyboardInterrupt:
             click.echo("\nstopping…")
         finally:
@@ -192,7 +225,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _provision(config: Config, engines: tuple[str, ...] = ()) -> None:
-    async with await Bus.connect(config.bus) as bus:
+    async with await Bus.connect(config.bus, retry_for=60.0) as bus:
         await bus.provision(
             cache_ttl=config.cache.ttl_seconds, chunks_ttl=config.chunks.ttl_seconds
         )

@@ -90,7 +90,7 @@ async def consumer_pending(
     import nats
 
     nc = await asyncio.wait_for(
-        nats.connect(config.url, allow_reconnect=False, connect_timeout=timeout), timeout
+        nats.connect(config.server_urls, allow_reconnect=False, connect_timeout=timeout), timeout
     )
     try:
         infos = await nc.jetstream().consumers_info(config.stream)

@@ -160,9 +160,18 @@ def build_stage(name: str, bus: Bus, config: Config, *, engine: str = DEFAULT_EN
     raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
 
 
+# Seconds a starting stage keeps trying to reach its server before it exits (and its
+# supervisor, which backs off, starts it again).
+STAGE_START_RETRY = 120.0
+
+
 async def run_stage(name: str, config: Config, *, engine: str = DEFAULT_ENGINE) -> None:
     """Connect, provision, and run one stage until SIGINT/SIGTERM."""
-    bus = await Bus.connect(stage_bus_config(config, name), name=f"qbus-{name}")
+    # A stage started while its server (or cluster) restarts waits for it rather than
+    # exiting; provisioning retries likewise (qbus/bus/retry.py).
+    bus = await Bus.connect(
+        stage_bus_config(config, name), name=f"qbus-{name}", retry_for=STAGE_START_RETRY
+    )
     try:
         await bus.provision(
             cache_ttl=config.cache.ttl_seconds, chunks_ttl=config.chunks.ttl_seconds
