@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from qbus.bus.auth import AuthFiles, init_auth, tenant_inbox, tenant_user
+from qbus.bus.auth import AuthFiles, _password, init_auth, tenant_inbox, tenant_user
 from qbus.bus.config import AuthConfig, BusConfig, Config, SecretsConfig, TenantLimits
 from qbus.bus.connection import Bus
 from qbus.bus.server import NatsServer
@@ -423,3 +423,10 @@ async def test_invalid_tenant_subject_is_rejected(pipeline: Pipeline, bus: Bus) 
     )
     final = await wait_final(bus, submitted.job_id, 30)
     assert isinstance(final, JobRejected) and final.code == "invalid_tenant"
+
+
+def test_generated_passwords_start_with_a_letter(tmp_path):
+    # nats-server parses a variable's value (the chart's $QBUS_NATS_<USER>) as a config
+    # value: a token that began "2021-" was read as a date and refused.
+    made = {_password(tmp_path, "u", rotate=True) for _ in range(300)}
+    assert len(made) == 300 and all(p[0].isalpha() for p in made)

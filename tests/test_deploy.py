@@ -268,7 +268,10 @@ async def test_a_stage_connects_as_its_user_to_a_server_with_the_charts_users(
     assert check.returncode == 0, check.stdout + check.stderr
     (route,) = [d for d in _kind("Deployment") if d["metadata"]["name"] == "qbus-route"]
     with NatsServer(tmp_path / "store", config=conf) as server:
-        config = read_config(_pod(tmp_path, made_secrets, route), env={"QBUS_URL": server.url})
+        pod_config = _pod(tmp_path, made_secrets, route)
+        # The chart's cluster keeps three copies of everything; this one server cannot.
+        assert read_config(pod_config, env={}).bus.replicas == 3
+        config = read_config(pod_config, env={"QBUS_URL": server.url, "QBUS_REPLICAS": "1"})
         bus = await Bus.connect(stage_bus_config(config, "route"), name="qbus-route")
         try:
             await bus.provision()

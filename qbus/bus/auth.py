@@ -163,7 +163,10 @@ def _password(secrets_dir: Path, user: str, rotate: bool) -> str:
     path = secrets_dir / "nats" / user
     if path.is_file() and not rotate:
         return path.read_text().strip()
-    value = secrets.token_urlsafe(24)
+    # A letter first: nats-server parses a variable's value (the chart's `$QBUS_NATS_<USER>`)
+    # as a config value, and a token that began "2021-" or "1e5" read as a date or a number
+    # (tests/test_deploy.py met one: "All ISO8601 dates must be in full Zulu form").
+    value = "q" + secrets.token_urlsafe(24)
     _write_private(path, value + "\n")
     return value
 
