@@ -54,8 +54,8 @@ async def main_async(args: argparse.Namespace) -> int:
         f"qbus publish acks: {args.messages} messages in flight, {args.repeats} repeats "
         f"(load average {os.getloadavg()[0]:.2f})"
     )
-    print(f"js.publish: {js_us:.0f} us/message (median)")
-    print(f"PubAcks: {acks_us:.0f} us/message (median)")
+    print(f"js.publish: {js_us:.1f} us/message (median)")
+    print(f"PubAcks: {acks_us:.1f} us/message (median)")
     print(f"ratio PubAcks / js.publish: {acks_us / js_us:.2f}")
     return 0
 

@@ -34,13 +34,11 @@ async def _ran(bus: Bus, job_id: str) -> int:
 
 
 async def _cache_entries(bus: Bus) -> int:
-    kv = await bus.js.key_value(bus.config.kv_cache)
-    try:
-        return len(await kv.keys())
-    except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
-        if type(exc).__name__ == "NoKeysError":
-            return 0
-        raise
+    # The bucket's stream holds one message per key (history 1, nothing deleted here).
+    # kv.keys() is not used: it once raised NoKeysError (read as 0) on a bucket that had
+    # just been seen holding 2 entries (CI, 2026-12-07).
+    info = await bus.js.stream_info(f"KV_{bus.config.kv_cache}")
+    return info.state.messages
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:

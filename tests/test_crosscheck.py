@@ -35,6 +35,10 @@ GHZ_WIDE = (
     + "".join(f"cx q[{i}], q[{i + 1}];\n" for i in range(WIDE - 1))
     + "c = measure q;\n"
 )
+# The same counts from a non-Clifford circuit (a T before measuring changes only a phase):
+# too wide for the exact reference and out of the stabilizer check's reach, so only a
+# second engine can catch a wrong result.
+GHZ_WIDE_T = GHZ_WIDE.replace("c = measure q;\n", f"t q[{WIDE - 1}];\nc = measure q;\n")
 
 
 def parse_qasm(text: str):
@@ -114,16 +118,20 @@ def cross_config(config: Config) -> Config:
 
 async def test_wrong_engine_is_caught_on_the_bus(cross_config: Config, bus: Bus):
     async with Pipeline(cross_config, engines=("qiskit-aer", "flipper")) as pipeline:
-        unchecked, checked, honest = await run_jobs(
+        unchecked, checked, honest, clifford = await run_jobs(
             bus,
             [
+                job(GHZ_WIDE_T, engine="flipper", shots=1000, seed=11),
+                job(GHZ_WIDE_T, engine="flipper", shots=1000, seed=11, cross_check=True),
+                job(GHZ_WIDE_T, engine="qiskit-aer", shots=1000, seed=11, cross_check=True),
                 job(GHZ_WIDE, engine="flipper", shots=1000, seed=11),
-                job(GHZ_WIDE, engine="flipper", shots=1000, seed=11, cross_check=True),
-                job(GHZ_WIDE, engine="qiskit-aer", shots=1000, seed=11, cross_check=True),
             ],
             timeout=120,
         )
         pipeline.check()
+    # A wide Clifford circuit is checked exactly against stim (verifier/stabilizer.py):
+    # the flipped outcomes are outside the GHZ state's support.
+    assert isinstance(clifford, JobFailed) and clifford.code == "verification_failed", clifford
     # Without the gate the wrong result goes through: too wide for the exact reference.
     assert isinstance(unchecked, JobCompleted), unchecked
     assert unchecked.verification.verdict == "skipped"
