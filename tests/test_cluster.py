@@ -3,9 +3,9 @@ lowers what an operator set, start-up that waits for a server, and node loss wit
 jobs in flight (real nats-server processes, real kill -9 and SIGSTOP).
 
 The node-loss tests run ``QBUS_CLUSTER_JOBS`` jobs each (120 by default, about half a
-minute); ``QBUS_CLUSTER_JOBS=1000`` is the long form, run by hand (it does not pass yet:
-see docs/operations.md, "A cluster"). Each prints its time to recover (first result
-after the fault) and its drain time; neither is asserted.
+minute); ``QBUS_CLUSTER_JOBS=1000`` is the long form, run by hand (figures in
+docs/operations.md, "A cluster"). Each prints its time to recover (first result after the
+fault) and its drain time; neither is asserted.
 """
 
 from __future__ import annotations
