@@ -29,6 +29,7 @@ from qbus.bus.connection import Bus
 from qbus.bus.job_log import stored_events
 from qbus.bus.server import NatsCluster, NatsServer
 from qbus.errors import ConfigError
+from qbus.producers.submit import submit
 from qbus.schemas.events import JobCompleted
 from qbus.supervisor import Supervisor
 from qbus.verifier.log_audit import verify_log
@@ -400,6 +401,32 @@ async def test_kill_9_of_a_follower_loses_nothing(cluster: NatsCluster, tmp_path
 
 
 # --- qbus up --cluster 3 ---------------------------------------------------------------
+
+
+async def test_a_submit_while_the_stream_elects_a_leader_is_sent_again_not_refused(
+    cluster: NatsCluster, cluster_bus: Bus
+):
+    # Until the stream has a new leader, a publish to it gets "no responders" (503),
+    # which alone reads like a server qbus was never set up on. submit() asks whether the
+    # stream exists, and since it does, publishes again (same event id) until it is stored.
+    bus = cluster_bus
+    node = cluster.node(await _leader(bus))
+    node.kill()
+    try:
+        first = job(QASM2_BELL, shots=16)
+        sequence = await submit(bus, first)
+        assert sequence > 0
+        again = await submit(bus, first)  # a copy: the stream drops it, same sequence
+        assert again == sequence
+        counts = await _results_of(bus, bus.subjects.submit)
+        assert counts == 1, counts
+    finally:
+        node.start()
+
+
+async def _results_of(bus: Bus, subject: str) -> int:
+    info = await _retry(lambda: bus.js.stream_info(bus.config.stream, subjects_filter=subject))
+    return sum((info.state.subjects or {}).values())
 
 
 def test_up_cluster_runs_three_nodes_and_restarts_a_killed_one(tmp_path: Path):
