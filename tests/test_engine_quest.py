@@ -97,6 +97,54 @@ def test_quest_reads_only_measured_qubits_into_their_clbits(quest, program: str)
     assert verdict.verdict == "pass", (counts, verdict)
 
 
+def _bernstein_vazirani(secret: str) -> str:
+    # n data qubits and an ancilla that is never measured (the kind that panicked QuEST).
+    n = len(secret)
+    lines = [f"qreg q[{n + 1}];", f"creg c[{n}];", f"x q[{n}];", f"h q[{n}];"]
+    lines += [f"h q[{i}];" for i in range(n)]
+    lines += [f"cx q[{i}], q[{n}];" for i, bit in enumerate(reversed(secret)) if bit == "1"]
+    lines += [f"h q[{i}];" for i in range(n)]
+    lines += [f"measure q[{i}] -> c[{i}];" for i in range(n)]
+    return UNMEASURED + "\n".join(lines) + "\n"
+
+
+def _phase_estimation(counting: int, numerator: int) -> str:
+    # Estimates the phase 2*pi*numerator/2**counting of p() on |1>: exact in ``counting``
+    # bits; the eigenstate qubit is never measured.
+    t = counting
+    phase = 2 * np.pi * numerator / 2**t
+    lines = [f"qreg q[{t + 1}];", f"creg c[{t}];", f"x q[{t}];"]
+    lines += [f"h q[{j}];" for j in range(t)]
+    lines += [f"cp({phase * 2**j!r}) q[{j}], q[{t}];" for j in range(t)]
+    for j in range(t // 2):  # inverse QFT on the counting register
+        lines.append(f"swap q[{j}], q[{t - 1 - j}];")
+    for j in range(t):
+        for k in range(j):
+            lines.append(f"cp({-np.pi / 2 ** (j - k)!r}) q[{k}], q[{j}];")
+        lines.append(f"h q[{j}];")
+    lines += [f"measure q[{j}] -> c[{j}];" for j in range(t)]
+    return UNMEASURED + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("program", "answer"),
+    [
+        (_bernstein_vazirani("1011001110101"), "1011001110101"),  # 14 qubits
+        (_phase_estimation(4, 5), "0101"),  # 5 qubits
+        (_phase_estimation(7, 77), format(77, "07b")),  # 8 qubits
+    ],
+    ids=["bernstein-vazirani-14q", "phase-estimation-5q", "phase-estimation-8q"],
+)
+def test_quest_samples_the_published_kinds_that_hung_it(quest, program: str, answer: str):
+    # Issue 20: six held-out programs of these kinds hung quest in sample mode (a Rust
+    # panic in QuEST for an unmeasured qubit past the classical register). Each has one
+    # certain outcome, so the counts must be exactly it, and agree with the reference.
+    circuit, _ = parse_qasm(program)
+    counts = quest.run(RunRequest(circuit=circuit, shots=500, seed=5)).counts
+    assert counts == {answer: 500}
+    assert reference.probabilities(circuit)[answer] == pytest.approx(1.0)
+
+
 def test_quest_refuses_mid_circuit_measurements_before_running(quest):
     ops = (
         Op(name="h", qubits=(0,)),
