@@ -19,6 +19,7 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.engines.registry import get_engine
 from qbus.frontends.program import parse_program
 from qbus.gateway.app import create_app
+from qbus.gateway.console import CONSOLE_DIR
 from qbus.gateway.templates import TEMPLATES
 from tests.gateway_fixtures import assert_problem, served, sse
 from tests.jobs import QASM2_BELL
@@ -122,6 +123,11 @@ async def test_bell_job_posted_streamed_to_completion_and_read_back(
         assert "/v1/jobs/{job_id}/events" in served_doc["paths"]
         redirect = await client.get("/", follow_redirects=False)
         assert redirect.status_code in (302, 307) and redirect.headers["location"] == "/console/"
+        console = await client.get("/console/")
+        if CONSOLE_DIR.is_dir():  # the console's files (another part of issue 16)
+            assert console.status_code == 200 and "text/html" in console.headers["content-type"]
+        else:
+            assert_problem(console, 404, "console_missing")
 
 
 def test_every_template_parses():
