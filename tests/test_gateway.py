@@ -219,7 +219,12 @@ async def test_idempotency_key_names_one_job_stored_once(config: Config, bus: Bu
         first = await client.post("/v1/jobs", content=QASM2_BELL, headers=headers)
         second = await client.post("/v1/jobs", content=QASM2_BELL, headers=headers)
         assert first.status_code == second.status_code == 202
-        assert first.json() == second.json()
+        # The same answer (the trace context is each request's own: the stream kept the
+        # first copy, with the first one's).
+        unlike = {"traceparent"}
+        assert {k: v for k, v in first.json().items() if k not in unlike} == {
+            k: v for k, v in second.json().items() if k not in unlike
+        }
         assert first.json()["event_id"] == "order-42"
         assert await stream_messages(bus) == before + 1
         other = await client.post(
@@ -403,3 +408,39 @@ async def test_a_resumed_stream_hands_over_to_the_live_one_without_loss_or_repea
         assert ids == sorted(ids) and len(set(ids)) == 10
         assert sorted(m.data["event"]["job_id"] for m in got) == sorted(posted)  # type: ignore[union-attr]
         assert {m.data["event"]["job_id"] for m in live_got} == set(posted[4:])  # type: ignore[union-attr]
+
+
+async def test_a_posted_job_carries_the_callers_trace_context_through_the_stages(
+    config: Config, bus: Bus, pipeline: Pipeline
+):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    given = f"00-{trace_id}-00f067aa0ba902b7-01"
+    async with client_for(config, bus, lookup_seconds=30.0) as client:
+        response = await client.post(
+            "/v1/jobs",
+            content=QASM2_BELL,
+            params={"shots": 100},
+            headers={"Content-Type": "text/plain", "traceparent": given},
+        )
+        assert response.status_code == 202, response.text
+        posted = response.json()
+        assert posted["traceparent"].split("-")[1] == trace_id
+        assert response.headers["traceparent"] == posted["traceparent"]
+        async with sse(client, posted["links"]["events"]) as reader:
+            messages = await reader.all()
+        # Every stage's event is stored with the caller's trace id: the console shows it.
+        assert messages and all(
+            m.data["traceparent"].split("-")[1] == trace_id for m in messages
+        ), [m.data.get("traceparent") for m in messages]
+
+        # No header, or a malformed one: a new trace, not the garbage.
+        for headers in ({}, {"traceparent": "00-not-a-trace-01"}):
+            again = await client.post(
+                "/v1/jobs",
+                content=QASM2_BELL,
+                params={"shots": 10},
+                headers={"Content-Type": "text/plain", **headers},
+            )
+            made = again.json()["traceparent"]
+            assert again.status_code == 202 and len(made.split("-")[1]) == 32, made
+            assert "not-a-trace" not in made

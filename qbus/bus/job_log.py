@@ -41,6 +41,7 @@ class Logged:
     subject: str
     event: Event
     forged: str | None = None
+    traceparent: str | None = None  # the W3C trace context the event was stored with
 
 
 async def logged_events(
@@ -89,7 +90,8 @@ def _logged(bus: Bus, msg: Msg) -> Logged | None:
         return None
     trust = bus.trust
     forged = trust.problem(event, msg.subject, msg.data, msg.headers) if trust else None
-    return Logged(msg.metadata.sequence.stream, msg.subject, event, forged)
+    traceparent = msg.headers.get("traceparent") if msg.headers else None
+    return Logged(msg.metadata.sequence.stream, msg.subject, event, forged, traceparent)
 
 
 async def events_of(

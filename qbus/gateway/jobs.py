@@ -8,6 +8,8 @@ event log (``qbus.bus.job_log``), ``qbus.producers.control.send_control``.
 from __future__ import annotations
 
 import contextlib
+import re
+import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -31,6 +33,7 @@ from qbus.gateway.submission import (
     from_text,
 )
 from qbus.gateway.views import MsgspecJSON, iso_time, state_item
+from qbus.observability import tracing
 from qbus.producers.control import send_control
 from qbus.producers.submit import submit
 from qbus.schemas.events import (
@@ -43,6 +46,8 @@ from qbus.schemas.events import (
     new_event_id,
 )
 
+# W3C Trace Context, version 00: a malformed header is ignored (a new trace starts).
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 router = APIRouter(prefix="/v1", tags=["jobs"])
 CONTROL_TIMEOUT = 10.0
 """Seconds a cancel or reroute waits for the control stage's answer."""
@@ -97,6 +102,8 @@ async def post_job(
     request: Request,
     caller: CallerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
+    traceparent: Annotated[str | None, Header()] = None,
+    tracestate: Annotated[str | None, Header()] = None,
 ) -> MsgspecJSON:
     """Publish a ``job.submitted``; answers once JetStream has stored it.
 
@@ -121,19 +128,36 @@ async def post_job(
         strict=strict,
         limits=config.limits,
     )
-    sequence = await submit(bus_of(request), job)
+    bus = bus_of(request)
+    # The caller's W3C trace context, when it sent one, so its trace goes on through the
+    # stages; else a new one (with tracing on, the publish is a PRODUCER span of it).
+    given = traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else None
+    if given is None and not tracing.enabled():
+        given = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    with tracing.produce(
+        bus.subjects.submit,
+        traceparent=given,
+        tracestate=tracestate if given else None,
+        scope="qbus.gateway",
+        attributes={tracing.JOB_ID: job.job_id, tracing.MESSAGE_ID: job.event_id},
+    ) as trace_headers:
+        sequence = await submit(bus, job, headers=trace_headers)
     self_link = f"/v1/jobs/{job.job_id}"
     answer = {
         "job_id": job.job_id,
         "event_id": job.event_id,
         "sequence": sequence,
+        "traceparent": trace_headers.get("traceparent", ""),
         "links": {
             "self": self_link,
             "events": f"{self_link}/events",
             "cancel": f"{self_link}/cancel",
         },
     }
-    return MsgspecJSON(answer, status_code=202, headers={"Location": self_link})
+    headers = {"Location": self_link}
+    if trace_headers.get("traceparent"):
+        headers["traceparent"] = trace_headers["traceparent"]
+    return MsgspecJSON(answer, status_code=202, headers=headers)
 
 
 @router.get("/jobs", response_class=MsgspecJSON, summary="The most recent jobs")

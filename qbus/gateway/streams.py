@@ -76,7 +76,7 @@ async def job_events(
     await visible_job(bus, caller, job_id, wait=config_of(request).gateway.lookup_seconds)
     if EVENT_STREAM not in request.headers.get("accept", ""):
         items = [
-            event_item(item.seq, item.subject, item.event, item.forged)
+            event_item(item.seq, item.subject, item.event, item.forged, item.traceparent)
             async for item in logged_events(bus, job_id, timeout=READ_TIMEOUT)
         ]
         return MsgspecJSON({"job_id": job_id, "events": items})
@@ -101,7 +101,7 @@ async def _job_messages(bus: Bus, job_id: str, after: int) -> AsyncIterator[Serv
         async for item in logged:
             if item.seq <= after:
                 continue
-            data = event_item(item.seq, item.subject, item.event, item.forged)
+            data = event_item(item.seq, item.subject, item.event, item.forged, item.traceparent)
             yield ServerSentEvent(data=sse_data(data), event=data["type"], id=str(item.seq))
 
 

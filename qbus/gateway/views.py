@@ -31,7 +31,11 @@ def event_type(event: Event) -> str:
 
 
 def event_item(
-    sequence: int, subject: str, event: Event, forged: str | None = None
+    sequence: int,
+    subject: str,
+    event: Event,
+    forged: str | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, Any]:
     """One stored event: an element of ``GET /v1/jobs/{id}/events`` and the data of
     each SSE message."""
@@ -44,6 +48,8 @@ def event_item(
     }
     if forged:
         item["forged"] = forged
+    if traceparent:
+        item["traceparent"] = traceparent
     return item
 
 
