@@ -56,6 +56,11 @@ _FUSE_SMALL, _FUSE_LARGE, _FUSE_FROM = 2, 4, 22
 _memory_width = memory_width
 
 
+def qsim_fuse_size(n: int) -> int:
+    """qsim's ``max_fused_gate_size`` for an ``n``-qubit run."""
+    return _FUSE_LARGE if n >= _FUSE_FROM else _FUSE_SMALL
+
+
 def _random_state(seed: int) -> np.random.RandomState:
     """The ``RandomState`` a simulator draws from for ``seed`` (0..2**63-1).
 
@@ -290,7 +295,7 @@ class QsimEngine(_CirqBase):
     def _simulator(self, n: int, seed: Any) -> Any:
         options = {
             "t": (os.cpu_count() or 1) if n >= _PARALLEL_QUBITS else 1,
-            "f": _FUSE_LARGE if n >= _FUSE_FROM else _FUSE_SMALL,
+            "f": qsim_fuse_size(n),
         }
         return self._qsimcirq.QSimSimulator(qsim_options=options, seed=seed)
 
@@ -307,4 +312,4 @@ class QsimEngine(_CirqBase):
         return self._simulator(request.circuit.num_qubits, _random_state(request.seed))
 
 
-__all__ = ["CirqEngine", "QsimEngine", "sample_counts"]
+__all__ = ["CirqEngine", "QsimEngine", "qsim_fuse_size", "sample_counts"]
