@@ -109,21 +109,56 @@ def test_statevector_memory_benchmark_prints_a_growing_peak_per_width():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_engines_benchmark_quick_run_prints_every_engine_row():
+def test_engines_benchmark_quick_run_prints_every_case_and_rewrites_only_the_marked_doc_region(
+    tmp_path: Path,
+):
+    doc = tmp_path / "engines.md"
+    original = (ROOT / "docs" / "engines.md").read_text()
+    doc.write_text(original)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "engines.py"), "--quick"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "engines.py"),
+            "--quick",
+            "--write-docs",
+            str(doc),
+        ],
         capture_output=True,
         text=True,
         timeout=280,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(("statevector", "sweep"))]
-    # case words, engine, first, best, median, ratio
-    engines = {row[-5] for row in rows}
-    assert {"qiskit-aer", "jax"} <= engines, out.stdout
-    aer_ratios = [float(row[-1]) for row in rows if row[-5] == "qiskit-aer"]
-    assert aer_ratios and all(r == 1.0 for r in aer_ratios)
+    assert "WARNING" not in out.stdout, out.stdout  # every state and sweep value agreed
+    families = ("random", "qft", "layered", "ghz", "trotter")
+    ansatze = ("hea", "qaoa-ring", "brickwork")
+    # family, n=…, engine, first, best, median, ×floor; sweeps: 'sweep' first, no floor
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(families)]
+    engines = {"aer-direct", "qsim-f2", "qsim-f3", "qsim-f4", "qiskit-aer", "qsim", "jax"}
+    assert {(r[0], r[2]) for r in rows} == {(f, e) for f in families for e in engines}
+    assert all(len(r) == 7 for r in rows), rows
+    sweeps = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("sweep ")]
+    sweep_engines = {"aer-direct", "qiskit-aer", "qsim", "jax"}
+    assert {(r[1], r[3]) for r in sweeps} == {(a, e) for a in ansatze for e in sweep_engines}
+    ratios = [ln for ln in out.stdout.splitlines() if ln.startswith("ratio ")]
+    assert len(ratios) == len(families) + len(ansatze)
+    assert all("aer qbus/direct" in ln and "qsim qbus/direct" in ln for ln in ratios[:5])
+    assert sum(ln.startswith("load average") for ln in out.stdout.splitlines()) == 2
+
+    # Only the region between the markers changed, and it names command, date and commit.
+    begin, end = "<!-- engines-table:begin -->", "<!-- engines-table:end -->"
+    written = doc.read_text()
+    assert written.split(begin)[0] == original.split(begin)[0]
+    assert written.split(end)[1] == original.split(end)[1]
+    region = written.split(begin)[1].split(end)[0]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    assert f"`python benchmarks/engines.py --quick --write-docs {doc}`" in region
+    assert f"commit {commit}" in region
+    table = [ln for ln in region.splitlines() if ln.startswith("| ")]
+    # two headers, then one row per family and one per ansatz
+    assert len(table) == 2 + len(families) + len(ansatze), region
 
 
 @pytest.mark.slow

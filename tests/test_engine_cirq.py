@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -10,9 +11,12 @@ import pytest
 pytest.importorskip("cirq")
 pytest.importorskip("qsimcirq")
 
+import qsimcirq
+
 from qbus.engines import reference
 from qbus.engines.base import Engine, RunRequest
-from qbus.engines.cirq_engine import CirqEngine, QsimEngine
+from qbus.engines.cirq_engine import CirqEngine, QsimEngine, qsim_fuse_size
+from qbus.engines.convert_cirq import line_qubits, to_cirq
 from qbus.errors import EngineError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
@@ -200,3 +204,20 @@ def test_every_ir_gate_has_exactly_one_cirq_mapping() -> None:
 
     assert set(FIXED_GATES) | set(PARAM_GATES) == set(GATES)
     assert not set(FIXED_GATES) & set(PARAM_GATES)
+
+
+def test_qsim_state_is_its_own_complex64_state_widened_and_renormalised() -> None:
+    # The engine widens and renormalises qsim's state in one pass (a float64 norm, one
+    # multiply); the result must stay what widening, then dividing by the norm, gave.
+    circuit = random_circuit(np.random.default_rng(17), 16, depth=200)
+    state = QsimEngine().run(RunRequest(circuit=circuit, method="statevector")).statevector
+    assert state is not None and state.dtype == np.complex128
+    sim = qsimcirq.QSimSimulator(qsim_options={"t": os.cpu_count() or 1, "f": qsim_fuse_size(16)})
+    raw = sim.simulate(
+        to_cirq(circuit, measurements=False), qubit_order=list(reversed(line_qubits(16)))
+    ).final_state_vector
+    assert raw.dtype == np.complex64
+    before = np.asarray(raw, dtype=np.complex128)
+    before /= np.linalg.norm(before)
+    assert np.max(np.abs(state - before)) < 1e-15
+    assert abs(np.vdot(state, state).real - 1) < 1e-14

@@ -12,6 +12,7 @@ from qiskit.circuit.library import CU3Gate
 from qiskit.quantum_info import Statevector
 
 from qbus.engines import registry
+from qbus.engines.aer import fusion_order
 from qbus.engines.base import Capabilities, Engine, EngineResult, RunRequest
 from qbus.engines.convert_qiskit import from_qiskit, to_qiskit
 from qbus.engines.reference import ReferenceEngine
@@ -19,6 +20,7 @@ from qbus.engines.registry import available_engines, engine_table, get_engine
 from qbus.errors import CircuitError, EngineError, MissingOptionalLibraryError, UnknownEngineError
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op, circuit_hash
+from qbus.schemas.pauli import Observable, PauliTerm
 from qbus.verifier.statistics import check_statevector
 from tests.circuits import random_circuit
 
@@ -60,6 +62,55 @@ def test_aer_and_reference_agree_on_statevectors(aer: Engine, ref: Engine) -> No
             assert a.dtype == np.complex128 and a.shape == (2**n,)
             assert abs(np.vdot(r, a)) ** 2 >= 1 - 1e-9
             assert check_statevector(a, r, tol=1e-9).verdict == "pass"
+
+
+def _native_layers(n: int, depth: int, seed: int) -> tuple[Op, ...]:
+    """Rotations on every qubit then cx/cz on a random pairing: gates native to Aer."""
+    rng = np.random.default_rng(seed)
+    ops: list[Op] = []
+    for _ in range(depth):
+        ops += [
+            Op(name=str(rng.choice(["rx", "ry", "rz"])), qubits=(q,), params=(rng.uniform(0, 6),))
+            for q in range(n)
+        ]
+        order = rng.permutation(n)
+        ops += [
+            Op(name=str(rng.choice(["cx", "cz"])), qubits=(int(a), int(b)))
+            for a, b in zip(order[0::2], order[1::2], strict=False)
+        ]
+    return tuple(ops)
+
+
+def test_aer_runs_wide_circuits_in_fusion_order_with_the_same_results(
+    aer: Engine, ref: Engine
+) -> None:
+    # From 14 qubits the engine hands Aer the gates in Qiskit's topological order (Aer
+    # fuses bigger blocks that way); the state must stay the one of the IR's order.
+    circuit = Circuit(num_qubits=16, ops=_native_layers(16, 12, 16))
+    request = RunRequest(circuit=circuit, method="statevector")
+    prepared = aer._prepared(circuit, {}, True)  # type: ignore[attr-defined]
+    in_ir_order = to_qiskit(circuit, measurements=False)
+    as_listed = [(i.operation.name, i.qubits) for i in in_ir_order.data]
+    reordered = [(i.operation.name, i.qubits) for i in prepared.data[:-1]]
+    assert sorted(map(str, reordered)) == sorted(map(str, as_listed))
+    assert reordered == [(i.operation.name, i.qubits) for i in fusion_order(in_ir_order).data]
+    assert reordered != as_listed
+    state = aer.run(request).statevector
+    assert state is not None
+    assert np.max(np.abs(state - Statevector(in_ir_order).data)) < 1e-12
+    assert check_statevector(state, ref.run(request).statevector, tol=1e-9).verdict == "pass"
+    # A sweep at that width goes the same way.
+    ry = tuple(Op(name="ry", qubits=(q,), params=("t",)) for q in range(14))
+    swept = Circuit(num_qubits=14, parameters=("t",), ops=(*_native_layers(14, 8, 14), *ry))
+    sweep = RunRequest(
+        circuit=swept,
+        method="sweep",
+        sweep=[{"t": 0.3}, {"t": 1.1}],
+        observables=[Observable(terms=[PauliTerm(coeff=1.0, pauli="Z0 Z13")])],
+    )
+    got = [p.expectations for p in aer.run(sweep).sweep_results or []]
+    want = [p.expectations for p in ref.run(sweep).sweep_results or []]
+    assert len(got) == 2 and np.allclose(got, want, atol=1e-10)
 
 
 def test_aer_transpiles_gates_it_lacks(aer: Engine, ref: Engine) -> None:

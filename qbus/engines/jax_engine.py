@@ -50,6 +50,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingOptionalLibraryError("jax", "jax", "the jax engine") from exc
 
+from qbus.engines.jax_blocks import apply_block, block_pattern
 from qbus.engines.jax_dynamics import (
     MAX_CLOSED_QUBITS,
     check_dynamics_request,
@@ -67,11 +68,13 @@ _MAX_QUBITS = 30
 # A fused block's pass holds the state, its output and a temporary of the same size.
 _STATE_COPIES = 3
 
-# Blocks of up to this many qubits are fused into one dense matrix. A k-qubit block
-# costs 2**k multiply-adds per amplitude but a single read and write of the state; on a
-# 2-core CPU, 5 measured fastest on benchmarks/engines.py's 20-qubit circuit (1.0 s
-# against 1.5 s for 3 or 4), at the price of a longer compile.
-DEFAULT_FUSED_QUBITS = 5
+# Blocks of up to this many qubits are fused into one matrix, applied elementwise
+# (``jax_blocks``): a k-qubit block costs up to 2**k multiply-adds per amplitude in one
+# pass over the state. On the 2-core CPU, 3 measured fastest (20 qubits, complex128,
+# against qsim in the same process: layered ry/rz + CNOT ladder 6.6x qsim's time
+# against 7.9x for 2; random 1-/2-qubit depth 20 0.99x against 0.94x for 2; 4 is
+# compute-bound at 41 passes' worth of time per block).
+DEFAULT_FUSED_QUBITS = 3
 
 # Under vmap every block is a batch of small matmuls, where 4-qubit blocks measured
 # fastest (12 qubits x 256 points: 0.074 s against 0.11 s for 5 and 0.125 s for 2).
@@ -182,15 +185,18 @@ def build_circuit_fn(
     n, _ = structure
     blocks = _plan(structure, min(max_fused, n))
     cdt = jnp.dtype(dtype)
+    patterns = [
+        block_pattern(qubits, [(g.name, g.qubits) for g in gates]) for qubits, gates in blocks
+    ]
 
     def fn(params: jax.Array) -> jax.Array:
-        # Without the barrier XLA constant-folds |0…0> (and the first block's transpose
-        # of it): seconds of compile and a 2**n constant baked into the executable.
+        # Without the barrier XLA constant-folds |0…0> (and the first block's slices of
+        # it): seconds of compile and a 2**n constant baked into the executable.
         zeros = jax.lax.optimization_barrier(jnp.zeros((1 << n,), dtype=cdt))
         state = zeros.at[0].set(1).reshape((2,) * n)
-        for qubits, gates in blocks:
+        for (qubits, gates), pattern in zip(blocks, patterns, strict=True):
             m = _block_matrix(qubits, gates, params, cdt)
-            state = _apply(state, m, [n - 1 - q for q in qubits])
+            state = apply_block(state, m, qubits, pattern)
         return state.reshape(-1)
 
     return fn
