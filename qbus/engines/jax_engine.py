@@ -5,9 +5,10 @@ least significant bit of the flattened index, as everywhere in qbus). Before tra
 a plan fuses the circuit's gates into blocks of at most ``max_fused_qubits`` qubits:
 one-qubit gates wait (they commute with everything not on their qubit) until the next
 multi-qubit gate on that qubit takes them in, and consecutive multi-qubit gates whose
-qubits fit in one block share a single dense matrix. Each block is then one pass over
-the state instead of one pass per gate, which is what keeps a memory-bound simulator
-close to Aer's own fused kernels.
+qubits fit in one block share a single matrix. Each block is applied as elementwise
+sums over the slices that fix its qubits (``jax_blocks``), skipping the entries that are
+zero for every angle: one fused loop, one pass over the state, where a ``tensordot``
+on the CPU cost a transpose, a slow complex matrix product and a transpose back.
 
 The whole circuit is compiled by ``jax.jit`` once per *structure* (gate names and
 qubits, not angles): the angles are a traced float vector, so a circuit run again with
