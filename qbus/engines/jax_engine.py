@@ -71,10 +71,10 @@ _STATE_COPIES = 3
 
 # Blocks of up to this many qubits are fused into one matrix, applied elementwise
 # (``jax_blocks``): a k-qubit block costs up to 2**k multiply-adds per amplitude in one
-# pass over the state. On the 2-core CPU, 3 measured fastest (20 qubits, complex128,
-# against qsim in the same process: layered ry/rz + CNOT ladder 6.6x qsim's time
-# against 7.9x for 2; random 1-/2-qubit depth 20 0.99x against 0.94x for 2; 4 is
-# compute-bound at 41 passes' worth of time per block).
+# pass over the state. On the 2-core CPU under a load of about 4, 3 measured best
+# (20 qubits, complex128, against qsim in the same process: layered ry/rz + CNOT
+# ladder 6.6x qsim's time against 7.9x for 2; random 1-/2-qubit depth 20 0.99x against
+# 0.94x for 2; a 4-qubit block took 41 passes' worth of time, compute-bound).
 DEFAULT_FUSED_QUBITS = 3
 
 # Under vmap every block is a batch of small matmuls, where 4-qubit blocks measured
