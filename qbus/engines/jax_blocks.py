@@ -5,10 +5,11 @@ transpose, a complex matrix product (no fast kernel for complex types) and a tra
 back: on 20 qubits about 11 ms for a 2-qubit gate, 13 passes' worth of memory traffic.
 Written instead as ``new[i] = sum_j U[i, j] * old[j]`` over the ``2**k`` slices that
 fix the block's qubits, and stacked back in place, a block is one loop that XLA fuses
-into a single pass over the state (4.8 ms for the same gate; ``/tmp`` measurements in
-docs/engines.md). Entries that are zero for every angle (a CNOT, a CZ, a diagonal) are
-skipped, and constant entries equal to 1 cost no multiply, so a fused block of Clifford
-or diagonal gates does only the arithmetic it needs.
+into a single pass over the state (4.8 ms for the same gate, under the same load; see
+docs/engines.md, "How the jax engine applies a circuit"). Entries that are zero for
+every angle (a CNOT, a CZ, a diagonal) are skipped, and constant entries equal to 1 cost
+no multiply, so a fused block of Clifford or diagonal gates does only the arithmetic it
+needs.
 
 Which entries are structurally zero is found at trace time by evaluating the block
 numerically (``reference.gate_matrix``) at two random draws of its angles: an entry

@@ -5,9 +5,10 @@ least significant bit of the flattened index, as everywhere in qbus). Before tra
 a plan fuses the circuit's gates into blocks of at most ``max_fused_qubits`` qubits:
 one-qubit gates wait (they commute with everything not on their qubit) until the next
 multi-qubit gate on that qubit takes them in, and consecutive multi-qubit gates whose
-qubits fit in one block share a single dense matrix. Each block is then one pass over
-the state instead of one pass per gate, which is what keeps a memory-bound simulator
-close to Aer's own fused kernels.
+qubits fit in one block share a single matrix. Each block is applied as elementwise
+sums over the slices that fix its qubits (``jax_blocks``), skipping the entries that are
+zero for every angle: one fused loop, one pass over the state, where a ``tensordot``
+on the CPU cost a transpose, a slow complex matrix product and a transpose back.
 
 The whole circuit is compiled by ``jax.jit`` once per *structure* (gate names and
 qubits, not angles): the angles are a traced float vector, so a circuit run again with
@@ -70,10 +71,10 @@ _STATE_COPIES = 3
 
 # Blocks of up to this many qubits are fused into one matrix, applied elementwise
 # (``jax_blocks``): a k-qubit block costs up to 2**k multiply-adds per amplitude in one
-# pass over the state. On the 2-core CPU, 3 measured fastest (20 qubits, complex128,
-# against qsim in the same process: layered ry/rz + CNOT ladder 6.6x qsim's time
-# against 7.9x for 2; random 1-/2-qubit depth 20 0.99x against 0.94x for 2; 4 is
-# compute-bound at 41 passes' worth of time per block).
+# pass over the state. On the 2-core CPU under a load of about 4, 3 measured best
+# (20 qubits, complex128, against qsim in the same process: layered ry/rz + CNOT
+# ladder 6.6x qsim's time against 7.9x for 2; random 1-/2-qubit depth 20 0.99x against
+# 0.94x for 2; a 4-qubit block took 41 passes' worth of time, compute-bound).
 DEFAULT_FUSED_QUBITS = 3
 
 # Under vmap every block is a batch of small matmuls, where 4-qubit blocks measured
