@@ -1,0 +1,71 @@
+// The submit form: paste a program (or pick a template from GET /v1/templates), POST it
+// to /v1/jobs as text with the options as query parameters, then follow the job live.
+
+import { getJson, submitProgram } from "./api.js";
+import { h } from "./dom.js";
+import { jobPanel } from "./job.js";
+
+// Built in, so the form has something to start from on a gateway with no templates.
+const EXAMPLES = [
+  {
+    name: "bell",
+    description: "Bell pair: 00 and 11, half each",
+    format: "qasm2",
+    source: 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n',
+  },
+  {
+    name: "ghz3",
+    description: "GHZ state on 3 qubits",
+    format: "qasm3",
+    source: 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nh q[0];\ncx q[0], q[1];\ncx q[1], q[2];\nc = measure q;\n',
+  },
+];
+
+const FORMATS = ["auto", "qasm2", "qasm3", "json", "quil"];
+
+export async function submitView(main, cleanup, showError) {
+  const [templates, engines] = await Promise.all([
+    getJson("/v1/templates").then((body) => body.templates ?? []),
+    getJson("/v1/engines").then((body) => body.engines ?? []),
+  ]);
+  const byName = new Map([...EXAMPLES, ...templates].map((t) => [t.name, t]));
+  const source = h("textarea", { id: "program", name: "program", required: true, spellcheck: "false" });
+  const format = h("select", { id: "format", name: "format" }, FORMATS.map((f) => h("option", { value: f }, f)));
+  const template = h("select", { id: "template", name: "template" },
+    h("option", { value: "" }, "— paste your own —"),
+    h("optgroup", { label: "Examples" }, EXAMPLES.map((t) => h("option", { value: t.name }, `${t.name}: ${t.description}`))),
+    templates.length ? h("optgroup", { label: "Gateway templates" },
+      templates.map((t) => h("option", { value: t.name }, `${t.name}: ${t.description ?? ""}`))) : null);
+  template.addEventListener("change", () => {
+    const picked = byName.get(template.value);
+    if (!picked) return;
+    source.value = picked.source;
+    format.value = FORMATS.includes(picked.format) ? picked.format : "auto";
+  });
+  const shots = h("input", { id: "shots", name: "shots", type: "number", min: 1, value: 1024, required: true });
+  const engine = h("select", { id: "engine", name: "engine" }, h("option", { value: "auto" }, "auto (the router picks)"),
+    engines.map((e) => h("option", { value: e.name }, e.deployed === false ? `${e.name} (not deployed)` : e.name)));
+  const button = h("button", { type: "submit" }, "Submit job");
+  const result = h("div", { id: "submitted", "aria-live": "polite" });
+  const form = h("form", { class: "submit", "aria-labelledby": "submit-h" },
+    h("label", { for: "template" }, "Template", template),
+    h("label", { for: "program" }, "Program (OpenQASM 2/3, JSON IR or Quil)", source),
+    h("div", { class: "row" },
+      h("label", { for: "format" }, "Format", format),
+      h("label", { for: "shots" }, "Shots", shots),
+      h("label", { for: "engine" }, "Engine", engine),
+      button));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    try {
+      const accepted = await submitProgram(source.value, { shots: shots.value, engine: engine.value, format: format.value });
+      await jobPanel(result, accepted.job_id, cleanup, "h2");
+    } catch (error) {
+      showError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  main.replaceChildren(h("h1", { id: "submit-h" }, "Submit a job"), h("section", { class: "panel" }, form), result);
+}
