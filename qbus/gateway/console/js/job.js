@@ -133,12 +133,13 @@ export async function jobPanel(container, id, cleanup, headingLevel = "h1") {
     timeline: h("div", {}), result: h("div", {}), circuit: h("div", {}), provenance: h("div", {}),
   };
   const sub = headingLevel === "h1" ? "h2" : "h3";
-  container.replaceChildren(
+  const article = h("article", { class: "job", "data-job": id, "data-state": "loading" },
     h(headingLevel, {}, "Job ", mono(id)), status,
     h("section", { class: "panel", "aria-labelledby": `${id}-tl` }, h(sub, { id: `${id}-tl` }, "Timeline"), sections.timeline),
     h("section", { class: "panel", "aria-labelledby": `${id}-res` }, h(sub, { id: `${id}-res` }, "Result"), sections.result),
     h("section", { class: "panel", "aria-labelledby": `${id}-circ` }, h(sub, { id: `${id}-circ` }, "Circuit"), sections.circuit),
     h("section", { class: "panel", "aria-labelledby": `${id}-prov` }, h(sub, { id: `${id}-prov` }, "Provenance"), sections.provenance));
+  container.replaceChildren(article);
   const final = () => items.find((item) => FINAL_TYPES.includes(item.type))?.event ?? null;
   const render = () => {
     items.sort((a, b) => a.sequence - b.sequence);
@@ -147,7 +148,7 @@ export async function jobPanel(container, id, cleanup, headingLevel = "h1") {
     sections.circuit.replaceChildren(circuitSection(items));
     sections.provenance.replaceChildren(provenance(items));
     const done = final();
-    container.dataset.state = done ? done.type : "running";
+    article.dataset.state = done ? done.type : "running";
     status.textContent = done ? `finished: ${done.type}` : "running — events stream in live";
   };
   const add = (item) => {
