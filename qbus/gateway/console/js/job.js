@@ -49,6 +49,8 @@ function traceOf(items) {
   return null;
 }
 
+// Each row's duration is the time since the previous event: the work of the stage that
+// wrote this one. The first row has none (the submission itself is not in the job's log).
 function timeline(items) {
   if (!items.length) return h("p", { class: "muted" }, "No events yet.");
   const start = seconds(items[0]);
@@ -59,7 +61,7 @@ function timeline(items) {
     const took = Math.max(0, at - previous);
     const li = h("li", { "data-type": item.type, "data-stage": STAGE[item.type] ?? item.type },
       h("span", {}, h("strong", {}, STAGE[item.type] ?? item.type), " ", h("span", { class: "muted mono" }, item.type)),
-      h("span", { class: "dur", title: `${(at - start).toFixed(6)} s after submission` }, item === items[0] ? "0" : duration(took)),
+      h("span", { class: "dur", title: `${(at - start).toFixed(6)} s after submission` }, item === items[0] ? "start" : duration(took)),
       spanBar(previous - start, at - start, span));
     previous = at;
     return li;
@@ -68,12 +70,11 @@ function timeline(items) {
 
 function verdict(verification) {
   if (!verification) return "—";
-  const text = [verification.verdict];
-  if (verification.test) text.push(`(${verification.test}`
-    + (verification.p_value !== null && verification.p_value !== undefined ? `, p = ${verification.p_value.toPrecision(3)}` : "")
-    + ")");
-  if (verification.detail) text.push(`— ${verification.detail}`);
-  return h("span", { class: `verdict verdict-${verification.verdict}` }, text.join(" "));
+  // The verifier's detail already names the statistic and p-value; the verdict leads.
+  return h("span", {},
+    h("span", { class: `verdict verdict-${verification.verdict}` },
+      verification.test ? `${verification.verdict} (${verification.test})` : verification.verdict),
+    verification.detail ? h("span", { class: "muted" }, ` — ${verification.detail}`) : null);
 }
 
 function resultSection(final) {

@@ -1,0 +1,178 @@
+"""The web console (qbus/gateway/console/) in a real browser, as a person uses it.
+
+Debian's headless ``chromium`` (scripts/setup.sh installs it), driven by Playwright from
+the lock pointed at that binary (no ``playwright install``, no browser download), opens
+the console a real gateway serves on a real bus with the real stages: it submits a Bell
+job from the form, sees it complete with a histogram of 00 and 11 only, reads the job
+page's timeline and circuit, sees a job submitted elsewhere arrive live in the job list,
+and reads the engines page. Any uncaught exception or console error in the page fails
+the test. Without chromium the test skips, except under ``CI=true``, where it fails
+with the install hint so CI cannot silently stop checking the console.
+
+``QBUS_SCREENSHOT=docs/console.png`` saves the finished job's page there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from qbus.bus.config import Config
+from qbus.bus.connection import Bus
+from qbus.consumers.pipeline import Pipeline
+from qbus.gateway.app import create_app
+
+pytestmark = pytest.mark.timeout(240)
+
+SHOTS = 1000
+# Every stage a completed job passes through, in order (its timeline's rows; the
+# submission itself is not in a job's log, which starts at ingest).
+STAGES = [
+    "circuit.ingested",
+    "circuit.rewritten",
+    "execution.requested",
+    "execution.completed",
+    "job.completed",
+]
+BELL = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n'
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        hint = (
+            "chromium is not installed: run `bash scripts/setup.sh` as root (installs "
+            "Debian's chromium) or `apt-get install -y chromium`"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(hint)
+        pytest.skip(hint)
+    return path
+
+
+@pytest.fixture
+async def gateway(config: Config, bus: Bus, pipeline: Pipeline) -> AsyncIterator[str]:
+    """A real gateway (uvicorn on a free loopback port) on the test's bus and stages."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config, bus=bus), host="127.0.0.1", port=0, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the gateway did not start"
+        await asyncio.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    # Open event streams hold connections; the server's shutdown closes them.
+    await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = _chromium()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable)
+        yield browser
+        await browser.close()
+
+
+class PageErrors:
+    """Uncaught exceptions and console errors of a page, collected to assert none."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[str] = []
+        page.on("pageerror", lambda error: self.seen.append(f"uncaught: {error}"))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.seen.append(f"console.error: {message.text} at {message.location}")
+
+
+async def _bars(page: Page) -> dict[str, int]:
+    return await page.eval_on_selector_all(
+        "article.job svg.hist g.bar",
+        "bars => Object.fromEntries(bars.map(b => [b.dataset.outcome, Number(b.dataset.count)]))",
+    )
+
+
+async def _timeline(page: Page) -> list[str]:
+    return await page.eval_on_selector_all(
+        "article.job ol.timeline li", "rows => rows.map(r => r.dataset.type)"
+    )
+
+
+async def test_console_submits_a_bell_job_and_shows_it(gateway: str, browser: Browser):
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = PageErrors(page)
+    page.set_default_timeout(60_000)
+
+    # The submit form: pick nothing, paste the program as a person would.
+    await page.goto(f"{gateway}/")  # redirects to /console/
+    await page.get_by_role("link", name="Submit").click()
+    await page.get_by_label("Program").fill(BELL)
+    await page.get_by_label("Shots").fill(str(SHOTS))
+    await page.get_by_label("Engine").select_option("qiskit-aer")
+    await page.get_by_role("button", name="Submit job").click()
+    job = page.locator("#submitted article.job")
+    await job.and_(page.locator("[data-state='job.completed']")).wait_for()
+    job_id = await job.get_attribute("data-job")
+    assert job_id
+
+    bars = await _bars(page)
+    assert set(bars) == {"00", "11"}, bars
+    assert sum(bars.values()) == SHOTS
+    assert all(count > 0 for count in bars.values())
+
+    # The job page: every stage in order on the timeline, the result and the circuit.
+    await page.goto(f"{gateway}/console/#/jobs/{job_id}")
+    await page.locator("article.job[data-state='job.completed']").wait_for()
+    assert await _timeline(page) == STAGES
+    durations = await page.locator("article.job ol.timeline .dur").all_inner_texts()
+    assert durations[0] == "start"
+    assert all(d.endswith(("µs", "ms", " s")) for d in durations[1:]), durations
+    assert await _bars(page) == bars
+    assert await page.locator("article.job .verdict").inner_text() != ""
+    result_hash = await page.locator("article.job dd code").first.inner_text()
+    assert result_hash.startswith("sha256:")
+    drawn = await page.eval_on_selector_all(
+        "article.job svg.circuit g.op", "ops => ops.map(o => o.dataset.op)"
+    )
+    assert drawn == ["h", "cx", "measure", "measure"]  # `measure q -> c`: one per qubit
+    if target := os.environ.get("QBUS_SCREENSHOT"):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=target, full_page=True)
+
+    # The job list shows it, and a job submitted elsewhere arrives live over /v1/results.
+    await page.get_by_role("link", name="Jobs").click()
+    await page.locator(f"tr[data-job='{job_id}']").wait_for()
+    await page.get_by_text("live: final events stream in").wait_for()
+    other = await page.evaluate(
+        """async (program) => {
+            const r = await fetch("/v1/jobs?shots=10&engine=qiskit-aer", {
+                method: "POST", headers: {"Content-Type": "text/plain"}, body: program});
+            return (await r.json()).job_id;
+        }""",
+        BELL,
+    )
+    row = page.locator(f"tr[data-job='{other}'] td.state")
+    await row.wait_for()
+    assert await row.inner_text() == "completed"
+
+    # The engines page lists the installed engines with their queue depth.
+    await page.get_by_role("link", name="Engines").click()
+    await page.locator("tr[data-engine]").first.wait_for()
+    engines = await page.eval_on_selector_all(
+        "tr[data-engine]", "rows => rows.map(r => r.dataset.engine)"
+    )
+    assert "qiskit-aer" in engines and "reference" in engines, engines
+
+    assert await page.locator("#alert").is_hidden()
+    assert errors.seen == []
