@@ -109,7 +109,7 @@ async def _timeline(page: Page) -> list[str]:
     )
 
 
-async def test_console_submits_a_bell_job_and_shows_it(gateway: str, browser: Browser):
+async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway: str):
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     errors = PageErrors(page)
     page.set_default_timeout(60_000)
