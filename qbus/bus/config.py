@@ -660,6 +660,39 @@ class LanesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("heavy_nice must be between 0 and 19")
 
 
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The HTTP gateway (``[gateway]``, docs/gateway.md).
+
+    Attributes:
+        host, port: Where ``qbus gateway`` listens (loopback by default: bind another
+            address only behind TLS).
+        max_body_bytes: Largest request body; a bigger one is refused with 413 before
+            it is read (by its Content-Length, or as it streams in).
+        tenants: Tenants that may call the gateway; with any, every request needs a
+            bearer token. Tenant ``T``'s token is secret ``<token_prefix>T``.
+        token_prefix: Prefix of those secrets' names.
+        admin_token_secret: Secret holding the operator's token, which sees every job
+            (and the whole log's audit); None: no such token.
+        lookup_seconds: How long a request about a job the bus does not know yet waits
+            for it to appear (a job POSTed a moment ago that ingest has not read) before
+            answering 404.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1 << 20
+    tenants: list[str] = []
+    token_prefix: str = "gateway/"
+    admin_token_secret: str | None = None
+    lookup_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        if self.lookup_seconds < 0:
+            raise ValueError("lookup_seconds must be 0 or more")
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """All of qbus's settings."""
 
@@ -680,6 +713,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     lanes: LanesConfig = LanesConfig()
     retries: RetriesConfig = RetriesConfig()
     signing: SigningConfig = SigningConfig()
+    gateway: GatewayConfig = GatewayConfig()
     state_dir: str = ".qbus"
 
 

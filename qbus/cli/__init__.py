@@ -2,7 +2,7 @@
 
 Each command group is a module of this package (``jobs``: submit, status, watch;
 ``local``: up, demo; ``stage``; ``info``: schema, engines; ``doctor``; ``audit``, ``chain``,
-``dlq``, ``control``, ``auth``, ``top``, ``ai``, ``templates``). ``COMMANDS`` maps a
+``dlq``, ``control``, ``auth``, ``top``, ``ai``, ``templates``, ``gateway``). ``COMMANDS`` maps a
 command name to where it lives, and the group imports that module when the command is
 invoked, so ``qbus engines`` does not pay for the chain, AI or stage code, and each
 module can import what it needs at its top. Errors and exit codes: ``qbus.cli.exit``.
@@ -43,6 +43,7 @@ COMMANDS = {
     "top": "qbus.cli.top:top",
     "ai": "qbus.cli.ai:ai",
     "run": "qbus.cli.templates:run",
+    "gateway": "qbus.cli.gateway:gateway",
 }
 """Command name → ``module:attribute`` of its click command."""
 

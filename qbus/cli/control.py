@@ -18,7 +18,7 @@ from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.ledger import Ledger, LedgerStore
 from qbus.cli.context import config_of
-from qbus.frontends.bounds import UNDECODABLE, decode_event
+from qbus.producers.control import send_control
 from qbus.schemas.events import (
     Cancel,
     ControlRejected,
@@ -28,41 +28,6 @@ from qbus.schemas.events import (
     Reroute,
     new_event_id,
 )
-
-
-async def send_control(bus: Bus, event: Reroute | Cancel, timeout: float) -> list[Event]:
-    """Publish ``event`` and collect the control stage's answer to it.
-
-    Returns the events caused by ``event``: one ControlRejected or JobFailed, or the
-    ExecutionRequested of a reroute (all of them that arrive within a short grace after
-    the first).
-
-    Raises:
-        TimeoutError: No answer within ``timeout`` seconds.
-    """
-    answers: list[Event] = []
-    first = asyncio.Event()
-
-    async def on_msg(msg) -> None:
-        try:
-            got = decode_event(msg.data)
-        except UNDECODABLE:
-            return
-        if got.causation_id == event.event_id:
-            answers.append(got)
-            first.set()
-
-    # Core subscriptions before the publish: no answer can slip past.
-    subs = [await bus.nc.subscribe(s, cb=on_msg) for s in bus.subjects.of_job(event.job_id)]
-    try:
-        await bus.publish(event)
-        await asyncio.wait_for(first.wait(), timeout)
-        if isinstance(answers[0], ExecutionRequested):
-            await asyncio.sleep(0.5)  # the rest of the chunks are published with it
-    finally:
-        for sub in subs:
-            await sub.unsubscribe()
-    return answers
 
 
 def _report(answers: list[Event]) -> int:

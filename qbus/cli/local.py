@@ -21,6 +21,7 @@ from qbus.cli.chain import anchored_report, chain_for_up
 from qbus.cli.context import config_of
 from qbus.cli.jobs import print_final, submit_and_wait
 from qbus.errors import ConfigError
+from qbus.gateway.ports import check_port_free
 from qbus.observability.endpoints import TARGETS_FILE, free_ports, write_targets
 from qbus.schemas.events import (
     JobSubmitted,
@@ -101,6 +102,14 @@ c = measure q;
     help="Anchor results on a chain: 'anvil' (starts a local node) or an http(s) JSON-RPC "
     "URL; adds the anchor stage and the chain listener (docs/chain.md).",
 )
+@click.option(
+    "--http",
+    "http_port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Also serve the HTTP API and web console on this port (127.0.0.1, or [gateway] "
+    "host; docs/gateway.md).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -113,6 +122,7 @@ def up(
     chain_opt: str | None,
     nats_config: str | None = None,
     cluster_size: int | None = None,
+    http_port: int | None = None,
 ) -> None:
     """Start nats-server and every stage as separate processes; Ctrl-C stops all.
 
@@ -121,6 +131,10 @@ def up(
     """
 
     config = config_of(ctx)
+    if http_port is not None:
+        # Before anything starts: a taken port is an error now, not a gateway that the
+        # supervisor restarts for ever.
+        check_port_free(config.gateway.host, http_port)
     state = Path(config.state_dir)
     obs = config.observability
     base = obs.metrics_port if metrics_port is None else metrics_port
@@ -146,6 +160,9 @@ def up(
         cfg = msgspec.structs.replace(config, bus=bus_cfg)
         asyncio.run(_provision(cfg, engines))
         keys_line = _stage_keys(config)
+        extra_stages = list(chain_up.stages)
+        if http_port is not None:
+            extra_stages.append(("gateway", ["gateway", "--port", str(http_port)]))
         sup = Supervisor(
             server.url,
             state / "logs",
@@ -154,7 +171,7 @@ def up(
             metrics_ports=ports,
             # The stages read [bus] from the same settings, with these two overridden.
             extra_env={**chain_up.env, "QBUS_REPLICAS": str(replicas)},
-            extra_stages=chain_up.stages,
+            extra_stages=extra_stages,
             servers=[(f"nats-server {n.server_name or ''}".rstrip(), n) for n in nodes],
         )
         sup.start()
@@ -171,6 +188,9 @@ def up(
             click.echo(DEFAULT_MODE_WARNING)
         if chain_up.summary:
             click.echo(chain_up.summary)
+        if http_port is not None:
+            site = f"http://{config.gateway.host}:{http_port}"
+            click.echo(f"gateway      {site}/v1/  console {site}/console/")
         for p in sup.processes:
             metrics = (
                 f"  metrics http://{obs.metrics_addr}:{p.metrics_port}/metrics"
