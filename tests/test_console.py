@@ -14,20 +14,20 @@ with the install hint so CI cannot silently stop checking the console.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.gateway.app import create_app
+from qbus.gateway.templates import TEMPLATES
+from tests.gateway_fixtures import served
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,7 +41,7 @@ STAGES = [
     "execution.completed",
     "job.completed",
 ]
-BELL = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n'
+BELL = next(t.source for t in TEMPLATES if t.name == "bell")
 
 
 def _chromium() -> str:
@@ -59,19 +59,9 @@ def _chromium() -> str:
 
 @pytest.fixture
 async def gateway(config: Config, bus: Bus, pipeline: Pipeline) -> AsyncIterator[str]:
-    """A real gateway (uvicorn on a free loopback port) on the test's bus and stages."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, bus=bus), host="127.0.0.1", port=0, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the gateway did not start"
-        await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    # Open event streams hold connections; the server's shutdown closes them.
-    await asyncio.wait_for(task, timeout=30)
+    """A real gateway on the test's bus and stages; yields its base URL."""
+    async with served(create_app(config, bus=bus)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,10 +104,11 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     errors = PageErrors(page)
     page.set_default_timeout(60_000)
 
-    # The submit form: pick nothing, paste the program as a person would.
+    # The submit form: pick the Bell template (GET /v1/templates fills the program in).
     await page.goto(f"{gateway}/")  # redirects to /console/
     await page.get_by_role("link", name="Submit").click()
-    await page.get_by_label("Program").fill(BELL)
+    await page.get_by_label("Template").select_option("bell")
+    assert "cx q[0], q[1];" in await page.get_by_label("Program").input_value()
     await page.get_by_label("Shots").fill(str(SHOTS))
     await page.get_by_label("Engine").select_option("qiskit-aer")
     await page.get_by_role("button", name="Submit job").click()
@@ -145,7 +136,8 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     drawn = await page.eval_on_selector_all(
         "article.job svg.circuit g.op", "ops => ops.map(o => o.dataset.op)"
     )
-    assert drawn == ["h", "cx", "measure", "measure"]  # `measure q -> c`: one per qubit
+    assert drawn[:2] == ["h", "cx"] and set(drawn[2:]) == {"measure"}, drawn
+    assert await page.locator("article.job svg.circuit g.measure").count() == 2
     if target := os.environ.get("QBUS_SCREENSHOT"):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=target, full_page=True)

@@ -5,22 +5,6 @@ import { getJson, submitProgram } from "./api.js";
 import { h } from "./dom.js";
 import { jobPanel } from "./job.js";
 
-// Built in, so the form has something to start from on a gateway with no templates.
-const EXAMPLES = [
-  {
-    name: "bell",
-    description: "Bell pair: 00 and 11, half each",
-    format: "qasm2",
-    source: 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n',
-  },
-  {
-    name: "ghz3",
-    description: "GHZ state on 3 qubits",
-    format: "qasm3",
-    source: 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nh q[0];\ncx q[0], q[1];\ncx q[1], q[2];\nc = measure q;\n',
-  },
-];
-
 const FORMATS = ["auto", "qasm2", "qasm3", "json", "quil"];
 
 export async function submitView(main, cleanup, showError) {
@@ -28,14 +12,12 @@ export async function submitView(main, cleanup, showError) {
     getJson("/v1/templates").then((body) => body.templates ?? []),
     getJson("/v1/engines").then((body) => body.engines ?? []),
   ]);
-  const byName = new Map([...EXAMPLES, ...templates].map((t) => [t.name, t]));
+  const byName = new Map(templates.map((t) => [t.name, t]));
   const source = h("textarea", { id: "program", name: "program", required: true, spellcheck: "false" });
   const format = h("select", { id: "format", name: "format" }, FORMATS.map((f) => h("option", { value: f }, f)));
   const template = h("select", { id: "template", name: "template" },
     h("option", { value: "" }, "— paste your own —"),
-    h("optgroup", { label: "Examples" }, EXAMPLES.map((t) => h("option", { value: t.name }, `${t.name}: ${t.description}`))),
-    templates.length ? h("optgroup", { label: "Gateway templates" },
-      templates.map((t) => h("option", { value: t.name }, `${t.name}: ${t.description ?? ""}`))) : null);
+    templates.map((t) => h("option", { value: t.name }, `${t.name}: ${t.description ?? ""}`)));
   template.addEventListener("change", () => {
     const picked = byName.get(template.value);
     if (!picked) return;
