@@ -19,15 +19,17 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
+import msgspec
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from qbus.bus.config import Config
+from qbus.bus.config import Config, GatewayConfig, SecretsConfig
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
 from qbus.gateway.app import create_app
 from qbus.gateway.templates import TEMPLATES
-from tests.gateway_fixtures import served
+from tests.gateway_fixtures import served, sse
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,6 +43,7 @@ STAGES = [
     "execution.completed",
     "job.completed",
 ]
+TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2"}
 BELL = next(t.source for t in TEMPLATES if t.name == "bell")
 
 
@@ -61,6 +64,25 @@ def _chromium() -> str:
 async def gateway(config: Config, bus: Bus, pipeline: Pipeline) -> AsyncIterator[str]:
     """A real gateway on the test's bus and stages; yields its base URL."""
     async with served(create_app(config, bus=bus)) as url:
+        yield url
+
+
+@pytest.fixture
+async def tenant_gateway(
+    config: Config, bus: Bus, pipeline: Pipeline, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A real gateway that needs a bearer token: tenants alice and bob, tokens from the
+    file secrets provider."""
+    secrets = tmp_path / "secrets"
+    (secrets / "gateway").mkdir(parents=True)
+    for tenant, token in TOKENS.items():
+        (secrets / "gateway" / tenant).write_text(token)
+    with_tokens = msgspec.structs.replace(
+        config,
+        gateway=GatewayConfig(tenants=list(TOKENS)),
+        secrets=SecretsConfig(provider="file", directory=str(secrets)),
+    )
+    async with served(create_app(with_tokens, bus=bus)) as url:
         yield url
 
 
@@ -167,4 +189,59 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     assert "qiskit-aer" in engines and "reference" in engines, engines
 
     assert await page.locator("#alert").is_hidden()
+    assert errors.seen == []
+
+
+async def _post_bell(client: httpx.AsyncClient, token: str) -> str:
+    response = await client.post(
+        "/v1/jobs",
+        content=BELL,
+        params={"shots": 10, "engine": "qiskit-aer"},
+        headers={"Content-Type": "text/plain", "Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+async def test_console_token_field_shows_only_the_tenants_jobs(
+    browser: Browser, tenant_gateway: str
+):
+    page = await browser.new_page()
+    errors = PageErrors(page)
+    page.set_default_timeout(60_000)
+
+    # No token yet: the job list's request is refused, and the page says why.
+    await page.goto(f"{tenant_gateway}/console/#/jobs")
+    alert = page.get_by_role("alert")
+    await alert.wait_for()
+    assert "[unauthorized]" in await alert.inner_text()
+    # The refused fetch is the only error the page logs (Chromium reports the 401).
+    assert errors.seen and all("401" in e for e in errors.seen), errors.seen
+    errors.seen.clear()
+
+    # Alice's token in the header field: kept in localStorage, sent on every request.
+    await page.get_by_label("API token").fill(TOKENS["alice"])
+    await page.get_by_role("button", name="Save").click()
+    await page.get_by_text("live: final events stream in").wait_for()
+    assert await page.evaluate("localStorage.getItem('qbus.token')") == TOKENS["alice"]
+    assert await alert.is_hidden()
+
+    # With alice's list live: bob's job finishes first, then alice's. Alice's live list
+    # (EventSource with ?access_token=) shows hers and never bob's.
+    async with httpx.AsyncClient(base_url=tenant_gateway, timeout=60) as client:
+        bobs = await _post_bell(client, TOKENS["bob"])
+        bob_auth = {"Authorization": f"Bearer {TOKENS['bob']}"}
+        async with sse(client, f"/v1/jobs/{bobs}/events", headers=bob_auth) as reader:
+            assert (await reader.all())[-1].event == "job.completed"
+        alices = await _post_bell(client, TOKENS["alice"])
+    await page.locator(f"tr[data-job='{alices}'] td.state").wait_for()
+    assert await page.locator(f"tr[data-job='{bobs}']").count() == 0
+
+    # A reload lists from GET /v1/jobs: still alice's only; her job page follows it.
+    await page.reload()
+    await page.locator(f"tr[data-job='{alices}']").wait_for()
+    assert await page.locator("tr[data-job]").count() == 1
+    await page.locator(f"tr[data-job='{alices}'] a").click()
+    await page.locator("article.job[data-state='job.completed']").wait_for()
+    assert await _timeline(page) == STAGES
     assert errors.seen == []
