@@ -101,12 +101,17 @@ function provenance(items) {
   const anchor = find(items, "result.anchored");
   const pairs = [["Trace (traceparent)", traceOf(items) ? mono(traceOf(items)) : null]];
   if (anchor) {
-    pairs.push(["Merkle root", mono(anchor.root)], ["Leaf", `${anchor.leaf_index} of ${anchor.batch_size} (batch ${anchor.batch_id})`],
-      ["Proof", h("ol", {}, (anchor.proof ?? []).map((node) => h("li", {}, mono(node))))],
-      ["Anchor transaction", mono(anchor.tx_hash)], ["Block", anchor.block_number],
-      ["Chain", anchor.chain_id], ["Contract", mono(anchor.contract)]);
+    // data-anchor names each value, so a reader (or the browser test) can check the
+    // proof against the contract without parsing the labels.
+    const value = (field, text, tag = "code") => h(tag, { "data-anchor": field }, text);
+    pairs.push(["Merkle root", value("root", anchor.root)],
+      ["Leaf", h("span", {}, value("leaf_index", anchor.leaf_index, "span"), ` of ${anchor.batch_size} in batch `,
+        value("batch_id", anchor.batch_id, "span"))],
+      ["Proof", h("ol", {}, (anchor.proof ?? []).map((node) => h("li", {}, value("proof", node))))],
+      ["Anchor transaction", value("tx_hash", anchor.tx_hash)], ["Block", anchor.block_number],
+      ["Chain", anchor.chain_id], ["Contract", value("contract", anchor.contract)]);
   } else {
-    pairs.push(["Anchor", "not anchored (no result.anchored event)"]);
+    pairs.push(["Anchor", "not anchored (yet): no result.anchored event for this job; reload to look again"]);
   }
   return kv(pairs);
 }
