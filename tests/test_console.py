@@ -196,6 +196,19 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     assert await page.locator("#alert").is_hidden()
     assert errors.seen == []
 
+    # A program with a syntax error: the gateway refuses it (problem+json) and the form
+    # says why, with the code and where; nothing is shown as a job.
+    await page.get_by_role("link", name="Submit").click()
+    await page.get_by_label("Program").fill("OPENQASM 2.0;\nqreg q[2];\nh q[0]\n")
+    await page.get_by_role("button", name="Submit job").click()
+    alert = page.get_by_role("alert")
+    await alert.wait_for()
+    text = await alert.inner_text()
+    assert "[qasm_syntax]" in text and "line" in text, text
+    assert await page.locator("#submitted article.job").count() == 0
+    # The only error logged is Chromium's report of that refused request.
+    assert len(errors.seen) == 1 and "status of 4" in errors.seen[0], errors.seen
+
 
 async def _post_bell(client: httpx.AsyncClient, token: str) -> str:
     auth = {"Authorization": f"Bearer {token}"} if token else {}
