@@ -16,6 +16,7 @@ import pytest
 from qbus.bus.config import Config, GatewayConfig
 from qbus.bus.connection import Bus
 from qbus.consumers.pipeline import Pipeline
+from qbus.engines.registry import get_engine
 from qbus.frontends.program import parse_program
 from qbus.gateway.app import create_app
 from qbus.gateway.templates import TEMPLATES
@@ -157,6 +158,9 @@ async def test_results_stream_every_final_event_and_resume_from_last_event_id(
 async def test_cancel_and_reroute_over_http(config: Config, bus: Bus, pipeline: Pipeline):
     # cirq has an executor consumer but no executor: a job routed there waits.
     await bus.ensure_executor("cirq")
+    # The route stage (in this process) loads cirq to weigh it: seconds of imports that
+    # would stall this event loop mid-test, so they happen first, off the loop.
+    await asyncio.to_thread(get_engine, "cirq")
     async with client_for(config, bus) as client:
         waiting = await post_bell(client, engine="cirq")
         moved = await post_bell(client, engine="cirq")
