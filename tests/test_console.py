@@ -276,6 +276,7 @@ async def _anchored(bus: Bus, job_id: str) -> ResultAnchored:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=KeyError,  # no "tx_hash" on the page; any other failure (no anvil) still fails
     reason="GET /v1/jobs/{id}/events stops at the final event, so it never lists the "
     "result.anchored that comes after it (requested from the gateway)",
 )
@@ -296,7 +297,6 @@ async def test_console_job_page_shows_a_proof_that_verifies_on_chain(
         page.set_default_timeout(60_000)
         await page.goto(f"{base}/console/#/jobs/{job_ids[0]}")
         await page.locator("article.job[data-state='job.completed']").wait_for()
-        assert await _timeline(page) == [*STAGES, "result.anchored"]
 
         shown = page.locator("article.job [data-anchor]")
         fields: dict[str, list[str]] = {}
@@ -316,4 +316,5 @@ async def test_console_job_page_shows_a_proof_that_verifies_on_chain(
             proof,
             int(fields["leaf_index"][0]),
         )
+        assert await _timeline(page) == [*STAGES, "result.anchored"]
         assert errors.seen == []
