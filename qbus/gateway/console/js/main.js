@@ -2,6 +2,7 @@
 // Each view gets a `cleanup(fn)` to register what closes its live streams when the
 // route changes.
 
+import { clearError, showError } from "./alert.js";
 import { getToken, setToken } from "./api.js";
 import { enginesView } from "./engines.js";
 import { jobView } from "./job.js";
@@ -9,13 +10,7 @@ import { jobsView } from "./jobs.js";
 import { submitView } from "./submit.js";
 
 const main = document.getElementById("app");
-const alertBox = document.getElementById("alert");
 let closers = [];
-
-function showError(error) {
-  alertBox.hidden = false;
-  alertBox.textContent = error.code ? `${error.message} [${error.code}]` : error.message;
-}
 
 function route() {
   const path = location.hash.replace(/^#\/?/, "") || "jobs";
@@ -28,7 +23,7 @@ function route() {
 async function render() {
   for (const close of closers) close();
   closers = [];
-  alertBox.hidden = true;
+  clearError();
   const { name, view, args } = route();
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.route === (name === "job" ? "jobs" : name)) link.setAttribute("aria-current", "page");
@@ -36,7 +31,7 @@ async function render() {
   }
   const cleanup = (fn) => { if (fn) closers.push(fn); };
   try {
-    await view(main, cleanup, ...args, showError);
+    await view(main, cleanup, ...args);
   } catch (error) {
     showError(error);
   }

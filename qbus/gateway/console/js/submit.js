@@ -1,13 +1,14 @@
 // The submit form: paste a program (or pick a template from GET /v1/templates), POST it
 // to /v1/jobs as text with the options as query parameters, then follow the job live.
 
+import { clearError, showError } from "./alert.js";
 import { getJson, submitProgram } from "./api.js";
 import { h } from "./dom.js";
 import { jobPanel } from "./job.js";
 
 const FORMATS = ["auto", "qasm2", "qasm3", "json", "quil"];
 
-export async function submitView(main, cleanup, showError) {
+export async function submitView(main, cleanup) {
   const [templates, engines] = await Promise.all([
     getJson("/v1/templates").then((body) => body.templates ?? []),
     getJson("/v1/engines").then((body) => body.engines ?? []),
@@ -40,6 +41,8 @@ export async function submitView(main, cleanup, showError) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     button.disabled = true;
+    clearError();
+    result.replaceChildren();
     try {
       const accepted = await submitProgram(source.value, { shots: shots.value, engine: engine.value, format: format.value });
       await jobPanel(result, accepted.job_id, cleanup, "h2");
