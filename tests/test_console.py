@@ -2,14 +2,24 @@
 
 Debian's headless ``chromium`` (scripts/setup.sh installs it), driven by Playwright from
 the lock pointed at that binary (no ``playwright install``, no browser download), opens
-the console a real gateway serves on a real bus with the real stages: it submits a Bell
-job from the form, sees it complete with a histogram of 00 and 11 only, reads the job
-page's timeline and circuit, sees a job submitted elsewhere arrive live in the job list,
-and reads the engines page. Any uncaught exception or console error in the page fails
-the test. Without chromium the test skips, except under ``CI=true``, where it fails
-with the install hint so CI cannot silently stop checking the console.
+the console a real gateway serves on a real bus with the real stages:
 
-``QBUS_SCREENSHOT=docs/console.png`` saves the finished job's page there.
+* it submits the Bell template from the form, sees it complete live with a histogram of
+  00 and 11 only summing to the shots, reads the job page's timeline and circuit, sees a
+  job submitted elsewhere arrive live in the job list, reads the engines page, and sees
+  a program with a syntax error refused with its code;
+* with tenant tokens: no token is refused with a readable alert; a token typed in the
+  header is kept in localStorage and sent (``?access_token=`` on event streams), and
+  alice's console never lists bob's job;
+* with the anchor stage on a real anvil node, the job page's Merkle proof verifies on the
+  contract (xfail until the gateway lists the ``result.anchored`` that follows a final).
+
+Any uncaught exception or console error in the page fails a test (the deliberate 4xx
+answers are the only ones allowed, where a test provokes them). Without chromium these
+tests skip, except under ``CI=true``, where they fail with the install hint so CI cannot
+silently stop checking the console.
+
+``QBUS_SCREENSHOT=docs/console.png`` saves the finished Bell job's page there.
 """
 
 from __future__ import annotations
