@@ -59,6 +59,19 @@ STAGES = [
 ]
 CORE_STAGES = ("ingest", "rewrite", "route", "execute", "verify")
 TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2"}
+DYNAMIC = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[2] q;
+bit[2] c;
+h q[0];
+rz(pi/4) q[0];
+barrier q;
+c[0] = measure q[0];
+if (c[0]) x q[1];
+reset q[0];
+cx q[1], q[0];
+c = measure q;
+"""
 BELL = next(t.source for t in TEMPLATES if t.name == "bell")
 
 
@@ -194,6 +207,23 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     row = page.locator(f"tr[data-job='{other}'] td.state")
     await row.wait_for()
     assert await row.inner_text() == "completed"
+
+    # A circuit with parameters, a barrier, a reset and a mid-circuit branch is drawn
+    # op by op (each a <g data-op>), control flow as one box.
+    dynamic = await page.evaluate(
+        """async (program) => {
+            const r = await fetch("/v1/jobs?shots=10&engine=qiskit-aer", {
+                method: "POST", headers: {"Content-Type": "text/plain"}, body: program});
+            return (await r.json()).job_id;
+        }""",
+        DYNAMIC,
+    )
+    await page.goto(f"{gateway}/console/#/jobs/{dynamic}")
+    await page.locator("article.job[data-state='job.completed']").wait_for()
+    drawn = await page.eval_on_selector_all(
+        "article.job svg.circuit g.op", "ops => ops.map(o => o.dataset.op)"
+    )
+    assert drawn == ["h", "rz", "barrier", "measure", "if", "reset", "cx", "measure", "measure"]
 
     # The engines page lists the installed engines with their queue depth.
     await page.get_by_role("link", name="Engines").click()
