@@ -245,3 +245,26 @@ def _lines_of(script: str, *args: str, timeout: float) -> dict[str, str]:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return {ln.split(":")[0]: ln for ln in out.stdout.splitlines()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_gateway_benchmark_delivers_every_final_event_to_every_subscriber():
+    lines = _lines_of(
+        "gateway.py",
+        "--jobs",
+        "10",
+        "--warmup",
+        "3",
+        "--subscribers",
+        "20",
+        "--fanout-jobs",
+        "40",
+        timeout=230,
+    )
+    # Counts, never timings: every stream got every job's final event, once.
+    assert lines["delivered"] == "delivered: 800 of 800"
+    assert lines["missed"] == "missed: 0" and lines["duplicates"] == "duplicates: 0"
+    assert lines["latency jobs"].startswith("latency jobs: 10 per way")
+    assert float(lines["gateway p50 ms"].split()[-1]) > 0
+    assert float(lines["nats-py p50 ms"].split()[-1]) > 0
