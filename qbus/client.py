@@ -174,6 +174,9 @@ class ResultStream:
         self._sub: Any = None
         self._closed = False
         self._on_close: Callable[[ResultStream], None] | None = None
+        # Final events stored after the last one returned, as its delivery said: 0 means
+        # the stream has caught up with the log (a replay can stop there).
+        self.pending: int | None = None
 
     async def start(self) -> ResultStream:
         """Create the consumer; from here on no final event (after the start point) is missed."""
@@ -240,7 +243,16 @@ class ResultStream:
             if forged:  # with the stages' keys: no stage allowed to write it signed it
                 log.warning("skipping a forged event on %s: %s", msg.subject, forged)
                 continue
+            self.pending = msg.metadata.num_pending
             return Delivery(msg.metadata.sequence.stream, msg.subject, event)
+
+    async def backlog(self) -> int:
+        """Final events this stream has been sent or has still to be sent by the server,
+        from its start point (asks the server; 0: the log holds none after it)."""
+        await self.start()
+        info = await self._sub.consumer_info()
+        # Pushed already (delivered) or still to push (pending): both are to be read.
+        return info.num_pending + (info.delivered.consumer_seq or 0)
 
     async def __aenter__(self) -> ResultStream:
         return await self.start()

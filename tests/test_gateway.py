@@ -362,3 +362,35 @@ def test_openapi_body_schema_is_the_job_submitted_schema():
     body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/JobSubmitted"}
     assert "shots" in doc["components"]["schemas"]["JobSubmitted"]["properties"]
+
+
+async def test_a_resumed_stream_hands_over_to_the_live_one_without_loss_or_repeats(
+    config: Config, bus: Bus, pipeline: Pipeline
+):
+    # A client resuming from the log's start while jobs keep finishing: the replay and the
+    # live tail (one shared reader for every client) meet with nothing lost or sent twice.
+    async with client_for(config, bus) as client:
+        posted: list[str] = []
+
+        async def post(n: int) -> None:
+            for seed in range(n):
+                response = await client.post(
+                    "/v1/jobs", json={"source": QASM2_BELL, "shots": 50, "seed": seed}
+                )
+                posted.append(response.json()["job_id"])
+
+        await post(4)
+        for job_id in posted:  # finished before the streams open
+            async with sse(client, f"/v1/jobs/{job_id}/events") as reader:
+                await reader.all()
+        async with (
+            sse(client, "/v1/results", params={"last_event_id": "0"}) as resumed,
+            sse(client, "/v1/results") as live,
+        ):
+            await post(6)
+            got = [await resumed.next() for _ in range(10)]
+            live_got = [await live.next() for _ in range(6)]
+        ids = [int(m.id) for m in got]  # type: ignore[union-attr, arg-type]
+        assert ids == sorted(ids) and len(set(ids)) == 10
+        assert sorted(m.data["event"]["job_id"] for m in got) == sorted(posted)  # type: ignore[union-attr]
+        assert {m.data["event"]["job_id"] for m in live_got} == set(posted[4:])  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from qbus.bus.signing import load_trust
 from qbus.gateway import info, jobs, problems, streams
 from qbus.gateway.auth import Tokens
 from qbus.gateway.console import mount_console
+from qbus.gateway.hub import ResultHub
 from qbus.gateway.openapi import install_openapi, openapi_text
 
 TITLE = "qbus HTTP gateway"
@@ -37,6 +38,7 @@ def create_app(config: Config, *, bus: Bus | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if bus is not None:  # the caller's connection, set up by the caller
+            app.state.hub = ResultHub(bus)
             yield
             return
         connection = await Bus.connect(config.bus, name="qbus-gateway")
@@ -44,6 +46,7 @@ def create_app(config: Config, *, bus: Bus | None = None) -> FastAPI:
         # events and left out of the result streams, as the CLI and client do.
         connection.trust = load_trust(config)
         app.state.bus = connection
+        app.state.hub = ResultHub(connection)
         try:
             yield
         finally:

@@ -19,9 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from qbus.bus.connection import Bus
 from qbus.bus.job_log import logged_events
-from qbus.bus.tenancy import tenant_of
-from qbus.client import ResultStream
-from qbus.gateway.auth import Caller
+from qbus.gateway.hub import Message, ResultHub, client_messages
 from qbus.gateway.jobs import CallerDep, bus_of, config_of
 from qbus.gateway.lookup import visible_job
 from qbus.gateway.problems import Problem
@@ -118,18 +116,14 @@ async def results(
     ``job.rejected``) the caller may see, live; after ``Last-Event-ID`` (an event-log
     sequence) it first replays those stored after it."""
     after = resume_after(last_event_id, last_event_id_query)
-    stream = ResultStream(bus_of(request), start_sequence=None if after is None else after + 1)
-    await stream.start()  # before answering: no final event after this point is missed
-    return EventSourceResponse(_final_messages(stream, caller), ping=PING_SECONDS)
+    hub: ResultHub = request.app.state.hub
+    # Joined before answering: no final event stored after the answer is missed.
+    queue = await hub.join()
+    messages = client_messages(hub, queue, bus_of(request), caller, after)
+    return EventSourceResponse(_as_sse(messages), ping=PING_SECONDS)
 
 
-async def _final_messages(stream: ResultStream, caller: Caller) -> AsyncIterator[ServerSentEvent]:
-    """The final events of ``stream`` that ``caller`` may see, as SSE messages."""
-    async with stream:
-        async for delivery in stream:
-            if not caller.may_see(tenant_of(delivery.event)):
-                continue
-            data = event_item(delivery.sequence, delivery.subject, delivery.event)
-            yield ServerSentEvent(
-                data=sse_data(data), event=data["type"], id=str(delivery.sequence)
-            )
+async def _as_sse(messages: AsyncIterator[Message]) -> AsyncIterator[ServerSentEvent]:
+    async with contextlib.aclosing(messages):
+        async for message in messages:
+            yield ServerSentEvent(data=message.data, event=message.type, id=str(message.sequence))
