@@ -14,7 +14,7 @@ import pytest
 
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
-from qbus.cli.control import send_control
+from qbus.producers.control import send_control
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,

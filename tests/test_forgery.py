@@ -24,13 +24,13 @@ from qbus.bus.deadletter import replay
 from qbus.bus.jobstate import JobState
 from qbus.bus.signing import HEADER, Signer, Trust, generate_keys, load_trust
 from qbus.bus.tenancy import tenant_writes, wait_tenant_refusal, wait_tenant_result
-from qbus.cli.control import send_control
 from qbus.cli.dlq import replay_signer
 from qbus.cli.jobs import watch_line
 from qbus.client import Client, Job
 from qbus.consumers.pipeline import Pipeline
 from qbus.consumers.retry import find_request
 from qbus.consumers.route import last_execution
+from qbus.producers.control import send_control
 from qbus.producers.submit import wait_final
 from qbus.schemas.events import (
     Cancel,

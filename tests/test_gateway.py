@@ -19,6 +19,7 @@ from qbus.consumers.pipeline import Pipeline
 from qbus.engines.registry import get_engine
 from qbus.frontends.program import parse_program
 from qbus.gateway.app import create_app
+from qbus.gateway.console import CONSOLE_DIR
 from qbus.gateway.templates import TEMPLATES
 from tests.gateway_fixtures import assert_problem, served, sse
 from tests.jobs import QASM2_BELL
@@ -28,16 +29,16 @@ pytestmark = pytest.mark.timeout(180)
 
 def gateway_config(config: Config, **gateway: object) -> Config:
     """``config`` with a short wait for unknown jobs (a 404 costs a test that long)."""
-    return msgspec.structs.replace(
-        config,
-        gateway=GatewayConfig(lookup_seconds=0.5, **gateway),  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {"lookup_seconds": 0.5, **gateway}
+    return msgspec.structs.replace(config, gateway=GatewayConfig(**settings))  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
-async def client_for(config: Config, bus: Bus) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(
+    config: Config, bus: Bus, **gateway: object
+) -> AsyncIterator[httpx.AsyncClient]:
     async with (
-        served(create_app(gateway_config(config), bus=bus)) as base,
+        served(create_app(gateway_config(config, **gateway), bus=bus)) as base,
         httpx.AsyncClient(base_url=base, timeout=60) as client,
     ):
         yield client
@@ -57,9 +58,12 @@ async def post_bell(client: httpx.AsyncClient, **params: object) -> dict:
 async def test_bell_job_posted_streamed_to_completion_and_read_back(
     config: Config, bus: Bus, pipeline: Pipeline
 ):
-    async with client_for(config, bus) as client:
+    async with client_for(config, bus, lookup_seconds=30.0) as client:
         posted = await post_bell(client, seed=7)
         job_id = posted["job_id"]
+        # Following the Location at once finds the job, though ingest may not have read it.
+        at_once = await client.get(posted["links"]["self"])
+        assert at_once.status_code == 200 and at_once.json()["job_id"] == job_id
         assert posted["links"] == {
             "self": f"/v1/jobs/{job_id}",
             "events": f"/v1/jobs/{job_id}/events",
@@ -122,6 +126,11 @@ async def test_bell_job_posted_streamed_to_completion_and_read_back(
         assert "/v1/jobs/{job_id}/events" in served_doc["paths"]
         redirect = await client.get("/", follow_redirects=False)
         assert redirect.status_code in (302, 307) and redirect.headers["location"] == "/console/"
+        console = await client.get("/console/")
+        if CONSOLE_DIR.is_dir():  # the console's files (another part of issue 16)
+            assert console.status_code == 200 and "text/html" in console.headers["content-type"]
+        else:
+            assert_problem(console, 404, "console_missing")
 
 
 def test_every_template_parses():

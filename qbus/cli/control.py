@@ -151,5 +151,4 @@ __all__ = [
     "job_progress",
     "progress_bar",
     "reroute",
-    "send_control",
 ]

@@ -17,7 +17,6 @@ the events in flight; it starts with the first client and stops with the last.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,7 +83,8 @@ class ResultHub:
                 await stream.start()
                 self._stream = stream
                 self._reader = asyncio.create_task(self._read(stream), name="qbus-result-hub")
-            queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_LIMIT)
+            # One slot beyond the limit: room for the end mark of a client that fell behind.
+            queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_LIMIT + 1)
             self._clients.add(queue)
             return queue
 
@@ -101,25 +101,28 @@ class ResultHub:
                 async for delivery in stream:
                     message = message_of(delivery)
                     for queue in list(self._clients):
-                        try:
-                            queue.put_nowait(message)
-                        except asyncio.QueueFull:
-                            # Behind by QUEUE_LIMIT: end its stream; it resumes by id.
+                        if queue.qsize() >= QUEUE_LIMIT:
+                            # Behind by QUEUE_LIMIT: its stream ends after what it has;
+                            # it resumes by its last id, from the log.
                             self._end(queue)
+                        else:
+                            queue.put_nowait(message)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("the result hub's reader failed; its clients' streams end")
         finally:
-            for queue in list(self._clients):
-                self._end(queue)
+            # A reader that ``leave`` stopped is no longer the hub's (a new one may serve
+            # clients that joined since): only the current reader ends the clients.
+            if self._reader is asyncio.current_task():
+                for queue in list(self._clients):
+                    self._end(queue)
 
     def _end(self, queue: asyncio.Queue[Message | None]) -> None:
-        self._clients.discard(queue)
-        with contextlib.suppress(asyncio.QueueEmpty):
-            while queue.full():
-                queue.get_nowait()
-        queue.put_nowait(_END)
+        """Put the end mark after what ``queue`` holds (its spare slot) and drop it."""
+        if queue in self._clients:
+            self._clients.discard(queue)
+            queue.put_nowait(_END)
 
 
 async def replay(bus: Bus, after: int) -> AsyncIterator[Message]:

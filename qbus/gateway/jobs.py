@@ -177,7 +177,7 @@ async def _all_states(bus: Bus) -> list[tuple[str, JobState]]:
 async def get_job(request: Request, caller: CallerDep, job_id: str) -> MsgspecJSON:
     """The job's KV state and its final event (null until it has one)."""
     bus = bus_of(request)
-    await visible_job(bus, caller, job_id, wait=0)
+    await visible_job(bus, caller, job_id, wait=config_of(request).gateway.lookup_seconds)
     state = await bus.job_state(job_id)
     final = await _final(bus, job_id)
     body: dict[str, Any] = {

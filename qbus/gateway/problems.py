@@ -8,12 +8,16 @@ the HTTP request itself (``malformed_json``, ``body_too_large``, ``unsupported_m
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qbus.errors import QbusError
+
+log = logging.getLogger("qbus.gateway")
 
 PROBLEM_TYPE = "https://qbus.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -103,6 +107,17 @@ def install(app: FastAPI) -> None:
         problem = Problem(422, "invalid_request", detail, where=where or None)
         return problem_response(problem, request.url.path)
 
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        # Anything unexpected: logged with its traceback, answered without it.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        problem = Problem(
+            500,
+            "internal_error",
+            f"the gateway failed on this request ({type(exc).__name__}); its log has the details",
+        )
+        return problem_response(problem, request.url.path)
+
     app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(Exception, on_error)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
