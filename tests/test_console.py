@@ -143,6 +143,18 @@ async def _bars(page: Page) -> dict[str, int]:
     )
 
 
+async def _post_from_page(page: Page, program: str) -> str:
+    """Submit ``program`` with the page's own fetch (as another tab would); its job id."""
+    return await page.evaluate(
+        """async (program) => {
+            const r = await fetch("/v1/jobs?shots=10&engine=qiskit-aer", {
+                method: "POST", headers: {"Content-Type": "text/plain"}, body: program});
+            return (await r.json()).job_id;
+        }""",
+        program,
+    )
+
+
 async def _timeline(page: Page) -> list[str]:
     return await page.eval_on_selector_all(
         "article.job ol.timeline li", "rows => rows.map(r => r.dataset.type)"
@@ -196,28 +208,14 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     await page.get_by_role("link", name="Jobs").click()
     await page.locator(f"tr[data-job='{job_id}']").wait_for()
     await page.get_by_text("live: final events stream in").wait_for()
-    other = await page.evaluate(
-        """async (program) => {
-            const r = await fetch("/v1/jobs?shots=10&engine=qiskit-aer", {
-                method: "POST", headers: {"Content-Type": "text/plain"}, body: program});
-            return (await r.json()).job_id;
-        }""",
-        BELL,
-    )
+    other = await _post_from_page(page, BELL)
     row = page.locator(f"tr[data-job='{other}'] td.state")
     await row.wait_for()
     assert await row.inner_text() == "completed"
 
     # A circuit with parameters, a barrier, a reset and a mid-circuit branch is drawn
     # op by op (each a <g data-op>), control flow as one box.
-    dynamic = await page.evaluate(
-        """async (program) => {
-            const r = await fetch("/v1/jobs?shots=10&engine=qiskit-aer", {
-                method: "POST", headers: {"Content-Type": "text/plain"}, body: program});
-            return (await r.json()).job_id;
-        }""",
-        DYNAMIC,
-    )
+    dynamic = await _post_from_page(page, DYNAMIC)
     await page.goto(f"{gateway}/console/#/jobs/{dynamic}")
     await page.locator("article.job[data-state='job.completed']").wait_for()
     drawn = await page.eval_on_selector_all(
