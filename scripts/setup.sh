@@ -99,6 +99,15 @@ if [ ${#deploy_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "warning: could not install ${deploy_pkgs[*]} (not root?)" >&2
 fi
 
+# The web console's browser test (tests/test_console.py) drives Debian's chromium through
+# Playwright (from the lock; no `playwright install`, no browser download): install it when
+# missing. Failure only warns; the test then fails under CI naming what is missing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the console's browser test…" >&2
+    client_apt_install chromium ||
+        echo "warning: could not install chromium (not root?)" >&2
+fi
+
 # The bwrap sandbox driver (docs/hypervisor.md) needs Debian's bubblewrap; its tests fail
 # without it, so install it when we can, or say exactly how.
 if ! command -v bwrap >/dev/null 2>&1; then
