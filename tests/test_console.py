@@ -12,7 +12,7 @@ the console a real gateway serves on a real bus with the real stages:
   header is kept in localStorage and sent (``?access_token=`` on event streams), and
   alice's console never lists bob's job;
 * with the anchor stage on a real anvil node, the job page's Merkle proof verifies on the
-  contract (xfail until the gateway lists the ``result.anchored`` that follows a final).
+  contract (the job's events list the ``result.anchored`` that follows its final event).
 
 Any uncaught exception or console error in the page fails a test (the deliberate 4xx
 answers are the only ones allowed, where a test provokes them). Without chromium these
@@ -312,12 +312,6 @@ async def _anchored(bus: Bus, job_id: str) -> ResultAnchored:
     raise AssertionError("unreachable: stored_events ends only by raising TimeoutError")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,  # no "tx_hash" on the page; any other failure (no anvil) still fails
-    reason="GET /v1/jobs/{id}/events stops at the final event, so it never lists the "
-    "result.anchored that comes after it (requested from the gateway)",
-)
 async def test_console_job_page_shows_a_proof_that_verifies_on_chain(
     browser: Browser, chain_qbus_config: Config, bus: Bus, anchor_contract: AnchorContract
 ):

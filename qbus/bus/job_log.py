@@ -71,7 +71,9 @@ async def logged_events(
             logged = _logged(bus, msg)
             if logged is not None:
                 yield logged
-                if isinstance(logged.event, FINAL_EVENTS) and logged.forged is None:
+                # Following, the job's final event ends the wait; reading what is stored,
+                # everything is read, including what comes after it (result.anchored).
+                if follow and isinstance(logged.event, FINAL_EVENTS) and logged.forged is None:
                     return
             if not follow and msg.metadata.num_pending == 0:
                 return
