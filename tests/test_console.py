@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -195,6 +196,9 @@ async def test_console_submits_a_bell_job_and_shows_it(browser: Browser, gateway
     assert await page.locator("article.job .verdict").inner_text() != ""
     result_hash = await page.locator("article.job dd code").first.inner_text()
     assert result_hash.startswith("sha256:")
+    # The trace the job was published in (the gateway starts one for the form's POST).
+    page_text = await page.locator("article.job").inner_text()
+    assert re.search(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", page_text), page_text
     drawn = await page.eval_on_selector_all(
         "article.job svg.circuit g.op", "ops => ops.map(o => o.dataset.op)"
     )
