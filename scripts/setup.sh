@@ -49,6 +49,8 @@ client_pkgs=()
 command -v node >/dev/null 2>&1 || client_pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || client_pkgs+=(npm)
 command -v go >/dev/null 2>&1 || client_pkgs+=(golang-go)
+# curl: the README's HTTP recipe, which tests/test_gateway_openapi.py runs as written.
+command -v curl >/dev/null 2>&1 || client_pkgs+=(curl)
 [ -d /usr/share/gocode/src/github.com/nats-io/nats.go ] ||
     client_pkgs+=(golang-github-nats-io-go-nats-dev)
 if [ ${#client_pkgs[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -108,3 +108,40 @@ def test_gateway_command_serves_and_refuses_a_taken_port(tmp_path: Path):
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+@pytest.mark.timeout(240)
+def test_the_readme_recipe_qbus_up_http_then_curl_streams_a_bell_job(tmp_path: Path):
+    # The README's "HTTP API and web console" block, run as written (bash, curl), with a
+    # free port in place of 8080 and the endless /v1/results stream cut after 10 s.
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## HTTP API and web console", 1)[1].split("```bash\n", 1)[1]
+    block = block.split("```", 1)[0]
+    assert "qbus up --http 8080" in block and "/v1/results" in block
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = (
+        block.replace("8080", str(port))
+        .replace(".venv/bin/qbus up", f"{sys.executable} -m qbus up --port -1 --no-metrics")
+        .replace(
+            "curl -N -H 'Accept: text/event-stream' -H",
+            "timeout 10 curl -N -H 'Accept: text/event-stream' -H",
+        )
+    )
+    assert script.count("timeout 10 curl") == 1, script
+    script = f"set -m\n{script}\nkill %1; wait %1\n"
+    out = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=ROOT,
+        env={**os.environ, "QBUS_STATE_DIR": str(tmp_path / "state")},
+    )
+    text = out.stdout
+    assert "event: circuit.ingested" in text, text + out.stderr
+    assert "event: job.completed" in text, text + out.stderr
+    # The job's stream, then the results stream (from the log's start) replays its final.
+    assert text.count("event: job.completed") == 2, text
+    assert f"console http://127.0.0.1:{port}/console/" in text
