@@ -94,12 +94,15 @@ def test_a_shallow_wide_circuit_is_cheap_and_a_scrambler_is_refused_with_its_cos
     assert "the limits are 1e+11 flops" in message
 
 
-def test_less_memory_slices_the_contraction_and_costs_more_flops(tn):
+def test_less_memory_slices_the_contraction_to_fit(tn):
     circuit = scrambler(24, 5, seed=2)
     roomy = tn.predict(RunRequest(circuit=circuit, shots=1, memory_mb=4096))
     tight = tn.predict(RunRequest(circuit=circuit, shots=1, memory_mb=1))
     assert tight.peak_bytes <= target_size(1) * 16 < roomy.peak_bytes
-    assert tight.slices > 1 and tight.flops >= roomy.flops
+    assert tight.slices > 1 and roomy.slices == 1
+    # Not asserted: that the sliced path costs more flops. The path search is a timed
+    # randomised greedy (1 s), so on a busy machine the unsliced search can end with a
+    # worse path than the sliced one (seen in CI: 75e6 against 6.5e6 flops).
 
 
 def test_more_shots_cost_more_contractions(tn):
