@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -19,6 +18,7 @@ from nats.js.errors import NotFoundError
 from qbus.bus.config import Config
 from qbus.bus.connection import Bus
 from qbus.bus.jobstate import JobState, decode_state
+from qbus.client import new_traceparent
 from qbus.frontends.bounds import UNDECODABLE, decode_event
 from qbus.gateway.auth import Caller, current_caller
 from qbus.gateway.body import media_type, read_body, unsupported
@@ -133,7 +133,7 @@ async def post_job(
     # stages; else a new one (with tracing on, the publish is a PRODUCER span of it).
     given = traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else None
     if given is None and not tracing.enabled():
-        given = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        given = new_traceparent()
     with tracing.produce(
         bus.subjects.submit,
         traceparent=given,
