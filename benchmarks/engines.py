@@ -465,7 +465,7 @@ def _load() -> str:
 def main() -> int:
     """Run the benchmark, print the table, and with ``--write-docs`` put it in the doc."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--qubits", type=int, nargs="+", default=[16, 20, 24, 26])
+    parser.add_argument("--qubits", type=int, nargs="*", default=[16, 20, 24, 26])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--sweep-qubits", type=int, nargs="*", default=[12, 16])
     parser.add_argument("--ansatze", nargs="+", default=list(ANSATZE), choices=list(ANSATZE))

@@ -65,6 +65,31 @@ def test_plan_fuses_ladder_into_few_blocks() -> None:
     assert sum(len(b[1]) for b in blocks) == len(ops)
 
 
+def test_plan_lets_a_gate_join_an_earlier_block_that_nothing_touched_since() -> None:
+    # cz(1, 2) joins the {0, 1} block although a block on {5, 6} was started after it:
+    # nothing between them touched qubits 0-2. The ry on 6 stays in the {5, 6} block, which
+    # cx(6, 2) then joins (it runs after the {0, 1, 2} block); the lone h packs at the end.
+    ops = [
+        Op(name="cz", qubits=(0, 1)),
+        Op(name="cz", qubits=(5, 6)),
+        Op(name="ry", qubits=(6,), params=(0.3,)),
+        Op(name="cz", qubits=(1, 2)),
+        Op(name="cx", qubits=(2, 0)),
+        Op(name="h", qubits=(3,)),
+        Op(name="cx", qubits=(6, 2)),
+    ]
+    circuit = Circuit(num_qubits=7, ops=tuple(ops))
+    blocks = _plan(structure_of(circuit), 3)
+    assert [b[0] for b in blocks] == [(0, 1, 2), (2, 5, 6), (3,)]
+    assert [[g.name for g in b[1]] for b in blocks] == [
+        ["cz", "cz", "cx"],
+        ["cz", "ry", "cx"],
+        ["h"],
+    ]
+    exact = reference.statevector(circuit)
+    assert _fidelity(JaxEngine().statevector(circuit), exact) >= 1 - 1e-12
+
+
 def test_ghz5_sampling_passes_chi_square(engine: JaxEngine) -> None:
     ops = [Op(name="h", qubits=(0,))] + [Op(name="cx", qubits=(q, q + 1)) for q in range(4)]
     ops += [Op(name="measure", qubits=(q,), clbits=(q,)) for q in range(5)]

@@ -15,9 +15,10 @@ import pytest
 
 from qbus.engines import reference
 from qbus.engines.base import RunRequest
-from qbus.engines.jax_engine import JaxEngine
-from qbus.engines.jax_sweep import _string_matrix, chunk_size, clifford_images
+from qbus.engines.jax_engine import JaxEngine, structure_of
+from qbus.engines.jax_sweep import _plan, _string_matrix, chunk_size, clifford_images
 from qbus.engines.observables import expectation_values
+from qbus.engines.sweep import point_parameters, slot_table
 from qbus.frontends.parameters import bind
 from qbus.schemas.gates import GATES
 from qbus.schemas.ir import Circuit, Op
@@ -139,12 +140,7 @@ def test_factored_states_merge_in_any_order(dtype: str) -> None:
             ("rz", (3,), ("c",)),
         ],
     )
-    rng = np.random.default_rng(3)
-    points = [dict(zip("abc", rng.uniform(-3, 3, 3).tolist(), strict=True)) for _ in range(7)]
-    engine = JaxEngine(dtype)
-    states = [
-        psi for _, out in engine._sweep_calls(circuit, _angles(circuit, points), []) for psi in out
-    ]
+    points, states = _sweep_states(circuit, dtype, seed=3, count=7)
     tolerance = 1e-12 if dtype == "complex128" else 1e-6
     for psi, values in zip(states, points, strict=True):
         exact = reference.statevector(bind(circuit, values))
@@ -152,9 +148,49 @@ def test_factored_states_merge_in_any_order(dtype: str) -> None:
         np.testing.assert_allclose(psi, exact, atol=10 * np.sqrt(tolerance))
 
 
-def _angles(circuit: Circuit, points: list[dict[str, float]]) -> np.ndarray:
-    from qbus.engines.sweep import point_parameters, slot_table
+@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
+def test_gates_on_the_same_qubits_in_any_order_share_one_step(dtype: str) -> None:
+    # Runs of gates on one pair or triple, listed in either qubit order, with fixed and
+    # parametrised gates mixed, are one matrix per point; a one-qubit gate between two
+    # of them, or a gate on another pair sharing a qubit, ends the run.
+    circuit = _circuit(
+        4,
+        [
+            ("x", (1,), ()),
+            ("rxx", (0, 1), ("a",)),
+            ("ryy", (1, 0), ("b",)),
+            ("cx", (1, 0), ()),
+            ("rzz", (0, 1), ("c",)),
+            ("crx", (2, 1), ("a",)),
+            ("cz", (1, 2), ()),
+            ("ry", (2,), ("b",)),
+            ("cp", (2, 1), ("c",)),
+            ("ccx", (3, 0, 2), ()),
+            ("cswap", (2, 3, 0), ()),
+            ("swap", (3, 2), ()),
+            ("cu", (2, 3), ("a", "b", "c", "a")),
+        ],
+    )
+    points, states = _sweep_states(circuit, dtype, seed=5, count=6)
+    atol = 1e-12 if dtype == "complex128" else 1e-5
+    for psi, values in zip(states, points, strict=True):
+        np.testing.assert_allclose(psi, reference.statevector(bind(circuit, values)), atol=atol)
+    steps = _plan(structure_of(circuit))[1]
+    assert [len(step.gates) for step in steps] == [4, 2, 1, 1, 2, 2]
 
+
+def _sweep_states(
+    circuit: Circuit, dtype: str, seed: int, count: int
+) -> tuple[list[dict[str, float]], list[np.ndarray]]:
+    """``count`` random points of the parameters a, b, c and the kernel's state at each."""
+    rng = np.random.default_rng(seed)
+    points = [dict(zip("abc", rng.uniform(-3, 3, 3).tolist(), strict=True)) for _ in range(count)]
+    engine = JaxEngine(dtype)
+    calls = engine._sweep_calls(circuit, _angles(circuit, points), [])
+    return points, [psi for _, out in calls for psi in out]
+
+
+def _angles(circuit: Circuit, points: list[dict[str, float]]) -> np.ndarray:
     return slot_table(circuit, point_parameters({}, points))
 
 

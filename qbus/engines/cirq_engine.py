@@ -49,9 +49,12 @@ from qbus.engines.noise_cirq import MAX_NOISY_QUBITS, run_noisy
 # Below this width a run is too small to gain from threads (qsim's own advice); above
 # it qsim gets every core.
 _PARALLEL_QUBITS = 14
-# qsim fuses gates into blocks of at most this many qubits: 2 is best for small
-# circuits, larger blocks pay off from about 22 qubits (qsimcirq's QSimOptions doc).
-_FUSE_SMALL, _FUSE_LARGE, _FUSE_FROM = 2, 4, 22
+# qsim fuses gates into blocks of at most this many qubits. Measured on the 2-core
+# machine (qsimcirq called directly, five circuit families, best of 4 interleaved,
+# 2026-12-08): 2 and 3 tie below 20 qubits (2 ahead at 12), 3 wins from 20 and by
+# 15-30% at 22 and 24 qubits, where 4 (qsimcirq's suggestion for large circuits) lost
+# to 3 on every family.
+_FUSE_SMALL, _FUSE_LARGE, _FUSE_FROM = 2, 3, 20
 
 
 _memory_width = memory_width

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qbus.engines.jax_blocks import block_pattern
 from qbus.engines.jax_gates import jax_matrix
 from qbus.engines.observables import pauli_action
 from qbus.engines.reference import gate_matrix
@@ -87,6 +88,7 @@ def _plan(structure: Structure) -> tuple[dict[int, list[_Gate]], list[_Step]]:
     entangled: set[int] = set()
     steps: list[_Step] = []
     open_step: dict[int, _Step] = {}  # a qubit's pending run of one-qubit gates
+    last: dict[int, _Step] = {}  # the last multi-qubit step on each qubit
     for g in gates:
         if len(g.qubits) == 1:
             (q,) = g.qubits
@@ -99,10 +101,22 @@ def _plan(structure: Structure) -> tuple[dict[int, list[_Gate]], list[_Step]]:
                 open_step[q] = step
                 steps.append(step)
             continue
+        same = last.get(g.qubits[0])
+        if (
+            same is not None
+            and set(same.qubits) == set(g.qubits)
+            and all(last.get(q) is same and q not in open_step for q in g.qubits)
+        ):
+            # Another gate on exactly the last step's qubits with nothing between them
+            # (rxx, ryy, rzz on one pair): one matrix per point, one pass for all.
+            same.gates.append(g)
+            continue
+        step = _Step(g.qubits, [g])
         for q in g.qubits:
             entangled.add(q)
             open_step.pop(q, None)
-        steps.append(_Step(g.qubits, [g]))
+            last[q] = step
+        steps.append(step)
     return prefix, steps
 
 
@@ -115,6 +129,27 @@ def _batched_matrix(g: _Gate, angles: jax.Array, dtype: jnp.dtype) -> jax.Array:
         return jnp.broadcast_to(m, (angles.shape[0], *m.shape))
     cols = angles[:, g.offset : g.offset + k]
     return jax.vmap(lambda p: jax_matrix(g.name, [p[i] for i in range(k)], dtype))(cols)
+
+
+def _step_matrix(step: _Step, angles: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``(points, 2**k, 2**k)``: the product of a step's gates, ``step.qubits[j]`` as bit j.
+
+    A gate listing the step's qubits in another order has its matrix's index bits
+    permuted to the step's order first.
+    """
+    k = len(step.qubits)
+    index = np.arange(1 << k)
+    total: jax.Array | None = None
+    for g in step.gates:
+        m = _batched_matrix(g, angles, dtype)
+        if g.qubits != step.qubits:
+            # Bit j of the step's index is bit g.qubits.index(step.qubits[j]) of the gate's.
+            where = [g.qubits.index(q) for q in step.qubits]
+            perm = sum(((index >> j) & 1) << where[j] for j in range(k))
+            m = m[:, perm][:, :, perm]
+        total = m if total is None else m @ total
+    assert total is not None
+    return total
 
 
 def _pattern(name: str) -> np.ndarray:
@@ -354,6 +389,12 @@ def build_sweep_fn(
         steps, terms = _heisenberg(steps, observables)
         groups = _flip_groups(n, terms)
     masks = {g.name: _pattern(g.name) for step in steps for g in step.gates}
+    # A step of several gates: the entries that can be non-zero, or its constant matrix.
+    patterns = {
+        id(step): block_pattern(step.qubits, [(g.name, g.qubits) for g in step.gates])
+        for step in steps
+        if len(step.qubits) > 1 and len(step.gates) > 1
+    }
 
     def one_qubit(gates: list[_Gate], angles: jax.Array) -> jax.Array:
         m = _batched_matrix(gates[0], angles, cdt)
@@ -388,6 +429,9 @@ def build_sweep_fn(
             axes = [qubits.index(q) for q in step.qubits]
             if len(step.qubits) == 1:
                 m, mask = one_qubit(step.gates, angles), np.ones((2, 2), bool)
+            elif len(step.gates) > 1:
+                mask, constant = patterns[id(step)]
+                m = constant if constant is not None else _step_matrix(step, angles, cdt)
             else:
                 (g,) = step.gates
                 mask = masks[g.name]
