@@ -207,17 +207,21 @@ def test_every_ir_gate_has_exactly_one_cirq_mapping() -> None:
 
 
 def test_qsim_state_is_its_own_complex64_state_widened_and_renormalised() -> None:
-    # The engine widens and renormalises qsim's state in one pass (a float64 norm, one
-    # multiply); the result must stay what widening, then dividing by the norm, gave.
+    # The engine takes qsim's raw complex64 array (not Cirq's result, which renormalises
+    # it in complex64 first), widens it and renormalises in float64; the result must be
+    # what widening, then dividing by the norm, gives.
     circuit = random_circuit(np.random.default_rng(17), 16, depth=200)
     state = QsimEngine().run(RunRequest(circuit=circuit, method="statevector")).statevector
     assert state is not None and state.dtype == np.complex128
     sim = qsimcirq.QSimSimulator(qsim_options={"t": os.cpu_count() or 1, "f": qsim_fuse_size(16)})
-    raw = sim.simulate(
-        to_cirq(circuit, measurements=False), qubit_order=list(reversed(line_qubits(16)))
-    ).final_state_vector
+    program = to_cirq(circuit, measurements=False)
+    order = list(reversed(line_qubits(16)))
+    _, raw, _ = sim.simulate_into_1d_array(program, qubit_order=order)
     assert raw.dtype == np.complex64
     before = np.asarray(raw, dtype=np.complex128)
     before /= np.linalg.norm(before)
     assert np.max(np.abs(state - before)) < 1e-15
+    # Cirq's own result differs only by its complex64 renormalisation.
+    cirq_state = sim.simulate(program, qubit_order=order).final_state_vector
+    assert np.max(np.abs(state - cirq_state)) < 1e-6
     assert abs(np.vdot(state, state).real - 1) < 1e-14
